@@ -1,0 +1,220 @@
+"""Chapter 2: attention.
+
+Scaled dot-product attention, the causal mask, and multi-head attention.
+
+Two code paths compute the same maths:
+
+* ``"explicit"``: scores, scaling, causal mask, softmax, dropout, weighted sum,
+  written out step by step exactly as the chapter derives them;
+* ``"sdpa"``: PyTorch's fused :func:`torch.nn.functional.scaled_dot_product_attention`
+  (a flash / memory-efficient kernel on GPU).
+
+Shapes use ``B`` batch, ``T`` new tokens, ``S`` keys seen so far (``S = T`` without a
+KV cache), ``H`` heads, ``D`` head dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AttentionImpl = Literal["explicit", "sdpa"]
+ATTENTION_IMPLS: tuple[str, ...] = ("explicit", "sdpa")
+
+
+def causal_mask(num_queries: int, num_keys: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean mask of the positions a query may **not** look at.
+
+    Query ``i`` sits at absolute position ``num_keys - num_queries + i`` (the queries
+    are the newest tokens), so it may attend to keys ``0 .. that position``.
+
+    Returns:
+        ``(num_queries, num_keys)`` bool tensor, ``True`` where attention is forbidden.
+    """
+    offset = num_keys - num_queries
+    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).triu(diagonal=offset + 1)
+
+
+def scaled_dot_product_attention(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    causal: bool = True,
+    dropout: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out: ``softmax(Q K^T / sqrt(d_k) + mask) V``.
+
+    Args:
+        queries: ``(..., T, D)``.
+        keys: ``(..., S, D)``.
+        values: ``(..., S, D)``.
+        causal: hide keys that come after each query.
+        dropout: applied to the attention weights (training only), or ``None``.
+
+    Returns:
+        ``(context, weights)``: context ``(..., T, D)`` and weights ``(..., T, S)``
+        (each row of ``weights`` sums to 1, before dropout).
+    """
+    d_k = queries.shape[-1]
+    scores = queries @ keys.transpose(-2, -1)  # (..., T, S)
+    scores = scores / math.sqrt(d_k)
+    if causal:
+        mask = causal_mask(queries.shape[-2], keys.shape[-2], device=scores.device)
+        scores = scores.masked_fill(mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    dropped = dropout(weights) if dropout is not None else weights
+    return dropped @ values, weights
+
+
+class KVCache:
+    """Keys and values of one attention layer, kept between generation steps.
+
+    With ``preallocate=True`` the buffers ``(B, H, max_len, D)`` are allocated once and
+    filled in place; otherwise each step concatenates (simpler, allocates every step).
+
+    Args:
+        max_len: the most positions the cache can hold (the model's context length).
+        preallocate: use fixed buffers instead of concatenation.
+    """
+
+    def __init__(self, max_len: int, preallocate: bool = True) -> None:
+        if max_len < 1:
+            raise ValueError(f"KVCache max_len must be >= 1, got {max_len}")
+        self.max_len = max_len
+        self.preallocate = preallocate
+        self.length = 0
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget everything (buffers are kept for reuse)."""
+        self.length = 0
+        if not self.preallocate:
+            self._k = self._v = None
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``(B, H, T, D)`` new keys/values; return all ``(B, H, length, D)``."""
+        t = k_new.shape[-2]
+        if self.length + t > self.max_len:
+            raise ValueError(
+                f"KV cache overflow: holds {self.length} positions, adding {t} exceeds "
+                f"max_len={self.max_len}. Crop the input or reset the cache."
+            )
+        if not self.preallocate:
+            self._k = k_new if self._k is None else torch.cat([self._k, k_new], dim=-2)
+            self._v = v_new if self._v is None else torch.cat([self._v, v_new], dim=-2)
+            self.length += t
+            return self._k, self._v
+        b, h, _, d = k_new.shape
+        if self._k is None or self._k.shape[:2] != (b, h) or self._k.dtype != k_new.dtype or self._k.device != k_new.device:
+            self._k = k_new.new_empty(b, h, self.max_len, d)
+            self._v = v_new.new_empty(b, h, self.max_len, d)
+        assert self._v is not None
+        self._k[:, :, self.length : self.length + t] = k_new
+        self._v[:, :, self.length : self.length + t] = v_new
+        self.length += t
+        return self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head self-attention.
+
+    Args:
+        d_in: input features per token.
+        d_out: output features per token (split evenly over the heads).
+        context_length: the longest sequence the layer accepts.
+        num_heads: number of heads; must divide ``d_out``.
+        dropout: dropout probability on the attention weights.
+        qkv_bias: give the query/key/value projections a bias.
+        impl: ``"explicit"`` (the chapter's maths) or ``"sdpa"`` (PyTorch's fused kernel).
+        fused_qkv: compute Q, K and V with one matrix product instead of three
+            (same parameters, same result).
+
+    Shapes: ``(B, T, d_in) -> (B, T, d_out)``.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        impl: AttentionImpl = "sdpa",
+        fused_qkv: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or d_out % num_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a positive divisor of d_out ({d_out}): "
+                f"each head gets d_out / num_heads features. Try num_heads in "
+                f"{[h for h in range(1, min(d_out, 64) + 1) if d_out % h == 0]}."
+            )
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.d_in = d_in
+        self.d_out = d_out
+        self.context_length = context_length
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.impl: AttentionImpl = impl
+        self.fused_qkv = fused_qkv
+        self.dropout_p = dropout
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+
+    def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, T, d_in)`` -> three ``(B, T, d_out)`` tensors."""
+        if not self.fused_qkv:
+            return self.W_query(x), self.W_key(x), self.W_value(x)
+        weight = torch.cat([self.W_query.weight, self.W_key.weight, self.W_value.weight])
+        bias = None
+        if self.W_query.bias is not None:
+            bias = torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
+        return F.linear(x, weight, bias).split(self.d_out, dim=-1)
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d_out)`` -> ``(B, H, T, D)``."""
+        b, n, _ = t.shape
+        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """``(B, T, d_in) -> (B, T, d_out)``; with ``kv_cache`` the T tokens follow the cached ones."""
+        if x.dim() != 3:
+            raise ValueError(
+                f"MultiHeadAttention expects input of shape (batch, tokens, {self.d_in}), "
+                f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}. Add a batch dimension with x.unsqueeze(0)."
+            )
+        b, t, d = x.shape
+        if d != self.d_in:
+            raise ValueError(f"expected {self.d_in} features per token, got {d} (input shape {tuple(x.shape)})")
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + t > self.context_length:
+            raise ValueError(
+                f"sequence of {past + t} tokens is longer than context_length={self.context_length}; "
+                f"crop the input to its last {self.context_length} tokens."
+            )
+        q, k, v = (self._split_heads(z) for z in self._project_qkv(x))
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)
+        if self.impl == "explicit":
+            context, _ = scaled_dot_product_attention(q, k, v, causal=True, dropout=self.dropout)
+        else:
+            dropout_p = self.dropout_p if self.training else 0.0
+            if t == k.shape[-2]:  # no cached prefix: plain causal attention
+                context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            else:  # queries are the newest tokens of a longer key sequence
+                allowed = ~causal_mask(t, k.shape[-2], device=x.device)
+                context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(b, t, self.d_out)  # merge heads
+        return self.out_proj(context)

@@ -1,0 +1,97 @@
+"""Chapter 3: the transformer block.
+
+Layer normalisation, the GELU activation, the position-wise feed-forward network,
+and the pre-norm transformer block that joins them to attention with residual
+connections. Shapes: ``(B, T, d) -> (B, T, d)`` throughout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .attention import AttentionImpl, KVCache, MultiHeadAttention
+
+
+class LayerNorm(nn.Module):
+    """Normalise each token's features to mean 0, variance 1, then scale and shift.
+
+    ``y = (x - mean) / sqrt(var + eps) * scale + shift`` with the biased variance, as
+    :class:`torch.nn.LayerNorm` computes it.
+    """
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., d) -> (..., d)``."""
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.scale + self.shift
+
+
+class GELU(nn.Module):
+    """GELU, tanh approximation (as GPT-2 uses): ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Elementwise, any shape."""
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: ``d -> 4d -> GELU -> d``. Shapes ``(B, T, d) -> (B, T, d)``."""
+
+    def __init__(self, emb_dim: int, hidden_mult: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(emb_dim, hidden_mult * emb_dim),
+            GELU(),
+            nn.Linear(hidden_mult * emb_dim, emb_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + drop(attn(norm1(x)))`` then ``x + drop(ff(norm2(x)))``.
+
+    Args:
+        emb_dim: features per token ``d``.
+        context_length: longest sequence accepted.
+        num_heads: attention heads (must divide ``emb_dim``).
+        dropout: dropout on attention weights and on both residual branches.
+        qkv_bias: bias in the query/key/value projections.
+        attention: attention implementation, ``"explicit"`` or ``"sdpa"``.
+        fused_qkv: one matrix product for Q, K and V.
+    """
+
+    def __init__(
+        self,
+        emb_dim: int,
+        context_length: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        attention: AttentionImpl = "sdpa",
+        fused_qkv: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(emb_dim)
+        self.att = MultiHeadAttention(
+            emb_dim, emb_dim, context_length, num_heads, dropout, qkv_bias, impl=attention, fused_qkv=fused_qkv
+        )
+        self.norm2 = LayerNorm(emb_dim)
+        self.ff = FeedForward(emb_dim)
+        self.drop_shortcut = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """``(B, T, d) -> (B, T, d)``."""
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache=kv_cache))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x

@@ -1,0 +1,177 @@
+"""The exercise machinery shared by every chapter.
+
+An :class:`Exercise` holds test :class:`Case` s, a reference ``solution`` and a few
+plausible ``wrong_answers``. :func:`check` runs the cases against the reader's function
+and prints friendly feedback. The same cases run under pytest against the solutions,
+and pytest also proves they *fail* on a stub and on every wrong answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+Candidate = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One check: ``run(candidate)`` calls the candidate and raises ``AssertionError``
+    with a reader-friendly message when the result is wrong."""
+
+    name: str
+    run: Callable[[Candidate], None]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """A coding exercise.
+
+    Attributes:
+        key: ``"<chapter>.<number>"``, e.g. ``"1.2"``.
+        title: one line saying what to write.
+        cases: the checks.
+        solution: the reference solution (rendered in the book's solutions).
+        wrong_answers: plausible mistakes; each must fail at least one case.
+        hint: shown when a check fails.
+    """
+
+    key: str
+    title: str
+    cases: Sequence[Case]
+    solution: Candidate
+    wrong_answers: Sequence[Candidate] = ()
+    hint: str = ""
+
+    @property
+    def chapter(self) -> int:
+        return int(self.key.split(".")[0])
+
+
+REGISTRY: dict[str, Exercise] = {}
+
+
+def register(exercise: Exercise) -> Exercise:
+    """Add an exercise to the registry (keys must be unique)."""
+    if exercise.key in REGISTRY:
+        raise ValueError(f"exercise {exercise.key} registered twice")
+    if not exercise.cases:
+        raise ValueError(f"exercise {exercise.key} has no cases: a check that cannot fail is a defect")
+    REGISTRY[exercise.key] = exercise
+    return exercise
+
+
+@dataclass
+class CaseResult:
+    name: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check` found. Truthy when every case passed."""
+
+    key: str
+    title: str
+    results: list[CaseResult] = field(default_factory=list)
+    hint: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        """The feedback text, one line per case."""
+        lines = [f"Exercise {self.key}: {self.title}"]
+        for r in self.results:
+            lines.append(f"  [pass] {r.name}" if r.passed else f"  [FAIL] {r.name}: {r.message}")
+        n_ok = sum(r.passed for r in self.results)
+        if self.passed:
+            lines.append(f"All {n_ok} checks passed. Well done!")
+        else:
+            lines.append(f"{n_ok} of {len(self.results)} checks passed.")
+            if self.hint:
+                lines.append(f"Hint: {self.hint}")
+        return "\n".join(lines)
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, NotImplementedError):
+        return "not implemented yet (the function raised NotImplementedError)"
+    if isinstance(exc, AssertionError):
+        return str(exc) or "wrong result"
+    return f"raised {type(exc).__name__}: {exc}"
+
+
+def get_exercise(key: str) -> Exercise:
+    """The registered exercise ``key`` (chapters' exercise modules are imported on demand)."""
+    from . import load_all
+
+    load_all()
+    if key not in REGISTRY:
+        raise KeyError(f"no exercise {key!r}; known: {sorted(REGISTRY, key=_sort_key)}")
+    return REGISTRY[key]
+
+
+def _sort_key(key: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in key.split("."))
+
+
+def run_checks(exercise: Exercise, candidate: Candidate) -> CheckReport:
+    """Run every case against ``candidate``; never raises for a wrong candidate."""
+    report = CheckReport(exercise.key, exercise.title, hint=exercise.hint)
+    for case in exercise.cases:
+        try:
+            case.run(candidate)
+        except Exception as exc:  # the reader's code may raise anything
+            report.results.append(CaseResult(case.name, False, _describe_error(exc)))
+        else:
+            report.results.append(CaseResult(case.name, True))
+    return report
+
+
+def check(key: str, candidate: Candidate, verbose: bool = True) -> CheckReport:
+    """Check the reader's ``candidate`` for exercise ``key`` and print feedback.
+
+    Example::
+
+        from sydsgpt.exercises import check
+        check("1.1", my_function)
+    """
+    if not callable(candidate):
+        raise TypeError(f"check() needs the function you wrote, got {type(candidate).__name__}")
+    report = run_checks(get_exercise(key), candidate)
+    if verbose:
+        print(report.summary())
+    return report
+
+
+def exercises_in_chapter(chapter: int) -> list[Exercise]:
+    """All exercises of a chapter, in order."""
+    from . import load_all
+
+    load_all()
+    return sorted((e for e in REGISTRY.values() if e.chapter == chapter), key=lambda e: _sort_key(e.key))
+
+
+def expect_equal(actual: Any, expected: Any, what: str) -> None:
+    """Raise a friendly ``AssertionError`` unless ``actual == expected``."""
+    if actual != expected:
+        raise AssertionError(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def expect_close(actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Tensors/arrays/numbers close, with shape checked first."""
+    import torch
+
+    a = torch.as_tensor(actual, dtype=torch.float64)
+    e = torch.as_tensor(expected, dtype=torch.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"{what}: expected shape {tuple(e.shape)}, got {tuple(a.shape)}")
+    if not torch.allclose(a, e, atol=atol, rtol=rtol):
+        diff = (a - e).abs().max().item()
+        raise AssertionError(f"{what}: values differ from the expected ones (largest difference {diff:.3g})")

@@ -1,0 +1,277 @@
+"""Chapter 4: the full model.
+
+``SydsGPT(config)``: token + position embeddings, a stack of transformer blocks, a final
+layer norm and a linear head to vocabulary logits. Plus the config (a plain dict, as in
+the original SydsGPT-Pretraining project, validated here), presets for the GPT-2 sizes,
+parameter / memory / FLOP estimates, and greedy ``generate_simple``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .attention import ATTENTION_IMPLS, KVCache
+from .blocks import LayerNorm, TransformerBlock
+
+
+@dataclass(frozen=True)
+class SydsGPTConfig:
+    """Hyper-parameters of a SydsGPT model.
+
+    The first seven fields are the original project's dict keys; the rest are optional
+    switches with defaults that keep the original behaviour.
+    """
+
+    vocab_size: int
+    embedding_dim: int
+    context_length: int
+    num_layers: int
+    num_heads: int
+    dropout: float = 0.1
+    qkv_bias: bool = False
+    tie_weights: bool = False
+    """Share the output head's weight with the token embedding (as GPT-2 does)."""
+    attention: str = "sdpa"
+    """``"explicit"`` (chapter 2's maths written out) or ``"sdpa"`` (PyTorch's fused kernel)."""
+    fused_qkv: bool = True
+    """Compute queries, keys and values with one matrix product."""
+    pad_vocab_multiple: int = 1
+    """Round the embedding/head rows up to a multiple of this (64 suits GPUs); logits keep ``vocab_size``."""
+
+    REQUIRED = ("vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads")
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads", "pad_vocab_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"config['{name}'] must be a positive integer, got {value!r}")
+        if self.embedding_dim % self.num_heads != 0:
+            raise ValueError(
+                f"config['embedding_dim'] ({self.embedding_dim}) must be divisible by config['num_heads'] "
+                f"({self.num_heads}) so every head gets the same number of features."
+            )
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"config['dropout'] must be a probability in [0, 1), got {self.dropout!r}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"config['attention'] must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "SydsGPTConfig":
+        """Build from a dict, with clear errors for missing or unknown keys."""
+        if isinstance(config, SydsGPTConfig):
+            return config
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a dict or SydsGPTConfig, got {type(config).__name__}")
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in cls.REQUIRED if k not in config]
+        if missing:
+            raise ValueError(f"config is missing required key(s) {missing}; required: {list(cls.REQUIRED)}")
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"config has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**dict(config))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (what checkpoints store)."""
+        return asdict(self)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and head: ``vocab_size`` rounded up to ``pad_vocab_multiple``."""
+        m = self.pad_vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+
+_GPT2_COMMON = {"vocab_size": 50257, "context_length": 1024, "dropout": 0.1, "qkv_bias": True, "tie_weights": True}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2-small": {**_GPT2_COMMON, "embedding_dim": 768, "num_layers": 12, "num_heads": 12},
+    "gpt2-medium": {**_GPT2_COMMON, "embedding_dim": 1024, "num_layers": 24, "num_heads": 16},
+    "gpt2-large": {**_GPT2_COMMON, "embedding_dim": 1280, "num_layers": 36, "num_heads": 20},
+    "gpt2-xl": {**_GPT2_COMMON, "embedding_dim": 1600, "num_layers": 48, "num_heads": 25},
+    # Small enough to train on a laptop CPU in minutes (the book's chapter 5 model).
+    "book": {
+        "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
+        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
+    },
+}
+"""Named configs. GPT-2 sizes follow the released checkpoints (124M, 355M, 774M, 1558M)."""
+
+
+def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
+    """A copy of preset ``name`` with ``overrides`` applied (validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    config = {**PRESETS[name], **overrides}
+    SydsGPTConfig.from_dict(config)
+    return config
+
+
+class SydsGPT(nn.Module):
+    """A GPT-2 style decoder-only language model.
+
+    Args:
+        config: a dict with keys ``vocab_size``, ``embedding_dim``, ``context_length``,
+            ``num_layers``, ``num_heads``, ``dropout``, ``qkv_bias`` (and the optional
+            switches of :class:`SydsGPTConfig`), or a :class:`SydsGPTConfig`.
+
+    Forward: ``(B, T)`` token ids -> ``(B, T, vocab_size)`` logits.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | SydsGPTConfig) -> None:
+        super().__init__()
+        cfg = SydsGPTConfig.from_dict(config)
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.padded_vocab_size, cfg.embedding_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.embedding_dim)
+        self.drop_emb = nn.Dropout(cfg.dropout)
+        self.trf_blocks = nn.ModuleList(
+            TransformerBlock(
+                cfg.embedding_dim, cfg.context_length, cfg.num_heads, cfg.dropout, cfg.qkv_bias,
+                attention=cfg.attention, fused_qkv=cfg.fused_qkv,  # type: ignore[arg-type]
+            )
+            for _ in range(cfg.num_layers)
+        )
+        self.final_norm = LayerNorm(cfg.embedding_dim)
+        self.out_head = nn.Linear(cfg.embedding_dim, cfg.padded_vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.out_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """GPT-2's initialisation: weights ~ N(0, 0.02), biases 0 (layer norms keep 1 and 0)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config as a plain dict."""
+        return self.cfg.to_dict()
+
+    def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
+        """One empty :class:`KVCache` per layer, for incremental decoding."""
+        return [KVCache(self.cfg.context_length, preallocate) for _ in self.trf_blocks]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        kv_cache: list[KVCache] | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits for every position.
+
+        Args:
+            input_ids: ``(B, T)`` int64 token ids.
+            kv_cache: from :meth:`make_kv_cache`; ``input_ids`` then holds only the new
+                tokens, which continue the cached ones (positions carry on).
+            last_only: compute logits for the last position only (generation).
+
+        Returns:
+            ``(B, T, vocab_size)`` logits, or ``(B, 1, vocab_size)`` with ``last_only``.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(
+                f"input_ids must have shape (batch, tokens), got shape {tuple(input_ids.shape)}; "
+                "for a single sequence use input_ids.unsqueeze(0)."
+            )
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"input_ids must be an integer tensor of token ids, got dtype {input_ids.dtype}")
+        b, t = input_ids.shape
+        past = kv_cache[0].length if kv_cache else 0
+        if past + t > self.cfg.context_length:
+            raise ValueError(
+                f"sequence of {past + t} tokens exceeds context_length={self.cfg.context_length}; "
+                f"crop to the last {self.cfg.context_length} tokens (e.g. input_ids[:, -context_length:])."
+            )
+        positions = torch.arange(past, past + t, device=input_ids.device)
+        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(positions))  # (B, T, d)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, kv_cache=kv_cache[i] if kv_cache else None)
+        x = self.final_norm(x)
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.out_head(x)  # (B, T, padded_vocab)
+        if self.cfg.padded_vocab_size != self.cfg.vocab_size:
+            logits = logits[..., : self.cfg.vocab_size]
+        return logits
+
+
+def count_parameters(config: Mapping[str, Any] | SydsGPTConfig | nn.Module, include_position: bool = True) -> int:
+    """Number of parameters, from the config alone (no model is built) or from a model.
+
+    Counts the tied head once when ``tie_weights`` is set. With
+    ``include_position=False`` the position embedding is left out.
+    """
+    if isinstance(config, nn.Module):
+        total = sum(p.numel() for p in config.parameters())
+        if not include_position and hasattr(config, "pos_emb"):
+            total -= config.pos_emb.weight.numel()
+        return total
+    c = SydsGPTConfig.from_dict(config)
+    d, v = c.embedding_dim, c.padded_vocab_size
+    qkv = 3 * d * d + (3 * d if c.qkv_bias else 0)
+    attn = qkv + d * d + d  # + output projection with bias
+    ff = d * 4 * d + 4 * d + 4 * d * d + d
+    norms = 2 * 2 * d
+    per_layer = attn + ff + norms
+    total = v * d + c.num_layers * per_layer + 2 * d
+    if include_position:
+        total += c.context_length * d
+    if not c.tie_weights:
+        total += v * d
+    return total
+
+
+def model_memory_bytes(config: Mapping[str, Any] | SydsGPTConfig, bytes_per_param: int = 4) -> int:
+    """Bytes the parameters take (4 for float32, 2 for bfloat16); no activations or optimizer."""
+    return count_parameters(config) * bytes_per_param
+
+
+def flops_per_token(
+    config: Mapping[str, Any] | SydsGPTConfig, seq_len: int | None = None, training: bool = True
+) -> int:
+    """Model FLOPs per token: matrix products in the blocks and head, plus attention.
+
+    Forward: ``2 N + 4 L T d``, where ``N`` counts the weights used in matrix products
+    (``12 d^2`` per layer plus the head), and ``4 L T d`` is the attention scores
+    ``Q K^T`` and the weighted sum ``A V`` over ``T`` positions (causal halving not
+    counted). Training (forward + backward) is three times that: ``6 N + 12 L T d``,
+    the convention of the PaLM paper (appendix B), used for model FLOPs utilisation.
+    """
+    c = SydsGPTConfig.from_dict(config)
+    t = c.context_length if seq_len is None else seq_len
+    d = c.embedding_dim
+    n_matmul = c.num_layers * 12 * d * d + c.padded_vocab_size * d
+    attn_forward = 2 * 2 * c.num_layers * t * d  # QK^T and AV, each 2*T*d per token per layer
+    forward = 2 * n_matmul + attn_forward
+    return 3 * forward if training else forward
+
+
+@torch.no_grad()
+def generate_simple(
+    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, context_len: int
+) -> torch.Tensor:
+    """Greedy decoding: append the most likely next token ``max_new_tokens`` times.
+
+    The model only ever sees the last ``context_len`` tokens.
+
+    Args:
+        input_ids: ``(B, T)`` prompt ids.
+    Returns:
+        ``(B, T + max_new_tokens)`` ids.
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    for _ in range(max_new_tokens):
+        window = input_ids[:, -context_len:]
+        logits = model(window)[:, -1, :]  # (B, vocab)
+        next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        input_ids = torch.cat([input_ids, next_id], dim=1)
+    return input_ids
