@@ -167,20 +167,26 @@ class MultiHeadAttention(nn.Module):
         self.impl: AttentionImpl = impl
         self.fused_qkv = fused_qkv
         self.dropout_p = dropout
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
+        self.weight_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.weight_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.weight_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.output_projection = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Checkpoints of the original SydsGPT-Pretraining project stored the causal mask
+        # as a buffer; it is derived from the shapes here, so the stored copy is dropped.
+        state_dict.pop(prefix + "causal_mask", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, T, d_in)`` -> three ``(B, T, d_out)`` tensors."""
         if not self.fused_qkv:
-            return self.W_query(x), self.W_key(x), self.W_value(x)
-        weight = torch.cat([self.W_query.weight, self.W_key.weight, self.W_value.weight])
+            return self.weight_query(x), self.weight_key(x), self.weight_value(x)
+        weight = torch.cat([self.weight_query.weight, self.weight_key.weight, self.weight_value.weight])
         bias = None
-        if self.W_query.bias is not None:
-            bias = torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
+        if self.weight_query.bias is not None:
+            bias = torch.cat([self.weight_query.bias, self.weight_key.bias, self.weight_value.bias])
         return F.linear(x, weight, bias).split(self.d_out, dim=-1)
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
@@ -217,4 +223,4 @@ class MultiHeadAttention(nn.Module):
                 allowed = ~causal_mask(t, k.shape[-2], device=x.device)
                 context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
         context = context.transpose(1, 2).reshape(b, t, self.d_out)  # merge heads
-        return self.out_proj(context)
+        return self.output_projection(context)

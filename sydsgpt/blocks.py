@@ -59,7 +59,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: ``x + drop(attn(norm1(x)))`` then ``x + drop(ff(norm2(x)))``.
+    """Pre-norm block: ``x + dropout(attention(layer_norm1(x)))`` then ``x + dropout(feed_forward(layer_norm2(x)))``.
 
     Args:
         emb_dim: features per token ``d``.
@@ -82,16 +82,16 @@ class TransformerBlock(nn.Module):
         fused_qkv: bool = True,
     ) -> None:
         super().__init__()
-        self.norm1 = LayerNorm(emb_dim)
-        self.att = MultiHeadAttention(
+        self.layer_norm1 = LayerNorm(emb_dim)
+        self.attention = MultiHeadAttention(
             emb_dim, emb_dim, context_length, num_heads, dropout, qkv_bias, impl=attention, fused_qkv=fused_qkv
         )
-        self.norm2 = LayerNorm(emb_dim)
-        self.ff = FeedForward(emb_dim)
-        self.drop_shortcut = nn.Dropout(dropout)
+        self.layer_norm2 = LayerNorm(emb_dim)
+        self.feed_forward = FeedForward(emb_dim)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """``(B, T, d) -> (B, T, d)``."""
-        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache=kv_cache))
-        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        x = x + self.dropout(self.attention(self.layer_norm1(x), kv_cache=kv_cache))
+        x = x + self.dropout(self.feed_forward(self.layer_norm2(x)))
         return x

@@ -126,20 +126,20 @@ class SydsGPT(nn.Module):
         super().__init__()
         cfg = SydsGPTConfig.from_dict(config)
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.padded_vocab_size, cfg.embedding_dim)
-        self.pos_emb = nn.Embedding(cfg.context_length, cfg.embedding_dim)
-        self.drop_emb = nn.Dropout(cfg.dropout)
-        self.trf_blocks = nn.ModuleList(
+        self.token_embedding = nn.Embedding(cfg.padded_vocab_size, cfg.embedding_dim)
+        self.position_embedding = nn.Embedding(cfg.context_length, cfg.embedding_dim)
+        self.drop_embedding = nn.Dropout(cfg.dropout)
+        self.transformer_blocks = nn.ModuleList(
             TransformerBlock(
                 cfg.embedding_dim, cfg.context_length, cfg.num_heads, cfg.dropout, cfg.qkv_bias,
                 attention=cfg.attention, fused_qkv=cfg.fused_qkv,  # type: ignore[arg-type]
             )
             for _ in range(cfg.num_layers)
         )
-        self.final_norm = LayerNorm(cfg.embedding_dim)
-        self.out_head = nn.Linear(cfg.embedding_dim, cfg.padded_vocab_size, bias=False)
+        self.final_layer_norm = LayerNorm(cfg.embedding_dim)
+        self.output_projection = nn.Linear(cfg.embedding_dim, cfg.padded_vocab_size, bias=False)
         if cfg.tie_weights:
-            self.out_head.weight = self.tok_emb.weight
+            self.output_projection.weight = self.token_embedding.weight
         self.apply(self._init_weights)
 
     @staticmethod
@@ -157,7 +157,7 @@ class SydsGPT(nn.Module):
 
     def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
         """One empty :class:`KVCache` per layer, for incremental decoding."""
-        return [KVCache(self.cfg.context_length, preallocate) for _ in self.trf_blocks]
+        return [KVCache(self.cfg.context_length, preallocate) for _ in self.transformer_blocks]
 
     def forward(
         self,
@@ -191,13 +191,13 @@ class SydsGPT(nn.Module):
                 f"crop to the last {self.cfg.context_length} tokens (e.g. input_ids[:, -context_length:])."
             )
         positions = torch.arange(past, past + t, device=input_ids.device)
-        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(positions))  # (B, T, d)
-        for i, block in enumerate(self.trf_blocks):
+        x = self.drop_embedding(self.token_embedding(input_ids) + self.position_embedding(positions))  # (B, T, d)
+        for i, block in enumerate(self.transformer_blocks):
             x = block(x, kv_cache=kv_cache[i] if kv_cache else None)
-        x = self.final_norm(x)
+        x = self.final_layer_norm(x)
         if last_only:
             x = x[:, -1:, :]
-        logits = self.out_head(x)  # (B, T, padded_vocab)
+        logits = self.output_projection(x)  # (B, T, padded_vocab)
         if self.cfg.padded_vocab_size != self.cfg.vocab_size:
             logits = logits[..., : self.cfg.vocab_size]
         return logits
@@ -211,8 +211,8 @@ def count_parameters(config: Mapping[str, Any] | SydsGPTConfig | nn.Module, incl
     """
     if isinstance(config, nn.Module):
         total = sum(p.numel() for p in config.parameters())
-        if not include_position and hasattr(config, "pos_emb"):
-            total -= config.pos_emb.weight.numel()
+        if not include_position and hasattr(config, "position_embedding"):
+            total -= config.position_embedding.weight.numel()
         return total
     c = SydsGPTConfig.from_dict(config)
     d, v = c.embedding_dim, c.padded_vocab_size
