@@ -1,0 +1,84 @@
+"""Text to token ids and back, with GPT-2's tokenizer (tiktoken's ``gpt2`` encoding).
+
+Any tokenizer with tiktoken's interface works here: a ``tiktoken.Encoding`` or the
+from-scratch :class:`sydsgpt.bpe.BPETokenizer` (both have ``encode``, ``decode``,
+``n_vocab`` and ``name``). When no tokenizer is given, GPT-2's is used.
+
+tiktoken downloads GPT-2's BPE files on first use and caches them in the directory named
+by the environment variable ``TIKTOKEN_CACHE_DIR``; offline, point it at a ready copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Sequence
+
+import torch
+
+#: The text of GPT-2's only special token, which separates documents.
+END_OF_TEXT = "<|endoftext|>"
+
+
+@functools.lru_cache(maxsize=1)
+def get_gpt2_tokenizer() -> Any:
+    """GPT-2's tokenizer: tiktoken's ``gpt2`` encoding (50,257 ids), loaded once and cached.
+
+    Raises:
+        RuntimeError: tiktoken could not load its files (typically: no network and no
+            cached copy). The message says how to point ``TIKTOKEN_CACHE_DIR`` at one.
+    """
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as exc:  # network errors come from requests/urllib, with many types
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "(not set)")
+        raise RuntimeError(
+            "could not load tiktoken's 'gpt2' encoding: tiktoken downloads its BPE files on "
+            f"first use and that failed ({type(exc).__name__}: {exc}). TIKTOKEN_CACHE_DIR is "
+            f"{cache}. Connect to the internet once, or set the environment variable "
+            "TIKTOKEN_CACHE_DIR to a directory holding a ready copy of tiktoken's cache."
+        ) from exc
+
+
+def text_to_token_ids(text: str, tokenizer: Any = None) -> torch.Tensor:
+    """Encode ``text`` as a batch of one sequence.
+
+    Special tokens written in the text (e.g. ``<|endoftext|>``) become their special ids.
+
+    Args:
+        text: the text to encode.
+        tokenizer: a tiktoken ``Encoding`` or a ``BPETokenizer``; default GPT-2's.
+
+    Returns:
+        ``LongTensor`` of shape ``(1, T)``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text_to_token_ids needs a str, got {type(text).__name__}")
+    tokenizer = tokenizer if tokenizer is not None else get_gpt2_tokenizer()
+    ids = tokenizer.encode(text, allowed_special="all")
+    return torch.tensor(ids, dtype=torch.long).unsqueeze(0)
+
+
+def token_ids_to_text(ids: torch.Tensor | Sequence[int], tokenizer: Any = None) -> str:
+    """Decode token ids back to text.
+
+    Args:
+        ids: a tensor of shape ``(1, T)`` or ``(T,)``, or a list of ints.
+        tokenizer: a tiktoken ``Encoding`` or a ``BPETokenizer``; default GPT-2's.
+
+    Returns:
+        The decoded text (invalid UTF-8, e.g. half of a multi-byte character, shows as U+FFFD).
+    """
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.dim() != 1:
+            raise ValueError(
+                f"token_ids_to_text decodes one sequence: expected shape (1, T) or (T,), got "
+                f"{tuple(ids.shape)}; decode a batch row by row, e.g. token_ids_to_text(batch[i])"
+            )
+        ids = ids.tolist()
+    tokenizer = tokenizer if tokenizer is not None else get_gpt2_tokenizer()
+    return tokenizer.decode([int(i) for i in ids])
