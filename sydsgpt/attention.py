@@ -32,9 +32,17 @@ def causal_mask(num_queries: int, num_keys: int, device: torch.device | None = N
     Query ``i`` sits at absolute position ``num_keys - num_queries + i`` (the queries
     are the newest tokens), so it may attend to keys ``0 .. that position``.
 
+    Example: ``causal_mask(3, 3)`` is ``[[F, T, T], [F, F, T], [F, F, F]]``; with two cached
+    keys, ``causal_mask(1, 3)`` is ``[[F, F, F]]`` (the newest token sees everything).
+
     Returns:
         ``(num_queries, num_keys)`` bool tensor, ``True`` where attention is forbidden.
     """
+    if num_queries > num_keys:
+        raise ValueError(
+            f"causal_mask needs num_queries <= num_keys (the queries are the newest keys), got "
+            f"num_queries={num_queries}, num_keys={num_keys}: the first queries would see no key at all."
+        )
     offset = num_keys - num_queries
     return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).triu(diagonal=offset + 1)
 
@@ -98,6 +106,19 @@ class KVCache:
 
     def update(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append ``(B, H, T, D)`` new keys/values; return all ``(B, H, length, D)``."""
+        if k_new.dim() != 4 or k_new.shape != v_new.shape:
+            raise ValueError(
+                f"KVCache.update expects keys and values of the same shape (batch, heads, tokens, head_dim), "
+                f"got keys {tuple(k_new.shape)} and values {tuple(v_new.shape)}"
+            )
+        if self.length > 0 and self._k is not None:
+            cached = (self._k.shape[0], self._k.shape[1], self._k.shape[3])
+            new = (k_new.shape[0], k_new.shape[1], k_new.shape[3])
+            if cached != new:
+                raise ValueError(
+                    f"KVCache holds (batch, heads, head_dim)={cached} but the new keys have {new}; "
+                    f"call reset() before starting a sequence with a different batch or model."
+                )
         t = k_new.shape[-2]
         if self.length + t > self.max_len:
             raise ValueError(
@@ -110,7 +131,12 @@ class KVCache:
             self.length += t
             return self._k, self._v
         b, h, _, d = k_new.shape
-        if self._k is None or self._k.shape[:2] != (b, h) or self._k.dtype != k_new.dtype or self._k.device != k_new.device:
+        if (
+            self._k is None
+            or self._k.shape != (b, h, self.max_len, d)
+            or self._k.dtype != k_new.dtype
+            or self._k.device != k_new.device
+        ):
             self._k = k_new.new_empty(b, h, self.max_len, d)
             self._v = v_new.new_empty(b, h, self.max_len, d)
         assert self._v is not None
@@ -166,12 +192,16 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = d_out // num_heads
         self.impl: AttentionImpl = impl
         self.fused_qkv = fused_qkv
-        self.dropout_p = dropout
         self.weight_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.weight_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.weight_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.output_projection = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
+
+    @property
+    def dropout_p(self) -> float:
+        """Dropout probability on the attention weights (read from ``self.dropout``, so both impls agree)."""
+        return self.dropout.p
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # Checkpoints of the original SydsGPT-Pretraining project stored the causal mask
@@ -206,9 +236,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"expected {self.d_in} features per token, got {d} (input shape {tuple(x.shape)})")
         past = kv_cache.length if kv_cache is not None else 0
         if past + t > self.context_length:
+            cached = f" ({past} cached + {t} new)" if past else ""
             raise ValueError(
-                f"sequence of {past + t} tokens is longer than context_length={self.context_length}; "
-                f"crop the input to its last {self.context_length} tokens."
+                f"sequence of {past + t} tokens{cached} is longer than context_length={self.context_length}; "
+                f"crop the input to its last {self.context_length} tokens"
+                + (" or reset the KV cache." if past else ".")
             )
         q, k, v = (self._split_heads(z) for z in self._project_qkv(x))
         if kv_cache is not None:

@@ -18,8 +18,12 @@ from .attention import AttentionImpl, KVCache, MultiHeadAttention
 class LayerNorm(nn.Module):
     """Normalise each token's features to mean 0, variance 1, then scale and shift.
 
-    ``y = (x - mean) / sqrt(var + eps) * scale + shift`` with the biased variance, as
-    :class:`torch.nn.LayerNorm` computes it.
+    ``y = (x - mean) / sqrt(var + eps) * scale + shift`` with the biased variance (divide
+    by ``d``, not ``d - 1``), as :class:`torch.nn.LayerNorm` computes it.
+
+    Args:
+        emb_dim: features per token ``d``; ``scale`` and ``shift`` have shape ``(d,)``.
+        eps: added to the variance so a constant token does not divide by zero.
     """
 
     def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
@@ -29,7 +33,12 @@ class LayerNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., d) -> (..., d)``."""
+        """``(..., d) -> (..., d)``: each token (last dimension) is normalised on its own."""
+        if x.shape[-1] != self.scale.shape[0]:
+            raise ValueError(
+                f"LayerNorm was built for {self.scale.shape[0]} features per token but the input's last "
+                f"dimension is {x.shape[-1]} (shape {tuple(x.shape)}); build it with LayerNorm({x.shape[-1]})."
+            )
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         return (x - mean) / torch.sqrt(var + self.eps) * self.scale + self.shift
@@ -55,6 +64,7 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d) -> (B, T, 4d) -> (B, T, d)``, each token independently."""
         return self.layers(x)
 
 

@@ -84,6 +84,10 @@ class CheckReport:
     def __bool__(self) -> bool:
         return self.passed
 
+    def __repr__(self) -> str:
+        n_ok = sum(r.passed for r in self.results)
+        return f"<CheckReport {self.key}: {n_ok} of {len(self.results)} checks passed>"
+
     def summary(self) -> str:
         """The feedback text, one line per case."""
         lines = [f"Exercise {self.key}: {self.title}"]
