@@ -14,7 +14,9 @@ Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exerci
 
 from .attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .blocks import GELU, FeedForward, LayerNorm, TransformerBlock
-from .model import PRESETS, SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, get_preset
+from .model import (
+    PRESETS, SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, get_preset, model_memory_bytes,
+)
 
 __version__ = "0.1.0"
 
@@ -22,4 +24,5 @@ __all__ = [
     "KVCache", "MultiHeadAttention", "scaled_dot_product_attention",
     "GELU", "FeedForward", "LayerNorm", "TransformerBlock",
     "PRESETS", "SydsGPT", "SydsGPTConfig", "count_parameters", "flops_per_token", "generate_simple", "get_preset",
+    "model_memory_bytes",
 ]

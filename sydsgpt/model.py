@@ -54,8 +54,11 @@ class SydsGPTConfig:
                 f"config['embedding_dim'] ({self.embedding_dim}) must be divisible by config['num_heads'] "
                 f"({self.num_heads}) so every head gets the same number of features."
             )
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"config['dropout'] must be a probability in [0, 1), got {self.dropout!r}")
+        for name in ("qkv_bias", "tie_weights", "fused_qkv"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config['{name}'] must be True or False, got {getattr(self, name)!r}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"config['attention'] must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
 
@@ -229,8 +232,16 @@ def count_parameters(config: Mapping[str, Any] | SydsGPTConfig | nn.Module, incl
     return total
 
 
-def model_memory_bytes(config: Mapping[str, Any] | SydsGPTConfig, bytes_per_param: int = 4) -> int:
-    """Bytes the parameters take (4 for float32, 2 for bfloat16); no activations or optimizer."""
+def model_memory_bytes(
+    config: Mapping[str, Any] | SydsGPTConfig | nn.Module, bytes_per_param: int | torch.dtype = 4
+) -> int:
+    """Bytes the parameters take: 4 per parameter in float32, 2 in bfloat16.
+
+    ``bytes_per_param`` is a number of bytes or a dtype (``torch.bfloat16``). Activations,
+    gradients and optimizer state are not included.
+    """
+    if isinstance(bytes_per_param, torch.dtype):
+        bytes_per_param = torch.empty((), dtype=bytes_per_param).element_size()
     return count_parameters(config) * bytes_per_param
 
 
@@ -269,9 +280,18 @@ def generate_simple(
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if context_len < 1:
+        raise ValueError(f"context_len must be >= 1 (usually config['context_length']), got {context_len}")
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, tokens), got shape {tuple(input_ids.shape)}; "
+            "for a single prompt use input_ids.unsqueeze(0)."
+        )
     for _ in range(max_new_tokens):
-        window = input_ids[:, -context_len:]
-        logits = model(window)[:, -1, :]  # (B, vocab)
+        window = input_ids[:, -context_len:]  # crop: the model sees at most context_len tokens
+        # SydsGPT can skip the head for every position but the last (the only one used).
+        logits = model(window, last_only=True) if isinstance(model, SydsGPT) else model(window)
+        logits = logits[:, -1, :]  # (B, vocab)
         next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
         input_ids = torch.cat([input_ids, next_id], dim=1)
     return input_ids
