@@ -1,0 +1,195 @@
+"""Benchmark: generation speed with and without the KV cache (chapter 6).
+
+GPT-2-small architecture with random weights, eval mode, float32, an 8-token prompt,
+greedy decoding. For each number of new tokens it times :func:`sydsgpt.generate.generate`
+with ``use_cache=False`` (the whole window goes through the model every step) and
+``use_cache=True`` (one token per step), asserts both produce the same tokens, and
+reports tokens per second, the speedup and memory.
+
+Memory: ``*_peak_mib`` is the peak memory of each run above the level at its start, as
+:class:`sydsgpt.bench.memory.PeakMemory` measures it (on Linux CPUs the peak resident set
+size, on CUDA the peak of allocated tensors; the JSON's ``memory`` field says which);
+``kv_cache_mib`` is the preallocated cache's size (:func:`sydsgpt.generate.kv_cache_bytes`).
+
+With ``--transformers`` it also compares against Hugging Face ``transformers``:
+the same weights go into both models (through :mod:`sydsgpt.gpt2_weights`), both run
+greedy with their KV cache, the tokens are asserted equal and both speeds are measured
+in the same run.
+
+Usage::
+
+    python -m sydsgpt.bench.generation                       # 50, 200, 500 new tokens (~20 min on 2 cores)
+    python -m sydsgpt.bench.generation --quick               # the small "book" model, seconds
+    python -m sydsgpt.bench.generation --new-tokens 50 200 --transformers --out /tmp/gen.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..generate import generate, kv_cache_bytes
+from ..model import SydsGPT, get_preset
+from .common import format_table, write_result
+from .memory import PeakMemory, memory_method
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "generation.json"
+QUICK_PRESET = "book"
+QUICK_NEW_TOKENS = (20, 100)
+COLUMNS = ["new_tokens", "uncached_tok_s", "cached_tok_s", "speedup", "same_tokens",
+           "uncached_peak_mib", "cached_peak_mib", "kv_cache_mib"]
+MIB = 2**20
+
+
+def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float, PeakMemory]:
+    """``fn()``'s result, its wall-clock seconds and its peak memory."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    with PeakMemory(device) as memory:
+        if sync:
+            sync()
+        start = time.perf_counter()
+        out = fn()
+        if sync:
+            sync()
+        seconds = time.perf_counter() - start
+    return out, seconds, memory
+
+
+def build_model(preset: str = "gpt2-small", device: str = "cpu", seed: int = 0) -> SydsGPT:
+    """The preset's architecture with random weights, float32, eval mode."""
+    torch.manual_seed(seed)
+    return SydsGPT(get_preset(preset)).to(device).eval()
+
+
+def _prompt(model: SydsGPT, prompt_tokens: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.cfg.vocab_size, (1, prompt_tokens), generator=gen)
+    return ids.to(next(model.parameters()).device)
+
+
+def run(
+    new_tokens: Sequence[int] = (50, 200, 500),
+    preset: str = "gpt2-small",
+    prompt_tokens: int = 8,
+    device: str = "cpu",
+    seed: int = 0,
+    preallocate: bool = True,
+    model: SydsGPT | None = None,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
+    """Tokens/s of greedy generation without and with the KV cache, one row per length.
+
+    Raises ``AssertionError`` if the two paths produce different tokens.
+    """
+    model = model if model is not None else build_model(preset, device, seed)
+    ids = _prompt(model, prompt_tokens, seed)
+    generate(model, ids, 4, use_cache=True)  # warm-up: first calls allocate and pick kernels
+    generate(model, ids, 4, use_cache=False)
+    rows = []
+    for n in new_tokens:
+        if prompt_tokens + n > model.cfg.context_length:
+            raise ValueError(
+                f"{prompt_tokens} + {n} tokens exceed the context of {model.cfg.context_length}: past it the "
+                "cached path re-reads the whole window every step, which is not what this benchmark measures."
+            )
+        uncached, t_uncached, mem_uncached = _timed(lambda: generate(model, ids, n, use_cache=False), ids.device)
+        cached, t_cached, mem_cached = _timed(lambda: generate(model, ids, n, use_cache=True, preallocate=preallocate), ids.device)
+        same = torch.equal(uncached, cached)
+        assert same, f"{n} new tokens: the cached and uncached paths disagree; the KV cache is broken"
+        row = {
+            "preset": preset, "device": str(ids.device), "prompt_tokens": prompt_tokens, "new_tokens": n,
+            "uncached_s": t_uncached, "cached_s": t_cached,
+            "uncached_tok_s": n / t_uncached, "cached_tok_s": n / t_cached, "speedup": t_uncached / t_cached,
+            "same_tokens": same,
+            "uncached_peak_mib": mem_uncached.peak_bytes / MIB, "cached_peak_mib": mem_cached.peak_bytes / MIB,
+            "kv_cache_mib": kv_cache_bytes(model.config, model.cfg.context_length if preallocate else prompt_tokens + n) / MIB,
+        }
+        rows.append(row)
+        if verbose:
+            print(f"  {n} new tokens: {row['uncached_tok_s']:.1f} tok/s uncached, {row['cached_tok_s']:.1f} cached, "
+                  f"x{row['speedup']:.1f}", flush=True)
+    return rows
+
+
+def compare_with_transformers(
+    new_tokens: Sequence[int] = (50, 200),
+    preset: str = "gpt2-small",
+    prompt_tokens: int = 8,
+    device: str = "cpu",
+    seed: int = 0,
+    model: SydsGPT | None = None,
+) -> list[dict[str, Any]]:
+    """Greedy tokens/s of SydsGPT (KV cache) and ``transformers.GPT2LMHeadModel.generate``
+    (its KV cache) on the same weights; asserts both produce the same tokens."""
+    from transformers import GPT2LMHeadModel
+
+    from ..gpt2_weights import export_gpt2_weights
+
+    model = model if model is not None else build_model(preset, device, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        export_gpt2_weights(model, folder)
+        hf = GPT2LMHeadModel.from_pretrained(folder).to(device).eval()
+    ids = _prompt(model, prompt_tokens, seed)
+
+    def hf_generate(n: int) -> torch.Tensor:
+        with torch.no_grad():
+            return hf.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0,
+            )
+
+    hf_generate(4)
+    generate(model, ids, 4)
+    rows = []
+    for n in new_tokens:
+        ours, t_ours, _ = _timed(lambda: generate(model, ids, n, use_cache=True), ids.device)
+        theirs, t_theirs, _ = _timed(lambda: hf_generate(n), ids.device)
+        same = torch.equal(ours, theirs)
+        assert same, f"{n} new tokens: SydsGPT and transformers generated different tokens"
+        rows.append({
+            "preset": preset, "device": str(ids.device), "new_tokens": n,
+            "sydsgpt_tok_s": n / t_ours, "transformers_tok_s": n / t_theirs,
+            "sydsgpt_vs_transformers": t_theirs / t_ours, "same_tokens": same,
+        })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sydsgpt.bench.generation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=None, help="lengths to time (default 50 200 500)")
+    parser.add_argument("--preset", default=None, help="model preset (default gpt2-small; 'book' with --quick)")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: preset {QUICK_PRESET!r}, {QUICK_NEW_TOKENS} new tokens")
+    parser.add_argument("--prompt-tokens", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--transformers", action="store_true", help="also compare with transformers' GPT-2 generate")
+    parser.add_argument("--out", default=None, help=f"JSON result path (default {DEFAULT_OUT}; with --quick nothing is written)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = args.preset or (QUICK_PRESET if args.quick else "gpt2-small")
+    new_tokens = args.new_tokens or (list(QUICK_NEW_TOKENS) if args.quick else [50, 200, 500])
+    print(f"generation benchmark: {preset}, {args.device}, {torch.get_num_threads()} threads, "
+          f"prompt {args.prompt_tokens} tokens, greedy", flush=True)
+    model = build_model(preset, args.device)
+    rows = run(new_tokens, preset, args.prompt_tokens, args.device, model=model, verbose=True)
+    print(format_table(rows, COLUMNS))
+    extra: dict[str, Any] = {"memory": memory_method(args.device), "threads": torch.get_num_threads()}
+    if args.transformers:
+        hf_rows = compare_with_transformers(new_tokens, preset, args.prompt_tokens, args.device, model=model)
+        print(format_table(hf_rows))
+        extra["transformers"] = hf_rows
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+    if out:
+        print(f"wrote {write_result(out, 'generation', rows, **extra)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

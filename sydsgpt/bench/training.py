@@ -1,0 +1,453 @@
+"""Benchmark: training throughput (tokens/s), model FLOPs utilisation and peak memory.
+
+Each *setup* is a model config plus the training switches of :class:`sydsgpt.train.TrainConfig`
+(``dtype``, ``tf32``, ``compile``, ``fused_adamw``). Every setup starts from the same
+weights and trains on the same random token batches with :func:`sydsgpt.train.train_step`,
+so their losses can be compared as well as their speeds.
+
+How the numbers are taken:
+
+* The setups run *interleaved*: after each one's warm-up, rounds of a few steps go to each
+  setup in turn, so a burst of load from other programs hits them all alike. Compare
+  setups measured in one run (ratios), not across runs.
+* Warm-up steps are not timed. The first step (where ``torch.compile`` compiles) is
+  reported as ``first_step_s``; for compiled setups ``compile_s`` = first step minus a
+  typical step.
+* ``step_s`` is the fastest timed step (the one least disturbed by other programs),
+  ``tokens_per_s = batch_size * seq_len / step_s``; ``step_s_median`` is reported too.
+* ``torch.compile`` starts from an empty compiler cache (a temporary
+  ``TORCHINDUCTOR_CACHE_DIR``), so ``compile_s`` is a cold compile.
+* ``mfu`` = ``tokens_per_s * flops_per_token / peak`` with ``flops_per_token`` from
+  :func:`sydsgpt.model.flops_per_token` of the *unpadded* model (padding does no useful
+  work), and ``peak`` from :mod:`sydsgpt.bench.peaks` (GPU datasheet bf16, or a measured
+  float32 matmul peak on a CPU).
+* Memory: ``state_mib`` = parameters + optimizer moments, counted from the tensors;
+  ``step_mib`` = the measured peak of one training step above that (gradients,
+  activations, temporaries; method in :mod:`sydsgpt.bench.memory`);
+  ``peak_mib`` = their sum.
+
+Usage::
+
+    python -m sydsgpt.bench.training                         # book model, CPU, a few minutes
+    python -m sydsgpt.bench.training --quick                 # tiny model, seconds
+    python -m sydsgpt.bench.training --device cuda --preset gpt2-small --seq-len 1024 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..model import SydsGPT, SydsGPTConfig, flops_per_token, get_preset
+from ..train import TrainConfig, build_optimizer, configure_tf32, resolve_amp_dtype, resolve_device, train_step
+from .common import format_table, write_result
+from .memory import PeakMemory, memory_method
+from .peaks import Peak, mfu, peak_flops
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MIB = 2**20
+
+MODEL_SWITCHES = ("attention", "fused_qkv", "pad_vocab_multiple")
+"""Model-config keys that are speed switches (same maths, same parameters)."""
+TRAIN_SWITCHES = ("dtype", "tf32", "compile", "fused_adamw")
+"""TrainConfig fields that are speed switches."""
+
+PLAIN_MODEL: dict[str, Any] = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}
+PLAIN_TRAIN: dict[str, Any] = {"dtype": "float32", "tf32": False, "compile": False, "fused_adamw": False}
+
+TINY_MODEL: dict[str, Any] = {
+    "vocab_size": 500, "embedding_dim": 64, "context_length": 32, "num_layers": 2, "num_heads": 4,
+    "dropout": 0.0, "qkv_bias": False, "tie_weights": True,
+}
+"""The ``--quick`` model: a smoke test of the whole benchmark in seconds (its speed means nothing)."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One configuration to measure: model-config and :class:`TrainConfig` overrides.
+
+    Keys left out take the plain path's values (:data:`PLAIN_MODEL`, :data:`PLAIN_TRAIN`)
+    unless ``defaults=True``, where they take the package defaults (model config and
+    ``TrainConfig()``), i.e. what a user gets without asking for anything.
+    """
+
+    name: str
+    model: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    defaults: bool = False
+    note: str = ""
+
+    def switches(self, base_model: Mapping[str, Any]) -> dict[str, Any]:
+        """The seven switch values this setup asks for (``"auto"`` / ``None`` where the
+        package decides by device; measured rows report what they resolved to)."""
+        model = dict(base_model) if self.defaults else {**base_model, **PLAIN_MODEL}
+        model.update(self.model)
+        train_defaults = TrainConfig()
+        train = {k: getattr(train_defaults, k) for k in TRAIN_SWITCHES} if self.defaults else dict(PLAIN_TRAIN)
+        train.update(self.train)
+        cfg = SydsGPTConfig.from_dict(model)
+        return {**{k: getattr(cfg, k) for k in MODEL_SWITCHES}, **train}
+
+
+def transfer_weights(source: nn.Module, target: SydsGPT) -> None:
+    """Copy ``source``'s weights into ``target``, a model with the same architecture except
+    possibly ``pad_vocab_multiple`` (extra vocabulary rows are set to zero)."""
+    state = {}
+    target_state = target.state_dict()
+    for name, value in source.state_dict().items():
+        if name not in target_state:
+            raise KeyError(f"{name} of the source model is missing from the target model: not the same architecture")
+        wanted = target_state[name].shape
+        if value.shape != wanted:
+            if value.dim() != 2 or value.shape[1:] != wanted[1:] or value.shape[0] > wanted[0]:
+                raise ValueError(f"cannot copy {name} of shape {tuple(value.shape)} into shape {tuple(wanted)}")
+            value = torch.cat([value, value.new_zeros(wanted[0] - value.shape[0], *value.shape[1:])])
+        state[name] = value
+    target.load_state_dict(state)
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held between steps: the parameters (a tied one once) plus the optimizer's state tensors."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for per_param in optimizer.state.values():
+        for value in per_param.values():
+            if torch.is_tensor(value):
+                total += value.numel() * value.element_size()
+    return total
+
+
+def random_batches(vocab_size: int, batch_size: int, seq_len: int, count: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` batches of ``(input_ids, target_ids)``, each ``(batch_size, seq_len)``, shifted by one."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab_size, (count, batch_size, seq_len + 1), generator=generator)
+    return [(t[:, :-1].to(device), t[:, 1:].to(device)) for t in tokens]
+
+
+class _Runner:
+    """A model, its optimizer and its switches, ready to take training steps."""
+
+    def __init__(self, setup: Setup, base_model: Mapping[str, Any], init: nn.Module, device: torch.device, lr: float) -> None:
+        self.setup = setup
+        self.switches = setup.switches(base_model)
+        config = {**base_model, **{k: self.switches[k] for k in MODEL_SWITCHES}}
+        self.model = SydsGPT(config).to(device)
+        transfer_weights(init, self.model)
+        self.model.train()
+        train_options = {k: self.switches[k] for k in TRAIN_SWITCHES}
+        self.cfg = TrainConfig(lr=lr, device=str(device), **train_options)
+        self.device = device
+        self.optimizer = build_optimizer(self.model, self.cfg, device)
+        self.amp_dtype = resolve_amp_dtype(self.cfg.dtype, device)
+        self.step_model: nn.Module = (
+            torch.compile(self.model, backend=self.cfg.compile_backend) if self.cfg.compile else self.model
+        )
+        # What "auto" / None resolved to on this device, as the rows report it.
+        self.switches.update(
+            dtype=str(self.amp_dtype or torch.float32).removeprefix("torch."),
+            tf32=configure_tf32(self.cfg.tf32, device),
+            fused_adamw=bool(self.optimizer.defaults.get("fused")),
+        )
+        self.losses: list[float] = []
+        self.times: list[float] = []
+        self.first_step_s = 0.0
+        self.step_bytes = 0
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """One optimizer step; returns its wall-clock seconds (``train_step`` syncs via ``.item()``)."""
+        configure_tf32(self.cfg.tf32, self.device)  # process-wide: set it for this setup each time
+        start = time.perf_counter()
+        loss, _ = train_step(
+            self.step_model, [batch], self.optimizer, grad_clip=self.cfg.grad_clip,
+            amp_dtype=self.amp_dtype, device=self.device,
+        )
+        seconds = time.perf_counter() - start
+        self.losses.append(loss)
+        return seconds
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many steps each setup takes: ``warmup`` untimed (the first one compiles), one
+    for the memory measurement, then ``rounds`` interleaved rounds of ``steps_per_round``
+    timed steps."""
+
+    warmup: int = 2
+    rounds: int = 4
+    steps_per_round: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("warmup", "rounds", "steps_per_round"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Schedule.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup + 1 + self.rounds * self.steps_per_round
+
+
+QUICK_SCHEDULE = Schedule(warmup=1, rounds=1, steps_per_round=1)
+
+
+def measure(
+    setups: Sequence[Setup],
+    base_model: Mapping[str, Any],
+    *,
+    batch_size: int,
+    seq_len: int,
+    device: str | torch.device = "cpu",
+    schedule: Schedule = Schedule(),
+    lr: float = 4e-4,
+    seed: int = 0,
+    peak: Peak | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict[str, Any]]:
+    """Measure the training speed, MFU, memory and losses of each setup (one row each).
+
+    Args:
+        setups: what to compare; the first is the baseline of ``speedup``.
+        base_model: the model config (switch keys are overridden per setup).
+        batch_size, seq_len: each step sees ``batch_size * seq_len`` tokens
+            (``seq_len <= base_model["context_length"]``).
+        schedule: warm-up and timed steps.
+        peak: the peak FLOP/s for MFU (default :func:`peak_flops` of the device).
+        log: progress messages (``None``: quiet).
+    """
+    if seq_len > base_model["context_length"]:
+        raise ValueError(
+            f"seq_len={seq_len} is longer than the model's context_length={base_model['context_length']}; "
+            "use a shorter --seq-len or a model with a longer context"
+        )
+    device = resolve_device(str(device))
+    say = log or (lambda _msg: None)
+    peak = peak or peak_flops(device)
+    torch.manual_seed(seed)
+    init = SydsGPT({**base_model, **PLAIN_MODEL})
+    batches = random_batches(base_model["vocab_size"], batch_size, seq_len, 4, seed, device)
+    useful_flops = flops_per_token({**base_model, "pad_vocab_multiple": 1}, seq_len, training=True)
+    compiles = any(setup.switches(base_model)["compile"] for setup in setups)
+    with _empty_compiler_cache() if compiles else nullcontext():
+        return _measure_runners(setups, base_model, init, batches, batch_size * seq_len, useful_flops, device,
+                                schedule, lr, peak, say)
+
+
+@contextmanager
+def _empty_compiler_cache() -> Iterator[None]:
+    """Compile from scratch: forget compiled graphs, point inductor's disk cache at an empty folder."""
+    torch.compiler.reset()
+    names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    before = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix="sydsgpt-bench-compile-") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+        os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            torch.compiler.reset()
+
+
+def _measure_runners(
+    setups: Sequence[Setup], base_model: Mapping[str, Any], init: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]], tokens_per_step: int, useful_flops: int,
+    device: torch.device, schedule: Schedule, lr: float, peak: Peak, say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The body of :func:`measure`: warm up each setup, time them interleaved, make the rows."""
+
+    def batch(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return batches[index % len(batches)]
+
+    runners: list[_Runner] = []
+    for setup in setups:
+        runner = _Runner(setup, base_model, init, device, lr)
+        runner.first_step_s = runner.step(batch(0))
+        for i in range(1, schedule.warmup):
+            runner.step(batch(i))
+        with PeakMemory(device) as memory:
+            runner.step(batch(schedule.warmup))
+        runner.step_bytes = memory.peak_bytes
+        runners.append(runner)
+        say(f"  warmed up {setup.name!r}: first step {runner.first_step_s:.2f} s")
+    for r in range(schedule.rounds):
+        for runner in runners:
+            for i in range(schedule.steps_per_round):
+                runner.times.append(runner.step(batch(schedule.warmup + 1 + r * schedule.steps_per_round + i)))
+        say(f"  round {r + 1}/{schedule.rounds} done")
+
+    rows = []
+    for runner in runners:
+        step_s = min(runner.times)
+        tokens_per_s = tokens_per_step / step_s
+        held = state_bytes(runner.model, runner.optimizer)
+        rows.append({
+            "setup": runner.setup.name,
+            **runner.switches,
+            "measured": True,
+            "tokens_per_s": tokens_per_s,
+            "speedup": min(runners[0].times) / step_s,
+            "mfu": mfu(tokens_per_s, useful_flops, peak.flops),
+            "step_s": step_s,
+            "step_s_median": statistics.median(runner.times),
+            "first_step_s": runner.first_step_s,
+            "compile_s": max(0.0, runner.first_step_s - statistics.median(runner.times)) if runner.switches["compile"] else None,
+            "state_mib": held / MIB,
+            "step_mib": runner.step_bytes / MIB,
+            "peak_mib": (held + runner.step_bytes) / MIB,
+            "first_loss": runner.losses[0],
+            "final_loss": runner.losses[-1],
+            "steps": schedule.total_steps,
+            "note": runner.setup.note,
+        })
+    return rows
+
+
+def settings(base_model: Mapping[str, Any], batch_size: int, seq_len: int, device: torch.device, peak: Peak, schedule: Schedule) -> dict[str, Any]:
+    """The JSON fields that say how the rows were measured."""
+    return {
+        "model": dict(base_model),
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "tokens_per_step": batch_size * seq_len,
+        "device": str(device),
+        "schedule": asdict(schedule),
+        "flops_per_token": flops_per_token({**base_model, "pad_vocab_multiple": 1}, seq_len, training=True),
+        "peak": peak.to_dict(),
+        "mfu_definition": "mfu = tokens_per_s * flops_per_token / peak.flops, flops_per_token = 6N + 12 L T d "
+                          "(sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",
+        "memory": f"state_mib: parameters + optimizer state counted from the tensors; step_mib: {memory_method(device)} "
+                  "during one training step; peak_mib = state_mib + step_mib",
+        "timing": "step_s = fastest timed step (step_s_median: the median); setups interleaved round by round; "
+                  "warm-up (and compile) steps excluded; compile_s = first step - median step, from an empty "
+                  "compiler cache; a later compiled setup may reuse kernels compiled for an earlier one, so its "
+                  "compile_s is smaller",
+    }
+
+
+def default_setups(compile: bool = True) -> list[Setup]:
+    """The training benchmark's setups: the plain path, the package defaults, every fast path on.
+
+    ``compile=False`` leaves ``torch.compile`` out of the last one (it takes a minute to compile).
+    """
+    return [
+        Setup("plain"),
+        Setup("package defaults", defaults=True),
+        Setup("all fast paths", model={"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64},
+              train={"dtype": "bfloat16", "tf32": True, "compile": compile, "fused_adamw": True}),
+    ]
+
+
+COLUMNS = ["setup", "tokens_per_s", "speedup", "mfu", "step_s", "compile_s", "peak_mib", "first_loss", "final_loss"]
+
+
+def run(
+    preset: str = "book",
+    device: str = "cpu",
+    batch_size: int = 4,
+    seq_len: int = 256,
+    setups: Sequence[Setup] | None = None,
+    schedule: Schedule = Schedule(),
+    quick: bool = False,
+    out: str | Path | None = None,
+    name: str = "training",
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Measure ``setups`` (default :func:`default_setups`) on ``preset``, print a table and
+    write the JSON result to ``out`` (if given). Returns the JSON payload.
+
+    ``quick=True`` uses a tiny model, a batch of 2 x 32 tokens and one timed step (and the
+    default setups without ``torch.compile``): a smoke test of the whole benchmark in seconds.
+    """
+    base = dict(TINY_MODEL) if quick else get_preset(preset, dropout=0.0)
+    if quick:
+        batch_size, seq_len, schedule = min(batch_size, 2), min(seq_len, TINY_MODEL["context_length"]), QUICK_SCHEDULE
+    dev = resolve_device(device)
+    peak = peak_flops(dev, matmul_size=1024 if quick else 2048)
+    setups = list(setups or default_setups(compile=not quick))
+    if log:
+        log(f"{name}: {'tiny model' if quick else preset}, batch {batch_size} x {seq_len} tokens, {dev}, "
+            f"{torch.get_num_threads()} threads; peak {peak.flops / 1e12:.3g} TFLOP/s ({peak.description})")
+    rows = measure(setups, base, batch_size=batch_size, seq_len=seq_len, device=dev, schedule=schedule, peak=peak, log=log)
+    if log:
+        log(format_table(rows, COLUMNS))
+    extra = {"preset": "tiny (--quick)" if quick else preset, **settings(base, batch_size, seq_len, dev, peak, schedule)}
+    if out is not None:
+        path = write_result(out, name, rows, **extra)
+        if log:
+            log(f"wrote {path}")
+    return {"benchmark": name, **extra, "rows": rows}
+
+
+DEVICE_DEFAULTS: dict[str, tuple[str, int, int]] = {"cpu": ("book", 4, 256), "cuda": ("gpt2-small", 8, 1024)}
+"""``(preset, batch_size, seq_len)`` measured by default on each kind of device."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by the training and ablation benchmarks."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--preset", default=None, help="model preset (default: book on CPU, gpt2-small on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (default 4 on CPU, 8 on CUDA)")
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default 256 on CPU, 1024 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per setup (default 2)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (default 4)")
+    parser.add_argument("--steps-per-round", type=int, default=2, help="timed steps per setup per round (default 2)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, one timed step, no torch.compile")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, usually one per core)")
+
+
+def device_kind(name: str) -> str:
+    """``"cuda"`` or ``"cpu"``: where ``--device name`` runs (``auto`` picks CUDA when available)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name.startswith("cuda") else "cpu"
+
+
+def shape_defaults(args: argparse.Namespace) -> tuple[str, int, int]:
+    """``(preset, batch_size, seq_len)`` from the arguments, with the device's defaults."""
+    preset, batch_size, seq_len = DEVICE_DEFAULTS[device_kind(args.device)]
+    return args.preset or preset, args.batch_size or batch_size, args.seq_len or seq_len
+
+
+def result_path(args: argparse.Namespace, name: str) -> Path | None:
+    """``--out``, else ``results/<name>_<cpu|gpu>.json`` (nothing with ``--quick``)."""
+    if getattr(args, "out", None):
+        return Path(args.out)
+    return None if args.quick else RESULTS_DIR / f"{name}_{'gpu' if device_kind(args.device) == 'cuda' else 'cpu'}.json"
+
+
+def schedule_from(args: argparse.Namespace) -> Schedule:
+    """The :class:`Schedule` the parsed arguments ask for (and ``--threads`` applied)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Schedule(args.warmup, args.rounds, args.steps_per_round)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sydsgpt.bench.training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON result path (default sydsgpt/bench/results/training_<cpu|gpu>.json; none with --quick)")
+    args = parser.parse_args(argv)
+    preset, batch_size, seq_len = shape_defaults(args)
+    run(preset, args.device, batch_size, seq_len, schedule=schedule_from(args), quick=args.quick,
+        out=result_path(args, "training"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""Chapter 6: decoding.
+
+Turning next-token logits into text, one token at a time.
+
+* Pure functions that reshape a logits vector (so the book can plot each one):
+  :func:`apply_temperature`, :func:`top_k_filter`, :func:`top_p_filter`,
+  :func:`apply_repetition_penalty`, :func:`block_repeated_ngrams`; and
+  :func:`select_next_token`, which chains them and picks a token (greedy or sampled).
+* The decoding loop: :func:`stream` yields each new token as soon as it is chosen,
+  :func:`generate` returns all of them, :func:`stream_text` / :func:`generate_text`
+  work on strings (stop strings, end-of-text).
+* The KV cache (``use_cache=True``): the prompt goes through the model once (prefill),
+  then each step feeds only the newest token. The tokens are the same as without the
+  cache, for every strategy, also past the context length (see :func:`next_token_logits`).
+
+Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary. Every logits function accepts
+``(V,)`` or ``(B, V)`` and works on the last dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .attention import KVCache
+from .model import SydsGPTConfig
+from .tokenizer import text_to_token_ids
+
+NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature >= 0:  # also catches NaN
+        raise ValueError(
+            f"temperature must be >= 0, got {temperature}. Use 0 for greedy decoding, "
+            "values below 1 for safer text, above 1 for more varied text."
+        )
+
+
+def _check_top_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (the number of tokens kept), got {k!r}; use None to switch it off.")
+
+
+def _check_top_p(p: float) -> None:
+    if not 0 < p <= 1:
+        raise ValueError(
+            f"top_p must be in (0, 1] (the probability mass kept), got {p}; 1 keeps every token, "
+            "0.9 is a common choice; use None to switch it off."
+        )
+
+
+def _check_penalty(penalty: float) -> None:
+    if not penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), got {penalty}")
+
+
+def _check_ngram(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {n!r}")
+
+
+# --------------------------------------------------------------------------- logits transforms
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide the logits by ``temperature`` (> 0).
+
+    ``softmax(logits / T)``: ``T < 1`` sharpens the distribution towards the top token,
+    ``T > 1`` flattens it towards uniform; ``T = 1`` leaves it as the model made it.
+    (``T = 0`` is the greedy limit: use ``argmax`` instead, as :func:`select_next_token` does.)
+
+    Shapes: ``(..., V) -> (..., V)``.
+    """
+    _check_temperature(temperature)
+    if temperature == 0:
+        raise ValueError("temperature 0 means greedy decoding: take logits.argmax(-1) instead of dividing by 0.")
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest logits, set the others to ``-inf`` (probability 0).
+
+    Exactly ``k`` tokens survive: among tied logits the lower token id wins (a stable
+    sort orders them). ``k >= V`` keeps everything.
+
+    Shapes: ``(..., V) -> (..., V)``.
+    """
+    _check_top_k(k)
+    if k >= logits.shape[-1]:
+        return logits.clone()
+    order = torch.sort(logits, dim=-1, descending=True, stable=True).indices  # (..., V)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order[..., :k], True)
+    return logits.masked_fill(~keep, NEG_INF)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches ``p``.
+
+    Tokens are sorted by probability; a token is kept when the mass of the tokens
+    *before* it is still below ``p``. So the token that crosses the threshold is kept,
+    and the most likely token always is. ``p = 1`` keeps everything.
+
+    Shapes: ``(..., V) -> (..., V)``.
+    """
+    _check_top_p(p)
+    if p >= 1:
+        return logits.clone()
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # (..., V): probability of the better tokens
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to token order
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, seen_ids: torch.Tensor | Sequence[int], penalty: float
+) -> torch.Tensor:
+    """CTRL's repetition penalty: make every token already seen less likely.
+
+    For each distinct token in ``seen_ids``: a positive logit is divided by ``penalty``,
+    a negative one multiplied by it (dividing a negative logit would *raise* it).
+    ``penalty = 1`` changes nothing; ``penalty > 1`` discourages repeats.
+
+    Args:
+        logits: ``(V,)`` or ``(B, V)``.
+        seen_ids: ``(T,)`` or ``(B, T)`` token ids (prompt and generated so far).
+    """
+    _check_penalty(penalty)
+    seen_ids = torch.as_tensor(seen_ids, dtype=torch.long, device=logits.device)
+    if seen_ids.shape[-1] == 0:
+        return logits.clone()
+    seen = logits.gather(-1, seen_ids)  # (..., T)
+    penalized = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, seen_ids, penalized)
+
+
+def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor | Sequence[int], n: int) -> torch.Tensor:
+    """Forbid any token that would complete an ``n``-gram already present in ``ids``.
+
+    The last ``n - 1`` tokens of ``ids`` are the start of the next ``n``-gram; every
+    earlier place where those ``n - 1`` tokens occur names a token that followed them:
+    that token gets ``-inf``. ``n = 1`` forbids every token seen; ``n = 0`` is off.
+
+    Args:
+        logits: ``(V,)`` or ``(B, V)``.
+        ids: ``(T,)`` or ``(B, T)`` token ids so far.
+    """
+    _check_ngram(n)
+    ids = torch.as_tensor(ids, dtype=torch.long, device=logits.device)
+    if n == 0 or ids.shape[-1] < n:
+        return logits.clone()
+    single = logits.dim() == 1
+    logits_2d, ids_2d = (logits[None], ids[None]) if single else (logits, ids)
+    t = ids_2d.shape[-1]
+    windows = ids_2d.unfold(-1, n, 1)  # (B, W, n): every n-gram in ids
+    prefix = ids_2d[:, t - n + 1 :]  # (B, n-1): what the next n-gram starts with
+    matches = (windows[..., :-1] == prefix[:, None, :]).all(dim=-1)  # (B, W)
+    hits = torch.zeros_like(logits_2d).scatter_add(-1, windows[..., -1], matches.to(logits_2d.dtype))
+    out = logits_2d.masked_fill(hits > 0, NEG_INF)
+    return out[0] if single else out
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How each next token is chosen. Every option is off by default (greedy decoding).
+
+    Attributes:
+        temperature: 0 = greedy (argmax); > 0 samples from ``softmax(logits / T)``.
+        top_k: sample only among the ``k`` most likely tokens (``None`` = off).
+        top_p: sample only from the nucleus of probability mass ``p`` (``None`` = off).
+        repetition_penalty: CTRL penalty on tokens already seen (1 = off).
+        no_repeat_ngram_size: never repeat an n-gram of this size (0 = off).
+        eos_id: stop a sequence when it produces this token (kept in the output).
+        seed: seeds a private :class:`torch.Generator`: same seed, same tokens.
+        use_cache: keep keys/values between steps (KV cache); same tokens, faster.
+        preallocate: the KV cache fills fixed buffers instead of concatenating.
+        context_len: crop the model's input to the last ``context_len`` tokens
+            (default and maximum: the model's ``context_length``).
+    """
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    eos_id: int | None = None
+    seed: int | None = None
+    use_cache: bool = True
+    preallocate: bool = True
+    context_len: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_temperature(self.temperature)
+        if self.top_k is not None:
+            _check_top_k(self.top_k)
+        if self.top_p is not None:
+            _check_top_p(self.top_p)
+        _check_penalty(self.repetition_penalty)
+        _check_ngram(self.no_repeat_ngram_size)
+        if self.context_len is not None and (isinstance(self.context_len, bool) or self.context_len < 1):
+            raise ValueError(f"context_len must be a positive number of tokens, got {self.context_len!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def from_options(cls, config: "GenerationConfig | Mapping[str, Any] | None" = None, **options: Any) -> "GenerationConfig":
+        """``config`` (or the defaults) with ``options`` overriding it; unknown names are an error."""
+        known = {f.name for f in fields(cls)}
+        base = dict(config) if isinstance(config, Mapping) else {}
+        unknown = sorted((set(base) | set(options)) - known)
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
+        start = config if isinstance(config, GenerationConfig) else cls(**base)
+        return replace(start, **options)
+
+
+# --------------------------------------------------------------------------- one step
+
+def select_next_token(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    config: GenerationConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose the next token of each sequence.
+
+    Order: repetition penalty, n-gram blocking, then greedy ``argmax`` (temperature 0)
+    or temperature, top-k, top-p and a multinomial draw. Top-k and top-p never change
+    the argmax, so greedy ignores them.
+
+    Args:
+        logits: ``(B, V)`` next-token logits.
+        ids: ``(B, T)`` every token so far (what the penalties look at).
+        generator: the random source for sampling (``None``: torch's global one).
+
+    Returns:
+        ``(B, 1)`` int64 token ids.
+    """
+    logits = logits.float()
+    if config.repetition_penalty != 1:
+        logits = apply_repetition_penalty(logits, ids, config.repetition_penalty)
+    if config.no_repeat_ngram_size:
+        logits = block_repeated_ngrams(logits, ids, config.no_repeat_ngram_size)
+    if not config.greedy:
+        logits = apply_temperature(logits, config.temperature)
+        if config.top_k is not None:
+            logits = top_k_filter(logits, config.top_k)
+        if config.top_p is not None:
+            logits = top_p_filter(logits, config.top_p)
+    if torch.isneginf(logits).all(dim=-1).any():
+        raise RuntimeError(
+            "every token was filtered out (all logits are -inf), most likely by no_repeat_ngram_size "
+            "on a tiny vocabulary; use a larger n-gram size or switch it off."
+        )
+    if config.greedy:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def next_token_logits(
+    model: nn.Module, ids: torch.Tensor, context_len: int, kv_cache: list[KVCache] | None = None
+) -> torch.Tensor:
+    """Logits for the token after ``ids``, seeing only the last ``context_len`` tokens.
+
+    Without a cache the whole window goes through the model every step. With one, only
+    the tokens the cache has not seen yet do. The model has *absolute* position
+    embeddings: once ``ids`` is longer than the window, every token of the window moves
+    to a new position each step, so the cached keys/values are stale and the cropped
+    window is fed again from an empty cache (a fresh prefill). That keeps the tokens
+    identical to the uncached path.
+
+    Args:
+        ids: ``(B, T)`` every token so far.
+        kv_cache: from ``model.make_kv_cache()``; updated in place.
+
+    Returns:
+        ``(B, V)`` logits (only the last position goes through the output head).
+    """
+    if kv_cache is None:
+        new = ids[:, -context_len:]
+    else:
+        cached = kv_cache[0].length
+        if cached == 0 or ids.shape[1] > context_len:  # first step, or the window slid
+            for layer_cache in kv_cache:
+                layer_cache.reset()
+            new = ids[:, -context_len:]
+        else:
+            new = ids[:, cached:]
+    return model(new, kv_cache=kv_cache, last_only=True)[:, -1, :]
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _context_length(model: nn.Module, config: GenerationConfig) -> int:
+    model_ctx = model.cfg.context_length if hasattr(model, "cfg") else None
+    if config.context_len is None:
+        if model_ctx is None:
+            raise ValueError("the model has no cfg.context_length; pass context_len=<the model's context length>")
+        return model_ctx
+    if model_ctx is not None and config.context_len > model_ctx:
+        raise ValueError(
+            f"context_len={config.context_len} is longer than the model's context_length={model_ctx}; "
+            f"use at most {model_ctx} (or leave it out)."
+        )
+    return config.context_len
+
+
+def _check_prompt(input_ids: torch.Tensor, context_len: int, max_new_tokens: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(
+            f"input_ids must be a (batch, tokens) tensor of token ids, got {shape}; "
+            "for one prompt use ids.unsqueeze(0) or sydsgpt.tokenizer.text_to_token_ids(text)."
+        )
+    if input_ids.shape[1] == 0:
+        raise ValueError("the prompt is empty: give at least one token (e.g. the end-of-text token) to start from.")
+    if input_ids.shape[1] > context_len:
+        raise ValueError(
+            f"the prompt has {input_ids.shape[1]} tokens, more than the context of {context_len}; "
+            f"crop it to its last {context_len} tokens first: input_ids[:, -{context_len}:]"
+        )
+
+
+def stream(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    config: GenerationConfig | Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> Iterator[torch.Tensor]:
+    """Yield the new tokens one step at a time, as soon as each is chosen.
+
+    Arguments are checked at the call (not at the first ``next``). The model runs in
+    eval mode (no dropout) under ``torch.no_grad``; its mode is restored afterwards.
+
+    Args:
+        model: a :class:`~sydsgpt.model.SydsGPT` (or any model with the same forward).
+        input_ids: ``(B, T)`` prompt ids, ``1 <= T <= context_len``.
+        max_new_tokens: the most steps (fewer when every sequence reached ``eos_id``).
+        config: a :class:`GenerationConfig` (or dict); ``options`` override its fields,
+            e.g. ``temperature=0.8, top_k=50, seed=0``.
+        generator: the random source for sampling; by default one seeded with
+            ``seed``, or torch's global generator when there is no seed.
+
+    Yields:
+        ``(B, 1)`` int64 token ids. A sequence that already produced ``eos_id`` keeps
+        getting ``eos_id`` until all are done.
+    """
+    cfg = GenerationConfig.from_options(config, **options)
+    context_len = _context_length(model, cfg)
+    _check_prompt(input_ids, context_len, max_new_tokens)
+    device = _model_device(model)
+    if generator is None and cfg.seed is not None and not cfg.greedy:
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    return _steps(model, input_ids.to(device), max_new_tokens, cfg, context_len, generator)
+
+
+@torch.no_grad()
+def _steps(
+    model: nn.Module,
+    ids: torch.Tensor,
+    max_new_tokens: int,
+    cfg: GenerationConfig,
+    context_len: int,
+    generator: torch.Generator | None,
+) -> Iterator[torch.Tensor]:
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.make_kv_cache(cfg.preallocate) if cfg.use_cache else None
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            logits = next_token_logits(model, ids, context_len, cache)  # (B, V)
+            next_id = select_next_token(logits, ids, cfg, generator)  # (B, 1)
+            if cfg.eos_id is not None:
+                next_id = next_id.masked_fill(done[:, None], cfg.eos_id)
+                done |= next_id[:, 0] == cfg.eos_id
+            ids = torch.cat([ids, next_id], dim=1)
+            yield next_id
+            if cfg.eos_id is not None and bool(done.all()):
+                return
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    config: GenerationConfig | Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """Generate up to ``max_new_tokens`` tokens after ``input_ids``.
+
+    With the defaults this is greedy decoding, the same tokens as
+    :func:`sydsgpt.model.generate_simple`. Options: see :class:`GenerationConfig`.
+
+    Args:
+        input_ids: ``(B, T)`` prompt ids.
+
+    Returns:
+        ``(B, T + N)`` ids: the prompt followed by the ``N <= max_new_tokens`` new tokens.
+    """
+    steps = stream(model, input_ids, max_new_tokens, config, generator=generator, **options)
+    return torch.cat([input_ids.to(_model_device(model)), *steps], dim=1)
+
+
+# --------------------------------------------------------------------------- text
+
+def end_of_text_id(tokenizer: Any) -> int | None:
+    """The tokenizer's end-of-text token id (``eot_token``), or ``None`` if it has none."""
+    eot = getattr(tokenizer, "eot_token", None)
+    return eot if isinstance(eot, int) else None
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many characters at the end of ``text`` must wait: an incomplete character
+    (decoded as U+FFFD) or the beginning of a stop string."""
+    hold = len(text) - len(text.rstrip("\ufffd"))
+    for s in stops:
+        for size in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:size]):
+                hold = max(hold, size)
+                break
+    return hold
+
+
+def stream_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 50,
+    config: GenerationConfig | Mapping[str, Any] | None = None,
+    *,
+    stop: str | Iterable[str] = (),
+    stop_at_eos: bool = True,
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> Iterator[str]:
+    """Yield the continuation of ``prompt`` as text, piece by piece, as it is generated.
+
+    Generation ends after ``max_new_tokens`` tokens, at the tokenizer's end-of-text token
+    (when ``stop_at_eos``; not part of the text), or when the new text contains one of
+    the ``stop`` strings: the text up to (not including) it is the last piece. Text that
+    could be the start of a stop string, or half of a multi-byte character, is held
+    back until it is settled, so the pieces always join to the final text.
+
+    Args:
+        tokenizer: tiktoken's GPT-2 encoding or a :class:`~sydsgpt.bpe.BPETokenizer`.
+            Special tokens written in the prompt (``<|endoftext|>``) become their ids.
+        options: generation options (:class:`GenerationConfig`).
+    """
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("the prompt is empty: give some text to continue (e.g. 'Once upon a time').")
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ValueError(f"stop strings must be non-empty strings, got {stops!r}")
+    cfg = GenerationConfig.from_options(config, **options)
+    if stop_at_eos and cfg.eos_id is None:
+        cfg = replace(cfg, eos_id=end_of_text_id(tokenizer))
+    input_ids = text_to_token_ids(prompt, tokenizer)  # (1, T)
+    steps = stream(model, input_ids, max_new_tokens, cfg, generator=generator)
+    return _text_pieces(steps, tokenizer, stops, cfg.eos_id)
+
+
+def _text_pieces(steps: Iterator[torch.Tensor], tokenizer: Any, stops: Sequence[str], eos_id: int | None) -> Iterator[str]:
+    new_ids: list[int] = []
+    sent = 0  # characters already yielded
+    text = ""
+    for step in steps:
+        token = int(step[0, 0])
+        if token == eos_id:
+            break
+        new_ids.append(token)
+        text = tokenizer.decode(new_ids)
+        cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+        if cuts:
+            if min(cuts) > sent:
+                yield text[sent : min(cuts)]
+            steps.close()
+            return
+        ready = len(text) - _held_back(text, stops)
+        if ready > sent:
+            yield text[sent:ready]
+            sent = ready
+    if len(text) > sent:
+        yield text[sent:]
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 50,
+    config: GenerationConfig | Mapping[str, Any] | None = None,
+    **options: Any,
+) -> str:
+    """The continuation of ``prompt`` (without the prompt); see :func:`stream_text`.
+
+    Example::
+
+        generate_text(model, get_gpt2_tokenizer(), "Every effort moves you", 40,
+                      temperature=0.8, top_k=50, seed=123, stop=["\\n\\n"])
+    """
+    return "".join(stream_text(model, tokenizer, prompt, max_new_tokens, config, **options))
+
+
+def kv_cache_bytes(
+    config: Mapping[str, Any] | SydsGPTConfig, num_tokens: int | None = None, batch_size: int = 1, bytes_per_value: int = 4
+) -> int:
+    """Memory of a full KV cache: ``2 * layers * tokens * embedding_dim * batch * bytes``.
+
+    Each layer keeps one key and one value vector of ``embedding_dim`` numbers (all heads
+    together) per token. ``num_tokens`` defaults to the context length; 4 bytes = float32.
+    """
+    c = SydsGPTConfig.from_dict(config)
+    tokens = c.context_length if num_tokens is None else num_tokens
+    return 2 * c.num_layers * tokens * c.embedding_dim * batch_size * bytes_per_value

@@ -1,0 +1,139 @@
+"""Checkpoints: the original project's keys plus the new ones, atomic writes, safe loading,
+RNG snapshots, and clear errors for a checkpoint of another model or tokenizer."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_helpers import TINY, assert_same_parameters, config, datasets, one_thread, tiny_model  # noqa: F401 (one_thread is a fixture)
+
+import sydsgpt.checkpoint as checkpoint_module
+from sydsgpt.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    capture_rng_state,
+    check_compatible,
+    load_checkpoint,
+    load_model,
+    restore_rng_state,
+    save_checkpoint,
+    tokenizer_identity,
+    unwrap_model,
+)
+from sydsgpt.train import build_optimizer, make_scheduler, train, train_step
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOKENIZER = {"name": "toy", "n_vocab": TINY["vocab_size"]}
+
+
+def trained_state(steps: int = 2):
+    """A tiny model, its AdamW and scheduler after a few steps (so the optimizer has state)."""
+    model = tiny_model()
+    optimizer = build_optimizer(model, config())
+    scheduler = make_scheduler(optimizer, total_steps=10, warmup_steps=2)
+    data, _ = datasets()
+    for i in range(steps):
+        batch = tuple(torch.stack(t) for t in zip(*(data[j] for j in range(4 * i, 4 * i + 4))))
+        train_step(model, [batch], optimizer, scheduler=scheduler)
+    return model, optimizer, scheduler
+
+
+def test_keys_roundtrip_and_weights_only(tmp_path: Path) -> None:
+    model, optimizer, scheduler = trained_state()
+    path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, scheduler, step=2, tokens_seen=64,
+                           train_config=config().to_dict(), tokenizer=TOKENIZER, data={"epoch": 0, "position": 2})
+    raw = torch.load(path, weights_only=True)  # loads without unpickling any Python object
+    assert {"model", "optimizer", "config"} <= raw.keys()  # the original project's keys
+    assert {"scheduler", "step", "tokens_seen", "train_config", "tokenizer", "rng", "data"} <= raw.keys()
+    assert raw["config"] == model.config and raw["tokenizer"] == TOKENIZER
+    assert raw["step"] == 2 and raw["tokens_seen"] == 64 and raw["train_config"]["batch_size"] == 4
+    assert raw["scheduler"]["last_epoch"] == 2
+    assert set(raw["rng"][0]) == {"torch", "cuda", "python", "numpy"}
+
+    restored = load_model(path)
+    assert_same_parameters(restored, model)
+    assert not restored.training
+    optimizer2 = build_optimizer(restored, config())
+    optimizer2.load_state_dict(load_checkpoint(path)["optimizer"])
+    for (a, b) in zip(optimizer.state.values(), optimizer2.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_crash_mid_write_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, optimizer, _ = trained_state()
+    path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, step=1)
+    good = path.read_bytes()
+    real_save = torch.save
+
+    def crashing_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.seek(len(good) // 2)
+        f.truncate()  # half a file written, then the "crash"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crashing_save)
+    with torch.no_grad():
+        model.token_embedding.weight.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, optimizer, step=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"], "the temporary file was not cleaned up"
+
+
+class NotATensor:
+    """Stands for arbitrary code hidden in a pickle."""
+
+
+def test_arbitrary_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": dict(TINY), "payload": NotATensor()}, path)
+    with pytest.raises(CheckpointError, match="weights_only=False"):
+        load_checkpoint(path)
+
+
+def test_not_a_checkpoint_and_missing_file(tmp_path: Path) -> None:
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="expected a dict with 'model' and 'config'"):
+        load_checkpoint(tmp_path / "w.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_rng_snapshot_restores_every_generator() -> None:
+    state = capture_rng_state()
+    first = (torch.rand(3), random.random(), np.random.rand())
+    restore_rng_state(state)
+    second = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
+
+
+def test_mismatched_config_or_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
+    model, optimizer, _ = trained_state(0)
+    path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, tokenizer=TOKENIZER)
+    ck = load_checkpoint(path)
+    check_compatible(ck, model.config, TOKENIZER)  # the same: no error
+    with pytest.raises(CheckpointMismatchError, match=r"'embedding_dim': checkpoint has 16, this run has 32"):
+        check_compatible(ck, {**model.config, "embedding_dim": 32})
+    with pytest.raises(CheckpointMismatchError, match="tokenizer: checkpoint was trained with"):
+        check_compatible(ck, tokenizer={"name": "gpt2", "n_vocab": 50257})
+
+
+def test_resume_with_another_model_is_refused(tmp_path: Path) -> None:
+    train_data, val = datasets()
+    train(tiny_model(), train_data, val, config(max_steps=2), out_dir=tmp_path, show_progress=False)
+    with pytest.raises(CheckpointMismatchError, match="num_layers"):
+        train(tiny_model(num_layers=1), train_data, val, config(max_steps=4), out_dir=tmp_path, resume=True, show_progress=False)
+
+
+def test_unwrap_and_identity() -> None:
+    model = tiny_model()
+    assert unwrap_model(torch.compile(model)) is model
+    assert tokenizer_identity(None) is None
+    assert tokenizer_identity(TOKENIZER) == TOKENIZER

@@ -1,0 +1,113 @@
+"""Tiny models, data and commands shared by the chapter-5 tests (training, checkpoints, resume, DDP, CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sydsgpt.data import GPTDataset
+from sydsgpt.model import SydsGPT
+from sydsgpt.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB = 23
+SEQ = 8
+TINY = {"vocab_size": VOCAB, "embedding_dim": 16, "context_length": SEQ, "num_layers": 2, "num_heads": 2, "dropout": 0.1}
+
+# A small text with structure a tiny model picks up in a few dozen steps.
+TINY_TEXT = "".join(f"line {i % 7}: the {w} cat sat on the {w} mat.\n" for i, w in enumerate(["red", "blue", "green"] * 60))
+
+# Model config for the command-line tests (vocab_size is replaced by the tokenizer's size).
+CLI_MODEL = {"vocab_size": 1, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0}
+
+
+def tiny_model(seed: int = 0, **overrides: Any) -> SydsGPT:
+    torch.manual_seed(seed)
+    return SydsGPT({**TINY, **overrides})
+
+
+def patterned_ids(n: int = 700, seed: int = 0) -> torch.Tensor:
+    """Token ids where most tokens follow from the previous one (learnable), with some noise."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.arange(n) * 5 % VOCAB
+    noise = torch.rand(n, generator=g) < 0.1
+    return torch.where(noise, torch.randint(0, VOCAB, (n,), generator=g), ids)
+
+
+def datasets(seed: int = 0) -> tuple[GPTDataset, DataLoader]:
+    """A training dataset and a validation loader of non-overlapping windows."""
+    train = GPTDataset(patterned_ids(700, seed), SEQ, SEQ)
+    val = DataLoader(GPTDataset(patterned_ids(200, seed + 1), SEQ, SEQ), batch_size=4, shuffle=False)
+    return train, val
+
+
+def config(**overrides: Any) -> TrainConfig:
+    """A CPU training config for the tiny model (quiet: no samples)."""
+    base = {"max_steps": 12, "batch_size": 4, "lr": 3e-3, "eval_interval": 4, "eval_batches": 2, "sample_tokens": 0, "device": "cpu", "seed": 7}
+    return TrainConfig(**{**base, **overrides})
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Every parameter bit-identical (``torch.equal``)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not different, f"parameters differ: {different}"
+
+
+def write_cli_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny text file and model-config JSON the command-line tests train on."""
+    text, cfg = tmp_path / "tiny.txt", tmp_path / "model.json"
+    text.write_text(TINY_TEXT)
+    cfg.write_text(json.dumps(CLI_MODEL))
+    return text, cfg
+
+
+def cli_args(text: Path, cfg: Path, out: Path, *extra: str) -> list[str]:
+    """``sydsgpt train`` arguments for a tiny, fast, quiet run (a 280-id BPE tokenizer)."""
+    return [str(text), "--config", str(cfg), "--tokenizer", "bpe:280", "--out", str(out), "--batch-size", "4",
+            "--eval-batches", "2", "--sample-tokens", "0", "--device", "cpu", "--quiet", *extra]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for child processes: one thread each (the test machine has 2 cores)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def start_cli(args: list[str], launcher: Sequence[str] = (), output: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    """Start ``python [LAUNCHER...] -m sydsgpt.cli train ARGS`` (e.g. ``-m torch.distributed.run ...``);
+    its stdout and stderr go to ``output`` (a pipe by default, read by :func:`finish`)."""
+    command = [sys.executable, *launcher, "-m", "sydsgpt.cli", "train", *args]
+    return subprocess.Popen(command, env=subprocess_env(), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """Wait for a process from :func:`start_cli`; fail the test (with its output) on a non-zero exit."""
+    output, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, (output or "")[-3000:]
+    return output or ""
+
+
+def logged(out: Path, key: str) -> dict[int, float]:
+    """``step -> record[key]`` from a run's log."""
+    from sydsgpt.train import read_log
+
+    return {r["step"]: r[key] for r in read_log(out / "log.jsonl") if key in r}
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test with one intra-op thread: tiny models gain nothing from more, and on a busy
+    2-core machine spinning threads make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
