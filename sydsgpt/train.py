@@ -626,6 +626,7 @@ def train(
     if out is not None and ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     step, tokens_seen, history = 0, 0, []
+    last_checkpoint: str | None = None  # named in the TrainingDiverged message
     if resume:
         path = Path(resume) if not isinstance(resume, bool) else checkpoint_path
         if path is None:
@@ -639,7 +640,7 @@ def train(
         batches.load_state_dict(state["data"])
         rng_states = state["rng"]
         restore_rng_state(rng_states[ctx.rank % len(rng_states)])
-        step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        step, tokens_seen, last_checkpoint = int(state["step"]), int(state["tokens_seen"]), str(path)
         if log_path is not None:
             history = _truncate_log(log_path, step)
     elif log_path is not None:
@@ -655,7 +656,6 @@ def train(
         step_model = torch.compile(step_model, backend=cfg.compile_backend)
 
     log_file = log_path.open("a") if log_path is not None else None
-    last_checkpoint: str | None = str(checkpoint_path) if resume and checkpoint_path is not None else None
     checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval or None
 
     def evaluate(record: dict[str, Any]) -> None:

@@ -128,6 +128,24 @@ def test_math_detection_ignores_code() -> None:
     assert not markdown_has_math("Run `echo $HOME` and\n```bash\nexport A=$B$C\n```\n")
 
 
+def test_printed_tables_are_marked_so_they_keep_their_columns() -> None:
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from sydsgpt_book import mark_text_tables
+    finally:
+        sys.path.pop(0)
+    from docutils import nodes
+    from docutils.utils import new_document
+
+    document = new_document("page")
+    table = nodes.literal_block(text="setup  tokens_s\n-----  --------\nplain  830.6", classes=["output", "stream"])
+    prose = nodes.literal_block(text="Hint: a long line -- not a table", classes=["output", "stream"])
+    code = nodes.literal_block(text="-----  --------", classes=["python"])
+    document += [table, prose, code]
+    mark_text_tables(None, document, "page")
+    assert [("text-table" in block["classes"]) for block in (table, prose, code)] == [True, False, False]
+
+
 # --- the build ---------------------------------------------------------------------------------
 
 
@@ -272,12 +290,17 @@ def test_solutions_page_shows_every_registered_exercise(built_book: Path) -> Non
     from sydsgpt.exercises import exercises_in_chapter
 
     text = html.unescape(html_of("book/solutions"))
+    last = 0
     for chapter in range(1, len(CHAPTER_PAGES) + 1):
         for exercise in exercises_in_chapter(chapter):
-            assert f"Exercise {exercise.key}: {exercise.title}" in text, (
+            feedback = text.find(f"Exercise {exercise.key}: {exercise.title}")
+            assert feedback >= 0, (
                 f"exercise {exercise.key} is registered but not on the Solutions page (or its title changed); "
                 "re-execute the page: .ci/execute-notebooks book/solutions.ipynb"
             )
+            heading = text.find(f'id="exercise-{exercise.key.replace(".", "-")}"')
+            assert last < heading < feedback, f"exercise {exercise.key}: its heading and check output are out of order"
+            last = feedback
 
 
 # --- the browser --------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""``sydsgpt train``: help text, a tiny run end to end, and clear errors for misuse."""
+"""``sydsgpt train``: help text, a tiny run end to end, clear errors for misuse, and the chapter's
+documented command reproducing ``train_book_model``."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from train_helpers import CLI_MODEL, cli_args, logged, one_thread, write_cli_inp
 
 from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.cli import main
+from sydsgpt.train import BOOK_MODEL, BOOK_TRAINING, BOOK_VOCAB_SIZE, train_book_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,10 +85,6 @@ def test_unknown_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_the_documented_command_reproduces_the_book_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The chapter's command (in the --help examples and the notebook), for 2 steps, against train_book_model.
-    from dataclasses import replace
-
-    from sydsgpt.train import BOOK_MODEL, BOOK_TRAINING, BOOK_VOCAB_SIZE, train_book_model
-
     cfg = replace(BOOK_TRAINING, max_steps=2, eval_interval=0)
     book = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)
     model_json = tmp_path / "book-ch05.json"
@@ -98,3 +97,6 @@ def test_the_documented_command_reproduces_the_book_run(tmp_path: Path, capsys: 
     assert from_cli["tokenizer"] == {"name": book.tokenizer.name, "n_vocab": book.tokenizer.n_vocab}
     for name, tensor in book.model.state_dict().items():
         assert torch.equal(from_cli["model"][name], tensor), name
+    again = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)  # finished: loaded, not retrained
+    assert not again.trained_now and again.history == book.history
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), book.model.state_dict().values()))
