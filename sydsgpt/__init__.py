@@ -6,7 +6,7 @@ The modules follow the book's table of contents:
 2. ``attention``: scaled dot-product and multi-head attention
 3. ``blocks``: layer norm, GELU, feed-forward, the transformer block
 4. ``model``, ``gpt2_weights``: the full model, its sizes, GPT-2 weights
-5. ``train``, ``checkpoint``: pretraining
+5. ``train``, ``checkpoint``, ``distributed``: pretraining (DDP under torchrun)
 6. ``generate``: decoding strategies and the KV cache
 
 Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exercise checks.

@@ -96,7 +96,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-medium": {**_GPT2_COMMON, "embedding_dim": 1024, "num_layers": 24, "num_heads": 16},
     "gpt2-large": {**_GPT2_COMMON, "embedding_dim": 1280, "num_layers": 36, "num_heads": 20},
     "gpt2-xl": {**_GPT2_COMMON, "embedding_dim": 1600, "num_layers": 48, "num_heads": 25},
-    # Small enough to train on a laptop CPU in minutes (the book's chapter 5 model).
+    # A small GPT-2-vocabulary model that trains on a CPU (chapter 5 trains an even smaller one:
+    # sydsgpt.train.BOOK_MODEL).
     "book": {
         "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
         "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
