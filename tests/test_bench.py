@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401 (fixture)
 
 from sydsgpt.bench import ablation, generation
 from sydsgpt.bench.memory import PeakMemory

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY, assert_same_parameters, config, datasets, one_thread, tiny_model  # noqa: F401 (one_thread is a fixture)
+from train_helpers import TINY, assert_same_parameters, config, datasets, tiny_model
 
 import sydsgpt.checkpoint as checkpoint_module
 from sydsgpt.checkpoint import (

@@ -16,12 +16,13 @@ from sydsgpt.cli import main
 from sydsgpt.generate import generate_text, stream_text
 from sydsgpt.model import SydsGPT
 from sydsgpt.tokenizer import get_gpt2_tokenizer
-from test_generate import one_thread  # noqa: F401  (autouse: tiny models run faster on one thread)
 
 # The original SydsGPT-Pretraining config keys only.
 CONFIG = {"vocab_size": 50257, "embedding_dim": 16, "context_length": 24, "num_layers": 1, "num_heads": 2,
           "dropout": 0.1, "qkv_bias": False}
 PROMPT = "Every effort moves"
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

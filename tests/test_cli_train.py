@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import CLI_MODEL, cli_args, logged, one_thread, write_cli_inputs  # noqa: F401 (one_thread is a fixture)
+from train_helpers import CLI_MODEL, cli_args, logged, write_cli_inputs
 
 from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.cli import main

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401 (fixture)
 
 from sydsgpt.bench.training import transfer_weights
 from sydsgpt.model import SydsGPT

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import (  # noqa: F401 (one_thread is a fixture)
-    assert_same_parameters, cli_args, config, datasets, finish, logged, one_thread, start_cli, tiny_model, write_cli_inputs,
+from train_helpers import (
+    assert_same_parameters, cli_args, config, datasets, finish, logged, start_cli, tiny_model, write_cli_inputs,
 )
 
 from sydsgpt.checkpoint import load_checkpoint

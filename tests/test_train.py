@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from train_helpers import VOCAB, config, datasets, one_thread, tiny_model  # noqa: F401 (one_thread is a fixture)
+from train_helpers import VOCAB, config, datasets, tiny_model
 
 from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.train import (

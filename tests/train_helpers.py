@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -102,12 +101,3 @@ def logged(out: Path, key: str) -> dict[int, float]:
 
     return {r["step"]: r[key] for r in read_log(out / "log.jsonl") if key in r}
 
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run a test with one intra-op thread: tiny models gain nothing from more, and on a busy
-    2-core machine spinning threads make them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
