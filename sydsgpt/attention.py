@@ -157,8 +157,11 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout probability on the attention weights.
         qkv_bias: give the query/key/value projections a bias.
         impl: ``"explicit"`` (the chapter's maths) or ``"sdpa"`` (PyTorch's fused kernel).
-        fused_qkv: compute Q, K and V with one matrix product instead of three
-            (same parameters, same result).
+        fused_qkv: while gradients are recorded (training), compute Q, K and V with one
+            matrix product instead of three (same parameters, same result). Without
+            gradients (generation, evaluation) the three products run on the weights as
+            they are: joining the weights copies them on every call, which costs more than
+            one larger product saves when a step is a single token.
 
     Shapes: ``(B, T, d_in) -> (B, T, d_out)``.
     """
@@ -211,7 +214,7 @@ class MultiHeadAttention(nn.Module):
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, T, d_in)`` -> three ``(B, T, d_out)`` tensors."""
-        if not self.fused_qkv:
+        if not (self.fused_qkv and torch.is_grad_enabled()):
             return self.weight_query(x), self.weight_key(x), self.weight_value(x)
         weight = torch.cat([self.weight_query.weight, self.weight_key.weight, self.weight_value.weight])
         bias = None
@@ -251,6 +254,8 @@ class MultiHeadAttention(nn.Module):
             dropout_p = self.dropout_p if self.training else 0.0
             if t == k.shape[-2]:  # no cached prefix: plain causal attention
                 context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            elif t == 1:  # one new token after a cached prefix: it may see every key
+                context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
             else:  # queries are the newest tokens of a longer key sequence
                 allowed = ~causal_mask(t, k.shape[-2], device=x.device)
                 context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)

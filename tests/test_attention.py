@@ -178,6 +178,48 @@ def test_fused_and_separate_qkv_projections_agree(impl: str) -> None:
         assert torch.allclose(g, g_separate[name], atol=1e-12), name
 
 
+def _projection_weight_rows(mha: MultiHeadAttention, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows of the weight of every ``F.linear`` call one forward of ``mha`` makes."""
+    import sydsgpt.attention as attention
+
+    rows: list[int] = []
+    real_linear = torch.nn.functional.linear
+
+    def counting_linear(inp, weight, bias=None):  # type: ignore[no-untyped-def]
+        rows.append(weight.shape[0])
+        return real_linear(inp, weight, bias)
+
+    monkeypatch.setattr(attention.F, "linear", counting_linear)
+    monkeypatch.setattr(nn.functional, "linear", counting_linear)  # what nn.Linear calls
+    mha(x)
+    monkeypatch.undo()
+    return rows
+
+
+def test_fused_qkv_is_one_product_with_gradients_and_three_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    mha, x = make_mha(fused_qkv=True), inputs()
+    # Training: one (3 * d_out)-row product for Q, K, V, then the output projection.
+    assert _projection_weight_rows(mha, x, monkeypatch) == [3 * mha.d_out, mha.d_out]
+    # Generation / evaluation: the three weights are used in place, no joined copy.
+    with torch.no_grad():
+        assert _projection_weight_rows(mha, x, monkeypatch) == [mha.d_out] * 4
+        assert torch.allclose(mha(x), make_mha(fused_qkv=False)(x), atol=1e-6)
+
+
+def test_one_new_token_after_a_cached_prefix_builds_no_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sydsgpt.attention as attention
+
+    mha, x = make_mha("sdpa"), inputs(tokens=5)
+    cache = KVCache(mha.context_length)
+    mha(x[:, :4], kv_cache=cache)
+
+    def no_mask_expected(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a single newest token may see every key: no mask is needed")
+
+    monkeypatch.setattr(attention, "causal_mask", no_mask_expected)
+    assert torch.allclose(mha(x[:, 4:], kv_cache=cache), mha(x)[:, 4:], atol=1e-6)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_changing_a_future_token_leaves_earlier_outputs_unchanged(impl: str) -> None:
     mha = make_mha(impl)

@@ -162,3 +162,15 @@ def test_text_is_written_piece_by_piece(model: SydsGPT, original_checkpoint: Pat
     assert main(["generate", "--checkpoint", str(original_checkpoint), "--prompt", PROMPT, "--max-new-tokens", "6"]) == 0
     pieces = list(stream_text(model, get_gpt2_tokenizer(), PROMPT, 6))
     assert out.writes == [PROMPT, *pieces, "\n"] and len(pieces) > 1
+
+
+def test_the_loaded_model_is_in_decoding_layout(model: SydsGPT, original_checkpoint: Path) -> None:
+    from sydsgpt.cli.generate import load_for_generation
+
+    loaded, _ = load_for_generation(str(original_checkpoint), torch.device("cpu"))
+    linears = [m for m in loaded.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.t().is_contiguous() and not m.weight.is_contiguous() for m in linears)
+    assert not loaded.training
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids), model(ids), rtol=1e-5, atol=1e-5)  # logits of size ~30

@@ -22,6 +22,7 @@ from sydsgpt.generate import (
     stream_text,
     top_k_filter,
     top_p_filter,
+    use_decoding_layout,
 )
 from sydsgpt.model import SydsGPT, generate_simple, get_preset
 
@@ -424,5 +425,71 @@ def test_generation_benchmark_matches_transformers() -> None:
     torch.manual_seed(0)
     tied = SydsGPT({"vocab_size": 64, "embedding_dim": 32, "context_length": 16, "num_layers": 2, "num_heads": 4,
                     "qkv_bias": True, "tie_weights": True}).eval()
-    rows = compare_with_transformers(new_tokens=[8], prompt_tokens=4, model=tied)
-    assert rows[0]["same_tokens"] and rows[0]["transformers_tok_s"] > 0
+    rows = compare_with_transformers(new_tokens=[8, 3], prompt_tokens=4, model=tied, repeats=3)
+    assert [(r["new_tokens"], r["repeats"], r["same_tokens"]) for r in rows] == [(8, 3, True), (3, 3, True)]
+    for row in rows:
+        for name in ("sydsgpt", "sydsgpt_decoding_layout", "transformers"):
+            assert row[f"{name}_tok_s"] > 0 and row[f"{name}_peak_mib"] >= 0
+        assert 0 < row["sydsgpt_vs_transformers"] and 0 < row["decoding_layout_vs_transformers"]
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        compare_with_transformers(new_tokens=[2], prompt_tokens=4, model=tied, repeats=0)
+
+
+# ---------------------------------------------------------------------------- decoding layout
+
+
+def _linear_weights(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_decoding_layout_stores_linear_weights_column_major_and_changes_no_result(tie: bool) -> None:
+    torch.manual_seed(0)
+    config = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT, "num_layers": 2, "num_heads": 4,
+              "qkv_bias": True, "tie_weights": tie}
+    plain = SydsGPT(config).eval()
+    fast = SydsGPT(config).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert use_decoding_layout(fast) is fast
+    for w in _linear_weights(fast):
+        assert w.stride() == (1, w.shape[0]) and w.t().is_contiguous()
+    assert all(w.is_contiguous() for w in _linear_weights(plain))
+    assert (fast.output_projection.weight is fast.token_embedding.weight) == tie
+    assert fast.token_embedding.weight.t().is_contiguous() == tie  # only a tied embedding moves
+    # Same names, shapes and values; same logits; same generated tokens (with and without cache).
+    ours, theirs = fast.state_dict(), plain.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    ids = torch.tensor([[5, 9, 1, 33, 2]])
+    with torch.no_grad():
+        assert torch.allclose(fast(ids), plain(ids), atol=1e-6)
+    for use_cache in (True, False):
+        assert torch.equal(generate(fast, ids, 20, use_cache=use_cache), generate(plain, ids, 20, use_cache=use_cache))
+    # The layout survives a dtype change and loading a checkpoint; enable=False undoes it.
+    fast.double()
+    fast.load_state_dict(plain.double().state_dict())
+    assert all(w.t().is_contiguous() for w in _linear_weights(fast))
+    use_decoding_layout(fast, enable=False)
+    assert all(w.is_contiguous() for w in _linear_weights(fast))
+    assert (fast.output_projection.weight is fast.token_embedding.weight) == tie
+
+
+def test_a_model_in_decoding_layout_still_trains_like_the_plain_one() -> None:
+    torch.manual_seed(0)
+    config = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT, "num_layers": 2, "num_heads": 4,
+              "dropout": 0.0, "tie_weights": True}
+    plain = SydsGPT(config)
+    fast = SydsGPT(config)
+    fast.load_state_dict(plain.state_dict())
+    use_decoding_layout(fast)
+    ids = torch.randint(0, 64, (2, CONTEXT + 1), generator=torch.Generator().manual_seed(1))
+    for model in (plain, fast):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(3):
+            loss = nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert fast.output_projection.weight is fast.token_embedding.weight

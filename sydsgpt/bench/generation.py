@@ -13,8 +13,8 @@ size, on CUDA the peak of allocated tensors; the JSON's ``memory`` field says wh
 
 With ``--transformers`` it also compares against Hugging Face ``transformers``:
 the same weights go into both models (through :mod:`sydsgpt.gpt2_weights`), both run
-greedy with their KV cache, the tokens are asserted equal and both speeds are measured
-in the same run.
+greedy with their KV cache, the tokens are asserted equal and the speeds are measured in
+turn in the same run (SydsGPT as built, and with :func:`sydsgpt.generate.use_decoding_layout`).
 
 Usage::
 
@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..generate import generate, kv_cache_bytes
+from ..generate import generate, kv_cache_bytes, use_decoding_layout
 from ..model import SydsGPT, get_preset
 from .common import format_table, write_result
 from .memory import PeakMemory, memory_method
@@ -44,6 +45,9 @@ QUICK_PRESET = "book"
 QUICK_NEW_TOKENS = (20, 100)
 COLUMNS = ["new_tokens", "uncached_tok_s", "cached_tok_s", "speedup", "same_tokens",
            "uncached_peak_mib", "cached_peak_mib", "kv_cache_mib"]
+HF_COLUMNS = ["new_tokens", "sydsgpt_tok_s", "sydsgpt_decoding_layout_tok_s", "transformers_tok_s",
+              "sydsgpt_vs_transformers", "decoding_layout_vs_transformers", "same_tokens",
+              "sydsgpt_peak_mib", "sydsgpt_decoding_layout_peak_mib", "transformers_peak_mib"]
 MIB = 2**20
 
 
@@ -124,17 +128,30 @@ def compare_with_transformers(
     device: str = "cpu",
     seed: int = 0,
     model: SydsGPT | None = None,
+    repeats: int = 5,
 ) -> list[dict[str, Any]]:
-    """Greedy tokens/s of SydsGPT (KV cache) and ``transformers.GPT2LMHeadModel.generate``
-    (its KV cache) on the same weights; asserts both produce the same tokens."""
+    """Greedy tokens/s of SydsGPT and ``transformers.GPT2LMHeadModel.generate``, both with
+    their KV cache, on the same weights; asserts all produce the same tokens.
+
+    SydsGPT runs twice: as built (``nn.Linear``'s usual row-major weights) and after
+    :func:`sydsgpt.generate.use_decoding_layout` (the weights stored transposed, as
+    GPT-2's ``Conv1D`` stores them). The three are timed in turn, ``repeats`` times, so
+    that a slow patch of the machine hits all of them; each row gives the median tokens/s,
+    the median of the per-round speed ratios, and the largest peak memory of any round.
+    """
     from transformers import GPT2LMHeadModel
 
     from ..gpt2_weights import export_gpt2_weights
 
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     model = model if model is not None else build_model(preset, device, seed)
     with tempfile.TemporaryDirectory() as folder:
         export_gpt2_weights(model, folder)
         hf = GPT2LMHeadModel.from_pretrained(folder).to(device).eval()
+    transposed = SydsGPT(model.config).to(device).eval()
+    transposed.load_state_dict(model.state_dict())
+    use_decoding_layout(transposed)
     ids = _prompt(model, prompt_tokens, seed)
 
     def hf_generate(n: int) -> torch.Tensor:
@@ -144,18 +161,41 @@ def compare_with_transformers(
                 do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0,
             )
 
-    hf_generate(4)
-    generate(model, ids, 4)
+    contenders: dict[str, Callable[[int], torch.Tensor]] = {
+        "sydsgpt": lambda n: generate(model, ids, n, use_cache=True),
+        "sydsgpt_decoding_layout": lambda n: generate(transposed, ids, n, use_cache=True),
+        "transformers": hf_generate,
+    }
+    for run_one in contenders.values():
+        run_one(4)  # warm-up
     rows = []
     for n in new_tokens:
-        ours, t_ours, _ = _timed(lambda: generate(model, ids, n, use_cache=True), ids.device)
-        theirs, t_theirs, _ = _timed(lambda: hf_generate(n), ids.device)
-        same = torch.equal(ours, theirs)
+        speed: dict[str, list[float]] = {name: [] for name in contenders}
+        peak: dict[str, float] = {name: 0.0 for name in contenders}
+        tokens: dict[str, torch.Tensor] = {}
+        for _ in range(repeats):
+            for name, run_one in contenders.items():
+                out, seconds, memory = _timed(lambda: run_one(n), ids.device)
+                speed[name].append(n / seconds)
+                peak[name] = max(peak[name], memory.peak_bytes / MIB)
+                tokens[name] = out
+        same = all(torch.equal(tokens["transformers"], out) for out in tokens.values())
         assert same, f"{n} new tokens: SydsGPT and transformers generated different tokens"
+        ratio = {
+            name: statistics.median(a / b for a, b in zip(speed[name], speed["transformers"]))
+            for name in ("sydsgpt", "sydsgpt_decoding_layout")
+        }
         rows.append({
-            "preset": preset, "device": str(ids.device), "new_tokens": n,
-            "sydsgpt_tok_s": n / t_ours, "transformers_tok_s": n / t_theirs,
-            "sydsgpt_vs_transformers": t_theirs / t_ours, "same_tokens": same,
+            "preset": preset, "device": str(ids.device), "new_tokens": n, "repeats": repeats,
+            "sydsgpt_tok_s": statistics.median(speed["sydsgpt"]),
+            "sydsgpt_decoding_layout_tok_s": statistics.median(speed["sydsgpt_decoding_layout"]),
+            "transformers_tok_s": statistics.median(speed["transformers"]),
+            "sydsgpt_vs_transformers": ratio["sydsgpt"],
+            "decoding_layout_vs_transformers": ratio["sydsgpt_decoding_layout"],
+            "same_tokens": same,
+            "sydsgpt_peak_mib": peak["sydsgpt"],
+            "sydsgpt_decoding_layout_peak_mib": peak["sydsgpt_decoding_layout"],
+            "transformers_peak_mib": peak["transformers"],
         })
     return rows
 
@@ -169,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--transformers", action="store_true", help="also compare with transformers' GPT-2 generate")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of the transformers comparison (default 5; medians are reported)")
     parser.add_argument("--out", default=None, help=f"JSON result path (default {DEFAULT_OUT}; with --quick nothing is written)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -182,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows, COLUMNS))
     extra: dict[str, Any] = {"memory": memory_method(args.device), "threads": torch.get_num_threads()}
     if args.transformers:
-        hf_rows = compare_with_transformers(new_tokens, preset, args.prompt_tokens, args.device, model=model)
-        print(format_table(hf_rows))
+        hf_rows = compare_with_transformers(new_tokens, preset, args.prompt_tokens, args.device, model=model,
+                                            repeats=args.repeats)
+        print(format_table(hf_rows, HF_COLUMNS))
         extra["transformers"] = hf_rows
     out = args.out or (None if args.quick else DEFAULT_OUT)
     if out:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, check_compatible, load_checkpoint
-from ..generate import stream_text
+from ..generate import stream_text, use_decoding_layout
 from ..model import SydsGPT
 from ..tokenizer import get_gpt2_tokenizer
 
@@ -64,7 +64,8 @@ def _device(name: str) -> torch.device:
 
 
 def load_for_generation(path: str, device: torch.device, tokenizer_path: str | None = None) -> tuple[SydsGPT, Any]:
-    """The model (eval mode, on ``device``) and tokenizer for a checkpoint; checks they match."""
+    """The model (eval mode, on ``device``, in :func:`~sydsgpt.generate.use_decoding_layout`) and
+    tokenizer for a checkpoint; checks they match."""
     checkpoint = load_checkpoint(path, map_location=device)
     identity = checkpoint.get("tokenizer") or {"name": "gpt2"}
     beside = Path(path).parent / "tokenizer.json"  # where training saves a BPE tokenizer
@@ -84,7 +85,8 @@ def load_for_generation(path: str, device: torch.device, tokenizer_path: str | N
             f"the tokenizer has {tokenizer.n_vocab} ids but the model only {model.cfg.vocab_size}; "
             "pass the tokenizer the model was trained with (--tokenizer PATH)."
         )
-    return model.to(device).eval(), tokenizer
+    # Generation only: store the linear weights as one-token steps read them fastest.
+    return use_decoding_layout(model.to(device).eval()), tokenizer
 
 
 def run(args: argparse.Namespace) -> int:
