@@ -554,9 +554,10 @@ def use_decoding_layout(model: nn.Module, enable: bool = True) -> nn.Module:
 
     Shapes, names, ``state_dict`` values and results are unchanged; only the memory order
     moves (``W.stride()`` becomes ``(1, out_features)``). It survives ``.to(...)`` and
-    ``load_state_dict``. Training also works in this layout, but slower (about 6% per step
-    for the book model on CPU), so it is off by default: call it on a model you are about
-    to generate with, before building any optimizer (the parameters are new tensors).
+    ``load_state_dict``. Training also works in this layout, but a step is slower (the
+    training benchmark's "defaults, decoding layout" row measures by how much), so it is
+    off by default: call it on a model you are about to generate with, before building any
+    optimizer (the parameters are new tensors).
     ``enable=False`` restores the usual row-major storage.
 
     Returns:

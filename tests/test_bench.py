@@ -150,7 +150,7 @@ def test_bench_train_quick_writes_a_json_with_machine_and_rows(tmp_path: Path, c
     assert result["flops_per_token"] == flops_per_token(TINY_MODEL, result["seq_len"])
     assert "VmHWM" in result["memory"] or "ru_maxrss" in result["memory"]
     rows = result["rows"]
-    assert [r["setup"] for r in rows] == ["plain", "package defaults", "all fast paths"]
+    assert [r["setup"] for r in rows] == ["plain", "package defaults", "all fast paths", "defaults, decoding layout"]
     for row in rows:
         assert row["measured"] and row["tokens_per_s"] > 0 and row["step_s"] > 0 and 0 < row["mfu"]
         assert row["mfu"] == pytest.approx(row["tokens_per_s"] * result["flops_per_token"] / result["peak"]["flops"])
@@ -160,6 +160,9 @@ def test_bench_train_quick_writes_a_json_with_machine_and_rows(tmp_path: Path, c
     assert rows[0]["speedup"] == 1.0
     assert rows[2]["dtype"] == "bfloat16" and rows[2]["pad_vocab_multiple"] == 64
     assert rows[1]["dtype"] == "float32" and rows[1]["fused_adamw"] is False  # "auto" resolved on the CPU
+    # The last row differs from the defaults only in how the weights are stored: same losses.
+    assert [r["decoding_layout"] for r in rows] == [False, False, False, True]
+    assert rows[3]["final_loss"] == pytest.approx(rows[1]["final_loss"], abs=1e-4)
 
 
 def test_bench_ablation_quick_and_the_gpu_plan(tmp_path: Path) -> None:
@@ -203,3 +206,16 @@ def test_bench_generate_hands_its_options_to_the_generation_benchmark(tmp_path: 
         ["--device", "cpu", "--out", out, "--quick"],
         ["--device", "cuda", "--out", out, "--transformers", "--preset", "gpt2-medium"],
     ]
+
+
+def test_a_decoding_layout_setup_trains_the_model_with_transposed_weights() -> None:
+    from sydsgpt.bench.training import PLAIN_MODEL, Setup, _Runner
+    from sydsgpt.model import SydsGPT
+
+    init = SydsGPT({**TINY_MODEL, **PLAIN_MODEL})
+    for layout in (False, True):
+        runner = _Runner(Setup("x", decoding_layout=layout), TINY_MODEL, init, torch.device("cpu"), lr=1e-3)
+        linears = [m for m in runner.model.modules() if isinstance(m, torch.nn.Linear)]
+        assert all(m.weight.t().is_contiguous() != m.weight.is_contiguous() for m in linears)
+        assert all(m.weight.t().is_contiguous() == layout for m in linears)
+        assert runner.switches["decoding_layout"] is layout

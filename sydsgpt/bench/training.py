@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..generate import use_decoding_layout
 from ..model import SydsGPT, SydsGPTConfig, flops_per_token, get_preset
 from ..train import TrainConfig, build_optimizer, configure_tf32, resolve_amp_dtype, resolve_device, train_step
 from .common import format_table, write_result
@@ -87,6 +88,8 @@ class Setup:
     train: Mapping[str, Any] = field(default_factory=dict)
     defaults: bool = False
     note: str = ""
+    decoding_layout: bool = False
+    """Store the linear weights transposed (:func:`sydsgpt.generate.use_decoding_layout`)."""
 
     def switches(self, base_model: Mapping[str, Any]) -> dict[str, Any]:
         """The seven switch values this setup asks for (``"auto"`` / ``None`` where the
@@ -143,6 +146,8 @@ class _Runner:
         config = {**base_model, **{k: self.switches[k] for k in MODEL_SWITCHES}}
         self.model = SydsGPT(config).to(device)
         transfer_weights(init, self.model)
+        if setup.decoding_layout:
+            use_decoding_layout(self.model)
         self.model.train()
         train_options = {k: self.switches[k] for k in TRAIN_SWITCHES}
         self.cfg = TrainConfig(lr=lr, device=str(device), **train_options)
@@ -157,6 +162,7 @@ class _Runner:
             dtype=str(self.amp_dtype or torch.float32).removeprefix("torch."),
             tf32=configure_tf32(self.cfg.tf32, device),
             fused_adamw=bool(self.optimizer.defaults.get("fused")),
+            decoding_layout=setup.decoding_layout,
         )
         self.losses: list[float] = []
         self.times: list[float] = []
@@ -338,7 +344,9 @@ def settings(base_model: Mapping[str, Any], batch_size: int, seq_len: int, devic
 
 
 def default_setups(compile: bool = True) -> list[Setup]:
-    """The training benchmark's setups: the plain path, the package defaults, every fast path on.
+    """The training benchmark's setups: the plain path, the package defaults, every fast path
+    on, and the package defaults with the weights in the layout ``sydsgpt generate`` uses
+    (:func:`sydsgpt.generate.use_decoding_layout`), to show what that layout costs in training.
 
     ``compile=False`` leaves ``torch.compile`` out of the last one (it takes a minute to compile).
     """
@@ -347,6 +355,7 @@ def default_setups(compile: bool = True) -> list[Setup]:
         Setup("package defaults", defaults=True),
         Setup("all fast paths", model={"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64},
               train={"dtype": "bfloat16", "tf32": True, "compile": compile, "fused_adamw": True}),
+        Setup("defaults, decoding layout", defaults=True, decoding_layout=True),
     ]
 
 
