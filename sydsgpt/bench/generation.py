@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -149,9 +150,7 @@ def compare_with_transformers(
     with tempfile.TemporaryDirectory() as folder:
         export_gpt2_weights(model, folder)
         hf = GPT2LMHeadModel.from_pretrained(folder).to(device).eval()
-    transposed = SydsGPT(model.config).to(device).eval()
-    transposed.load_state_dict(model.state_dict())
-    use_decoding_layout(transposed)
+    transposed = use_decoding_layout(copy.deepcopy(model).eval())
     ids = _prompt(model, prompt_tokens, seed)
 
     def hf_generate(n: int) -> torch.Tensor:
@@ -172,15 +171,14 @@ def compare_with_transformers(
     for n in new_tokens:
         speed: dict[str, list[float]] = {name: [] for name in contenders}
         peak: dict[str, float] = {name: 0.0 for name in contenders}
-        tokens: dict[str, torch.Tensor] = {}
-        for _ in range(repeats):
+        for round_index in range(repeats):
+            tokens: dict[str, torch.Tensor] = {}
             for name, run_one in contenders.items():
-                out, seconds, memory = _timed(lambda: run_one(n), ids.device)
+                tokens[name], seconds, memory = _timed(lambda: run_one(n), ids.device)
                 speed[name].append(n / seconds)
                 peak[name] = max(peak[name], memory.peak_bytes / MIB)
-                tokens[name] = out
-        same = all(torch.equal(tokens["transformers"], out) for out in tokens.values())
-        assert same, f"{n} new tokens: SydsGPT and transformers generated different tokens"
+            same = all(torch.equal(tokens["transformers"], out) for out in tokens.values())
+            assert same, f"{n} new tokens, round {round_index + 1}: SydsGPT and transformers generated different tokens"
         ratio = {
             name: statistics.median(a / b for a, b in zip(speed[name], speed["transformers"]))
             for name in ("sydsgpt", "sydsgpt_decoding_layout")
