@@ -5,18 +5,21 @@ The modules follow the book's table of contents:
 1. ``tokenizer``, ``bpe``, ``corpora``, ``data``: text to token ids, and batches of them
 2. ``attention``: scaled dot-product and multi-head attention
 3. ``blocks``: layer norm, GELU, feed-forward, the transformer block
-4. ``model``, ``gpt2_weights``: the full model, its sizes, GPT-2 weights
-5. ``train``, ``checkpoint``, ``distributed``: pretraining (DDP under torchrun)
-6. ``generate``: decoding strategies and the KV cache
+4. ``model``, ``presets``, ``gpt2_weights``: the full model, its named sizes, GPT-2 weights
+5. ``losses``, ``optim``, ``train``, ``logs``, ``checkpoint``, ``distributed``, ``book``:
+   pretraining (DDP under torchrun), and the book's own runs
+6. ``sampling``, ``generate``: choosing each token, the decoding loop and the KV cache
 
-Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exercise checks.
+Shared by all: ``runtime`` (device, precision, seeding: every "auto" rule), ``validation``
+(config and input checks), ``files`` (a run folder's file names, atomic writes).
+Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exercise checks;
+``cli`` is the ``sydsgpt`` command.
 """
 
 from .attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .blocks import GELU, FeedForward, LayerNorm, TransformerBlock
-from .model import (
-    PRESETS, SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, get_preset, model_memory_bytes,
-)
+from .model import SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, model_memory_bytes
+from .presets import PRESETS, get_preset
 
 __version__ = "0.1.0"
 

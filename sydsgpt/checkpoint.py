@@ -23,18 +23,19 @@ writes atomically: a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from .files import CHECKPOINT_NAME, TOKENIZER_NAME, atomic_write
+
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "CheckpointMismatchError", "load_checkpoint", "load_model",
+           "load_model_and_tokenizer", "model_from_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(RuntimeError):
@@ -103,30 +104,9 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``.
-
-    ``os.replace`` is atomic on POSIX and Windows, so ``path`` always holds either the old
-    complete file or the new complete file, even if the process dies mid-write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    """``torch.save`` through :func:`sydsgpt.files.atomic_write`: ``path`` always holds either
+    the old complete file or the new complete one, even if the process dies mid-write."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(
@@ -155,7 +135,7 @@ def save_checkpoint(
     checkpoint: dict[str, Any] = {
         "model": raw.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "config": dict(raw.config) if hasattr(raw, "config") else None,
+        "config": dict(raw.config) if isinstance(getattr(raw, "config", None), Mapping) else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "step": int(step),
         "tokens_seen": int(tokens_seen),
@@ -224,11 +204,43 @@ def check_compatible(
         )
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """A :class:`~sydsgpt.model.SydsGPT` built from a checkpoint's config and weights, in eval mode."""
+def load_model_and_tokenizer(
+    path: str | Path, device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None,
+) -> tuple[nn.Module, Any]:
+    """The model (eval mode, on ``device``) and tokenizer of a checkpoint, checked to match.
+
+    The tokenizer is ``tokenizer_path`` if given; else, when the checkpoint was trained with
+    a tokenizer other than GPT-2's, the ``tokenizer.json`` that training saved beside it;
+    else GPT-2's.
+    """
+    from .bpe import BPETokenizer
+    from .tokenizer import get_gpt2_tokenizer
+
+    checkpoint = load_checkpoint(path, map_location=device)
+    identity = checkpoint.get("tokenizer") or {"name": "gpt2"}
+    beside = Path(path).parent / TOKENIZER_NAME
+    if tokenizer_path is None and identity["name"] != "gpt2" and beside.is_file():
+        tokenizer_path = beside
+    tokenizer = get_gpt2_tokenizer() if tokenizer_path is None else BPETokenizer.load(tokenizer_path)
+    check_compatible(checkpoint, tokenizer=tokenizer)
+    model = model_from_checkpoint(checkpoint)
+    if tokenizer.n_vocab > model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.n_vocab} ids but the model only {model.config.vocab_size}; "
+            "pass the tokenizer the model was trained with (--tokenizer PATH)."
+        )
+    return model.to(device).eval(), tokenizer
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
+    """A :class:`~sydsgpt.model.SydsGPT` built from a loaded checkpoint's config, with its weights."""
     from .model import SydsGPT
 
-    checkpoint = load_checkpoint(path, map_location)
     model = SydsGPT(checkpoint["config"])
     model.load_state_dict(checkpoint["model"])
-    return model.to(map_location).eval()
+    return model
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A :class:`~sydsgpt.model.SydsGPT` built from a checkpoint's config and weights, in eval mode."""
+    return model_from_checkpoint(load_checkpoint(path, map_location)).to(map_location).eval()

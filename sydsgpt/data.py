@@ -6,22 +6,28 @@ the right is its target: the model learns to predict token ``t + 1`` from tokens
 
 >>> loader = create_dataloader(text, max_length=4, step_size=4, batch_size=2)  # doctest: +SKIP
 >>> inputs, targets = next(iter(loader))   # both (2, 4) int64; targets[:, :-1] == inputs[:, 1:]
+
+Training (chapter 5) draws its batches through :class:`ResumableBatches`: an order fixed
+by a seed, resumable from a checkpoint, shared out across processes.
+:func:`make_loaders` cuts a corpus into the training and validation loaders.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .tokenizer import text_to_token_ids
+from .validation import check_positive_int
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def _check_positive(**sizes: int) -> None:
     for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
 
 
 class GPTDataset(Dataset):
@@ -132,3 +138,115 @@ def train_val_split(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
             "use a longer text or a val_fraction nearer 0.5"
         )
     return text[:split], text[split:]
+
+
+class ResumableBatches:
+    """An endless stream of training batches whose order is fixed by ``seed`` and resumable.
+
+    Epoch ``e`` visits the dataset in the order ``randperm(len(dataset))`` drawn from a
+    generator seeded with ``seed + e`` (its own generator: the model's random numbers do not
+    change it), cut into global batches of ``batch_size`` rows; an incomplete last batch is
+    dropped. With ``world_size`` processes, rank ``r`` gets rows ``r*b .. (r+1)*b - 1`` of
+    each global batch (``b = batch_size // world_size``): disjoint shards that together form
+    the global batch. :meth:`state_dict` records the position, so a resumed run continues
+    with exactly the batch an uninterrupted run would have seen.
+    """
+
+    def __init__(
+        self, dataset: Dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if batch_size % world_size != 0:
+            raise ValueError(
+                f"batch_size ({batch_size}) must be divisible by the number of processes ({world_size}): "
+                "each process gets an equal share of every global batch"
+            )
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_samples = len(dataset)  # type: ignore[arg-type]
+        if self.num_samples < batch_size:
+            raise ValueError(
+                f"the training data has {self.num_samples} sequences, fewer than batch_size={batch_size}; "
+                "use more text, a smaller batch size or a shorter context length"
+            )
+        self.epoch, self.position = 0, 0
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.batch_size
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """Dataset indices in the order epoch ``epoch`` visits them."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._order = (epoch, torch.randperm(self.num_samples, generator=generator))
+        return self._order[1]
+
+    def global_batch_indices(self) -> torch.Tensor:
+        """Indices of the next global batch (all processes), without advancing."""
+        if self.position >= self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        start = self.position * self.batch_size
+        return self.epoch_order(self.epoch)[start : start + self.batch_size]
+
+    def __iter__(self) -> "ResumableBatches":
+        return self
+
+    def __next__(self) -> Batch:
+        """This process's shard of the next global batch: ``(input_ids, target_ids)``, each ``(b, T)``."""
+        indices = self.global_batch_indices()
+        self.position += 1
+        per_rank = self.batch_size // self.world_size
+        mine = indices[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+        items = [self.dataset[i] for i in mine]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    @property
+    def progress(self) -> float:
+        """Epochs done, as a fraction (e.g. 1.25)."""
+        return self.epoch + self.position / self.batches_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "position": self.position, "seed": self.seed, "shuffle": self.shuffle,
+            "num_samples": self.num_samples, "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key in ("seed", "shuffle", "num_samples", "batch_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"cannot resume the data order: the checkpoint's {key} is {state[key]!r} but this run's is "
+                    f"{getattr(self, key)!r}. Resume with the same text, tokenizer, context length, batch size and seed."
+                )
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def as_dataset(data: Any, batch_size: int) -> Dataset:
+    """The dataset behind a DataLoader (checking its batch size) or the dataset itself."""
+    if isinstance(data, DataLoader):
+        if data.batch_size != batch_size:
+            raise ValueError(
+                f"the training DataLoader has batch_size={data.batch_size} but TrainConfig.batch_size is "
+                f"{batch_size}; make them equal (or pass the dataset itself)"
+            )
+        return data.dataset
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise TypeError(f"train data must be a DataLoader or a map-style Dataset of (input_ids, target_ids), got {type(data).__name__}")
+    return data
+
+
+def make_loaders(
+    text: str, tokenizer: Any, seq_len: int, batch_size: int, val_fraction: float = 0.1
+) -> tuple[DataLoader, DataLoader]:
+    """Split ``text`` into training and validation parts (the last ``val_fraction`` is held
+    out) and cut each into non-overlapping sequences of ``seq_len`` tokens, in batches of
+    ``batch_size`` (the training loader shuffles and drops an incomplete last batch)."""
+    train_text, val_text = train_val_split(text, val_fraction)
+    common = {"max_length": seq_len, "step_size": seq_len, "batch_size": batch_size, "tokenizer": tokenizer}
+    train_loader = create_dataloader(train_text, shuffle=True, drop_last=True, **common)
+    val_loader = create_dataloader(val_text, shuffle=False, drop_last=False, **common)
+    return train_loader, val_loader
+

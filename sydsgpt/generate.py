@@ -2,10 +2,8 @@
 
 Turning next-token logits into text, one token at a time.
 
-* Pure functions that reshape a logits vector (so the book can plot each one):
-  :func:`apply_temperature`, :func:`top_k_filter`, :func:`top_p_filter`,
-  :func:`apply_repetition_penalty`, :func:`block_repeated_ngrams`; and
-  :func:`select_next_token`, which chains them and picks a token (greedy or sampled).
+* How each token is chosen (temperature, top-k, top-p, penalties) is
+  :mod:`sydsgpt.sampling`; :class:`GenerationConfig` holds those options.
 * The decoding loop: :func:`stream` yields each new token as soon as it is chosen,
   :func:`generate` returns all of them, :func:`stream_text` / :func:`generate_text`
   work on strings (stop strings, end-of-text).
@@ -13,13 +11,12 @@ Turning next-token logits into text, one token at a time.
   then each step feeds only the newest token. The tokens are the same as without the
   cache, for every strategy, also past the context length (see :func:`next_token_logits`).
 
-Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary. Every logits function accepts
-``(V,)`` or ``(B, V)`` and works on the last dimension.
+Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -27,143 +24,9 @@ from torch import nn
 
 from .attention import KVCache
 from .model import SydsGPTConfig
+from .sampling import _check_ngram, _check_penalty, _check_temperature, _check_top_k, _check_top_p, select_next_token
 from .tokenizer import text_to_token_ids
-
-NEG_INF = float("-inf")
-
-
-# --------------------------------------------------------------------------- validation
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature >= 0:  # also catches NaN
-        raise ValueError(
-            f"temperature must be >= 0, got {temperature}. Use 0 for greedy decoding, "
-            "values below 1 for safer text, above 1 for more varied text."
-        )
-
-
-def _check_top_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be an integer >= 1 (the number of tokens kept), got {k!r}; use None to switch it off.")
-
-
-def _check_top_p(p: float) -> None:
-    if not 0 < p <= 1:
-        raise ValueError(
-            f"top_p must be in (0, 1] (the probability mass kept), got {p}; 1 keeps every token, "
-            "0.9 is a common choice; use None to switch it off."
-        )
-
-
-def _check_penalty(penalty: float) -> None:
-    if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), got {penalty}")
-
-
-def _check_ngram(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {n!r}")
-
-
-# --------------------------------------------------------------------------- logits transforms
-
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Divide the logits by ``temperature`` (> 0).
-
-    ``softmax(logits / T)``: ``T < 1`` sharpens the distribution towards the top token,
-    ``T > 1`` flattens it towards uniform; ``T = 1`` leaves it as the model made it.
-    (``T = 0`` is the greedy limit: use ``argmax`` instead, as :func:`select_next_token` does.)
-
-    Shapes: ``(..., V) -> (..., V)``.
-    """
-    _check_temperature(temperature)
-    if temperature == 0:
-        raise ValueError("temperature 0 means greedy decoding: take logits.argmax(-1) instead of dividing by 0.")
-    return logits / temperature
-
-
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest logits, set the others to ``-inf`` (probability 0).
-
-    Exactly ``k`` tokens survive: among tied logits the lower token id wins (a stable
-    sort orders them). ``k >= V`` keeps everything.
-
-    Shapes: ``(..., V) -> (..., V)``.
-    """
-    _check_top_k(k)
-    if k >= logits.shape[-1]:
-        return logits.clone()
-    order = torch.sort(logits, dim=-1, descending=True, stable=True).indices  # (..., V)
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order[..., :k], True)
-    return logits.masked_fill(~keep, NEG_INF)
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches ``p``.
-
-    Tokens are sorted by probability; a token is kept when the mass of the tokens
-    *before* it is still below ``p``. So the token that crosses the threshold is kept,
-    and the most likely token always is. ``p = 1`` keeps everything.
-
-    Shapes: ``(..., V) -> (..., V)``.
-    """
-    _check_top_p(p)
-    if p >= 1:
-        return logits.clone()
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # (..., V): probability of the better tokens
-    drop_sorted = mass_before >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to token order
-    return logits.masked_fill(drop, NEG_INF)
-
-
-def apply_repetition_penalty(
-    logits: torch.Tensor, seen_ids: torch.Tensor | Sequence[int], penalty: float
-) -> torch.Tensor:
-    """CTRL's repetition penalty: make every token already seen less likely.
-
-    For each distinct token in ``seen_ids``: a positive logit is divided by ``penalty``,
-    a negative one multiplied by it (dividing a negative logit would *raise* it).
-    ``penalty = 1`` changes nothing; ``penalty > 1`` discourages repeats.
-
-    Args:
-        logits: ``(V,)`` or ``(B, V)``.
-        seen_ids: ``(T,)`` or ``(B, T)`` token ids (prompt and generated so far).
-    """
-    _check_penalty(penalty)
-    seen_ids = torch.as_tensor(seen_ids, dtype=torch.long, device=logits.device)
-    if seen_ids.shape[-1] == 0:
-        return logits.clone()
-    seen = logits.gather(-1, seen_ids)  # (..., T)
-    penalized = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(-1, seen_ids, penalized)
-
-
-def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor | Sequence[int], n: int) -> torch.Tensor:
-    """Forbid any token that would complete an ``n``-gram already present in ``ids``.
-
-    The last ``n - 1`` tokens of ``ids`` are the start of the next ``n``-gram; every
-    earlier place where those ``n - 1`` tokens occur names a token that followed them:
-    that token gets ``-inf``. ``n = 1`` forbids every token seen; ``n = 0`` is off.
-
-    Args:
-        logits: ``(V,)`` or ``(B, V)``.
-        ids: ``(T,)`` or ``(B, T)`` token ids so far.
-    """
-    _check_ngram(n)
-    ids = torch.as_tensor(ids, dtype=torch.long, device=logits.device)
-    if n == 0 or ids.shape[-1] < n:
-        return logits.clone()
-    single = logits.dim() == 1
-    logits_2d, ids_2d = (logits[None], ids[None]) if single else (logits, ids)
-    t = ids_2d.shape[-1]
-    windows = ids_2d.unfold(-1, n, 1)  # (B, W, n): every n-gram in ids
-    prefix = ids_2d[:, t - n + 1 :]  # (B, n-1): what the next n-gram starts with
-    matches = (windows[..., :-1] == prefix[:, None, :]).all(dim=-1)  # (B, W)
-    hits = torch.zeros_like(logits_2d).scatter_add(-1, windows[..., -1], matches.to(logits_2d.dtype))
-    out = logits_2d.masked_fill(hits > 0, NEG_INF)
-    return out[0] if single else out
+from .validation import check_input_ids, check_keys, field_names
 
 
 # --------------------------------------------------------------------------- configuration
@@ -182,7 +45,7 @@ class GenerationConfig:
         seed: seeds a private :class:`torch.Generator`: same seed, same tokens.
         use_cache: keep keys/values between steps (KV cache); same tokens, faster.
         preallocate: the KV cache fills fixed buffers instead of concatenating.
-        context_len: crop the model's input to the last ``context_len`` tokens
+        context_length: crop the model's input to the last ``context_length`` tokens
             (default and maximum: the model's ``context_length``).
     """
 
@@ -195,7 +58,7 @@ class GenerationConfig:
     seed: int | None = None
     use_cache: bool = True
     preallocate: bool = True
-    context_len: int | None = None
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         _check_temperature(self.temperature)
@@ -205,8 +68,8 @@ class GenerationConfig:
             _check_top_p(self.top_p)
         _check_penalty(self.repetition_penalty)
         _check_ngram(self.no_repeat_ngram_size)
-        if self.context_len is not None and (isinstance(self.context_len, bool) or self.context_len < 1):
-            raise ValueError(f"context_len must be a positive number of tokens, got {self.context_len!r}")
+        if self.context_length is not None and (isinstance(self.context_length, bool) or self.context_length < 1):
+            raise ValueError(f"context_length must be a positive number of tokens, got {self.context_length!r}")
 
     @property
     def greedy(self) -> bool:
@@ -214,64 +77,23 @@ class GenerationConfig:
 
     @classmethod
     def from_options(cls, config: "GenerationConfig | Mapping[str, Any] | None" = None, **options: Any) -> "GenerationConfig":
-        """``config`` (or the defaults) with ``options`` overriding it; unknown names are an error."""
-        known = {f.name for f in fields(cls)}
+        """``config`` (or the defaults) with ``options`` overriding it; unknown names are an error.
+
+        ``context_len`` (this option's name before it became ``context_length``) still works.
+        """
         base = dict(config) if isinstance(config, Mapping) else {}
-        unknown = sorted((set(base) | set(options)) - known)
-        if unknown:
-            raise TypeError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
+        for given in (base, options):
+            if "context_len" in given:
+                given["context_length"] = given.pop("context_len")
+        check_keys({*base, *options}, field_names(cls), "generation option", error=TypeError)
         start = config if isinstance(config, GenerationConfig) else cls(**base)
         return replace(start, **options)
 
 
-# --------------------------------------------------------------------------- one step
-
-def select_next_token(
-    logits: torch.Tensor,
-    ids: torch.Tensor,
-    config: GenerationConfig,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Choose the next token of each sequence.
-
-    Order: repetition penalty, n-gram blocking, then greedy ``argmax`` (temperature 0)
-    or temperature, top-k, top-p and a multinomial draw. Top-k and top-p never change
-    the argmax, so greedy ignores them.
-
-    Args:
-        logits: ``(B, V)`` next-token logits.
-        ids: ``(B, T)`` every token so far (what the penalties look at).
-        generator: the random source for sampling (``None``: torch's global one).
-
-    Returns:
-        ``(B, 1)`` int64 token ids.
-    """
-    logits = logits.float()
-    if config.repetition_penalty != 1:
-        logits = apply_repetition_penalty(logits, ids, config.repetition_penalty)
-    if config.no_repeat_ngram_size:
-        logits = block_repeated_ngrams(logits, ids, config.no_repeat_ngram_size)
-    if not config.greedy:
-        logits = apply_temperature(logits, config.temperature)
-        if config.top_k is not None:
-            logits = top_k_filter(logits, config.top_k)
-        if config.top_p is not None:
-            logits = top_p_filter(logits, config.top_p)
-    if torch.isneginf(logits).all(dim=-1).any():
-        raise RuntimeError(
-            "every token was filtered out (all logits are -inf), most likely by no_repeat_ngram_size "
-            "on a tiny vocabulary; use a larger n-gram size or switch it off."
-        )
-    if config.greedy:
-        return logits.argmax(dim=-1, keepdim=True)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
 def next_token_logits(
-    model: nn.Module, ids: torch.Tensor, context_len: int, kv_cache: list[KVCache] | None = None
+    model: nn.Module, ids: torch.Tensor, context_length: int, kv_cache: list[KVCache] | None = None
 ) -> torch.Tensor:
-    """Logits for the token after ``ids``, seeing only the last ``context_len`` tokens.
+    """Logits for the token after ``ids``, seeing only the last ``context_length`` tokens.
 
     Without a cache the whole window goes through the model every step. With one, only
     the tokens the cache has not seen yet do. The model has *absolute* position
@@ -288,13 +110,13 @@ def next_token_logits(
         ``(B, V)`` logits (only the last position goes through the output head).
     """
     if kv_cache is None:
-        new = ids[:, -context_len:]
+        new = ids[:, -context_length:]
     else:
         cached = kv_cache[0].length
-        if cached == 0 or ids.shape[1] > context_len:  # first step, or the window slid
+        if cached == 0 or ids.shape[1] > context_length:  # first step, or the window slid
             for layer_cache in kv_cache:
                 layer_cache.reset()
-            new = ids[:, -context_len:]
+            new = ids[:, -context_length:]
         else:
             new = ids[:, cached:]
     return model(new, kv_cache=kv_cache, last_only=True)[:, -1, :]
@@ -307,34 +129,27 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _context_length(model: nn.Module, config: GenerationConfig) -> int:
-    model_ctx = model.cfg.context_length if hasattr(model, "cfg") else None
-    if config.context_len is None:
+    model_ctx = getattr(getattr(model, "config", None), "context_length", None)
+    if config.context_length is None:
         if model_ctx is None:
-            raise ValueError("the model has no cfg.context_length; pass context_len=<the model's context length>")
+            raise ValueError("the model has no config.context_length; pass context_length=<the model's context length>")
         return model_ctx
-    if model_ctx is not None and config.context_len > model_ctx:
+    if model_ctx is not None and config.context_length > model_ctx:
         raise ValueError(
-            f"context_len={config.context_len} is longer than the model's context_length={model_ctx}; "
+            f"context_length={config.context_length} is longer than the model's context_length={model_ctx}; "
             f"use at most {model_ctx} (or leave it out)."
         )
-    return config.context_len
+    return config.context_length
 
 
-def _check_prompt(input_ids: torch.Tensor, context_len: int, max_new_tokens: int) -> None:
+def _check_prompt(input_ids: torch.Tensor, context_length: int, max_new_tokens: int) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+    check_input_ids(input_ids)
+    if input_ids.shape[1] > context_length:
         raise ValueError(
-            f"input_ids must be a (batch, tokens) tensor of token ids, got {shape}; "
-            "for one prompt use ids.unsqueeze(0) or sydsgpt.tokenizer.text_to_token_ids(text)."
-        )
-    if input_ids.shape[1] == 0:
-        raise ValueError("the prompt is empty: give at least one token (e.g. the end-of-text token) to start from.")
-    if input_ids.shape[1] > context_len:
-        raise ValueError(
-            f"the prompt has {input_ids.shape[1]} tokens, more than the context of {context_len}; "
-            f"crop it to its last {context_len} tokens first: input_ids[:, -{context_len}:]"
+            f"the prompt has {input_ids.shape[1]} tokens, more than the context of {context_length}; "
+            f"crop it to its last {context_length} tokens first: input_ids[:, -{context_length}:]"
         )
 
 
@@ -354,7 +169,7 @@ def stream(
 
     Args:
         model: a :class:`~sydsgpt.model.SydsGPT` (or any model with the same forward).
-        input_ids: ``(B, T)`` prompt ids, ``1 <= T <= context_len``.
+        input_ids: ``(B, T)`` prompt ids, ``1 <= T <= context_length``.
         max_new_tokens: the most steps (fewer when every sequence reached ``eos_id``).
         config: a :class:`GenerationConfig` (or dict); ``options`` override its fields,
             e.g. ``temperature=0.8, top_k=50, seed=0``.
@@ -366,12 +181,12 @@ def stream(
         getting ``eos_id`` until all are done.
     """
     cfg = GenerationConfig.from_options(config, **options)
-    context_len = _context_length(model, cfg)
-    _check_prompt(input_ids, context_len, max_new_tokens)
+    context_length = _context_length(model, cfg)
+    _check_prompt(input_ids, context_length, max_new_tokens)
     device = _model_device(model)
     if generator is None and cfg.seed is not None and not cfg.greedy:
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    return _steps(model, input_ids.to(device), max_new_tokens, cfg, context_len, generator)
+    return _steps(model, input_ids.to(device), max_new_tokens, cfg, context_length, generator)
 
 
 @torch.no_grad()
@@ -380,7 +195,7 @@ def _steps(
     ids: torch.Tensor,
     max_new_tokens: int,
     cfg: GenerationConfig,
-    context_len: int,
+    context_length: int,
     generator: torch.Generator | None,
 ) -> Iterator[torch.Tensor]:
     was_training = model.training
@@ -389,7 +204,7 @@ def _steps(
         cache = model.make_kv_cache(cfg.preallocate) if cfg.use_cache else None
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):
-            logits = next_token_logits(model, ids, context_len, cache)  # (B, V)
+            logits = next_token_logits(model, ids, context_length, cache)  # (B, V)
             next_id = select_next_token(logits, ids, cfg, generator)  # (B, 1)
             if cfg.eos_id is not None:
                 next_id = next_id.masked_fill(done[:, None], cfg.eos_id)

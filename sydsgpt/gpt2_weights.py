@@ -186,7 +186,7 @@ def sydsgpt_to_gpt2_state_dict(model: SydsGPT) -> dict[str, torch.Tensor]:
     ``lm_head.weight`` is included only for an untied head. Tensors are contiguous
     copies, ready for :func:`safetensors.torch.save_file`.
     """
-    cfg = model.cfg
+    cfg = model.config
     ours = {k: v.detach() for k, v in model.state_dict().items()}
     gpt2: dict[str, torch.Tensor] = {}
     for name, our_name in _TOP_NAMES:
@@ -209,7 +209,7 @@ def sydsgpt_to_gpt2_state_dict(model: SydsGPT) -> dict[str, torch.Tensor]:
 
 def _load_into(model: SydsGPT, ours: dict[str, torch.Tensor]) -> None:
     """Copy renamed GPT-2 tensors into ``model``, handling tying, padding and absent biases."""
-    cfg = model.cfg
+    cfg = model.config
     wte = ours["token_embedding.weight"]
     head = ours.pop("output_projection.weight", None)
     if cfg.tie_weights and head is not None and not torch.equal(head, wte):
@@ -347,7 +347,7 @@ def load_gpt2_weights(
         mismatch = {k: (wanted[k], model.config[k]) for k in keys if wanted[k] != model.config[k]}
         if mismatch:
             raise ValueError(f"the GPT-2 checkpoint and the model differ in (checkpoint, model): {mismatch}")
-    _load_into(model, gpt2_to_sydsgpt_state_dict(state, model.cfg.num_layers))
+    _load_into(model, gpt2_to_sydsgpt_state_dict(state, model.config.num_layers))
     return model.eval()
 
 
@@ -362,7 +362,7 @@ def export_gpt2_weights(model: SydsGPT, folder: str | os.PathLike[str]) -> Path:
     """
     from safetensors.torch import save_file
 
-    gpt2_config = sydsgpt_config_to_gpt2(model.cfg)
+    gpt2_config = sydsgpt_config_to_gpt2(model.config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(sydsgpt_to_gpt2_state_dict(model), str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -2,28 +2,34 @@
 
 ``SydsGPT(config)``: token + position embeddings, a stack of transformer blocks, a final
 layer norm and a linear head to vocabulary logits. Plus the config (a plain dict, as in
-the original SydsGPT-Pretraining project, validated here), presets for the GPT-2 sizes,
-parameter / memory / FLOP estimates, and greedy ``generate_simple``.
+the original SydsGPT-Pretraining project, validated here as :class:`SydsGPTConfig`),
+parameter / memory / FLOP estimates, and greedy ``generate_simple``. The named configs
+(GPT-2 sizes, the book's models) are in :mod:`sydsgpt.presets`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from .attention import ATTENTION_IMPLS, KVCache
 from .blocks import LayerNorm, TransformerBlock
+from .validation import check_input_ids, check_keys, check_positive_int, field_names
 
 
-@dataclass(frozen=True)
-class SydsGPTConfig:
+@dataclass(frozen=True, eq=False)
+class SydsGPTConfig(Mapping):
     """Hyper-parameters of a SydsGPT model.
 
     The first seven fields are the original project's dict keys; the rest are optional
-    switches with defaults that keep the original behaviour.
+    switches with defaults that keep the original behaviour. It reads like the original
+    dict as well (``config["num_layers"]``, ``dict(config)``, ``config == {...}``), so
+    ``model.config`` is one object whichever way a script uses it.
     """
 
     vocab_size: int
@@ -46,9 +52,7 @@ class SydsGPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads", "pad_vocab_multiple"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"config['{name}'] must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), f"config['{name}']")
         if self.embedding_dim % self.num_heads != 0:
             raise ValueError(
                 f"config['embedding_dim'] ({self.embedding_dim}) must be divisible by config['num_heads'] "
@@ -69,50 +73,34 @@ class SydsGPTConfig:
             return config
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict or SydsGPTConfig, got {type(config).__name__}")
-        known = {f.name for f in fields(cls)}
-        missing = [k for k in cls.REQUIRED if k not in config]
-        if missing:
-            raise ValueError(f"config is missing required key(s) {missing}; required: {list(cls.REQUIRED)}")
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"config has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        check_keys(config, field_names(cls), "config key", required=cls.REQUIRED)
         return cls(**dict(config))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (what checkpoints store)."""
         return asdict(self)
 
+    def replace(self, **changes: Any) -> "SydsGPTConfig":
+        """A copy with ``changes`` applied (validated)."""
+        return SydsGPTConfig.from_dict({**self.to_dict(), **changes})
+
+    # The Mapping interface: the fields, by name.
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
     @property
     def padded_vocab_size(self) -> int:
         """Rows of the embedding and head: ``vocab_size`` rounded up to ``pad_vocab_multiple``."""
         m = self.pad_vocab_multiple
         return (self.vocab_size + m - 1) // m * m
-
-
-_GPT2_COMMON = {"vocab_size": 50257, "context_length": 1024, "dropout": 0.1, "qkv_bias": True, "tie_weights": True}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "gpt2-small": {**_GPT2_COMMON, "embedding_dim": 768, "num_layers": 12, "num_heads": 12},
-    "gpt2-medium": {**_GPT2_COMMON, "embedding_dim": 1024, "num_layers": 24, "num_heads": 16},
-    "gpt2-large": {**_GPT2_COMMON, "embedding_dim": 1280, "num_layers": 36, "num_heads": 20},
-    "gpt2-xl": {**_GPT2_COMMON, "embedding_dim": 1600, "num_layers": 48, "num_heads": 25},
-    # A small GPT-2-vocabulary model that trains on a CPU (chapter 5 trains an even smaller one:
-    # sydsgpt.train.BOOK_MODEL).
-    "book": {
-        "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
-        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
-    },
-}
-"""Named configs. GPT-2 sizes follow the released checkpoints (124M, 355M, 774M, 1558M)."""
-
-
-def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
-    """A copy of preset ``name`` with ``overrides`` applied (validated)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    config = {**PRESETS[name], **overrides}
-    SydsGPTConfig.from_dict(config)
-    return config
 
 
 class SydsGPT(nn.Module):
@@ -129,7 +117,7 @@ class SydsGPT(nn.Module):
     def __init__(self, config: Mapping[str, Any] | SydsGPTConfig) -> None:
         super().__init__()
         cfg = SydsGPTConfig.from_dict(config)
-        self.cfg = cfg
+        self._config = cfg
         self.token_embedding = nn.Embedding(cfg.padded_vocab_size, cfg.embedding_dim)
         self.position_embedding = nn.Embedding(cfg.context_length, cfg.embedding_dim)
         self.drop_embedding = nn.Dropout(cfg.dropout)
@@ -155,13 +143,19 @@ class SydsGPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The config as a plain dict."""
-        return self.cfg.to_dict()
+    def config(self) -> SydsGPTConfig:
+        """The model's :class:`SydsGPTConfig` (it also reads like the original dict config)."""
+        return self._config
+
+    @property
+    def cfg(self) -> SydsGPTConfig:
+        """Deprecated spelling of :attr:`config`."""
+        warnings.warn("SydsGPT.cfg is deprecated: use model.config (the same object)", DeprecationWarning, stacklevel=2)
+        return self._config
 
     def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
         """One empty :class:`KVCache` per layer, for incremental decoding."""
-        return [KVCache(self.cfg.context_length, preallocate) for _ in self.transformer_blocks]
+        return [KVCache(self.config.context_length, preallocate) for _ in self.transformer_blocks]
 
     def forward(
         self,
@@ -180,19 +174,14 @@ class SydsGPT(nn.Module):
         Returns:
             ``(B, T, vocab_size)`` logits, or ``(B, 1, vocab_size)`` with ``last_only``.
         """
-        if input_ids.dim() != 2:
-            raise ValueError(
-                f"input_ids must have shape (batch, tokens), got shape {tuple(input_ids.shape)}; "
-                "for a single sequence use input_ids.unsqueeze(0)."
-            )
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"input_ids must be an integer tensor of token ids, got dtype {input_ids.dtype}")
+        check_input_ids(input_ids)
         b, t = input_ids.shape
+        cfg = self.config
         past = kv_cache[0].length if kv_cache else 0
-        if past + t > self.cfg.context_length:
+        if past + t > cfg.context_length:
             raise ValueError(
-                f"sequence of {past + t} tokens exceeds context_length={self.cfg.context_length}; "
-                f"crop to the last {self.cfg.context_length} tokens (e.g. input_ids[:, -context_length:])."
+                f"sequence of {past + t} tokens exceeds context_length={cfg.context_length}; "
+                f"crop to the last {cfg.context_length} tokens (e.g. input_ids[:, -context_length:])."
             )
         positions = torch.arange(past, past + t, device=input_ids.device)
         x = self.drop_embedding(self.token_embedding(input_ids) + self.position_embedding(positions))  # (B, T, d)
@@ -202,8 +191,8 @@ class SydsGPT(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         logits = self.output_projection(x)  # (B, T, padded_vocab)
-        if self.cfg.padded_vocab_size != self.cfg.vocab_size:
-            logits = logits[..., : self.cfg.vocab_size]
+        if cfg.padded_vocab_size != cfg.vocab_size:
+            logits = logits[..., : cfg.vocab_size]
         return logits
 
 
@@ -268,28 +257,36 @@ def flops_per_token(
 
 @torch.no_grad()
 def generate_simple(
-    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, context_len: int
+    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, context_length: int | None = None,
+    *, context_len: int | None = None,
 ) -> torch.Tensor:
     """Greedy decoding: append the most likely next token ``max_new_tokens`` times.
 
-    The model only ever sees the last ``context_len`` tokens.
+    The model only ever sees the last ``context_length`` tokens (default: the model's
+    ``config.context_length``). ``context_len=`` is the original project's name for the
+    same argument and still works.
 
     Args:
         input_ids: ``(B, T)`` prompt ids.
     Returns:
         ``(B, T + max_new_tokens)`` ids.
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if context_len < 1:
-        raise ValueError(f"context_len must be >= 1 (usually config['context_length']), got {context_len}")
-    if input_ids.dim() != 2:
-        raise ValueError(
-            f"input_ids must have shape (batch, tokens), got shape {tuple(input_ids.shape)}; "
-            "for a single prompt use input_ids.unsqueeze(0)."
-        )
+    if context_len is not None:
+        if context_length is not None and context_length != context_len:
+            raise TypeError("give context_length or its old name context_len, not both")
+        context_length = context_len
+    if context_length is None:
+        config = getattr(model, "config", None)
+        if not isinstance(config, SydsGPTConfig):
+            raise TypeError("generate_simple needs context_length for a model without a SydsGPTConfig")
+        context_length = config.context_length
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
+        raise ValueError(f"context_length must be an integer >= 1 (usually config['context_length']), got {context_length!r}")
+    check_input_ids(input_ids)
     for _ in range(max_new_tokens):
-        window = input_ids[:, -context_len:]  # crop: the model sees at most context_len tokens
+        window = input_ids[:, -context_length:]  # crop: the model sees at most context_length tokens
         # SydsGPT can skip the head for every position but the last (the only one used).
         logits = model(window, last_only=True) if isinstance(model, SydsGPT) else model(window)
         logits = logits[:, -1, :]  # (B, vocab)

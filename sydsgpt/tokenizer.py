@@ -82,3 +82,26 @@ def token_ids_to_text(ids: torch.Tensor | Sequence[int], tokenizer: Any = None) 
         ids = ids.tolist()
     tokenizer = tokenizer if tokenizer is not None else get_gpt2_tokenizer()
     return tokenizer.decode([int(i) for i in ids])
+
+
+TOKENIZER_SPEC_HELP = "gpt2 (GPT-2's), bpe:N (train an N-id byte-level BPE on the training text) or the path of a saved BPETokenizer JSON"
+"""What a tokenizer *spec* (``sydsgpt train --tokenizer``, :class:`~sydsgpt.presets.RunPreset`) may be."""
+
+
+def resolve_tokenizer(spec: str, train_text: str | None = None, corpus_name: str = "text") -> Any:
+    """The tokenizer a spec names: ``gpt2``, ``bpe:N`` (trained now on ``train_text``; its
+    name is ``bpe<N>-<corpus_name>``) or the path of a saved :class:`~sydsgpt.bpe.BPETokenizer`."""
+    from .bpe import BPETokenizer
+
+    if spec == "gpt2":
+        return get_gpt2_tokenizer()
+    if spec.startswith("bpe:"):
+        size = spec.split(":", 1)[1]
+        if not size.isdigit() or int(size) <= 256:
+            raise ValueError(f"tokenizer bpe:N needs an integer N > 256 (the byte tokens come first), got {spec!r}")
+        if train_text is None:
+            raise ValueError(f"tokenizer {spec!r} is trained on the training text: pass train_text")
+        return BPETokenizer(name=f"bpe{size}-{corpus_name}").train(train_text, int(size))
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(f"tokenizer {spec!r} is neither 'gpt2', 'bpe:N' nor an existing BPETokenizer JSON file")
+    return BPETokenizer.load(spec)

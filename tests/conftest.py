@@ -24,3 +24,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast lane (``pytest -m "not slow"``) is the package's unit tests: every notebook run
+    by nbval and every book-build / browser test counts as slow too."""
+    for item in items:
+        if item.path.suffix == ".ipynb" or item.get_closest_marker("book"):
+            item.add_marker(pytest.mark.slow)

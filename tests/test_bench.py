@@ -13,9 +13,11 @@ import torch
 from sydsgpt.bench import ablation, generation
 from sydsgpt.bench.memory import PeakMemory
 from sydsgpt.bench.peaks import gpu_peak_flops, measure_matmul_peak, mfu, peak_flops
-from sydsgpt.bench.training import PLAIN_MODEL, PLAIN_TRAIN, TINY_MODEL, Setup, state_bytes
+from sydsgpt.bench.setups import PLAIN_MODEL, PLAIN_TRAIN, TINY_MODEL, Setup
+from sydsgpt.bench.training import state_bytes
 from sydsgpt.cli import main
-from sydsgpt.model import SydsGPT, count_parameters, flops_per_token, get_preset
+from sydsgpt.model import SydsGPT, count_parameters, flops_per_token
+from sydsgpt.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,10 +25,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mfu_of_the_book_model_by_hand() -> None:
-    # book: d = 256, L = 4, V = 50257, T = 256.
+    # gpt2-mini: d = 256, L = 4, V = 50257, T = 256.
     # matmul weights N = L * 12 d^2 + V d = 4 * 786432 + 12865792 = 16011520
     # forward per token = 2 N + 4 L T d = 32023040 + 1048576 = 33071616; training = 3x = 99214848
-    per_token = flops_per_token(get_preset("book"), 256, training=True)
+    per_token = flops_per_token(get_preset("gpt2-mini"), 256, training=True)
     assert per_token == 99_214_848
     # 1000 tokens/s on a 1 TFLOP/s machine: 99214848 * 1000 / 1e12
     assert mfu(1000.0, per_token, 1e12) == pytest.approx(0.099214848, rel=1e-12)
@@ -104,7 +106,7 @@ def test_state_bytes_counts_parameters_and_adamw_moments() -> None:
 
 
 def test_setup_switches_start_from_the_plain_path_or_the_defaults() -> None:
-    base = get_preset("book")
+    base = get_preset("gpt2-mini")
     assert Setup("plain").switches(base) == {**PLAIN_MODEL, **PLAIN_TRAIN}
     defaults = Setup("defaults", defaults=True).switches(base)
     assert defaults == {"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 1,
@@ -113,7 +115,7 @@ def test_setup_switches_start_from_the_plain_path_or_the_defaults() -> None:
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_ablation_adds_one_switch_per_row(device: str) -> None:
-    base = get_preset("book")
+    base = get_preset("gpt2-mini")
     setups = ablation.ablation_setups(device)
     assert setups[0].name == "plain" and setups[-1].name == "package defaults"
     rows = [s.switches(base) for s in setups[:-1]]
@@ -198,18 +200,19 @@ def test_bench_tokenizer_quick_writes_bpe_json_with_memory(tmp_path: Path) -> No
 def test_bench_generate_hands_its_options_to_the_generation_benchmark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The generation benchmark itself is tested with the chapter-6 code; here: what the CLI passes on.
     calls = []
-    monkeypatch.setattr(generation, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(generation, "benchmark", lambda **options: calls.append(options) or {})
     main(["bench", "--what", "generate", "--quick", "--out", str(tmp_path)])
-    main(["bench", "--what", "generate", "--device", "cuda", "--preset", "gpt2-medium", "--out", str(tmp_path)])
-    out = str(tmp_path / "generation.json")
+    main(["bench", "--what", "generate", "--device", "cuda", "--preset", "gpt2-medium", "--repeats", "3", "--out", str(tmp_path)])
+    out = tmp_path / "generation.json"
     assert calls == [
-        ["--device", "cpu", "--out", out, "--quick"],
-        ["--device", "cuda", "--out", out, "--transformers", "--preset", "gpt2-medium"],
+        {"preset": None, "device": "cpu", "quick": True, "transformers": False, "repeats": 5, "out": out},
+        {"preset": "gpt2-medium", "device": "cuda", "quick": False, "transformers": True, "repeats": 3, "out": out},
     ]
 
 
 def test_a_decoding_layout_setup_trains_the_model_with_transposed_weights() -> None:
-    from sydsgpt.bench.training import PLAIN_MODEL, Setup, _Runner
+    from sydsgpt.bench.setups import PLAIN_MODEL, Setup
+    from sydsgpt.bench.training import _Runner
     from sydsgpt.model import SydsGPT
 
     init = SydsGPT({**TINY_MODEL, **PLAIN_MODEL})
@@ -219,3 +222,17 @@ def test_a_decoding_layout_setup_trains_the_model_with_transposed_weights() -> N
         assert all(m.weight.t().is_contiguous() != m.weight.is_contiguous() for m in linears)
         assert all(m.weight.t().is_contiguous() == layout for m in linears)
         assert runner.switches["decoding_layout"] is layout
+
+
+def test_report_prints_the_table_and_writes_the_json(tmp_path: Path) -> None:
+    from sydsgpt.bench.common import report
+
+    lines: list[str] = []
+    rows = [{"setup": "a", "tokens_per_s": 1234.5678}, {"setup": "b", "tokens_per_s": 2.0}]
+    payload = report(rows, ["setup", "tokens_per_s"], tmp_path / "r.json", "demo", log=lines.append, note="x")
+    assert lines[0].splitlines()[0].split() == ["setup", "tokens_per_s"] and "1235" in lines[0]
+    assert lines[1] == f"wrote {tmp_path / 'r.json'}"
+    written = load(tmp_path / "r.json")
+    assert written["benchmark"] == "demo" and written["rows"] == rows and written["note"] == "x"
+    assert payload == {"benchmark": "demo", "note": "x", "rows": rows}
+    assert report(rows, None, None, "demo", log=None)["rows"] == rows  # nothing written, nothing printed

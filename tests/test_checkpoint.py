@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY, assert_same_parameters, config, datasets, tiny_model
+from helpers import TRAIN_TINY, assert_same_parameters, config, datasets, train_model
 
 import sydsgpt.checkpoint as checkpoint_module
 from sydsgpt.checkpoint import (
@@ -24,16 +24,17 @@ from sydsgpt.checkpoint import (
     tokenizer_identity,
     unwrap_model,
 )
-from sydsgpt.train import build_optimizer, make_scheduler, train, train_step
+from sydsgpt.optim import build_optimizer, make_scheduler
+from sydsgpt.train import train, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOKENIZER = {"name": "toy", "n_vocab": TINY["vocab_size"]}
+TOKENIZER = {"name": "toy", "n_vocab": TRAIN_TINY["vocab_size"]}
 
 
 def trained_state(steps: int = 2):
     """A tiny model, its AdamW and scheduler after a few steps (so the optimizer has state)."""
-    model = tiny_model()
+    model = train_model()
     optimizer = build_optimizer(model, config())
     scheduler = make_scheduler(optimizer, total_steps=10, warmup_steps=2)
     data, _ = datasets()
@@ -93,7 +94,7 @@ class NotATensor:
 
 def test_arbitrary_objects_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
-    torch.save({"model": {}, "config": dict(TINY), "payload": NotATensor()}, path)
+    torch.save({"model": {}, "config": dict(TRAIN_TINY), "payload": NotATensor()}, path)
     with pytest.raises(CheckpointError, match="weights_only=False"):
         load_checkpoint(path)
 
@@ -127,13 +128,13 @@ def test_mismatched_config_or_tokenizer_is_a_clear_error(tmp_path: Path) -> None
 
 def test_resume_with_another_model_is_refused(tmp_path: Path) -> None:
     train_data, val = datasets()
-    train(tiny_model(), train_data, val, config(max_steps=2), out_dir=tmp_path, show_progress=False)
+    train(train_model(), train_data, val, config(max_steps=2), out_dir=tmp_path, show_progress=False)
     with pytest.raises(CheckpointMismatchError, match="num_layers"):
-        train(tiny_model(num_layers=1), train_data, val, config(max_steps=4), out_dir=tmp_path, resume=True, show_progress=False)
+        train(train_model(num_layers=1), train_data, val, config(max_steps=4), out_dir=tmp_path, resume=True, show_progress=False)
 
 
 def test_unwrap_and_identity() -> None:
-    model = tiny_model()
+    model = train_model()
     assert unwrap_model(torch.compile(model)) is model
     assert tokenizer_identity(None) is None
     assert tokenizer_identity(TOKENIZER) == TOKENIZER

@@ -167,7 +167,7 @@ def test_text_is_written_piece_by_piece(model: SydsGPT, original_checkpoint: Pat
 def test_the_loaded_model_is_in_decoding_layout(model: SydsGPT, original_checkpoint: Path) -> None:
     from sydsgpt.cli.generate import load_for_generation
 
-    loaded, _ = load_for_generation(str(original_checkpoint), torch.device("cpu"))
+    loaded, _ = load_for_generation(str(original_checkpoint), "cpu")
     linears = [m for m in loaded.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.t().is_contiguous() and not m.weight.is_contiguous() for m in linears)
     assert not loaded.training

@@ -4,16 +4,20 @@ documented command reproducing ``train_book_model``."""
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import CLI_MODEL, cli_args, logged, write_cli_inputs
+from helpers import CLI_MODEL, cli_args, logged, write_cli_inputs
 
+from sydsgpt.book import train_book_model
 from sydsgpt.checkpoint import load_checkpoint
-from sydsgpt.cli import main
-from sydsgpt.train import BOOK_MODEL, BOOK_TRAINING, BOOK_VOCAB_SIZE, train_book_model
+from sydsgpt.cli import build_parser, main
+from sydsgpt.cli.train import train_config
+from sydsgpt.presets import RUNS
+from sydsgpt.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,8 +34,33 @@ def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert text.index("Pretrain a SydsGPT model") < text.index("examples:") < text.index("options:")
     for expected in ("torchrun --standalone", "--resume", "bpe:N", "--grad-accum", "--warmup", "--compile", "--dtype",
-                     "model:", "optimization:", "hardware:", "gpt2-small"):
+                     "model:", "training (sydsgpt.train.TrainConfig):", "gpt2-small", RUNS["book-ch05"].command("runs/book-ch05")):
         assert expected in text, expected
+
+
+def test_every_training_option_is_derived_from_trainconfig(capsys: pytest.CaptureFixture[str]) -> None:
+    # One option per TrainConfig field, its help the field's docstring and its default the field's default.
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--grad-clip X Clip the global gradient norm to this (None or 0: no clipping). (default: 1.0)" in text
+    assert "--eval-at-start, --no-eval-at-start" in text and "--fused-adamw, --no-fused-adamw" in text
+    args = build_parser().parse_args(["train", "data.txt"])
+    assert train_config(args) == TrainConfig()
+
+
+def test_old_flags_still_work() -> None:
+    args = build_parser().parse_args(["train", "d", "--steps", "7", "--context-length", "9", "--warmup", "2", "--grad-accum", "3"])
+    cfg = train_config(args)
+    assert (cfg.max_steps, cfg.seq_len, cfg.warmup_steps, cfg.grad_accum_steps) == (7, 9, 2, 3)
+
+
+def test_none_and_booleans_parse() -> None:
+    args = build_parser().parse_args(["train", "d", "--grad-clip", "none", "--no-tf32", "--compile", "--sample-prompt", "A:\\nB"])
+    cfg = train_config(args)
+    assert (cfg.grad_clip, cfg.tf32, cfg.compile, cfg.sample_prompt) == (None, False, True, "A:\nB")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "d", "--max-steps", "many"])
 
 
 def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,20 +112,32 @@ def test_unknown_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 1 and "neither a known corpus" in err
 
 
-def test_the_documented_command_reproduces_the_book_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The chapter's command (in the --help examples and the notebook), for 2 steps, against train_book_model.
-    cfg = replace(BOOK_TRAINING, max_steps=2, eval_interval=0)
-    book = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)
-    model_json = tmp_path / "book-ch05.json"
-    model_json.write_text(json.dumps({**BOOK_MODEL, "vocab_size": BOOK_VOCAB_SIZE}))
-    code, err = run(capsys, "tinyshakespeare", "--tokenizer", f"bpe:{BOOK_VOCAB_SIZE}", "--config", str(model_json), "--steps", "2",
-                    "--batch-size", str(cfg.batch_size), "--context-length", str(cfg.context_length), "--lr", str(cfg.lr),
-                    "--warmup", str(cfg.warmup_steps), "--eval-interval", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path / "cli"))
+def test_the_printed_command_line_parses_back_to_the_run(tmp_path: Path) -> None:
+    run = RUNS["book-ch05"]
+    words = shlex.split(run.command(str(tmp_path / "cli")))
+    assert words[:3] == ["sydsgpt", "train", "tinyshakespeare"]
+    args = build_parser().parse_args(words[1:])
+    assert train_config(args) == run.train
+    assert (args.preset, args.tokenizer, args.val_fraction) == (run.preset, run.tokenizer, run.val_fraction)
+
+
+@pytest.mark.slow
+def test_the_chapter_command_reproduces_the_book_run_bit_for_bit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The one line chapter 5 prints, stopped after 3 steps, against the book's Python run stopped there too.
+    words = shlex.split(RUNS["book-ch05"].command(str(tmp_path / "cli")))
+    code, err = run(capsys, *words[2:], "--stop-after", "3", "--quiet")
     assert code == 0, err
+    book = train_book_model(tmp_path / "book", stop_after=3, show_progress=False)
     from_cli = load_checkpoint(tmp_path / "cli" / "checkpoint.pt")
-    assert from_cli["tokenizer"] == {"name": book.tokenizer.name, "n_vocab": book.tokenizer.n_vocab}
+    assert from_cli["step"] == 3 and from_cli["tokenizer"] == {"name": book.tokenizer.name, "n_vocab": book.tokenizer.n_vocab}
+    assert from_cli["train_config"] == RUNS["book-ch05"].train.to_dict()
     for name, tensor in book.model.state_dict().items():
         assert torch.equal(from_cli["model"][name], tensor), name
-    again = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)  # finished: loaded, not retrained
-    assert not again.trained_now and again.history == book.history
+
+
+def test_a_finished_book_run_is_loaded_not_retrained(tmp_path: Path) -> None:
+    cfg = replace(RUNS["book-ch05"].train, max_steps=2, eval_interval=0)
+    book = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)
+    again = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)
+    assert book.trained_now and not again.trained_now and again.history == book.history
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), book.model.state_dict().values()))

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
-from train_helpers import cli_args, finish, logged, start_cli, write_cli_inputs
+from helpers import cli_args, finish, logged, start_cli, write_cli_inputs
 
 from sydsgpt.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
     # batch 4 = 2 rows per process; gradient accumulation on top (no_sync on the first micro-batch)

@@ -29,7 +29,9 @@ import torch
 
 from sydsgpt.bench.training import transfer_weights
 from sydsgpt.model import SydsGPT
-from sydsgpt.train import TrainConfig, build_optimizer, configure_tf32, resolve_amp_dtype, train_step
+from sydsgpt.optim import build_optimizer
+from sydsgpt.runtime import auto_amp_dtype, configure_tf32
+from sydsgpt.train import TrainConfig, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,9 +100,9 @@ def test_bf16_autocast_gradients_match_float32_within_bf16_precision() -> None:
     m = model(FAST)
     x, y = batch()
     frozen = torch.optim.SGD(m.parameters(), lr=0.0)
-    train_step(m, [(x, y)], frozen, grad_clip=None, amp_dtype=resolve_amp_dtype("float32", torch.device("cpu")))
+    train_step(m, [(x, y)], frozen, grad_clip=None, amp_dtype=auto_amp_dtype("float32", "cpu"))
     g32 = grads(m)
-    train_step(m, [(x, y)], frozen, grad_clip=None, amp_dtype=resolve_amp_dtype("bfloat16", torch.device("cpu")))
+    train_step(m, [(x, y)], frozen, grad_clip=None, amp_dtype=auto_amp_dtype("bfloat16", "cpu"))
     g16 = grads(m)
     relative = ((g16 - g32).norm() / g32.norm()).item()
     assert 0 < relative < 4 * BF16_UNIT_ROUNDOFF

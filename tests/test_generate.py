@@ -10,21 +10,13 @@ from torch import nn
 
 from sydsgpt.attention import KVCache
 from sydsgpt.generate import (
-    GenerationConfig,
-    apply_repetition_penalty,
-    apply_temperature,
-    block_repeated_ngrams,
-    generate,
-    generate_text,
-    kv_cache_bytes,
-    select_next_token,
-    stream,
-    stream_text,
-    top_k_filter,
-    top_p_filter,
-    use_decoding_layout,
+    GenerationConfig, generate, generate_text, kv_cache_bytes, stream, stream_text, use_decoding_layout,
 )
-from sydsgpt.model import SydsGPT, generate_simple, get_preset
+from sydsgpt.sampling import (
+    apply_repetition_penalty, apply_temperature, block_repeated_ngrams, select_next_token, top_k_filter, top_p_filter,
+)
+from sydsgpt.model import SydsGPT, generate_simple
+from sydsgpt.presets import get_preset
 from sydsgpt.train import train_step
 
 INF = float("inf")
@@ -173,7 +165,7 @@ def test_sampling_follows_the_filtered_distribution() -> None:
         ({"top_p": 1.01}, r"top_p must be in \(0, 1\]"),
         ({"repetition_penalty": -1.0}, "repetition_penalty must be > 0"),
         ({"no_repeat_ngram_size": -2}, "no_repeat_ngram_size must be an integer >= 0"),
-        ({"context_len": 0}, "context_len must be a positive number"),
+        ({"context_length": 0}, "context_length must be a positive number"),
     ],
 )
 def test_generation_config_errors(options: dict, match: str) -> None:
@@ -192,13 +184,14 @@ def test_unknown_option_is_named() -> None:
 @pytest.mark.parametrize(
     "ids, max_new, options, match",
     [
-        (torch.zeros(1, 0, dtype=torch.long), 5, {}, "the prompt is empty"),
+        (torch.zeros(1, 0, dtype=torch.long), 5, {}, "input_ids has no tokens"),
         (torch.zeros(1, CONTEXT + 1, dtype=torch.long), 5, {}, r"more than the context of 12; crop it"),
-        (torch.zeros(1, 6, dtype=torch.long), 5, {"context_len": 4}, r"more than the context of 4"),
+        (torch.zeros(1, 6, dtype=torch.long), 5, {"context_length": 4}, r"more than the context of 4"),
+        (torch.zeros(1, 6, dtype=torch.long), 5, {"context_len": 4}, r"more than the context of 4"),  # the old name
         (torch.zeros(1, 3, dtype=torch.long), 0, {}, "max_new_tokens must be a positive integer"),
         (torch.zeros(1, 3, dtype=torch.long), -2, {}, "max_new_tokens must be a positive integer"),
-        (torch.zeros(3, dtype=torch.long), 5, {}, r"must be a \(batch, tokens\) tensor"),
-        (torch.zeros(1, 3, dtype=torch.long), 5, {"context_len": CONTEXT + 1}, "longer than the model's context_length=12"),
+        (torch.zeros(3, dtype=torch.long), 5, {}, r"must have shape \(batch, tokens\), got shape \(3,\)"),
+        (torch.zeros(1, 3, dtype=torch.long), 5, {"context_length": CONTEXT + 1}, "longer than the model's context_length=12"),
     ],
 )
 def test_generate_errors(model: SydsGPT, ids: torch.Tensor, max_new: int, options: dict, match: str) -> None:
@@ -342,7 +335,7 @@ class ScriptedModel(nn.Module):
     def __init__(self, script: list[int], prompt_len: int) -> None:
         super().__init__()
         self.script, self.prompt_len = script, prompt_len
-        self.cfg = type("Cfg", (), {"context_length": 64})()
+        self.config = type("Config", (), {"context_length": 64})()
         self.anchor = nn.Parameter(torch.zeros(()))
 
     def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
@@ -419,6 +412,7 @@ def test_generation_benchmark_rows(model: SydsGPT) -> None:
         run(new_tokens=[9], prompt_tokens=4, model=model)
 
 
+@pytest.mark.slow
 def test_generation_benchmark_matches_transformers() -> None:
     pytest.importorskip("transformers")
     from sydsgpt.bench.generation import compare_with_transformers

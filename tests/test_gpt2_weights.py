@@ -63,7 +63,7 @@ def assert_same_model(ours: SydsGPT, hf, ids: torch.Tensor, new_tokens: int = 8)
         prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=new_tokens,
         pad_token_id=hf.config.eos_token_id,
     )
-    mine = generate_simple(ours, prompt, new_tokens, ours.cfg.context_length)
+    mine = generate_simple(ours, prompt, new_tokens, ours.config.context_length)
     assert torch.equal(mine, theirs)
 
 
@@ -72,8 +72,8 @@ def assert_same_model(ours: SydsGPT, hf, ids: torch.Tensor, new_tokens: int = 8)
 
 def test_import_from_transformers_model(hf_model, ids) -> None:
     ours = load_gpt2_weights(hf_model)
-    assert not ours.training and ours.cfg.qkv_bias and ours.cfg.tie_weights
-    assert ours.cfg.dropout == hf_model.config.resid_pdrop
+    assert not ours.training and ours.config.qkv_bias and ours.config.tie_weights
+    assert ours.config.dropout == hf_model.config.resid_pdrop
     assert_same_model(ours, hf_model, ids)
 
 
@@ -124,7 +124,7 @@ def test_import_untied_head() -> None:
     hf = random_gpt2(tie_word_embeddings=False)
     assert hf.lm_head.weight is not hf.transformer.wte.weight
     ours = load_gpt2_weights(hf)
-    assert not ours.cfg.tie_weights
+    assert not ours.config.tie_weights
     ids = torch.randint(0, VOCAB, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), hf_logits(hf, ids), **TOL)

@@ -9,15 +9,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sydsgpt.model import (
-    PRESETS,
-    SydsGPT,
-    SydsGPTConfig,
-    count_parameters,
-    flops_per_token,
-    generate_simple,
-    get_preset,
-    model_memory_bytes,
+    SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, model_memory_bytes,
 )
+from sydsgpt.presets import PRESETS, get_preset
 
 TINY = {"vocab_size": 61, "embedding_dim": 16, "context_length": 12, "num_layers": 2, "num_heads": 4, "dropout": 0.0, "qkv_bias": True}
 
@@ -75,12 +69,12 @@ def test_kv_cache_matches_full_forward() -> None:
 
 def test_config_missing_key() -> None:
     config = {k: v for k, v in TINY.items() if k != "num_heads"}
-    with pytest.raises(ValueError, match="missing required key\\(s\\) \\['num_heads'\\]"):
+    with pytest.raises(ValueError, match="missing required config key\\(s\\) \\['num_heads'\\]"):
         SydsGPT(config)
 
 
 def test_config_unknown_key() -> None:
-    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['emb_dim'\\]"):
+    with pytest.raises(ValueError, match="unknown config key\\(s\\) \\['emb_dim'\\]"):
         SydsGPT({**TINY, "emb_dim": 16})
 
 
@@ -125,7 +119,9 @@ def test_config_round_trip_and_presets() -> None:
     with pytest.raises(ValueError, match="unknown preset 'gpt3'"):
         get_preset("gpt3")
     with pytest.raises(ValueError, match="num_heads"):
-        get_preset("book", num_heads=5)
+        get_preset("gpt2-mini", num_heads=5)
+    with pytest.warns(DeprecationWarning, match="'book' is now called 'gpt2-mini'"):
+        assert get_preset("book") == get_preset("gpt2-mini")
 
 
 # ------------------------------------------------------------------------- sizes
@@ -147,7 +143,7 @@ def test_count_parameters_matches_model(overrides: dict) -> None:
 
 
 def test_count_parameters_book_and_gpt2_small_instantiated() -> None:
-    assert count_parameters(PRESETS["book"]) == _numel(SydsGPT(PRESETS["book"]))
+    assert count_parameters(PRESETS["gpt2-mini"]) == _numel(SydsGPT(PRESETS["gpt2-mini"]))
     assert count_parameters(PRESETS["gpt2-small"]) == _numel(SydsGPT(PRESETS["gpt2-small"])) == 124_439_808
 
 
@@ -317,3 +313,30 @@ def test_tied_model_stays_tied_after_loading() -> None:
     fresh.load_state_dict(source.state_dict())
     assert fresh.output_projection.weight is fresh.token_embedding.weight
     torch.testing.assert_close(fresh.token_embedding.weight, source.token_embedding.weight)
+
+
+# ------------------------------------------------------------------------- one config object
+
+
+def test_model_config_is_one_object_that_reads_like_the_original_dict() -> None:
+    model = tiny_model()
+    config = model.config
+    assert isinstance(config, SydsGPTConfig)
+    assert config["num_layers"] == config.num_layers == 2 and config.get("missing", 7) == 7
+    assert dict(config) == config.to_dict() and config == config.to_dict()  # compares equal to its dict
+    assert config != {**config.to_dict(), "num_layers": 3}
+    with pytest.raises(KeyError):
+        config["emb_dim"]
+    with pytest.warns(DeprecationWarning, match="use model.config"):
+        assert model.cfg is config
+    assert config.replace(num_layers=1).num_layers == 1 and config.num_layers == 2
+
+
+def test_generate_simple_takes_the_old_argument_name_and_defaults_to_the_model_context() -> None:
+    model = tiny_model()
+    ids = torch.tensor([[1, 2, 3]])
+    expected = generate_simple(model, ids, 4, 12)
+    assert torch.equal(generate_simple(model, ids, 4, context_len=12), expected)
+    assert torch.equal(generate_simple(model, ids, 4), expected)
+    with pytest.raises(TypeError, match="not both"):
+        generate_simple(model, ids, 4, 12, context_len=6)

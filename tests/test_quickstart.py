@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 # The original README's script; only the import line differs (it was
 # `from model.SydsGPT import SydsGPT` and `from modules.GenerateSimple import generate_simple`).
 QUICKSTART = """
@@ -25,6 +27,7 @@ print(enc.decode(generated[0].tolist()))
 """
 
 
+@pytest.mark.slow
 def test_original_quickstart_prints_generated_text(repo_root) -> None:
     # TIKTOKEN_CACHE_DIR (set by conftest.py) is inherited, so this runs offline.
     result = subprocess.run(

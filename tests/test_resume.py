@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import (
-    assert_same_parameters, cli_args, config, datasets, finish, logged, start_cli, tiny_model, write_cli_inputs,
+from helpers import (
+    assert_same_parameters, cli_args, config, datasets, finish, logged, start_cli, train_model, write_cli_inputs,
 )
 
 from sydsgpt.checkpoint import load_checkpoint
-from sydsgpt.train import read_log, train
+from sydsgpt.logs import read_log
+from sydsgpt.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,13 +25,13 @@ def test_stop_and_resume_in_process_is_bit_identical(tmp_path: Path) -> None:
     train_data, val = datasets()
     # dropout (RNG), gradient accumulation, and 14 steps x 2 micro-batches cross an epoch (21 batches)
     cfg = config(max_steps=14, grad_accum_steps=2, eval_interval=5, checkpoint_interval=3)
-    whole = tiny_model()
+    whole = train_model()
     train(whole, train_data, val, cfg, out_dir=tmp_path / "whole", show_progress=False)
 
-    interrupted = tiny_model()
+    interrupted = train_model()
     train(interrupted, train_data, val, cfg, out_dir=tmp_path / "parts", stop_after=6, show_progress=False)
     assert load_checkpoint(tmp_path / "parts" / "checkpoint.pt")["step"] == 6
-    resumed = tiny_model(seed=99)  # a different init: everything must come from the checkpoint
+    resumed = train_model(seed=99)  # a different init: everything must come from the checkpoint
     history = train(resumed, train_data, val, cfg, out_dir=tmp_path / "parts", resume=True, show_progress=False)
 
     assert_same_parameters(resumed, whole)
@@ -39,6 +40,7 @@ def test_stop_and_resume_in_process_is_bit_identical(tmp_path: Path) -> None:
     assert logged(tmp_path / "parts", "val_loss") == logged(tmp_path / "whole", "val_loss")
 
 
+@pytest.mark.slow
 def test_sigkilled_cli_run_resumes_bit_identically(tmp_path: Path) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
     steps = 60

@@ -10,26 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from train_helpers import VOCAB, config, datasets, tiny_model
+from helpers import VOCAB, config, datasets, train_model
 
 from sydsgpt.checkpoint import load_checkpoint
-from sydsgpt.train import (
-    ResumableBatches,
-    TrainConfig,
-    TrainingDiverged,
-    batch_loss,
-    build_optimizer,
-    cross_entropy_loss,
-    loader_loss,
-    lr_at_step,
-    make_scheduler,
-    perplexity,
-    plot_losses,
-    read_log,
-    resolve_amp_dtype,
-    train,
-    train_step,
-)
+from sydsgpt.data import ResumableBatches
+from sydsgpt.logs import plot_losses, read_log
+from sydsgpt.losses import batch_loss, cross_entropy_loss, loader_loss, perplexity
+from sydsgpt.optim import build_optimizer, lr_at_step, make_scheduler
+from sydsgpt.train import TrainConfig, TrainingDiverged, train, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +35,7 @@ def test_cross_entropy_by_hand() -> None:
 
 
 def test_untrained_model_is_near_uniform_and_loader_loss_weights_tokens() -> None:
-    model = tiny_model().eval()
+    model = train_model().eval()
     _, val = datasets()
     loss = loader_loss(model, val)
     assert abs(loss - math.log(VOCAB)) < 0.3  # random init ~ uniform over the vocabulary
@@ -77,7 +65,7 @@ def test_lr_warmup_then_cosine() -> None:
 
 
 def test_scheduler_follows_lr_at_step() -> None:
-    model = tiny_model()
+    model = train_model()
     optimizer = build_optimizer(model, config(lr=2e-3))
     scheduler = make_scheduler(optimizer, total_steps=10, warmup_steps=3, min_lr_ratio=0.1)
     for step in range(12):
@@ -87,7 +75,7 @@ def test_scheduler_follows_lr_at_step() -> None:
 
 
 def test_weight_decay_groups_and_fused_switch() -> None:
-    model = tiny_model(tie_weights=True)
+    model = train_model(tie_weights=True)
     optimizer = build_optimizer(model, config(weight_decay=0.1))
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -160,7 +148,7 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
     x, y = (torch.stack(t) for t in zip(*(data[i] for i in range(4))))
     grads = []
     for micro in ([(x, y)], [(x[:2], y[:2]), (x[2:], y[2:])]):
-        model = tiny_model(dropout=0.0)
+        model = train_model(dropout=0.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         loss, _ = train_step(model, micro, optimizer, grad_clip=None)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -170,20 +158,18 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
 def test_bf16_autocast_on_cpu_is_close_to_float32() -> None:
     data, _ = datasets()
     x, y = (torch.stack(t) for t in zip(*(data[i] for i in range(4))))
-    model = tiny_model(dropout=0.0)
+    model = train_model(dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     loss32, _ = train_step(model, [(x, y)], optimizer)
     loss16, _ = train_step(model, [(x, y)], optimizer, amp_dtype=torch.bfloat16)
     assert loss16 != loss32 and abs(loss16 - loss32) < 0.05
-    assert resolve_amp_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
-    assert resolve_amp_dtype("auto", torch.device("cpu")) is None
 
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager() -> None:
     train_data, _ = datasets()
     runs = [
-        train(tiny_model(dropout=0.0), train_data, None, config(max_steps=3, eval_interval=0, compile=c, compile_backend="aot_eager"),
+        train(train_model(dropout=0.0), train_data, None, config(max_steps=3, eval_interval=0, compile=c, compile_backend="aot_eager"),
               show_progress=False)
         for c in (False, True)
     ]
@@ -196,7 +182,7 @@ def test_compiled_training_matches_eager() -> None:
 
 def test_training_lowers_the_loss_and_logs_every_step(tmp_path: Path) -> None:
     train_data, val = datasets()
-    history = train(tiny_model(), train_data, val, config(max_steps=40, eval_interval=20), out_dir=tmp_path, show_progress=False)
+    history = train(train_model(), train_data, val, config(max_steps=40, eval_interval=20), out_dir=tmp_path, show_progress=False)
     log = read_log(tmp_path / "log.jsonl")
     assert log == history
     assert [r["step"] for r in log] == list(range(41))
@@ -213,11 +199,11 @@ def test_dataloader_batch_size_must_match(tmp_path: Path) -> None:
     train_data, val = datasets()
     loader = DataLoader(train_data, batch_size=2)
     with pytest.raises(ValueError, match="DataLoader has batch_size=2 but TrainConfig.batch_size is 4"):
-        train(tiny_model(), loader, val, config(), show_progress=False)
+        train(train_model(), loader, val, config(), show_progress=False)
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
-    model = tiny_model()
+    model = train_model()
     calls = {"n": 0}
 
     def poison_after_five_steps(module, inputs, output):
@@ -233,3 +219,24 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Pa
     assert saved["step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
     assert torch.isfinite(model.token_embedding.weight).all(), "the NaN step must not reach the weights"
+
+
+def test_trainconfig_reads_the_old_name_of_seq_len() -> None:
+    # Checkpoints written before the rename store "context_length" in their train_config.
+    old = {**TrainConfig(seq_len=64).to_dict()}
+    old["context_length"] = old.pop("seq_len")
+    assert TrainConfig.from_dict(old) == TrainConfig(seq_len=64)
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig.from_dict({"seq_len": 8, "context_length": 16})
+    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['lr_max'\]"):
+        TrainConfig.from_dict({"lr_max": 1.0})
+
+
+def test_bits_per_byte_from_a_loss() -> None:
+    from sydsgpt.losses import bits_per_byte
+
+    # ln(2) nats per token, one token per byte: exactly 1 bit per byte; 4 bytes per token: a quarter
+    assert bits_per_byte(math.log(2), 100, 100) == pytest.approx(1.0)
+    assert bits_per_byte(math.log(2), 25, 100) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="num_bytes >= 1"):
+        bits_per_byte(1.0, 10, 0)

@@ -5,22 +5,19 @@ each vocabulary size, then encodes the whole corpus with GPT-2's merges in
 ``BPETokenizer.from_gpt2()`` (pure Python; "cold" = empty chunk cache, "warm" = every chunk
 already cached) and with tiktoken's ``gpt2`` (Rust), and checks that both give the same ids.
 
-    python -m sydsgpt.bench.bpe [--vocab-sizes 1000 5000] [--out sydsgpt/bench/results/bpe.json]
+Run it with ``sydsgpt bench --what tokenizer``.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from ..bpe import BPETokenizer
 from ..corpora import load_corpus
 from ..tokenizer import get_gpt2_tokenizer
-from .common import format_table, time_call, write_result
+from .common import time_call
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bpe.json"
 COLUMNS = ["task", "tokenizer", "vocab_size", "seconds", "MB_per_s", "tokens", "equal_ids"]
 
 
@@ -60,22 +57,3 @@ def run(vocab_sizes: Sequence[int] = (1000, 5000), corpus: str = "tinyshakespear
     rows.append(_row("encode", "from_gpt2 (warm cache)", ours.n_vocab, time_call(lambda: ours.encode(text), repeats), n_bytes, **extra))
     rows.append(_row("encode", "tiktoken gpt2", theirs.n_vocab, time_call(lambda: theirs.encode(text), repeats), n_bytes, **extra))
     return rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sydsgpt.bench.bpe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[1000, 5000], help="BPE vocabulary sizes to train")
-    parser.add_argument("--corpus", default="tinyshakespeare", help="corpus name or text file (default tinyshakespeare)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed encodings (the best is kept)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON result path (default {DEFAULT_OUT})")
-    args = parser.parse_args(argv)
-    rows = run(args.vocab_sizes, args.corpus, args.repeats)
-    print(format_table(rows, COLUMNS))
-    path = write_result(args.out, "bpe", rows, corpus=args.corpus)
-    print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

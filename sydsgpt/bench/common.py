@@ -1,4 +1,7 @@
-"""Shared pieces of the benchmarks: machine description, timing, tables, JSON results."""
+"""Shared pieces of the benchmarks: machine description, timing, tables, JSON results.
+
+:func:`report` is how every benchmark ends: print its table, write its JSON.
+"""
 
 from __future__ import annotations
 
@@ -81,3 +84,18 @@ def write_result(path: str | os.PathLike[str], name: str, rows: Sequence[dict[st
     payload = {"benchmark": name, "machine": machine_info(), "rows": list(rows), **extra}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     return out
+
+
+def report(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None, out: str | os.PathLike[str] | None, name: str,
+    log: Callable[[str], None] | None = print, **extra: Any,
+) -> dict[str, Any]:
+    """Print ``rows`` as a table (through ``log``), write them with ``extra`` as the JSON result
+    ``out`` (when given), and return the payload ``{"benchmark", **extra, "rows"}``."""
+    if log:
+        log(format_table(rows, columns))
+    if out is not None:
+        path = write_result(out, name, rows, **extra)
+        if log:
+            log(f"wrote {path}")
+    return {"benchmark": name, **extra, "rows": list(rows)}

@@ -16,19 +16,14 @@ the same weights go into both models (through :mod:`sydsgpt.gpt2_weights`), both
 greedy with their KV cache, the tokens are asserted equal and the speeds are measured in
 turn in the same run (SydsGPT as built, and with :func:`sydsgpt.generate.use_decoding_layout`).
 
-Usage::
-
-    python -m sydsgpt.bench.generation                       # 50, 200, 500 new tokens (~20 min on 2 cores)
-    python -m sydsgpt.bench.generation --quick               # the small "book" model, seconds
-    python -m sydsgpt.bench.generation --new-tokens 50 200 --transformers --out /tmp/gen.json
+Run it with ``sydsgpt bench --what generate`` (50, 200 and 500 new tokens, ~20 min on 2 cores;
+``--quick``: the small ``gpt2-mini`` model, seconds; ``--transformers``: the comparison).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,12 +32,12 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..generate import generate, kv_cache_bytes, use_decoding_layout
-from ..model import SydsGPT, get_preset
-from .common import format_table, write_result
+from ..model import SydsGPT
+from ..presets import get_preset
+from .common import format_table, report
 from .memory import PeakMemory, memory_method
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "generation.json"
-QUICK_PRESET = "book"
+QUICK_PRESET = "gpt2-mini"
 QUICK_NEW_TOKENS = (20, 100)
 COLUMNS = ["new_tokens", "uncached_tok_s", "cached_tok_s", "speedup", "same_tokens",
            "uncached_peak_mib", "cached_peak_mib", "kv_cache_mib"]
@@ -74,7 +69,7 @@ def build_model(preset: str = "gpt2-small", device: str = "cpu", seed: int = 0) 
 
 def _prompt(model: SydsGPT, prompt_tokens: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.cfg.vocab_size, (1, prompt_tokens), generator=gen)
+    ids = torch.randint(0, model.config.vocab_size, (1, prompt_tokens), generator=gen)
     return ids.to(next(model.parameters()).device)
 
 
@@ -98,9 +93,9 @@ def run(
     generate(model, ids, 4, use_cache=False)
     rows = []
     for n in new_tokens:
-        if prompt_tokens + n > model.cfg.context_length:
+        if prompt_tokens + n > model.config.context_length:
             raise ValueError(
-                f"{prompt_tokens} + {n} tokens exceed the context of {model.cfg.context_length}: past it the "
+                f"{prompt_tokens} + {n} tokens exceed the context of {model.config.context_length}: past it the "
                 "cached path re-reads the whole window every step, which is not what this benchmark measures."
             )
         uncached, t_uncached, mem_uncached = _timed(lambda: generate(model, ids, n, use_cache=False), ids.device)
@@ -113,7 +108,7 @@ def run(
             "uncached_tok_s": n / t_uncached, "cached_tok_s": n / t_cached, "speedup": t_uncached / t_cached,
             "same_tokens": same,
             "uncached_peak_mib": mem_uncached.peak_bytes / MIB, "cached_peak_mib": mem_cached.peak_bytes / MIB,
-            "kv_cache_mib": kv_cache_bytes(model.config, model.cfg.context_length if preallocate else prompt_tokens + n) / MIB,
+            "kv_cache_mib": kv_cache_bytes(model.config, model.config.context_length if preallocate else prompt_tokens + n) / MIB,
         }
         rows.append(row)
         if verbose:
@@ -198,38 +193,31 @@ def compare_with_transformers(
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sydsgpt.bench.generation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--new-tokens", type=int, nargs="+", default=None, help="lengths to time (default 50 200 500)")
-    parser.add_argument("--preset", default=None, help="model preset (default gpt2-small; 'book' with --quick)")
-    parser.add_argument("--quick", action="store_true", help=f"smoke test: preset {QUICK_PRESET!r}, {QUICK_NEW_TOKENS} new tokens")
-    parser.add_argument("--prompt-tokens", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--transformers", action="store_true", help="also compare with transformers' GPT-2 generate")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds of the transformers comparison (default 5; medians are reported)")
-    parser.add_argument("--out", default=None, help=f"JSON result path (default {DEFAULT_OUT}; with --quick nothing is written)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    preset = args.preset or (QUICK_PRESET if args.quick else "gpt2-small")
-    new_tokens = args.new_tokens or (list(QUICK_NEW_TOKENS) if args.quick else [50, 200, 500])
-    print(f"generation benchmark: {preset}, {args.device}, {torch.get_num_threads()} threads, "
-          f"prompt {args.prompt_tokens} tokens, greedy", flush=True)
-    model = build_model(preset, args.device)
-    rows = run(new_tokens, preset, args.prompt_tokens, args.device, model=model, verbose=True)
-    print(format_table(rows, COLUMNS))
-    extra: dict[str, Any] = {"memory": memory_method(args.device), "threads": torch.get_num_threads()}
-    if args.transformers:
-        hf_rows = compare_with_transformers(new_tokens, preset, args.prompt_tokens, args.device, model=model,
-                                            repeats=args.repeats)
-        print(format_table(hf_rows, HF_COLUMNS))
+def benchmark(
+    new_tokens: Sequence[int] | None = None,
+    preset: str | None = None,
+    prompt_tokens: int = 8,
+    device: str = "cpu",
+    quick: bool = False,
+    transformers: bool = False,
+    repeats: int = 5,
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """The whole generation benchmark: :func:`run` (and :func:`compare_with_transformers` when
+    ``transformers``), its tables printed and its JSON written to ``out`` (when given).
+
+    ``quick``: the small ``gpt2-mini`` model and short lengths, a smoke test in seconds.
+    """
+    preset = preset or (QUICK_PRESET if quick else "gpt2-small")
+    new_tokens = list(new_tokens or (QUICK_NEW_TOKENS if quick else (50, 200, 500)))
+    say = log or (lambda _msg: None)
+    say(f"generation benchmark: {preset}, {device}, {torch.get_num_threads()} threads, prompt {prompt_tokens} tokens, greedy")
+    model = build_model(preset, device)
+    rows = run(new_tokens, preset, prompt_tokens, device, model=model, verbose=log is not None)
+    extra: dict[str, Any] = {"memory": memory_method(device), "threads": torch.get_num_threads()}
+    if transformers:
+        hf_rows = compare_with_transformers(new_tokens, preset, prompt_tokens, device, model=model, repeats=repeats)
+        say(format_table(hf_rows, HF_COLUMNS))
         extra["transformers"] = hf_rows
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out:
-        print(f"wrote {write_result(out, 'generation', rows, **extra)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report(rows, COLUMNS, out, "generation", log, **extra)

@@ -26,23 +26,17 @@ How the numbers are taken:
   activations, temporaries; method in :mod:`sydsgpt.bench.memory`);
   ``peak_mib`` = their sum.
 
-Usage::
-
-    python -m sydsgpt.bench.training                         # book model, CPU, a few minutes
-    python -m sydsgpt.bench.training --quick                 # tiny model, seconds
-    python -m sydsgpt.bench.training --device cuda --preset gpt2-small --seq-len 1024 --batch-size 8
+The setups compared are :mod:`sydsgpt.bench.setups`. Run it with ``sydsgpt bench --what train``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -50,57 +44,18 @@ import torch
 from torch import nn
 
 from ..generate import use_decoding_layout
-from ..model import SydsGPT, SydsGPTConfig, flops_per_token, get_preset
-from ..train import TrainConfig, build_optimizer, configure_tf32, resolve_amp_dtype, resolve_device, train_step
-from .common import format_table, write_result
+from ..model import SydsGPT, flops_per_token
+from ..optim import build_optimizer
+from ..presets import get_preset
+from ..runtime import configure_tf32, resolve_device, resolve_fast_paths
+from ..train import TrainConfig, train_step
+from .common import report
 from .memory import PeakMemory, memory_method
 from .peaks import Peak, mfu, peak_flops
+from .setups import MODEL_SWITCHES, PLAIN_MODEL, TINY_MODEL, TRAIN_SWITCHES, Setup, default_setups
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MIB = 2**20
-
-MODEL_SWITCHES = ("attention", "fused_qkv", "pad_vocab_multiple")
-"""Model-config keys that are speed switches (same maths, same parameters)."""
-TRAIN_SWITCHES = ("dtype", "tf32", "compile", "fused_adamw")
-"""TrainConfig fields that are speed switches."""
-
-PLAIN_MODEL: dict[str, Any] = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}
-PLAIN_TRAIN: dict[str, Any] = {"dtype": "float32", "tf32": False, "compile": False, "fused_adamw": False}
-
-TINY_MODEL: dict[str, Any] = {
-    "vocab_size": 500, "embedding_dim": 64, "context_length": 32, "num_layers": 2, "num_heads": 4,
-    "dropout": 0.0, "qkv_bias": False, "tie_weights": True,
-}
-"""The ``--quick`` model: a smoke test of the whole benchmark in seconds (its speed means nothing)."""
-
-
-@dataclass(frozen=True)
-class Setup:
-    """One configuration to measure: model-config and :class:`TrainConfig` overrides.
-
-    Keys left out take the plain path's values (:data:`PLAIN_MODEL`, :data:`PLAIN_TRAIN`)
-    unless ``defaults=True``, where they take the package defaults (model config and
-    ``TrainConfig()``), i.e. what a user gets without asking for anything.
-    """
-
-    name: str
-    model: Mapping[str, Any] = field(default_factory=dict)
-    train: Mapping[str, Any] = field(default_factory=dict)
-    defaults: bool = False
-    note: str = ""
-    decoding_layout: bool = False
-    """Store the linear weights transposed (:func:`sydsgpt.generate.use_decoding_layout`)."""
-
-    def switches(self, base_model: Mapping[str, Any]) -> dict[str, Any]:
-        """The seven switch values this setup asks for (``"auto"`` / ``None`` where the
-        package decides by device; measured rows report what they resolved to)."""
-        model = dict(base_model) if self.defaults else {**base_model, **PLAIN_MODEL}
-        model.update(self.model)
-        train_defaults = TrainConfig()
-        train = {k: getattr(train_defaults, k) for k in TRAIN_SWITCHES} if self.defaults else dict(PLAIN_TRAIN)
-        train.update(self.train)
-        cfg = SydsGPTConfig.from_dict(model)
-        return {**{k: getattr(cfg, k) for k in MODEL_SWITCHES}, **train}
 
 
 def transfer_weights(source: nn.Module, target: SydsGPT) -> None:
@@ -153,13 +108,14 @@ class _Runner:
         self.cfg = TrainConfig(lr=lr, device=str(device), **train_options)
         self.device = device
         self.optimizer = build_optimizer(self.model, self.cfg, device)
-        self.amp_dtype = resolve_amp_dtype(self.cfg.dtype, device)
+        fast = resolve_fast_paths(device.type, self.cfg.dtype, self.cfg.tf32, self.cfg.fused_adamw, self.cfg.compile)
+        self.amp_dtype = fast.amp_dtype
         self.step_model: nn.Module = (
             torch.compile(self.model, backend=self.cfg.compile_backend) if self.cfg.compile else self.model
         )
         # What "auto" / None resolved to on this device, as the rows report it.
         self.switches.update(
-            dtype=str(self.amp_dtype or torch.float32).removeprefix("torch."),
+            dtype=fast.dtype_name,
             tf32=configure_tf32(self.cfg.tf32, device),
             fused_adamw=bool(self.optimizer.defaults.get("fused")),
             decoding_layout=setup.decoding_layout,
@@ -189,8 +145,11 @@ class Schedule:
     timed steps."""
 
     warmup: int = 2
+    """Untimed steps per setup before timing (the first one compiles)."""
     rounds: int = 4
+    """Interleaved timing rounds: each setup in turn, so a burst of load hits all alike."""
     steps_per_round: int = 2
+    """Timed steps per setup in each round."""
 
     def __post_init__(self) -> None:
         for name in ("warmup", "rounds", "steps_per_round"):
@@ -343,27 +302,11 @@ def settings(base_model: Mapping[str, Any], batch_size: int, seq_len: int, devic
     }
 
 
-def default_setups(compile: bool = True) -> list[Setup]:
-    """The training benchmark's setups: the plain path, the package defaults, every fast path
-    on, and the package defaults with the weights in the layout ``sydsgpt generate`` uses
-    (:func:`sydsgpt.generate.use_decoding_layout`), to show what that layout costs in training.
-
-    ``compile=False`` leaves ``torch.compile`` out of the last one (it takes a minute to compile).
-    """
-    return [
-        Setup("plain"),
-        Setup("package defaults", defaults=True),
-        Setup("all fast paths", model={"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64},
-              train={"dtype": "bfloat16", "tf32": True, "compile": compile, "fused_adamw": True}),
-        Setup("defaults, decoding layout", defaults=True, decoding_layout=True),
-    ]
-
-
 COLUMNS = ["setup", "tokens_per_s", "speedup", "mfu", "step_s", "compile_s", "peak_mib", "first_loss", "final_loss"]
 
 
 def run(
-    preset: str = "book",
+    preset: str = "gpt2-mini",
     device: str = "cpu",
     batch_size: int = 4,
     seq_len: int = 256,
@@ -390,73 +333,5 @@ def run(
         log(f"{name}: {'tiny model' if quick else preset}, batch {batch_size} x {seq_len} tokens, {dev}, "
             f"{torch.get_num_threads()} threads; peak {peak.flops / 1e12:.3g} TFLOP/s ({peak.description})")
     rows = measure(setups, base, batch_size=batch_size, seq_len=seq_len, device=dev, schedule=schedule, peak=peak, log=log)
-    if log:
-        log(format_table(rows, COLUMNS))
     extra = {"preset": "tiny (--quick)" if quick else preset, **settings(base, batch_size, seq_len, dev, peak, schedule)}
-    if out is not None:
-        path = write_result(out, name, rows, **extra)
-        if log:
-            log(f"wrote {path}")
-    return {"benchmark": name, **extra, "rows": rows}
-
-
-DEVICE_DEFAULTS: dict[str, tuple[str, int, int]] = {"cpu": ("book", 4, 256), "cuda": ("gpt2-small", 8, 1024)}
-"""``(preset, batch_size, seq_len)`` measured by default on each kind of device."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by the training and ablation benchmarks."""
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    parser.add_argument("--preset", default=None, help="model preset (default: book on CPU, gpt2-small on CUDA)")
-    parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (default 4 on CPU, 8 on CUDA)")
-    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default 256 on CPU, 1024 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per setup (default 2)")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (default 4)")
-    parser.add_argument("--steps-per-round", type=int, default=2, help="timed steps per setup per round (default 2)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: tiny model, one timed step, no torch.compile")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice, usually one per core)")
-
-
-def device_kind(name: str) -> str:
-    """``"cuda"`` or ``"cpu"``: where ``--device name`` runs (``auto`` picks CUDA when available)."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if name.startswith("cuda") else "cpu"
-
-
-def shape_defaults(args: argparse.Namespace) -> tuple[str, int, int]:
-    """``(preset, batch_size, seq_len)`` from the arguments, with the device's defaults."""
-    preset, batch_size, seq_len = DEVICE_DEFAULTS[device_kind(args.device)]
-    return args.preset or preset, args.batch_size or batch_size, args.seq_len or seq_len
-
-
-def result_path(args: argparse.Namespace, name: str) -> Path | None:
-    """``--out``, else ``results/<name>_<cpu|gpu>.json`` (nothing with ``--quick``)."""
-    if getattr(args, "out", None):
-        return Path(args.out)
-    return None if args.quick else RESULTS_DIR / f"{name}_{'gpu' if device_kind(args.device) == 'cuda' else 'cpu'}.json"
-
-
-def schedule_from(args: argparse.Namespace) -> Schedule:
-    """The :class:`Schedule` the parsed arguments ask for (and ``--threads`` applied)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return Schedule(args.warmup, args.rounds, args.steps_per_round)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sydsgpt.bench.training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON result path (default sydsgpt/bench/results/training_<cpu|gpu>.json; none with --quick)")
-    args = parser.parse_args(argv)
-    preset, batch_size, seq_len = shape_defaults(args)
-    run(preset, args.device, batch_size, seq_len, schedule=schedule_from(args), quick=args.quick,
-        out=result_path(args, "training"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return report(rows, COLUMNS, out, name, log, **extra)

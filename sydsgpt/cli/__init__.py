@@ -31,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"{__name__}.{name}":
                 raise
             continue
+        describe = getattr(module, "description", None)
+        text = describe() if describe else (module.__doc__ or summary)
         sub = subparsers.add_parser(
-            name, help=summary, description=(module.__doc__ or summary).strip(),
+            name, help=summary, description=text.strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(sub)

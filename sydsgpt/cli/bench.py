@@ -6,13 +6,14 @@ settings, one row per configuration) into the --out folder:
   train      training tokens/s, MFU and peak memory: plain path, package defaults, all fast paths
              -> training_<cpu|gpu>.json
   ablation   the fast paths switched on one at a time (cumulative) -> ablation_<cpu|gpu>.json
-  generate   generation tokens/s with and without the KV cache -> generation.json
+  generate   generation tokens/s with and without the KV cache (and against transformers)
+             -> generation.json
   tokenizer  from-scratch BPE training time, encoding MB/s next to tiktoken -> bpe.json
   all        all four
 
 Examples:
   sydsgpt bench --what train --quick --out /tmp/bench     # smoke test, seconds
-  sydsgpt bench --what ablation                           # book model on the CPU, minutes
+  sydsgpt bench --what ablation                           # gpt2-mini on the CPU, minutes
   sydsgpt bench --what ablation --device cuda             # GPT-2 small at context 1024 on a GPU
   sydsgpt bench --what all --out sydsgpt/bench/results    # refresh the results the book shows
 
@@ -25,9 +26,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..bench import ablation, training
-from ..bench.common import format_table, write_result
-from ..bench.memory import PeakMemory
+from ..runtime import device_type
+from .options import add_config_options, config_from_args
 
 WHAT = ("train", "ablation", "generate", "tokenizer")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
@@ -36,65 +36,65 @@ FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats":
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sydsgpt bench`` options to ``parser``."""
-    parser.add_argument("--what", choices=(*WHAT, "all"), default="all", help="which benchmark to run (default all)")
+    from ..bench.training import Schedule
+
+    parser.add_argument("--what", choices=(*WHAT, "all"), default="all", help="which benchmark to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
-                        help="folder for the JSON results (default ./bench-results)")
+                        help="folder for the JSON results (default: ./bench-results)")
     parser.add_argument("--plan", action="store_true",
                         help="ablation only: write its rows marked 'not measured' without running (e.g. --device cuda on a machine without a GPU)")
-    training.add_arguments(parser)
-
-
-def _tokenizer(args: argparse.Namespace) -> Path:
-    from ..bench import bpe
-
-    options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)
-    print(f"tokenizer: BPE training on {options['corpus']} at vocab sizes {list(options['vocab_sizes'])}; encoding vs tiktoken")
-    with PeakMemory("cpu") as memory:
-        rows = bpe.run(**options)
-    print(format_table(rows, bpe.COLUMNS))
-    return write_result(args.out / "bpe.json", "bpe", rows, corpus=options["corpus"],
-                        peak_memory_mib=memory.peak_bytes / 2**20, memory=f"whole benchmark: {memory.method}")
-
-
-def _generate(args: argparse.Namespace) -> Path:
-    from ..bench import generation
-
-    path = args.out / "generation.json"
-    argv = ["--device", args.device, "--out", str(path)]
-    if args.quick:
-        argv.append("--quick")
-    else:
-        argv.append("--transformers")
-    if args.preset:
-        argv += ["--preset", args.preset]
-    generation.main(argv)
-    return path
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--preset", default=None, help="model preset (default: gpt2-mini on CPU, gpt2-small on CUDA; generate: gpt2-small)")
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per training step (default: 4 on CPU, 8 on CUDA)")
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens per training sequence (default: 256 on CPU, 1024 on CUDA)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny models, one timed step, no torch.compile, seconds")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, usually one per core)")
+    parser.add_argument("--repeats", type=int, default=5, help="generate: rounds of the transformers comparison (default: 5)")
+    add_config_options(parser.add_argument_group("timing of train and ablation"), Schedule)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmarks; returns the exit status."""
+    import torch
+
+    from ..bench import ablation, bpe, generation, training
+    from ..bench.common import report
+    from ..bench.memory import PeakMemory
+    from ..bench.setups import DEVICE_DEFAULTS
+
     if args.plan and args.what != "ablation":
-        raise SystemExit("sydsgpt bench: --plan only applies to --what ablation")
-    chosen = WHAT if args.what == "all" else (args.what,)
-    preset, batch_size, seq_len = training.shape_defaults(args)
-    kind = "gpu" if training.device_kind(args.device) == "cuda" else "cpu"
-    schedule = training.schedule_from(args)
+        raise SystemExit("sydsgpt bench: error: --plan only applies to --what ablation")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kind = device_type(args.device)
+    default_preset, default_batch, default_seq = DEVICE_DEFAULTS["cuda" if kind == "cuda" else "cpu"]
+    preset, batch_size, seq_len = args.preset or default_preset, args.batch_size or default_batch, args.seq_len or default_seq
+    schedule = config_from_args(training.Schedule, args)
+    result = "gpu" if kind == "cuda" else "cpu"
     written = []
-    for what in chosen:
+    for what in WHAT if args.what == "all" else (args.what,):
         print(f"=== {what}", flush=True)
         if what == "train":
-            out = args.out / f"training_{kind}.json"
+            out = args.out / f"training_{result}.json"
             training.run(preset, args.device, batch_size, seq_len, schedule=schedule, quick=args.quick, out=out)
         elif what == "ablation":
-            out = args.out / f"ablation_{kind}.json"
+            out = args.out / f"ablation_{result}.json"
             if args.plan:
-                ablation.plan(out, training.device_kind(args.device), args.preset, args.batch_size, args.seq_len)
+                ablation.plan(out, kind, args.preset, args.batch_size, args.seq_len)
             else:
                 ablation.run(args.device, preset, batch_size, seq_len, schedule, args.quick, out)
         elif what == "generate":
-            out = _generate(args)
+            out = args.out / "generation.json"
+            generation.benchmark(preset=args.preset, device=args.device, quick=args.quick, transformers=not args.quick,
+                                 repeats=args.repeats, out=out)
         else:
-            out = _tokenizer(args)
+            out = args.out / "bpe.json"
+            options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)
+            print(f"tokenizer: BPE training on {options['corpus']} at vocab sizes {list(options['vocab_sizes'])}; encoding vs tiktoken")
+            with PeakMemory("cpu") as memory:
+                rows = bpe.run(**options)
+            report(rows, bpe.COLUMNS, out, "bpe", corpus=options["corpus"], peak_memory_mib=memory.peak_bytes / 2**20,
+                   memory=f"whole benchmark: {memory.method}")
         written.append(out)
     print("results: " + ", ".join(str(p) for p in written))
     return 0

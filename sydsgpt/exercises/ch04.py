@@ -77,29 +77,29 @@ register(
 _STEP_CONFIG = {"vocab_size": 50, "embedding_dim": 16, "context_length": 8, "num_layers": 2, "num_heads": 2, "dropout": 0.0, "qkv_bias": True}
 
 
-def _solution_greedy_step(model: torch.nn.Module, input_ids: torch.Tensor, context_len: int) -> torch.Tensor:
-    window = input_ids[:, -context_len:]  # the model sees only the last context_len tokens
+def _solution_greedy_step(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
+    window = input_ids[:, -context_length:]  # the model sees only the last context_length tokens
     with torch.no_grad():
         logits = model(window)[:, -1, :]  # (B, vocab): the prediction after the last token
     next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
     return torch.cat([input_ids, next_id], dim=1)
 
 
-def _wrong_step_no_cropping(model: torch.nn.Module, input_ids: torch.Tensor, context_len: int) -> torch.Tensor:
+def _wrong_step_no_cropping(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
     with torch.no_grad():
         next_id = model(input_ids)[:, -1, :].argmax(dim=-1, keepdim=True)
     return torch.cat([input_ids, next_id], dim=1)
 
 
-def _wrong_step_first_position(model: torch.nn.Module, input_ids: torch.Tensor, context_len: int) -> torch.Tensor:
+def _wrong_step_first_position(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
     with torch.no_grad():
-        next_id = model(input_ids[:, -context_len:])[:, 0, :].argmax(dim=-1, keepdim=True)
+        next_id = model(input_ids[:, -context_length:])[:, 0, :].argmax(dim=-1, keepdim=True)
     return torch.cat([input_ids, next_id], dim=1)
 
 
-def _wrong_step_keeps_oldest(model: torch.nn.Module, input_ids: torch.Tensor, context_len: int) -> torch.Tensor:
+def _wrong_step_keeps_oldest(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
     with torch.no_grad():
-        next_id = model(input_ids[:, :context_len])[:, -1, :].argmax(dim=-1, keepdim=True)
+        next_id = model(input_ids[:, :context_length])[:, -1, :].argmax(dim=-1, keepdim=True)
     return torch.cat([input_ids, next_id], dim=1)
 
 
@@ -125,7 +125,7 @@ def _step_case(description: str, batch: int, length: int) -> Case:
 register(
     Exercise(
         key="4.2",
-        title="greedy_step(model, input_ids, context_len): append the most likely next token, seeing at most context_len tokens",
+        title="greedy_step(model, input_ids, context_length): append the most likely next token, seeing at most context_length tokens",
         cases=[
             _step_case("a 5-token prompt (shorter than the context of 8)", batch=1, length=5),
             _step_case("a batch of 2 prompts of 8 tokens", batch=2, length=8),
@@ -133,7 +133,7 @@ register(
         ],
         solution=_solution_greedy_step,
         wrong_answers=[_wrong_step_no_cropping, _wrong_step_first_position, _wrong_step_keeps_oldest],
-        hint="Crop with input_ids[:, -context_len:] (the newest tokens), take the logits of the LAST position "
+        hint="Crop with input_ids[:, -context_length:] (the newest tokens), take the logits of the LAST position "
         "[:, -1, :], argmax over the vocabulary with keepdim=True, and concatenate along dim=1.",
     )
 )

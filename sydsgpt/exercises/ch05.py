@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..model import SydsGPT
-from ..train import batch_loss, lr_at_step
+from ..losses import batch_loss
+from ..optim import lr_at_step
 from .checker import Case, Exercise, expect_close, register
 
 

@@ -1,4 +1,5 @@
-"""Tiny models, data and commands shared by the chapter-5 tests (training, checkpoints, resume, DDP, CLI)."""
+"""What many test files share: the one tiny-model factory, seeded inputs, and the tiny
+data, configs and commands of the chapter-5 tests (training, checkpoints, resume, DDP, CLI)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,55 @@ from sydsgpt.model import SydsGPT
 from sydsgpt.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+TINY: dict[str, Any] = {"vocab_size": 61, "embedding_dim": 16, "context_length": 12, "num_layers": 2, "num_heads": 4,
+                        "dropout": 0.0, "qkv_bias": True}
+"""The tiny model most unit tests build: every field can be overridden through :func:`tiny_config`."""
+
+
+def tiny_config(**overrides: Any) -> dict[str, Any]:
+    """A copy of :data:`TINY` with ``overrides`` applied."""
+    return {**TINY, **overrides}
+
+
+def tiny_model(seed: int = 0, **overrides: Any) -> SydsGPT:
+    """A :class:`SydsGPT` of :func:`tiny_config` ``(**overrides)``, seeded, in eval mode."""
+    torch.manual_seed(seed)
+    return SydsGPT(tiny_config(**overrides)).eval()
+
+
+def peaked_model(scale: float, seed: int = 0, **overrides: Any) -> SydsGPT:
+    """A tiny model whose output head is scaled up by ``scale``: peaked next-token
+    distributions, so greedy text is not one token repeated and penalties change choices."""
+    model = tiny_model(seed, **overrides)
+    with torch.no_grad():
+        model.output_projection.weight.mul_(scale)
+    return model
+
+
+def seeded_randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``torch.randn(*shape)`` from its own generator: the same numbers whatever ran before."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# ---------------------------------------------------------------------------- training (chapter 5)
+
 VOCAB = 23
 SEQ = 8
-TINY = {"vocab_size": VOCAB, "embedding_dim": 16, "context_length": SEQ, "num_layers": 2, "num_heads": 2, "dropout": 0.1}
+TRAIN_TINY = tiny_config(vocab_size=VOCAB, context_length=SEQ, num_heads=2, dropout=0.1, qkv_bias=False)
+"""The model the training tests train (dropout on, so its randomness is part of what resumes exactly)."""
 
 # A small text with structure a tiny model picks up in a few dozen steps.
 TINY_TEXT = "".join(f"line {i % 7}: the {w} cat sat on the {w} mat.\n" for i, w in enumerate(["red", "blue", "green"] * 60))
 
 # Model config for the command-line tests (vocab_size is replaced by the tokenizer's size).
-CLI_MODEL = {"vocab_size": 1, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0}
+CLI_MODEL = tiny_config(vocab_size=1, context_length=16, num_layers=1, num_heads=2, qkv_bias=False)
 
 
-def tiny_model(seed: int = 0, **overrides: Any) -> SydsGPT:
+def train_model(seed: int = 0, **overrides: Any) -> SydsGPT:
+    """The training tests' model (:data:`TRAIN_TINY`), seeded, in training mode."""
     torch.manual_seed(seed)
-    return SydsGPT({**TINY, **overrides})
+    return SydsGPT({**TRAIN_TINY, **overrides})
 
 
 def patterned_ids(n: int = 700, seed: int = 0) -> torch.Tensor:
@@ -97,7 +133,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
 
 def logged(out: Path, key: str) -> dict[int, float]:
     """``step -> record[key]`` from a run's log."""
-    from sydsgpt.train import read_log
+    from sydsgpt.logs import read_log
 
     return {r["step"]: r[key] for r in read_log(out / "log.jsonl") if key in r}
 

@@ -1,0 +1,92 @@
+"""Chapter 5: the loss a language model is trained on, and how to read it.
+
+- :func:`cross_entropy_loss`: mean next-token cross-entropy of ``(B, T, V)`` logits;
+- :func:`perplexity`: ``exp`` of it, the number of tokens the model hesitates between;
+- :func:`bits_per_byte`: the same loss per byte of text, so tokenizers of any size compare;
+- :func:`batch_loss`, :func:`loader_loss`: the model's loss on a batch, or over a loader
+  (e.g. the validation split).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributed import DistributedContext, all_reduce_sum, current_context
+from .runtime import autocast
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy: ``(B, T, V)`` logits, ``(B, T)`` targets -> scalar."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def perplexity(loss: float | torch.Tensor) -> float:
+    """``exp(mean cross-entropy)``: the number of equally likely tokens the model hesitates between."""
+    return math.exp(float(loss))
+
+
+def batch_loss(model: nn.Module, input_ids: torch.Tensor, target_ids: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """The model's mean cross-entropy on one batch (``(B, T)`` inputs and targets)."""
+    if device is not None:
+        input_ids = input_ids.to(device, non_blocking=True)
+        target_ids = target_ids.to(device, non_blocking=True)
+    return cross_entropy_loss(model(input_ids), target_ids)
+
+
+
+def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
+    """Convert a mean loss in nats per token into bits per byte of text.
+
+    ``loss * num_tokens`` is the total cost of the text in nats; divided by ``ln 2`` it is
+    in bits, and divided by the text's UTF-8 bytes it no longer depends on how many bytes a
+    token covers: a 1,024-id tokenizer and GPT-2's 50,257-id one are compared fairly.
+    """
+    if num_tokens < 1 or num_bytes < 1:
+        raise ValueError(f"bits_per_byte needs num_tokens >= 1 and num_bytes >= 1, got {num_tokens} and {num_bytes}")
+    return float(loss) * num_tokens / (math.log(2) * num_bytes)
+
+
+@torch.no_grad()
+def loader_loss(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    num_batches: int | None = None,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+    ctx: DistributedContext | None = None,
+) -> float:
+    """Mean cross-entropy per token over the first ``num_batches`` batches of ``loader``.
+
+    The model is evaluated in eval mode (no dropout), then put back in its previous mode.
+    Under DDP the batches are shared out across processes and the result is the same on all.
+    """
+    ctx = ctx or current_context()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss * tokens, tokens)
+    for i, (input_ids, target_ids) in enumerate(loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        if i % ctx.world_size != ctx.rank:
+            continue
+        with autocast(device, amp_dtype):
+            loss = batch_loss(model, input_ids, target_ids, device)
+        sums[0] += loss.double() * target_ids.numel()
+        sums[1] += target_ids.numel()
+    model.train(was_training)
+    total, count = all_reduce_sum(sums, ctx).tolist()
+    if count == 0:
+        raise ValueError(
+            "the loader yielded no batches: the text is probably shorter than one sequence of "
+            "context_length + 1 tokens; use more text or a shorter context_length."
+        )
+    return total / count
+

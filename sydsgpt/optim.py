@@ -1,0 +1,58 @@
+"""Chapter 5: the optimizer and its learning-rate schedule.
+
+- :func:`lr_at_step` / :func:`make_scheduler`: linear warm-up, then cosine decay;
+- :func:`build_optimizer`: AdamW, weight decay on matrices only, the fused kernel where
+  :mod:`sydsgpt.runtime` says so.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .runtime import auto_fused_adamw
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+
+def lr_at_step(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine decay.
+
+    Steps ``0 .. warmup_steps-1`` rise linearly to ``peak_lr`` (``peak_lr * (step+1) /
+    warmup_steps``); from ``warmup_steps`` to ``total_steps`` the rate follows half a cosine
+    from ``peak_lr`` down to ``min_lr``, and stays at ``min_lr`` after that.
+    """
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` following :func:`lr_at_step`, relative to each group's initial ``lr``.
+
+    Call ``scheduler.step()`` after every ``optimizer.step()``.
+    """
+    factor = partial(lr_at_step, peak_lr=1.0, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_optimizer(model: nn.Module, cfg: "TrainConfig", device: torch.device | str | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only (not on biases or layer-norm
+    parameters), and the fused kernel when ``cfg.fused_adamw`` (default: on CUDA)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = auto_fused_adamw(cfg.fused_adamw, device.type)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+

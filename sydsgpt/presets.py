@@ -1,0 +1,123 @@
+"""Every named model and every named run of the book, in one place.
+
+* :data:`PRESETS`: model configs by name: the released GPT-2 sizes, ``gpt2-mini`` (GPT-2's
+  vocabulary at a size a CPU trains) and ``book-ch05`` (the model chapter 5 trains, with a
+  1,024-id tokenizer of its own). :func:`get_preset` returns a validated copy.
+* :data:`RUNS`: the book's training runs by name: corpus, tokenizer, model preset and
+  :class:`~sydsgpt.train.TrainConfig`. :meth:`RunPreset.command` is the one ``sydsgpt
+  train`` line that reproduces a run, and :mod:`sydsgpt.book` trains (or loads) it from
+  Python.
+
+A name works everywhere a preset does: ``SydsGPT(get_preset("book-ch05"))``,
+``sydsgpt train --preset book-ch05``, the benchmarks' ``--preset``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import SydsGPTConfig
+from .train import TrainConfig
+
+_GPT2_COMMON = {"vocab_size": 50257, "context_length": 1024, "dropout": 0.1, "qkv_bias": True, "tie_weights": True}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2-small": {**_GPT2_COMMON, "embedding_dim": 768, "num_layers": 12, "num_heads": 12},
+    "gpt2-medium": {**_GPT2_COMMON, "embedding_dim": 1024, "num_layers": 24, "num_heads": 16},
+    "gpt2-large": {**_GPT2_COMMON, "embedding_dim": 1280, "num_layers": 36, "num_heads": 20},
+    "gpt2-xl": {**_GPT2_COMMON, "embedding_dim": 1600, "num_layers": 48, "num_heads": 25},
+    # GPT-2's tokenizer and vocabulary at a size that trains on a CPU (16M parameters, most
+    # of them the 50,257-row embedding): chapter 4's example and the CPU benchmarks' model.
+    "gpt2-mini": {
+        "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
+        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
+    },
+    # Chapter 5's model: a 1,024-id BPE tokenizer trained on Tiny Shakespeare (0.94M parameters).
+    "book-ch05": {
+        "vocab_size": 1024, "embedding_dim": 128, "context_length": 128, "num_layers": 4,
+        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
+    },
+}
+"""Named model configs. GPT-2 sizes follow the released checkpoints (124M, 355M, 774M, 1558M)."""
+
+PRESET_ALIASES: dict[str, str] = {"book": "gpt2-mini"}
+"""Old preset names that still work (with a warning): ``book`` was ``gpt2-mini``'s first name."""
+
+
+def preset_names() -> list[str]:
+    """Every preset name a user may give (current names and old aliases)."""
+    return sorted({*PRESETS, *PRESET_ALIASES})
+
+
+def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
+    """A copy of preset ``name`` with ``overrides`` applied (validated)."""
+    if name in PRESET_ALIASES:
+        new = PRESET_ALIASES[name]
+        warnings.warn(f"preset {name!r} is now called {new!r}; the old name will go away", DeprecationWarning, stacklevel=2)
+        name = new
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    config = {**PRESETS[name], **overrides}
+    SydsGPTConfig.from_dict(config)
+    return config
+
+
+@dataclass(frozen=True)
+class RunPreset:
+    """A training run of the book, fully determined: what ``sydsgpt train`` needs to repeat it."""
+
+    corpus: str
+    """A corpus name of :mod:`sydsgpt.corpora`."""
+    tokenizer: str
+    """``gpt2`` or ``bpe:N`` (an N-id BPE trained on the corpus's training split)."""
+    preset: str
+    """The model preset (its ``vocab_size`` is the tokenizer's)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val_fraction: float = 0.1
+    """The share of the corpus held out at its end for validation."""
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return get_preset(self.preset)
+
+    def command(self, out: str) -> str:
+        """The ``sydsgpt train`` command line for this run, writing into ``out``.
+
+        Every training option that differs from :class:`TrainConfig`'s default is spelled
+        out, so the line alone reproduces the run (tested bit for bit).
+        """
+        from .cli.options import option_flag
+
+        words = ["sydsgpt", "train", self.corpus, "--preset", self.preset, "--tokenizer", self.tokenizer]
+        if self.val_fraction != 0.1:
+            words += ["--val-fraction", str(self.val_fraction)]
+        defaults = TrainConfig()
+        for name, value in self.train.to_dict().items():
+            if value != getattr(defaults, name):
+                flag, text = option_flag(TrainConfig, name, value)
+                words += [flag] if text is None else [flag, text]
+        words += ["--out", out]
+        return " ".join(shlex.quote(w) for w in words)
+
+
+RUNS: dict[str, RunPreset] = {
+    "book-ch05": RunPreset(
+        corpus="tinyshakespeare", tokenizer="bpe:1024", preset="book-ch05",
+        train=TrainConfig(
+            max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=20, min_lr_ratio=0.1,
+            weight_decay=0.1, grad_clip=1.0, eval_interval=50, eval_batches=10, sample_prompt="JULIET:\nO",
+            sample_tokens=24, seed=123, device="cpu",
+        ),
+    ),
+}
+"""The book's runs. ``book-ch05``: chapter 5's run, ~0.8M training tokens, a few minutes on a laptop CPU."""
+
+
+def get_run(name: str) -> RunPreset:
+    """The named run, or a ``ValueError`` listing the names."""
+    if name not in RUNS:
+        raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
+    return RUNS[name]
