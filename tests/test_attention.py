@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import seeded_randn
 from torch import nn
 
 from sydsgpt.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
@@ -22,7 +23,7 @@ def make_mha(impl: str = "explicit", seed: int = 0, **overrides) -> MultiHeadAtt
 
 
 def inputs(batch: int = 2, tokens: int = 7, features: int = 8, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(batch, tokens, features, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return seeded_randn(batch, tokens, features, seed=seed, dtype=dtype)
 
 
 def grads(module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

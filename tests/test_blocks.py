@@ -6,15 +6,12 @@ import math
 
 import pytest
 import torch
+from helpers import seeded_randn
 import torch.nn.functional as F
 from torch import nn
 
 from sydsgpt.attention import KVCache
 from sydsgpt.blocks import GELU, FeedForward, LayerNorm, TransformerBlock
-
-
-def seeded_randn(*shape: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def make_block(attention: str = "sdpa", emb_dim: int = 16, dropout: float = 0.0, **kwargs) -> TransformerBlock:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import peaked_model, tiny_config
 
 from sydsgpt.checkpoint import save_checkpoint
 from sydsgpt.cli import main
@@ -18,8 +19,7 @@ from sydsgpt.model import SydsGPT
 from sydsgpt.tokenizer import get_gpt2_tokenizer
 
 # The original SydsGPT-Pretraining config keys only.
-CONFIG = {"vocab_size": 50257, "embedding_dim": 16, "context_length": 24, "num_layers": 1, "num_heads": 2,
-          "dropout": 0.1, "qkv_bias": False}
+CONFIG = tiny_config(vocab_size=50257, context_length=24, num_layers=1, num_heads=2, dropout=0.1, qkv_bias=False)
 PROMPT = "Every effort moves"
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
@@ -27,11 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/con
 
 @pytest.fixture(scope="module")
 def model() -> SydsGPT:
-    torch.manual_seed(0)
-    m = SydsGPT(CONFIG)
-    with torch.no_grad():  # peaked predictions, so the greedy text is not one token repeated
-        m.output_projection.weight.mul_(30)
-    return m.eval()
+    return peaked_model(30, **CONFIG)  # peaked predictions, so the greedy text is not one token repeated
 
 
 @pytest.fixture(scope="module")

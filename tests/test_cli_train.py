@@ -141,3 +141,10 @@ def test_a_finished_book_run_is_loaded_not_retrained(tmp_path: Path) -> None:
     again = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)
     assert book.trained_now and not again.trained_now and again.history == book.history
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), book.model.state_dict().values()))
+
+
+def test_the_readme_shows_the_chapter_5_command_exactly() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("sydsgpt train tinyshakespeare --preset book-ch05")
+    line = readme[start : readme.index("```", start)].replace("\\\n", " ")
+    assert shlex.split(line) == shlex.split(RUNS["book-ch05"].command("runs/book-ch05"))

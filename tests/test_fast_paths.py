@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from sydsgpt.bench.training import transfer_weights
 from sydsgpt.model import SydsGPT
@@ -35,8 +36,7 @@ from sydsgpt.train import TrainConfig, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY: dict[str, Any] = {"vocab_size": 61, "embedding_dim": 16, "context_length": 12, "num_layers": 2, "num_heads": 4,
-                        "dropout": 0.0, "qkv_bias": True, "tie_weights": True}
+TINY = tiny_config(tie_weights=True)
 PLAIN = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}
 FAST = {"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64}
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bf16 keeps 8 significant bits

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import peaked_model, tiny_config, tiny_model
 from torch import nn
 
 from sydsgpt.attention import KVCache
@@ -21,6 +22,8 @@ from sydsgpt.train import train_step
 
 INF = float("inf")
 CONTEXT = 12
+GEN_TINY = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT}
+"""The decoding tests' model (tiny_config with a 64-id vocabulary, 32 features)."""
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
@@ -30,11 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/con
 def model() -> SydsGPT:
     """A tiny model with a short context and peaked next-token distributions (a scaled-up
     head), so that penalties and n-gram blocking change what greedy decoding picks."""
-    torch.manual_seed(0)
-    m = SydsGPT({"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT, "num_layers": 2, "num_heads": 4})
-    with torch.no_grad():
-        m.output_projection.weight.mul_(10)
-    return m.eval()
+    return peaked_model(10, **GEN_TINY, dropout=0.1, qkv_bias=False)
 
 
 @pytest.fixture(scope="module")
@@ -391,7 +390,7 @@ def test_generate_text_errors() -> None:
 def test_generate_text_matches_token_level_generate() -> None:
     """The text functions are the token functions plus encode/decode."""
     tok = ByteTokenizer()
-    small = SydsGPT({"vocab_size": 257, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2}).eval()
+    small = SydsGPT(tiny_config(vocab_size=257, context_length=16, num_layers=1, num_heads=2, dropout=0.1, qkv_bias=False)).eval()
     opts = {"temperature": 1.0, "top_k": 40, "seed": 3}
     ids = generate(small, torch.tensor([tok.encode("> ")]), 10, **opts)[0, 2:].tolist()
     ids = ids[: ids.index(256)] if 256 in ids else ids
@@ -417,9 +416,7 @@ def test_generation_benchmark_matches_transformers() -> None:
     pytest.importorskip("transformers")
     from sydsgpt.bench.generation import compare_with_transformers
 
-    torch.manual_seed(0)
-    tied = SydsGPT({"vocab_size": 64, "embedding_dim": 32, "context_length": 16, "num_layers": 2, "num_heads": 4,
-                    "qkv_bias": True, "tie_weights": True}).eval()
+    tied = tiny_model(0, **{**GEN_TINY, "context_length": 16}, tie_weights=True)
     rows = compare_with_transformers(new_tokens=[8, 3], prompt_tokens=4, model=tied, repeats=3)
     assert [(r["new_tokens"], r["repeats"], r["same_tokens"]) for r in rows] == [(8, 3, True), (3, 3, True)]
     for row in rows:
@@ -440,8 +437,7 @@ def _linear_weights(model: nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("tie", [True, False])
 def test_decoding_layout_stores_linear_weights_column_major_and_changes_no_result(tie: bool) -> None:
     torch.manual_seed(0)
-    config = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT, "num_layers": 2, "num_heads": 4,
-              "qkv_bias": True, "tie_weights": tie}
+    config = tiny_config(**GEN_TINY, qkv_bias=True, tie_weights=tie)
     plain = SydsGPT(config).eval()
     fast = SydsGPT(config).eval()
     fast.load_state_dict(plain.state_dict())
@@ -471,8 +467,7 @@ def test_decoding_layout_stores_linear_weights_column_major_and_changes_no_resul
 
 def test_a_model_in_decoding_layout_still_trains_like_the_plain_one() -> None:
     torch.manual_seed(0)
-    config = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT, "num_layers": 2, "num_heads": 4,
-              "dropout": 0.0, "tie_weights": True}
+    config = tiny_config(**GEN_TINY, dropout=0.0, qkv_bias=False, tie_weights=True)
     plain = SydsGPT(config)
     fast = SydsGPT(config)
     fast.load_state_dict(plain.state_dict())

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from sydsgpt.gpt2_weights import (
     export_gpt2_weights,
@@ -193,8 +194,7 @@ def test_export_loads_in_transformers(hf_model, ids, tmp_path) -> None:
 def test_export_book_style_models(overrides, ids, tmp_path) -> None:
     """No query/key/value bias exports as zero bias; vocabulary padding is dropped."""
     torch.manual_seed(2)
-    config = {"vocab_size": VOCAB, "embedding_dim": 32, "context_length": 24, "num_layers": 2, "num_heads": 2,
-              "dropout": 0.0, "qkv_bias": True, "tie_weights": True, **overrides}
+    config = tiny_config(vocab_size=VOCAB, embedding_dim=32, context_length=24, num_heads=2, tie_weights=True, **overrides)
     ours = SydsGPT(config).eval()
     with torch.no_grad():
         for p in ours.parameters():
@@ -208,7 +208,7 @@ def test_export_book_style_models(overrides, ids, tmp_path) -> None:
 
 
 def test_export_rejects_untied_head(tmp_path) -> None:
-    model = SydsGPT({"vocab_size": VOCAB, "embedding_dim": 16, "context_length": 8, "num_layers": 1, "num_heads": 2})
+    model = SydsGPT(tiny_config(vocab_size=VOCAB, context_length=8, num_layers=1, num_heads=2))
     with pytest.raises(ValueError, match="tie_weights=True"):
         export_gpt2_weights(model, tmp_path)
     assert not (tmp_path / "model.safetensors").exists()

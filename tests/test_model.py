@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY, tiny_config, tiny_model
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -13,12 +14,6 @@ from sydsgpt.model import (
 )
 from sydsgpt.presets import PRESETS, get_preset
 
-TINY = {"vocab_size": 61, "embedding_dim": 16, "context_length": 12, "num_layers": 2, "num_heads": 4, "dropout": 0.0, "qkv_bias": True}
-
-
-def tiny_model(seed: int = 0, **overrides) -> SydsGPT:
-    torch.manual_seed(seed)
-    return SydsGPT({**TINY, **overrides}).eval()
 
 
 # ------------------------------------------------------------------------- forward
@@ -270,7 +265,7 @@ def test_generate_simple_errors() -> None:
 
 # ------------------------------------------------------------------------- checkpoints
 
-ORIGINAL_CONFIG = {"vocab_size": 61, "embedding_dim": 16, "context_length": 12, "num_layers": 2, "num_heads": 4, "dropout": 0.1, "qkv_bias": False}
+ORIGINAL_CONFIG = tiny_config(dropout=0.1, qkv_bias=False)  # the original project's seven keys only
 
 
 def test_checkpoint_pattern_of_the_original_project(tmp_path) -> None:
