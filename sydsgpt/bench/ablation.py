@@ -23,9 +23,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..presets import get_preset
 from ..runtime import device_type
-from .common import format_table, write_result
+from .common import RESULTS_DIR, format_table, write_result
 from .setups import DEVICE_DEFAULTS, MODEL_SWITCHES, TRAIN_SWITCHES, Setup, ablation_setups, resolved_switches
-from .training import COLUMNS, RESULTS_DIR, Schedule
+from .training import COLUMNS, Schedule
 from .training import run as run_training
 
 NOT_MEASURED = "not measured: no GPU was available to this run; run `sydsgpt bench --what ablation --device cuda`"

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+"""Where the committed results live (``sydsgpt bench --out sydsgpt/bench/results`` refreshes them)."""
+
 
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux), else ``platform.processor()``."""

@@ -54,7 +54,6 @@ from .memory import PeakMemory, memory_method
 from .peaks import Peak, mfu, peak_flops
 from .setups import MODEL_SWITCHES, PLAIN_MODEL, TINY_MODEL, TRAIN_SWITCHES, Setup, default_setups
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MIB = 2**20
 
 
