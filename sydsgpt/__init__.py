@@ -8,12 +8,17 @@ The modules follow the book's table of contents:
 4. ``model``, ``gpt2_weights``: the full model, its sizes, GPT-2 weights
 5. ``train``, ``checkpoint``, ``distributed``: pretraining (DDP under torchrun)
 6. ``generate``: decoding strategies and the KV cache
+7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``: the parts of Llama 3 and Qwen3, their weights
 
 Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exercise checks.
 """
 
 from .attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .blocks import GELU, FeedForward, LayerNorm, TransformerBlock
+from .gqa import repeat_kv
+from .norms import RMSNorm
+from .rope import RotaryEmbedding, apply_rope
+from .swiglu import SwiGLUFeedForward
 from .model import (
     PRESETS, SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, get_preset, model_memory_bytes,
 )
@@ -24,5 +29,5 @@ __all__ = [
     "KVCache", "MultiHeadAttention", "scaled_dot_product_attention",
     "GELU", "FeedForward", "LayerNorm", "TransformerBlock",
     "PRESETS", "SydsGPT", "SydsGPTConfig", "count_parameters", "flops_per_token", "generate_simple", "get_preset",
-    "model_memory_bytes",
+    "model_memory_bytes", "RMSNorm", "RotaryEmbedding", "SwiGLUFeedForward", "apply_rope", "repeat_kv",
 ]

@@ -1,0 +1,172 @@
+"""Benchmark: chapter 5's recipe with GPT-2 blocks vs modern blocks (chapter 7).
+
+Every row trains chapter 5's model (:data:`sydsgpt.train.BOOK_MODEL`, Tiny Shakespeare,
+its 1,024-id BPE, :data:`sydsgpt.train.BOOK_TRAINING`'s optimizer and schedule) with one
+architecture, and reports the held-out **bits per byte** and the measured training
+**tokens/s**:
+
+* ``GPT-2 blocks``: chapter 5's model as it is;
+* one change at a time on top of it: ``+RMSNorm``, ``+SwiGLU``, ``+RoPE``, ``+GQA``
+  (2 key/value heads for 4 query heads), ``+QK-norm``;
+* ``modern blocks``: all of them together, without biases (the Llama 3 / Qwen3 block).
+
+Fair comparison on a shared, noisy CPU:
+
+* **equal parameter count**: each row's feed-forward width is chosen so that its
+  parameter count is as close as possible to the GPT-2 row's (``params`` column);
+* **equal training time, as an equal token budget**: the number of steps is chosen
+  once, from a time target and the GPT-2 row's measured speed, and every row then
+  trains that many steps on the same batches. A row's quality therefore does not
+  depend on how busy the machine was while it ran; its speed does, and is reported
+  separately (``tokens_per_s``), with the machine's load average before and after.
+
+Usage::
+
+    python -m sydsgpt.bench.modern               # 5 to 8 minutes on 2 cores; writes results/modern_cpu.json
+    python -m sydsgpt.bench.modern --quick       # seconds, a tiny model; writes nothing unless --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ..model import SydsGPT, count_parameters
+from ..train import BOOK_CORPUS, BOOK_MODEL, BOOK_TRAINING, TrainConfig, loader_loss, make_loaders, seed_everything, train
+from .common import format_table, write_result
+
+RESULTS_DIR = Path(__file__).with_name("results")
+COLUMNS = ("setup", "params", "steps", "tokens", "train_s", "tokens_per_s", "val_loss", "val_bpb")
+
+CHANGES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("GPT-2 blocks", {}),
+    ("+RMSNorm", {"norm": "rmsnorm"}),
+    ("+SwiGLU", {"ffn": "swiglu"}),
+    ("+RoPE", {"positions": "rope"}),
+    ("+GQA (2 KV heads)", {"num_kv_heads": 2}),
+    ("+QK-norm", {"qk_norm": True}),
+    ("modern blocks", {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "num_kv_heads": 2, "qk_norm": True,
+                       "linear_bias": False, "norm_eps": 1e-6}),
+)
+"""``(row name, config changes on top of chapter 5's model)``; the first row is the baseline."""
+
+
+def match_parameter_count(config: Mapping[str, Any], target: int, multiple_of: int = 8) -> dict[str, Any]:
+    """``config`` with the ``ffn_hidden_dim`` (a multiple of ``multiple_of``) whose parameter count is closest to ``target``."""
+    d = config["embedding_dim"]
+    candidates = range(multiple_of, 8 * d + 1, multiple_of)
+    best = min(candidates, key=lambda h: abs(count_parameters({**config, "ffn_hidden_dim": h}) - target))
+    return {**config, "ffn_hidden_dim": best}
+
+
+@torch.no_grad()
+def held_out_bits_per_byte(model: nn.Module, loader: Iterable[Any], tokenizer: Any) -> tuple[float, float]:
+    """``(loss, bits per byte)`` over every batch of ``loader``.
+
+    Bits per byte = the total cross-entropy of the predicted tokens in bits, divided by
+    the UTF-8 bytes those tokens spell: it compares models whatever their tokenizer.
+    """
+    batches = list(loader)
+    loss = loader_loss(model, batches)  # mean nats per token
+    tokens = sum(target.numel() for _, target in batches)
+    n_bytes = sum(len(tokenizer.decode(row.tolist()).encode("utf-8")) for _, target in batches for row in target)
+    return loss, loss * tokens / n_bytes / math.log(2)
+
+
+def _train_row(config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, Any], tokenizer: Any) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    model = SydsGPT(dict(config))
+    start = time.perf_counter()
+    history = train(model, loaders[0], None, cfg, show_progress=False)
+    seconds = time.perf_counter() - start
+    step_speeds = sorted(r["tokens_per_s"] for r in history[1:] if "tokens_per_s" in r)
+    tokens = cfg.max_steps * cfg.batch_size * cfg.context_length  # type: ignore[operator]
+    loss, bpb = held_out_bits_per_byte(model, loaders[1], tokenizer)
+    return {"params": count_parameters(model), "steps": cfg.max_steps, "tokens": tokens, "train_s": round(seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1), "median_step_tokens_per_s": step_speeds[len(step_speeds) // 2],
+            "val_loss": round(loss, 4), "val_bpb": round(bpb, 4)}
+
+
+def run(seconds_per_row: float = 50.0, max_steps: int = 400, quick: bool = False,
+        log: Any = print) -> dict[str, Any]:
+    """Train every row of :data:`CHANGES`; returns ``{"rows": [...], ...settings}``."""
+    from ..corpora import load_corpus
+    from ..train import book_tokenizer
+
+    load_before = os.getloadavg()
+    if quick:
+        from ..bpe import BPETokenizer
+
+        text = load_corpus("the-verdict")
+        tokenizer = BPETokenizer(name="bpe300-the-verdict").train(text, 300)
+        base = {**BOOK_MODEL, "embedding_dim": 32, "context_length": 32, "num_layers": 1, "num_heads": 4}
+        cfg = replace(BOOK_TRAINING, batch_size=4, context_length=32, warmup_steps=2, eval_interval=0, sample_tokens=0)
+    else:
+        text = load_corpus(BOOK_CORPUS)
+        tokenizer = book_tokenizer()
+        base = dict(BOOK_MODEL)
+        cfg = replace(BOOK_TRAINING, eval_interval=0, sample_tokens=0)
+    base["vocab_size"] = tokenizer.n_vocab
+    cfg = replace(cfg, eval_at_start=False)
+    loaders = make_loaders(text, tokenizer, cfg, base["context_length"])
+    target = count_parameters(base)
+
+    # The token budget: as many steps as the GPT-2 row trains in `seconds_per_row` (measured now).
+    # The median step's speed: the first steps (allocations, warm-up) do not count.
+    calibration = _train_row(base, replace(cfg, max_steps=3 if quick else 30), loaders, tokenizer)
+    speed = calibration["median_step_tokens_per_s"]
+    steps = max(50, min(max_steps, round(seconds_per_row * speed / (cfg.batch_size * cfg.context_length))))
+    if quick:
+        steps = 5
+    cfg = replace(cfg, max_steps=steps, warmup_steps=cfg.warmup_steps if steps > 4 * (cfg.warmup_steps or 0) else 1)
+    log(f"token budget: {steps} steps of {cfg.batch_size} x {cfg.context_length} tokens per row "
+        f"(GPT-2 row at {speed:.0f} tokens/s, target {seconds_per_row:.0f} s per row)")
+
+    rows = []
+    for name, changes in CHANGES:
+        config = {**base, **changes}
+        if changes:
+            config = match_parameter_count(config, target)
+        row = {"setup": name, **_train_row(config, cfg, loaders, tokenizer),
+               "ffn_hidden_dim": config.get("ffn_hidden_dim") or 4 * base["embedding_dim"], "config_changes": changes}
+        rows.append(row)
+        log(format_table([row], COLUMNS).splitlines()[-1])
+    load_after = os.getloadavg()
+    return {
+        "rows": rows, "corpus": "the-verdict" if quick else BOOK_CORPUS, "tokenizer": tokenizer.name,
+        "base_model": base, "train": cfg.to_dict(), "steps_per_row": steps, "seconds_per_row_target": seconds_per_row,
+        "calibration": calibration, "loadavg_before": list(load_before), "loadavg_after": list(load_after),
+        "torch_threads": torch.get_num_threads(), "quick": quick,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds-per-row", type=float, default=50.0,
+                        help="the token budget is what the GPT-2 row trains in this many seconds (default 50)")
+    parser.add_argument("--max-steps", type=int, default=400,
+                        help="upper bound on the steps per row (default 400, chapter 5's run)")
+    parser.add_argument("--quick", action="store_true", help="a tiny model on a tiny corpus, a few steps (a smoke test)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file to write (default: results/modern_cpu.json; --quick writes nothing without --out)")
+    args = parser.parse_args(argv)
+    result = run(args.seconds_per_row, args.max_steps, args.quick)
+    print(format_table(result["rows"], COLUMNS))
+    print(f"load average before {result['loadavg_before']}, after {result['loadavg_after']}")
+    out = args.out if args.out is not None else (None if args.quick else RESULTS_DIR / "modern_cpu.json")
+    if out is not None:
+        extra = {k: v for k, v in result.items() if k != "rows"}
+        print(f"wrote {write_result(out, 'modern', result['rows'], **extra)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
