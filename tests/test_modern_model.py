@@ -59,7 +59,8 @@ def test_parameter_count_formula_for_every_kind_of_part(variant) -> None:
 
 def test_gpt2_path_is_unchanged() -> None:
     """The default config builds GPT-2's modules under the original names, with the original counts."""
-    model = SydsGPT(get_preset("gpt2-small"))
+    with torch.device("meta"):
+        model = SydsGPT(get_preset("gpt2-small"))
     assert count_parameters(model) == 124_439_808
     assert flops_per_token(get_preset("gpt2-small"), training=False) == 2 * (12 * 12 * 768**2 + 50257 * 768) + 4 * 12 * 1024 * 768
     names = set(SydsGPT(TINY).state_dict())
@@ -131,3 +132,13 @@ def test_modern_presets_are_valid_and_one_dict() -> None:
     assert json.loads(json.dumps(get_preset("llama3.2-1b")))["rope_scaling"]["factor"] == 32.0
     book, modern = count_parameters(get_preset("book")), count_parameters(get_preset("book-modern"))
     assert abs(book - modern) / book < 0.03  # the CPU-sized modern model is the "book" model's size
+
+
+def test_gpt2_export_refuses_a_modern_model() -> None:
+    from sydsgpt.gpt2_weights import sydsgpt_config_to_gpt2
+
+    sydsgpt_config_to_gpt2(get_preset("gpt2-small"))  # GPT-2 itself is fine
+    with pytest.raises(ValueError, match="positions='rope'.*export_hf_weights"):
+        sydsgpt_config_to_gpt2(get_preset("book-modern"))
+    with pytest.raises(ValueError, match="num_kv_heads=1"):
+        sydsgpt_config_to_gpt2({**get_preset("gpt2-small"), "num_kv_heads": 1})
