@@ -142,3 +142,28 @@ def test_gpt2_export_refuses_a_modern_model() -> None:
         sydsgpt_config_to_gpt2(get_preset("book-modern"))
     with pytest.raises(ValueError, match="num_kv_heads=1"):
         sydsgpt_config_to_gpt2({**get_preset("gpt2-small"), "num_kv_heads": 1})
+
+
+def test_fast_paths_compute_the_same_modern_model() -> None:
+    """SDPA vs explicit attention, fused vs separate Q/K/V, a padded vocabulary, the decoding layout."""
+    from sydsgpt.generate import use_decoding_layout
+
+    config = {**TINY, **MODERN, "attention": "explicit", "fused_qkv": False}
+    torch.manual_seed(0)
+    plain = SydsGPT(config).eval()
+    ids = torch.randint(0, 61, (2, 12))
+    expected = plain(ids)
+    for switches in ({"attention": "sdpa"}, {"fused_qkv": True}, {"pad_vocab_multiple": 64}):
+        fast = SydsGPT({**config, **switches})
+        state = plain.state_dict()
+        if "pad_vocab_multiple" in switches:
+            state = dict(state)
+            for name in ("token_embedding.weight", "output_projection.weight"):
+                padded = torch.zeros(64, 32)
+                padded[:61] = state[name]
+                state[name] = padded
+        fast.load_state_dict(state)
+        fast.eval()
+        with torch.enable_grad():  # the fused product runs while gradients are recorded
+            torch.testing.assert_close(fast(ids), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(use_decoding_layout(plain)(ids), expected, atol=1e-5, rtol=0)
