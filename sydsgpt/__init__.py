@@ -8,7 +8,7 @@ The modules follow the book's table of contents:
 4. ``model``, ``gpt2_weights``: the full model, its sizes, GPT-2 weights
 5. ``train``, ``checkpoint``, ``distributed``: pretraining (DDP under torchrun)
 6. ``generate``: decoding strategies and the KV cache
-7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``: the parts of Llama 3 and Qwen3, their weights
+7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and Qwen3, their weights
 
 Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exercise checks.
 """

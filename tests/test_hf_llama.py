@@ -14,9 +14,10 @@ import torch
 
 from sydsgpt.generate import generate
 from sydsgpt.hf_weights import (
-    download_hf_model, export_hf_weights, file_sha256, hf_config_to_sydsgpt, hf_name_to_ours, load_hf_tokenizer,
-    load_hf_weights, our_name_to_hf, sydsgpt_config_to_hf, verify_files,
+    export_hf_weights, hf_config_to_sydsgpt, hf_name_to_ours, load_hf_tokenizer, load_hf_weights, our_name_to_hf,
+    sydsgpt_config_to_hf,
 )
+from sydsgpt.hub import download_hf_model, file_sha256, verify_files
 from sydsgpt.model import SydsGPT, SydsGPTConfig, count_parameters, get_preset
 
 transformers = pytest.importorskip("transformers")
