@@ -54,7 +54,9 @@ def test_quick_run_writes_every_row(tmp_path) -> None:
     out = tmp_path / "modern.json"
     assert modern.main(["--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert [r["setup"] for r in result["rows"]] == [name for name, _ in modern.CHANGES]
+    assert [r["setup"] for r in result["rows"]] == [name for name, _ in modern.CHANGES] + [f"GPT-2 blocks, seed {modern.REPEAT_SEED}"]
+    assert result["rows"][-1]["params"] == result["rows"][0]["params"]
+    assert result["rows"][-1]["val_bpb"] != result["rows"][0]["val_bpb"]  # another seed, another model
     assert len(result["loadavg_before"]) == 3 and len(result["loadavg_after"]) == 3
     params = [r["params"] for r in result["rows"]]
     assert max(params) - min(params) < 0.05 * params[0]
@@ -69,5 +71,5 @@ def test_committed_result_is_the_full_run() -> None:
         pytest.skip("no committed result yet: python -m sydsgpt.bench.modern")
     result = json.loads(path.read_text())
     assert not result["quick"] and result["corpus"] == "tinyshakespeare"
-    assert [r["setup"] for r in result["rows"]] == [name for name, _ in modern.CHANGES]
+    assert [r["setup"] for r in result["rows"]][:-1] == [name for name, _ in modern.CHANGES]
     assert all(r["steps"] == result["steps_per_row"] >= 50 for r in result["rows"])

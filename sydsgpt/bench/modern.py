@@ -8,7 +8,8 @@ architecture, and reports the held-out **bits per byte** and the measured traini
 * ``GPT-2 blocks``: chapter 5's model as it is;
 * one change at a time on top of it: ``+RMSNorm``, ``+SwiGLU``, ``+RoPE``, ``+GQA``
   (2 key/value heads for 4 query heads), ``+QK-norm``;
-* ``modern blocks``: all of them together, without biases (the Llama 3 / Qwen3 block).
+* ``modern blocks``: all of them together, without biases (the Llama 3 / Qwen3 block);
+* the GPT-2 row again with another seed, to show how large a gap chance alone makes.
 
 Fair comparison on a shared, noisy CPU:
 
@@ -59,6 +60,9 @@ CHANGES: tuple[tuple[str, dict[str, Any]], ...] = (
                        "linear_bias": False, "norm_eps": 1e-6}),
 )
 """``(row name, config changes on top of chapter 5's model)``; the first row is the baseline."""
+REPEAT_SEED = 7
+"""A last row trains the GPT-2 row again with this seed (another initialisation and batch order):
+its difference from the first row shows how much of a gap one seed's luck can explain."""
 
 
 def match_parameter_count(config: Mapping[str, Any], target: int, multiple_of: int = 8) -> dict[str, Any]:
@@ -100,7 +104,7 @@ def _train_row(config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, 
 
 
 def run(seconds_per_row: float = 60.0, max_steps: int = 400, quick: bool = False, threads: int | None = None,
-        log: Any = print) -> dict[str, Any]:
+        seed: int | None = None, log: Any = print) -> dict[str, Any]:
     """Train every row of :data:`CHANGES`; returns ``{"rows": [...], ...settings}``.
 
     ``threads``: PyTorch's intra-op threads during the run (``None``: leave as is). On a
@@ -108,17 +112,18 @@ def run(seconds_per_row: float = 60.0, max_steps: int = 400, quick: bool = False
     other process then takes nothing from this core, whereas threads that must wait
     for each other at every operation slow down several-fold when one of them is
     preempted. On a quiet machine, all cores give the larger token budget.
+    ``seed``: the rows' seed (default chapter 5's); repeat a run with a few to see the spread.
     """
     threads_before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(seconds_per_row, max_steps, quick, log)
+        return _run(seconds_per_row, max_steps, quick, seed, log)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(seconds_per_row: float, max_steps: int, quick: bool, log: Any) -> dict[str, Any]:
+def _run(seconds_per_row: float, max_steps: int, quick: bool, seed: int | None, log: Any) -> dict[str, Any]:
     from ..corpora import load_corpus
     from ..train import book_tokenizer
 
@@ -136,7 +141,7 @@ def _run(seconds_per_row: float, max_steps: int, quick: bool, log: Any) -> dict[
         base = dict(BOOK_MODEL)
         cfg = replace(BOOK_TRAINING, eval_interval=0, sample_tokens=0)
     base["vocab_size"] = tokenizer.n_vocab
-    cfg = replace(cfg, eval_at_start=False)
+    cfg = replace(cfg, eval_at_start=False, seed=cfg.seed if seed is None else seed)
     loaders = make_loaders(text, tokenizer, cfg, base["context_length"])
     target = count_parameters(base)
 
@@ -160,6 +165,10 @@ def _run(seconds_per_row: float, max_steps: int, quick: bool, log: Any) -> dict[
                "ffn_hidden_dim": config.get("ffn_hidden_dim") or 4 * base["embedding_dim"], "config_changes": changes}
         rows.append(row)
         log(format_table([row], COLUMNS).splitlines()[-1])
+    repeat = {"setup": f"GPT-2 blocks, seed {REPEAT_SEED}", **_train_row(base, replace(cfg, seed=REPEAT_SEED), loaders, tokenizer),
+              "ffn_hidden_dim": 4 * base["embedding_dim"], "config_changes": {}}
+    rows.append(repeat)
+    log(format_table([repeat], COLUMNS).splitlines()[-1])
     load_after = os.getloadavg()
     return {
         "rows": rows, "corpus": "the-verdict" if quick else BOOK_CORPUS, "tokenizer": tokenizer.name,
@@ -177,11 +186,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="PyTorch threads (default: PyTorch's, all cores; 1 is more robust on a busy machine)")
     parser.add_argument("--max-steps", type=int, default=400,
                         help="upper bound on the steps per row (default 400, chapter 5's run)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the rows (default: chapter 5's)")
     parser.add_argument("--quick", action="store_true", help="a tiny model on a tiny corpus, a few steps (a smoke test)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file to write (default: results/modern_cpu.json; --quick writes nothing without --out)")
     args = parser.parse_args(argv)
-    result = run(args.seconds_per_row, args.max_steps, args.quick, args.threads)
+    result = run(args.seconds_per_row, args.max_steps, args.quick, args.threads, args.seed)
     print(format_table(result["rows"], COLUMNS))
     print(f"load average before {result['loadavg_before']}, after {result['loadavg_after']}")
     out = args.out if args.out is not None else (None if args.quick else RESULTS_DIR / "modern_cpu.json")
