@@ -347,10 +347,15 @@ def load_hf_tokenizer(folder: str | os.PathLike[str]) -> Any:
 class HFTokenizer:
     """A ``tokenizers.Tokenizer`` with the interface of the book's tokenizers (``encode``, ``decode``, ``n_vocab``)."""
 
+    END_OF_TEXT = ("<|endoftext|>", "<|end_of_text|>")
+    """Qwen3's and Llama 3's end-of-text tokens (generation stops there)."""
+
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.n_vocab: int = tokenizer.get_vocab_size()
         self.name = "hf-tokenizer"
+        ids = [tokenizer.token_to_id(t) for t in self.END_OF_TEXT]
+        self.eot_token: int | None = next((i for i in ids if i is not None), None)
 
     def encode(self, text: str, allowed_special: Any = None) -> list[int]:
         """Token ids of ``text`` (no special tokens added)."""

@@ -295,10 +295,18 @@ def test_tokenizer_json_beside_the_weights(tmp_path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()
     tok.train_from_iterator(["to be or not to be, that is the question"] * 20,
-                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                special_tokens=["<|endoftext|>"]))
     tok.save(str(tmp_path / "tokenizer.json"))
     ours = load_hf_tokenizer(tmp_path)
     ids = ours.encode("to be or not")
     assert ours.decode(ids) == "to be or not" and len(ids) < len("to be or not") and ours.n_vocab == tok.get_vocab_size()
+    assert ours.eot_token == tok.token_to_id("<|endoftext|>") == 0
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         load_hf_tokenizer(tmp_path / "nowhere")
+    from sydsgpt.generate import generate_text
+
+    torch.manual_seed(0)
+    model = SydsGPT(get_preset("book-modern", vocab_size=ours.n_vocab, embedding_dim=32, num_layers=1, dropout=0.0))
+    text = generate_text(model.eval(), ours, "to be", max_new_tokens=5, stop_at_eos=False)
+    assert isinstance(text, str) and text
