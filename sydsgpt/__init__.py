@@ -9,6 +9,7 @@ The modules follow the book's table of contents:
 5. ``losses``, ``optim``, ``train``, ``logs``, ``checkpoint``, ``distributed``, ``book``:
    pretraining (DDP under torchrun), and the book's own runs
 6. ``sampling``, ``generate``: choosing each token, the decoding loop and the KV cache
+7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and Qwen3, their weights
 
 Shared by all: ``runtime`` (device, precision, seeding: every "auto" rule), ``validation``
 (config and input checks), ``files`` (a run folder's file names, atomic writes).
@@ -18,8 +19,12 @@ Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exerci
 
 from .attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .blocks import GELU, FeedForward, LayerNorm, TransformerBlock
+from .gqa import repeat_kv
 from .model import SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, model_memory_bytes
+from .norms import RMSNorm
 from .presets import PRESETS, get_preset
+from .rope import RotaryEmbedding, apply_rope
+from .swiglu import SwiGLUFeedForward
 
 __version__ = "0.1.0"
 
@@ -27,5 +32,5 @@ __all__ = [
     "KVCache", "MultiHeadAttention", "scaled_dot_product_attention",
     "GELU", "FeedForward", "LayerNorm", "TransformerBlock",
     "PRESETS", "SydsGPT", "SydsGPTConfig", "count_parameters", "flops_per_token", "generate_simple", "get_preset",
-    "model_memory_bytes",
+    "model_memory_bytes", "RMSNorm", "RotaryEmbedding", "SwiGLUFeedForward", "apply_rope", "repeat_kv",
 ]

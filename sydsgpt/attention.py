@@ -22,6 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gqa import repeat_kv
+from .norms import RMSNorm
+from .rope import RopeTables, apply_rope
+
 AttentionImpl = Literal["explicit", "sdpa"]
 ATTENTION_IMPLS: tuple[str, ...] = ("explicit", "sdpa")
 
@@ -163,6 +167,16 @@ class MultiHeadAttention(nn.Module):
             they are: joining the weights copies them on every call, which costs more than
             one larger product saves when a step is a single token.
 
+    Chapter 7's switches (defaults: GPT-2's attention):
+
+    * ``num_kv_heads``: grouped-query attention, ``H_kv`` key/value heads each shared
+      by ``num_heads / H_kv`` query heads (:mod:`sydsgpt.gqa`); ``None``: ``num_heads``.
+    * ``head_dim``: features per head; ``None``: ``d_out / num_heads``. The queries are
+      ``num_heads * head_dim`` wide, the output projection maps that back to ``d_out``.
+    * ``qk_norm``: RMS-normalise each head's queries and keys (epsilon ``norm_eps``).
+    * ``output_bias``: a bias in the output projection.
+    * RoPE: :meth:`forward`'s ``rope`` tables rotate queries and keys (:mod:`sydsgpt.rope`).
+
     Shapes: ``(B, T, d_in) -> (B, T, d_out)``.
     """
 
@@ -176,9 +190,15 @@ class MultiHeadAttention(nn.Module):
         qkv_bias: bool = False,
         impl: AttentionImpl = "sdpa",
         fused_qkv: bool = True,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        qk_norm: bool = False,
+        output_bias: bool = True,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        if num_heads < 1 or d_out % num_heads != 0:
+        if head_dim is None and (num_heads < 1 or d_out % num_heads != 0):
             raise ValueError(
                 f"num_heads ({num_heads}) must be a positive divisor of d_out ({d_out}): "
                 f"each head gets d_out / num_heads features. Try num_heads in "
@@ -192,13 +212,24 @@ class MultiHeadAttention(nn.Module):
         self.d_out = d_out
         self.context_length = context_length
         self.num_heads = num_heads
-        self.head_dim = d_out // num_heads
+        self.head_dim = d_out // num_heads if head_dim is None else head_dim
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if self.num_kv_heads < 1 or num_heads % self.num_kv_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads}): each key/value "
+                f"head serves the same number of query heads. Try num_kv_heads in "
+                f"{[h for h in range(1, num_heads + 1) if num_heads % h == 0]}."
+            )
+        self.q_dim = num_heads * self.head_dim  # width of all query heads together (d_out for GPT-2)
+        self.kv_dim = self.num_kv_heads * self.head_dim  # width of all key (or value) heads together
         self.impl: AttentionImpl = impl
         self.fused_qkv = fused_qkv
-        self.weight_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.weight_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.weight_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.output_projection = nn.Linear(d_out, d_out)
+        self.weight_query = nn.Linear(d_in, self.q_dim, bias=qkv_bias)
+        self.weight_key = nn.Linear(d_in, self.kv_dim, bias=qkv_bias)
+        self.weight_value = nn.Linear(d_in, self.kv_dim, bias=qkv_bias)
+        self.output_projection = nn.Linear(self.q_dim, d_out, bias=output_bias)
+        self.q_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -213,22 +244,25 @@ class MultiHeadAttention(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(B, T, d_in)`` -> three ``(B, T, d_out)`` tensors."""
+        """``(B, T, d_in)`` -> queries ``(B, T, q_dim)``, keys and values ``(B, T, kv_dim)``."""
         if not (self.fused_qkv and torch.is_grad_enabled()):
             return self.weight_query(x), self.weight_key(x), self.weight_value(x)
         weight = torch.cat([self.weight_query.weight, self.weight_key.weight, self.weight_value.weight])
         bias = None
         if self.weight_query.bias is not None:
             bias = torch.cat([self.weight_query.bias, self.weight_key.bias, self.weight_value.bias])
-        return F.linear(x, weight, bias).split(self.d_out, dim=-1)
+        return F.linear(x, weight, bias).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
 
-    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
-        """``(B, T, d_out)`` -> ``(B, H, T, D)``."""
+    def _split_heads(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+        """``(B, T, heads * D)`` -> ``(B, heads, T, D)`` (``heads`` defaults to ``num_heads``)."""
         b, n, _ = t.shape
-        return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        return t.view(b, n, heads or self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """``(B, T, d_in) -> (B, T, d_out)``; with ``kv_cache`` the T tokens follow the cached ones."""
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None) -> torch.Tensor:
+        """``(B, T, d_in) -> (B, T, d_out)``; with ``kv_cache`` the T tokens follow the cached ones.
+
+        ``rope``: the ``(cos, sin)`` tables of the T tokens' positions (chapter 7), or ``None``.
+        """
         if x.dim() != 3:
             raise ValueError(
                 f"MultiHeadAttention expects input of shape (batch, tokens, {self.d_in}), "
@@ -245,9 +279,17 @@ class MultiHeadAttention(nn.Module):
                 f"crop the input to its last {self.context_length} tokens"
                 + (" or reset the KV cache." if past else ".")
             )
-        q, k, v = (self._split_heads(z) for z in self._project_qkv(x))
+        queries, keys, values = self._project_qkv(x)
+        q = self._split_heads(queries)  # (B, H, T, D)
+        k, v = self._split_heads(keys, self.num_kv_heads), self._split_heads(values, self.num_kv_heads)  # (B, H_kv, T, D)
+        if self.q_norm is not None and self.k_norm is not None:  # QK-norm: each head's queries and keys
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:  # rotate by position before caching: cached keys keep their rotation
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         if kv_cache is not None:
-            k, v = kv_cache.update(k, v)
+            k, v = kv_cache.update(k, v)  # the cache holds H_kv heads: the memory GQA saves
+        groups = self.num_heads // self.num_kv_heads
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, S, D)
         if self.impl == "explicit":
             context, _ = scaled_dot_product_attention(q, k, v, causal=True, dropout=self.dropout)
         else:
@@ -259,5 +301,5 @@ class MultiHeadAttention(nn.Module):
             else:  # queries are the newest tokens of a longer key sequence
                 allowed = ~causal_mask(t, k.shape[-2], device=x.device)
                 context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
-        context = context.transpose(1, 2).reshape(b, t, self.d_out)  # merge heads
+        context = context.transpose(1, 2).reshape(b, t, self.q_dim)  # merge heads
         return self.output_projection(context)

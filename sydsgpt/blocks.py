@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import AttentionImpl, KVCache, MultiHeadAttention
+from .norms import RMSNorm
+from .rope import RopeTables
+from .swiglu import SwiGLUFeedForward, swiglu_hidden_dim
+
+NORMS: tuple[str, ...] = ("layernorm", "rmsnorm")
 
 
 class LayerNorm(nn.Module):
@@ -48,6 +53,15 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
 
+def make_norm(kind: str, emb_dim: int, eps: float = 1e-5) -> nn.Module:
+    """The norm a config names: ``"layernorm"`` (GPT-2, this chapter) or ``"rmsnorm"`` (chapter 7)."""
+    if kind == "layernorm":
+        return LayerNorm(emb_dim, eps)
+    if kind == "rmsnorm":
+        return RMSNorm(emb_dim, eps)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
 class GELU(nn.Module):
     """GELU, tanh approximation (as GPT-2 uses): ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
 
@@ -57,14 +71,18 @@ class GELU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: ``d -> 4d -> GELU -> d``. Shapes ``(B, T, d) -> (B, T, d)``."""
+    """Position-wise MLP: ``d -> 4d -> GELU -> d``. Shapes ``(B, T, d) -> (B, T, d)``.
 
-    def __init__(self, emb_dim: int, hidden_mult: int = 4) -> None:
+    ``hidden_dim`` (default ``hidden_mult * d``) and ``bias`` are chapter 7's switches.
+    """
+
+    def __init__(self, emb_dim: int, hidden_mult: int = 4, hidden_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
+        hidden = hidden_mult * emb_dim if hidden_dim is None else hidden_dim
         self.layers = nn.Sequential(
-            nn.Linear(emb_dim, hidden_mult * emb_dim),
+            nn.Linear(emb_dim, hidden, bias=bias),
             GELU(),
-            nn.Linear(hidden_mult * emb_dim, emb_dim),
+            nn.Linear(hidden, emb_dim, bias=bias),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,6 +101,12 @@ class TransformerBlock(nn.Module):
         qkv_bias: bias in the query/key/value projections.
         attention: attention implementation, ``"explicit"`` or ``"sdpa"``.
         fused_qkv: one matrix product for Q, K and V.
+
+    Chapter 7's switches (defaults: GPT-2's block): ``norm`` (``"layernorm"`` or
+    ``"rmsnorm"``) and ``norm_eps``; ``ffn`` (``"gelu"`` or ``"swiglu"``) and its
+    ``ffn_hidden_dim`` (``None``: ``4 d`` for GELU, ``8d/3`` for SwiGLU); ``linear_bias`` (output projection and
+    feed-forward biases); ``num_kv_heads``, ``head_dim``, ``qk_norm``: see
+    :class:`~sydsgpt.attention.MultiHeadAttention`.
     """
 
     def __init__(
@@ -94,18 +118,35 @@ class TransformerBlock(nn.Module):
         qkv_bias: bool = False,
         attention: AttentionImpl = "sdpa",
         fused_qkv: bool = True,
+        *,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-5,
+        ffn: str = "gelu",
+        ffn_hidden_dim: int | None = None,
+        linear_bias: bool = True,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.layer_norm1 = LayerNorm(emb_dim)
+        # The attribute names stay layer_norm1/2 whichever norm they hold (the state dict keeps its names).
+        self.layer_norm1 = make_norm(norm, emb_dim, norm_eps)
         self.attention = MultiHeadAttention(
-            emb_dim, emb_dim, context_length, num_heads, dropout, qkv_bias, impl=attention, fused_qkv=fused_qkv
+            emb_dim, emb_dim, context_length, num_heads, dropout, qkv_bias, impl=attention, fused_qkv=fused_qkv,
+            num_kv_heads=num_kv_heads, head_dim=head_dim, qk_norm=qk_norm, output_bias=linear_bias, norm_eps=norm_eps,
         )
-        self.layer_norm2 = LayerNorm(emb_dim)
-        self.feed_forward = FeedForward(emb_dim)
+        self.layer_norm2 = make_norm(norm, emb_dim, norm_eps)
+        if ffn == "gelu":
+            self.feed_forward: nn.Module = FeedForward(emb_dim, hidden_dim=ffn_hidden_dim, bias=linear_bias)
+        elif ffn == "swiglu":
+            hidden = swiglu_hidden_dim(emb_dim) if ffn_hidden_dim is None else ffn_hidden_dim
+            self.feed_forward = SwiGLUFeedForward(emb_dim, hidden, bias=linear_bias)
+        else:
+            raise ValueError(f"ffn must be 'gelu' or 'swiglu', got {ffn!r}")
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """``(B, T, d) -> (B, T, d)``."""
-        x = x + self.dropout(self.attention(self.layer_norm1(x), kv_cache=kv_cache))
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None) -> torch.Tensor:
+        """``(B, T, d) -> (B, T, d)``; ``rope``: the RoPE tables of the T tokens' positions (chapter 7)."""
+        x = x + self.dropout(self.attention(self.layer_norm1(x), kv_cache=kv_cache, rope=rope))
         x = x + self.dropout(self.feed_forward(self.layer_norm2(x)))
         return x

@@ -100,7 +100,8 @@ def next_token_logits(
     embeddings: once ``ids`` is longer than the window, every token of the window moves
     to a new position each step, so the cached keys/values are stale and the cropped
     window is fed again from an empty cache (a fresh prefill). That keeps the tokens
-    identical to the uncached path.
+    identical to the uncached path. (A RoPE model, chapter 7, could keep its cache, since
+    its scores depend on relative positions only; the fresh prefill is exact for both.)
 
     Args:
         ids: ``(B, T)`` every token so far.
@@ -344,14 +345,17 @@ def generate_text(
 def kv_cache_bytes(
     config: Mapping[str, Any] | SydsGPTConfig, num_tokens: int | None = None, batch_size: int = 1, bytes_per_value: int = 4
 ) -> int:
-    """Memory of a full KV cache: ``2 * layers * tokens * embedding_dim * batch * bytes``.
+    """Memory of a full KV cache: ``2 * layers * tokens * kv_heads * head_dim * batch * bytes``.
 
-    Each layer keeps one key and one value vector of ``embedding_dim`` numbers (all heads
-    together) per token. ``num_tokens`` defaults to the context length; 4 bytes = float32.
+    Each layer keeps one key and one value vector per token for each *key/value* head:
+    ``embedding_dim`` numbers for GPT-2's multi-head attention, ``num_heads / num_kv_heads``
+    times fewer with grouped-query attention (chapter 7), ``head_dim`` with multi-query
+    attention. ``num_tokens`` defaults to the context length (``num_tokens=1``: bytes
+    per token); 4 bytes = float32, 2 = bfloat16.
     """
     c = SydsGPTConfig.from_dict(config)
     tokens = c.context_length if num_tokens is None else num_tokens
-    return 2 * c.num_layers * tokens * c.embedding_dim * batch_size * bytes_per_value
+    return 2 * c.num_layers * tokens * c.kv_heads * c.head_size * batch_size * bytes_per_value
 
 
 # --------------------------------------------------------------------------- weight layout

@@ -120,6 +120,18 @@ def sydsgpt_config_to_gpt2(config: Mapping[str, Any] | SydsGPTConfig) -> dict[st
     without query/key/value biases exports with zero biases (the same function).
     """
     c = SydsGPTConfig.from_dict(config)
+    d = c.embedding_dim
+    not_gpt2 = [f"{name}={value!r}" for name, value, gpt2 in (
+        ("norm", c.norm, "layernorm"), ("norm_eps", c.norm_eps, 1e-5), ("ffn", c.ffn, "gelu"),
+        ("ffn_hidden_dim", c.ffn_hidden_size, 4 * d), ("linear_bias", c.linear_bias, True),
+        ("positions", c.positions, "learned"), ("num_kv_heads", c.kv_heads, c.num_heads),
+        ("head_dim", c.head_size, d // c.num_heads), ("qk_norm", c.qk_norm, False),
+    ) if value != gpt2]
+    if not_gpt2:
+        raise ValueError(
+            f"this model has chapter 7's parts ({', '.join(not_gpt2)}), which GPT-2 does not have; "
+            "export it with sydsgpt.hf_weights.export_hf_weights (the Llama / Qwen3 format) instead."
+        )
     if not c.tie_weights:
         raise ValueError(
             "GPT-2 ties the output head to the token embedding, but this model has tie_weights=False "

@@ -18,8 +18,13 @@ import torch
 from torch import nn
 
 from .attention import ATTENTION_IMPLS, KVCache
-from .blocks import LayerNorm, TransformerBlock
+from .blocks import NORMS, TransformerBlock, make_norm
+from .rope import LLAMA3_SCALING_KEYS, RotaryEmbedding
+from .swiglu import swiglu_hidden_dim
 from .validation import check_input_ids, check_keys, check_positive_int, field_names
+
+FFNS: tuple[str, ...] = ("gelu", "swiglu")
+POSITIONS: tuple[str, ...] = ("learned", "rope")
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,24 +52,84 @@ class SydsGPTConfig(Mapping):
     """Compute queries, keys and values with one matrix product."""
     pad_vocab_multiple: int = 1
     """Round the embedding/head rows up to a multiple of this (64 suits GPUs); logits keep ``vocab_size``."""
+    # Chapter 7: the parts of a modern LLM (Llama 3, Qwen3). Every default is GPT-2's.
+    norm: str = "layernorm"
+    """``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (Llama, Qwen3): the blocks' and the final norm."""
+    norm_eps: float = 1e-5
+    """The norms' epsilon (GPT-2 and Llama 3: 1e-5; Qwen3: 1e-6)."""
+    ffn: str = "gelu"
+    """Feed-forward network: ``"gelu"`` (GPT-2's ``d -> 4d -> d``) or ``"swiglu"`` (Llama, Qwen3)."""
+    ffn_hidden_dim: int | None = None
+    """Hidden width of the feed-forward network; ``None``: ``4 d`` for GELU, the same weight count for SwiGLU (``8d/3``)."""
+    linear_bias: bool = True
+    """Biases in the attention output projection and the feed-forward layers (GPT-2 has them, Llama and Qwen3 not)."""
+    positions: str = "learned"
+    """``"learned"``: a position embedding added to the tokens (GPT-2); ``"rope"``: rotary embeddings in attention."""
+    rope_theta: float = 10000.0
+    """RoPE's base: pair ``i`` of a head turns by ``rope_theta ** (-2i / head_dim)`` radians per position."""
+    rope_scaling: dict[str, float] | None = None
+    """Llama 3's rope scaling (keys ``factor``, ``low_freq_factor``, ``high_freq_factor``, ``original_context_length``), or ``None``."""
+    num_kv_heads: int | None = None
+    """Key/value heads for grouped-query attention (must divide ``num_heads``; 1: multi-query); ``None``: ``num_heads``."""
+    head_dim: int | None = None
+    """Features per head; ``None``: ``embedding_dim / num_heads`` (Qwen3 0.6B has 128 with 16 heads of a 1024-wide model)."""
+    qk_norm: bool = False
+    """RMS-normalise every head's queries and keys before RoPE (Qwen3)."""
 
     REQUIRED = ("vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads")
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads", "pad_vocab_multiple"):
             check_positive_int(getattr(self, name), f"config['{name}']")
-        if self.embedding_dim % self.num_heads != 0:
+        if self.head_dim is None and self.embedding_dim % self.num_heads != 0:
             raise ValueError(
                 f"config['embedding_dim'] ({self.embedding_dim}) must be divisible by config['num_heads'] "
-                f"({self.num_heads}) so every head gets the same number of features."
+                f"({self.num_heads}) so every head gets the same number of features (or set config['head_dim'])."
             )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"config['dropout'] must be a probability in [0, 1), got {self.dropout!r}")
-        for name in ("qkv_bias", "tie_weights", "fused_qkv"):
+        for name in ("qkv_bias", "tie_weights", "fused_qkv", "linear_bias", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config['{name}'] must be True or False, got {getattr(self, name)!r}")
         if self.attention not in ATTENTION_IMPLS:
             raise ValueError(f"config['attention'] must be one of {ATTENTION_IMPLS}, got {self.attention!r}")
+        self._check_modern_fields()
+
+    def _check_modern_fields(self) -> None:
+        """Validate chapter 7's fields and the combinations that make no sense."""
+        for name, allowed in (("norm", NORMS), ("ffn", FFNS), ("positions", POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config['{name}'] must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("ffn_hidden_dim", "num_kv_heads", "head_dim"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"config['{name}'] must be a positive integer or None, got {value!r}")
+        for name in ("norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"config['{name}'] must be a positive number, got {value!r}")
+        if self.num_heads % self.kv_heads != 0:
+            divisors = [h for h in range(1, self.num_heads + 1) if self.num_heads % h == 0]
+            raise ValueError(
+                f"config['num_heads'] ({self.num_heads}) must be a multiple of config['num_kv_heads'] "
+                f"({self.num_kv_heads}): each key/value head serves the same number of query heads. "
+                f"Choose num_kv_heads in {divisors}."
+            )
+        if self.positions == "rope" and self.head_size % 2:
+            raise ValueError(
+                f"RoPE rotates pairs of features, so the head dimension must be even; this config has "
+                f"{self.head_size} features per head. Change embedding_dim/num_heads or set an even head_dim."
+            )
+        if self.positions != "rope" and self.rope_scaling is not None:
+            raise ValueError("config['rope_scaling'] is set but config['positions'] is not 'rope'; set positions='rope'")
+        if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, Mapping) or sorted(self.rope_scaling) != sorted(LLAMA3_SCALING_KEYS):
+                raise ValueError(
+                    f"config['rope_scaling'] must be None or a dict with exactly the keys {list(LLAMA3_SCALING_KEYS)} "
+                    f"(Llama 3's rope scaling), got {self.rope_scaling!r}"
+                )
+            if not self.rope_scaling["high_freq_factor"] > self.rope_scaling["low_freq_factor"]:
+                raise ValueError("config['rope_scaling']: high_freq_factor must be larger than low_freq_factor")
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "SydsGPTConfig":
@@ -97,6 +162,23 @@ class SydsGPTConfig(Mapping):
         return len(self.__dataclass_fields__)
 
     @property
+    def head_size(self) -> int:
+        """Features per attention head: ``head_dim``, or ``embedding_dim / num_heads``."""
+        return self.head_dim if self.head_dim is not None else self.embedding_dim // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``num_kv_heads``, or ``num_heads`` (plain multi-head attention)."""
+        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+
+    @property
+    def ffn_hidden_size(self) -> int:
+        """The feed-forward network's hidden width (see ``ffn_hidden_dim``)."""
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
+        return 4 * self.embedding_dim if self.ffn == "gelu" else swiglu_hidden_dim(self.embedding_dim)
+
+    @property
     def padded_vocab_size(self) -> int:
         """Rows of the embedding and head: ``vocab_size`` rounded up to ``pad_vocab_multiple``."""
         m = self.pad_vocab_multiple
@@ -119,16 +201,20 @@ class SydsGPT(nn.Module):
         cfg = SydsGPTConfig.from_dict(config)
         self._config = cfg
         self.token_embedding = nn.Embedding(cfg.padded_vocab_size, cfg.embedding_dim)
-        self.position_embedding = nn.Embedding(cfg.context_length, cfg.embedding_dim)
+        # Learned positions (GPT-2) or rotary embeddings applied inside attention (chapter 7).
+        self.position_embedding = nn.Embedding(cfg.context_length, cfg.embedding_dim) if cfg.positions == "learned" else None
+        self.rope = RotaryEmbedding(cfg.head_size, cfg.rope_theta, cfg.rope_scaling) if cfg.positions == "rope" else None
         self.drop_embedding = nn.Dropout(cfg.dropout)
         self.transformer_blocks = nn.ModuleList(
             TransformerBlock(
                 cfg.embedding_dim, cfg.context_length, cfg.num_heads, cfg.dropout, cfg.qkv_bias,
                 attention=cfg.attention, fused_qkv=cfg.fused_qkv,  # type: ignore[arg-type]
+                norm=cfg.norm, norm_eps=cfg.norm_eps, ffn=cfg.ffn, ffn_hidden_dim=cfg.ffn_hidden_size,
+                linear_bias=cfg.linear_bias, num_kv_heads=cfg.kv_heads, head_dim=cfg.head_size, qk_norm=cfg.qk_norm,
             )
             for _ in range(cfg.num_layers)
         )
-        self.final_layer_norm = LayerNorm(cfg.embedding_dim)
+        self.final_layer_norm = make_norm(cfg.norm, cfg.embedding_dim, cfg.norm_eps)
         self.output_projection = nn.Linear(cfg.embedding_dim, cfg.padded_vocab_size, bias=False)
         if cfg.tie_weights:
             self.output_projection.weight = self.token_embedding.weight
@@ -184,9 +270,14 @@ class SydsGPT(nn.Module):
                 f"crop to the last {cfg.context_length} tokens (e.g. input_ids[:, -context_length:])."
             )
         positions = torch.arange(past, past + t, device=input_ids.device)
-        x = self.drop_embedding(self.token_embedding(input_ids) + self.position_embedding(positions))  # (B, T, d)
+        rope = None
+        if self.position_embedding is not None:
+            x = self.drop_embedding(self.token_embedding(input_ids) + self.position_embedding(positions))  # (B, T, d)
+        else:  # RoPE: positions enter inside attention, as rotations of the queries and keys
+            x = self.drop_embedding(self.token_embedding(input_ids))  # (B, T, d)
+            rope = self.rope(positions)  # (cos, sin), each (T, head_dim), shared by every layer
         for i, block in enumerate(self.transformer_blocks):
-            x = block(x, kv_cache=kv_cache[i] if kv_cache else None)
+            x = block(x, kv_cache=kv_cache[i] if kv_cache else None, rope=rope)
         x = self.final_layer_norm(x)
         if last_only:
             x = x[:, -1:, :]
@@ -204,18 +295,22 @@ def count_parameters(config: Mapping[str, Any] | SydsGPTConfig | nn.Module, incl
     """
     if isinstance(config, nn.Module):
         total = sum(p.numel() for p in config.parameters())
-        if not include_position and hasattr(config, "position_embedding"):
+        if not include_position and getattr(config, "position_embedding", None) is not None:
             total -= config.position_embedding.weight.numel()
         return total
     c = SydsGPTConfig.from_dict(config)
-    d, v = c.embedding_dim, c.padded_vocab_size
-    qkv = 3 * d * d + (3 * d if c.qkv_bias else 0)
-    attn = qkv + d * d + d  # + output projection with bias
-    ff = d * 4 * d + 4 * d + 4 * d * d + d
-    norms = 2 * 2 * d
-    per_layer = attn + ff + norms
-    total = v * d + c.num_layers * per_layer + 2 * d
-    if include_position:
+    d, v, h = c.embedding_dim, c.padded_vocab_size, c.ffn_hidden_size
+    q, kv = c.num_heads * c.head_size, c.kv_heads * c.head_size  # query and key/value widths
+    attn = d * q + 2 * d * kv + (q + 2 * kv if c.qkv_bias else 0) + q * d + (d if c.linear_bias else 0)
+    attn += 2 * c.head_size if c.qk_norm else 0  # a scale for queries and one for keys
+    if c.ffn == "gelu":
+        ff = 2 * d * h + (h + d if c.linear_bias else 0)
+    else:  # SwiGLU: gate, up (d -> h) and down (h -> d)
+        ff = 3 * d * h + (2 * h + d if c.linear_bias else 0)
+    norm = 2 * d if c.norm == "layernorm" else d  # scale and shift, or scale only
+    per_layer = attn + ff + 2 * norm
+    total = v * d + c.num_layers * per_layer + norm
+    if include_position and c.positions == "learned":
         total += c.context_length * d
     if not c.tie_weights:
         total += v * d
@@ -249,8 +344,11 @@ def flops_per_token(
     c = SydsGPTConfig.from_dict(config)
     t = c.context_length if seq_len is None else seq_len
     d = c.embedding_dim
-    n_matmul = c.num_layers * 12 * d * d + c.padded_vocab_size * d
-    attn_forward = 2 * 2 * c.num_layers * t * d  # QK^T and AV, each 2*T*d per token per layer
+    q, kv = c.num_heads * c.head_size, c.kv_heads * c.head_size
+    ff_matrices = 2 if c.ffn == "gelu" else 3
+    per_layer = 2 * d * q + 2 * d * kv + ff_matrices * d * c.ffn_hidden_size  # 12 d^2 for GPT-2
+    n_matmul = c.num_layers * per_layer + c.padded_vocab_size * d
+    attn_forward = 2 * 2 * c.num_layers * t * q  # QK^T and AV, each 2*T*(heads*head_dim) per token per layer
     forward = 2 * n_matmul + attn_forward
     return 3 * forward if training else forward
 

@@ -43,6 +43,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Named model configs. GPT-2 sizes follow the released checkpoints (124M, 355M, 774M, 1558M)."""
 
+# Chapter 7: modern architectures. The real shapes follow the released checkpoints'
+# config.json (sydsgpt.hf_weights reads those); "book-modern" is gpt2-mini with every
+# modern part, small enough to train on a CPU.
+_MODERN_COMMON = {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "linear_bias": False, "qkv_bias": False}
+MODERN_PRESETS: dict[str, dict[str, Any]] = {
+    "llama3.2-1b": {
+        **_MODERN_COMMON, "vocab_size": 128256, "embedding_dim": 2048, "context_length": 131072, "num_layers": 16,
+        "num_heads": 32, "num_kv_heads": 8, "head_dim": 64, "ffn_hidden_dim": 8192, "dropout": 0.0,
+        "tie_weights": True, "norm_eps": 1e-5, "rope_theta": 500000.0,
+        "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 8192},
+    },
+    "qwen3-0.6b": {
+        **_MODERN_COMMON, "vocab_size": 151936, "embedding_dim": 1024, "context_length": 40960, "num_layers": 28,
+        "num_heads": 16, "num_kv_heads": 8, "head_dim": 128, "ffn_hidden_dim": 3072, "dropout": 0.0,
+        "tie_weights": True, "norm_eps": 1e-6, "rope_theta": 1000000.0, "qk_norm": True,
+    },
+    "book-modern": {
+        **_MODERN_COMMON, "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
+        "num_heads": 4, "num_kv_heads": 2, "dropout": 0.1, "tie_weights": True, "norm_eps": 1e-6, "qk_norm": True,
+    },
+}
+"""Modern presets: Llama 3.2 1B, Qwen3 0.6B, and the book's CPU-sized modern model."""
+PRESETS.update(MODERN_PRESETS)
+
 PRESET_ALIASES: dict[str, str] = {"book": "gpt2-mini"}
 """Old preset names that still work (with a warning): ``book`` was ``gpt2-mini``'s first name."""
 

@@ -9,7 +9,9 @@ settings, one row per configuration) into the --out folder:
   generate   generation tokens/s with and without the KV cache (and against transformers)
              -> generation.json
   tokenizer  from-scratch BPE training time, encoding MB/s next to tiktoken -> bpe.json
-  all        all four
+  modern     chapter 7's experiment: GPT-2 blocks vs modern blocks, one change at a time,
+             bits per byte and tokens/s -> modern_cpu.json
+  all        all of them
 
 Examples:
   sydsgpt bench --what train --quick --out /tmp/bench     # smoke test, seconds
@@ -29,7 +31,7 @@ from typing import Any
 from ..runtime import device_type
 from .options import add_config_options, config_from_args
 
-WHAT = ("train", "ablation", "generate", "tokenizer")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -50,6 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny models, one timed step, no torch.compile, seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, usually one per core)")
     parser.add_argument("--repeats", type=int, default=5, help="generate: rounds of the transformers comparison (default: 5)")
+    parser.add_argument("--seconds-per-row", type=float, default=60.0,
+                        help="modern: each row's token budget is what the GPT-2 row trains in this many seconds (default: 60)")
+    parser.add_argument("--seed", type=int, default=None, help="modern: the rows' seed (default: chapter 5's)")
     add_config_options(parser.add_argument_group("timing of train and ablation"), Schedule)
 
 
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmarks; returns the exit status."""
     import torch
 
-    from ..bench import ablation, bpe, generation, training
+    from ..bench import ablation, bpe, generation, modern, training
     from ..bench.common import report
     from ..bench.memory import PeakMemory
     from ..bench.setups import DEVICE_DEFAULTS
@@ -87,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
             out = args.out / "generation.json"
             generation.benchmark(preset=args.preset, device=args.device, quick=args.quick, transformers=not args.quick,
                                  repeats=args.repeats, out=out)
+        elif what == "modern":
+            out = args.out / "modern_cpu.json"
+            modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
         else:
             out = args.out / "bpe.json"
             options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)
