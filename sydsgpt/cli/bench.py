@@ -9,7 +9,8 @@ settings, one row per configuration) into the --out folder:
   generate   generation tokens/s with and without the KV cache (and against transformers)
              -> generation.json
   tokenizer  from-scratch BPE training time, encoding MB/s next to tiktoken -> bpe.json
-  all        all four
+  prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode -> prepare.json
+  all        all five
 
 Examples:
   sydsgpt bench --what train --quick --out /tmp/bench     # smoke test, seconds
@@ -29,7 +30,7 @@ from typing import Any
 from ..runtime import device_type
 from .options import add_config_options, config_from_args
 
-WHAT = ("train", "ablation", "generate", "tokenizer")
+WHAT = ("train", "ablation", "generate", "tokenizer", "prepare")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import ablation, bpe, generation, training
+    from ..bench import prepare as prepare_bench
     from ..bench.common import report
     from ..bench.memory import PeakMemory
     from ..bench.setups import DEVICE_DEFAULTS
@@ -87,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
             out = args.out / "generation.json"
             generation.benchmark(preset=args.preset, device=args.device, quick=args.quick, transformers=not args.quick,
                                  repeats=args.repeats, out=out)
+        elif what == "prepare":
+            out = args.out / "prepare.json"
+            rows, extra = prepare_bench.run(copies=2 if args.quick else 8)
+            report(rows, prepare_bench.COLUMNS, out, "prepare", **extra)
         else:
             out = args.out / "bpe.json"
             options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)
