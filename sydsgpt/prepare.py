@@ -172,14 +172,16 @@ def iter_pieces(files: list[Path], text_field: str, chunk_size: int) -> Iterator
         for text, ends in read_segments(path, text_field, chunk_size):
             text = carry + text
             carry = ""
-            while len(text) > chunk_size:  # a long document: cut it into pieces
-                head, tail = split_at_boundary(text[:chunk_size])
+            start = 0
+            while len(text) - start > chunk_size:  # a long document: cut it into pieces
+                head, _ = split_at_boundary(text[start : start + chunk_size])
                 if not head:  # no boundary in this window: keep it together
                     break
                 piece.append((head, False))
-                text = tail + text[chunk_size:]
+                start += len(head)
                 yield piece
                 piece, size = [], 0
+            text = text[start:] if start else text
             if ends:
                 piece.append((text, True))
             else:

@@ -85,6 +85,16 @@ def test_a_long_document_is_cut_into_pieces_without_changing_its_ids(tmp_path: P
     assert all_ids(tmp_path / "out") == expected_stream([text])
 
 
+def test_a_long_json_document_is_cut_too(tmp_path: Path) -> None:
+    text = load_corpus("the-verdict")
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"text": text}) + "\n" + json.dumps({"text": DOCS[0]}) + "\n")
+    pieces = list(iter_pieces([path], "text", 1000))
+    assert len(pieces) > 15 and max(len(t) for p in pieces for t, _ in p) <= 1000 + len(DOCS[0])
+    prepare([path], tmp_path / "out", small(val_tokens=1000, shard_tokens=2000, chunk_size=1000), show_progress=False)
+    assert all_ids(tmp_path / "out") == expected_stream([text, DOCS[0]])
+
+
 def test_a_bpe_tokenizer_is_saved_with_the_dataset(tmp_path: Path) -> None:
     tok = BPETokenizer(name="bpe300").train(" ".join(DOCS), 300, special_tokens=["<|endoftext|>"])
     tok.save(tmp_path / "tok.json")

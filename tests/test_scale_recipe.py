@@ -42,3 +42,20 @@ def test_the_prepare_benchmark_checks_ids_and_records_the_load() -> None:
     assert rows[1]["equal_ids"] is True and rows[1]["tokens"] == rows[0]["tokens"] + 1  # + one end-of-text
     assert all(r["MB_per_s"] > 0 and r["load_before"] >= 0 for r in rows)
     assert extra["bytes"] == 1_115_394 and len(extra["loadavg_at_end"]) == 3
+
+
+def test_bench_what_prepare_writes_prepare_json(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from sydsgpt.cli import main
+
+    calls = []
+
+    def fake_run(copies: int) -> tuple[list, dict]:
+        calls.append(copies)
+        return [{"task": "sydsgpt prepare", "jobs": 1, "MB_per_s": 1.0}], {"bytes": 1}
+
+    monkeypatch.setattr(prepare_bench, "run", fake_run)
+    assert main(["bench", "--what", "prepare", "--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "prepare.json").read_text())
+    assert calls == [2] and result["benchmark"] == "prepare" and result["rows"][0]["jobs"] == 1 and result["bytes"] == 1
