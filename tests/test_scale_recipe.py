@@ -40,7 +40,7 @@ def test_the_prepare_benchmark_checks_ids_and_records_the_load() -> None:
     rows, extra = prepare_bench.run(copies=1, jobs=(1,))
     assert [r["task"] for r in rows] == ["tiktoken encode (one call)", "sydsgpt prepare"]
     assert rows[1]["equal_ids"] is True and rows[1]["tokens"] == rows[0]["tokens"] + 1  # + one end-of-text
-    assert all(r["MB_per_s"] > 0 and r["load_before"] >= 0 for r in rows)
+    assert all(r["MB_per_s"] > 0 and r["cpu_seconds"] > 0 and r["load_before"] >= 0 for r in rows)
     assert extra["bytes"] == 1_115_394 and len(extra["loadavg_at_end"]) == 3
 
 
