@@ -7,12 +7,17 @@ GPU before activations. FSDP2 (``torch.distributed.fsdp.fully_shard``) keeps onl
 a block's weights just before its forward and backward, and reduce-scatters its gradients,
 so each process also holds only its shard of the gradients and optimizer state.
 
+``sydsgpt train --fsdp`` (``TrainConfig.fsdp``) under ``torchrun`` uses it instead of DDP.
+Checkpoints still hold the whole model: :func:`full_state_views` gathers it from the shards
+when one is saved, so ``sydsgpt generate`` reads it as any other; the optimizer state is
+stored by parameter name, so a run started with ``--fsdp`` resumes with ``--fsdp``.
+
 Each transformer block is its own FSDP unit (its weights are gathered one block at a
 time); the root unit holds the embeddings, the final norm and the output head (so tied
 embeddings stay in one unit). Build the optimizer *after* :func:`shard_model`: it must
 see the sharded parameters. Launch with ``torchrun`` as for DDP; gradients are averaged
 across processes, so a step equals the single-process step on the whole global batch
-(``tests/test_fsdp.py`` checks this on CPU with gloo).
+(``tests/test_fsdp.py`` checks this on CPU with gloo, through a stop and a resume).
 """
 
 from __future__ import annotations
@@ -55,3 +60,37 @@ def local_fraction(model: nn.Module) -> float:
         total += p.numel()
         local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()
     return local / total
+
+
+class _FullStateView:
+    """Stands in for a sharded model or optimizer when a checkpoint is saved: its ``state_dict()``
+    is the full one, gathered beforehand (by every process) with :func:`full_state_views`."""
+
+    def __init__(self, state: dict[str, Any], config: Any = None) -> None:
+        self._state, self.config = state, config
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+
+def full_state_views(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
+    """The whole model and optimizer state of a sharded model, for ``save_checkpoint`` on rank 0.
+
+    Every process must call it (the shards are gathered); the optimizer state is keyed by
+    parameter name, so resume such a checkpoint with FSDP (:func:`load_full_state`).
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    return _FullStateView(full_state_dict(model), getattr(model, "config", None)), _FullStateView(optim_state)
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
+                    optim_state: dict[str, Any]) -> None:
+    """Load a checkpoint written through :func:`full_state_views` into a sharded model and its optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=options)
+    set_optimizer_state_dict(model, optimizer, optim_state, options=options)

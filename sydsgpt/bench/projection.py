@@ -44,6 +44,9 @@ COMMANDS: dict[str, str] = {
     "train, 2 nodes x 8 GPUs": (f"torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=NODE0:29500 "
                                 f"--rdzv-id=gpt2-fwe -m sydsgpt.cli train {DATA_DIR} {COMMON_TRAIN} --batch-size 512 "
                                 "--grad-accum-steps 1 --out runs/gpt2-small-fwe"),
+    "train GPT-2 XL, 8 GPUs, FSDP2": (f"torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train {DATA_DIR} "
+                                      f"{COMMON_TRAIN.replace('gpt2-small', 'gpt2-xl')} --batch-size 128 --grad-accum-steps 4 "
+                                      "--fsdp --out runs/gpt2-xl-fwe"),
     "evaluate": ("python -c \"from sydsgpt.logs import read_log; print([r['val_loss'] for r in "
                  "read_log('runs/gpt2-small-fwe/log.jsonl') if 'val_loss' in r][-1])\""),
     "sample": "sydsgpt generate --checkpoint runs/gpt2-small-fwe/checkpoint.pt --prompt 'The theory of evolution' --max-new-tokens 60",

@@ -25,6 +25,10 @@ examples:
   torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train tinyshakespeare \\
       --preset gpt2-small --batch-size 32 --seq-len 1024 --max-steps 5000 --out runs/gpt2-small
 
+  # a model too large for DDP: shard weights, gradients and AdamW state over the 8 GPUs (FSDP2)
+  torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train data/fineweb-edu-10B \\
+      --preset gpt2-xl --batch-size 128 --grad-accum-steps 4 --seq-len 1024 --fsdp --out runs/gpt2-xl
+
   # continue a run that was stopped or crashed: the same command plus --resume
   sydsgpt train tinyshakespeare --preset gpt2-small ... --out runs/gpt2-small --resume
 """
