@@ -22,7 +22,7 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 @pytest.mark.slow
 def test_two_fsdp2_processes_stopped_and_resumed_match_one_process(tmp_path: Path) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
-    common = ["--steps", "6", "--grad-accum", "2", "--eval-interval", "3", "--lr", "3e-3", "--dropout", "0"]
+    common = ["--steps", "6", "--grad-accum", "2", "--eval-interval", "3", "--lr", "3e-3", "--dropout", "0", "--sample-tokens", "4"]
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
     first = start_cli(cli_args(text, model_cfg, sharded, *common, "--fsdp", "--stop-after", "3"), launcher=TORCHRUN)
     one = start_cli(cli_args(text, model_cfg, single, *common))
@@ -39,6 +39,8 @@ def test_two_fsdp2_processes_stopped_and_resumed_match_one_process(tmp_path: Pat
     losses, reference = logged(sharded, "train_loss"), logged(single, "train_loss")
     assert list(losses) == list(range(1, 7)) and list(losses.values()) == pytest.approx(list(reference.values()), rel=1e-4)
     assert reference[6] < reference[1]
+    # the greedy samples at each evaluation: under FSDP2 every process runs the model, rank 0 logs
+    assert logged(sharded, "sample") == logged(single, "sample") and len(logged(single, "sample")) == 3
 
 
 def test_an_unsharded_model_stores_all_of_its_weights() -> None:
