@@ -19,7 +19,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import AbstractSet, Any, Collection, Iterable, Literal
+from typing import AbstractSet, Any, Collection, Iterable, Iterator, Literal
 
 import regex
 
@@ -315,6 +315,13 @@ class BPETokenizer:
             start = match.end()
         out.extend(self.encode_ordinary(text[start:]))
         return out
+
+    def encode_iterable(self, chunks: Iterable[str]) -> Iterator[int]:
+        """Encode a stream of text chunks lazily; equal to ``encode_ordinary("".join(chunks))``
+        (see :func:`sydsgpt.tokenizer.encode_iterable`)."""
+        from .tokenizer import encode_iterable
+
+        return encode_iterable(self, chunks)
 
     # -------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -105,3 +105,80 @@ def resolve_tokenizer(spec: str, train_text: str | None = None, corpus_name: str
     if not os.path.isfile(spec):
         raise FileNotFoundError(f"tokenizer {spec!r} is neither 'gpt2', 'bpe:N' nor an existing BPETokenizer JSON file")
     return BPETokenizer.load(spec)
+
+
+# ---------------------------------------------------------------------------- streaming
+
+
+SAFE_SPLIT_PATTERNS: frozenset[str] = frozenset({
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",  # gpt2, r50k_base
+})
+"""Pre-tokenizer patterns for which a space between two letters/digits is always a pre-token boundary."""
+
+
+@functools.lru_cache(maxsize=1)
+def _split_point_regex() -> Any:
+    import regex
+
+    # searched right to left: the last space with a letter or digit on both sides
+    return regex.compile(r"(?r)(?<=[\p{L}\p{N}]) (?=[\p{L}\p{N}])")
+
+
+def split_at_boundary(text: str) -> tuple[str, str]:
+    """Cut ``text`` at its last *safe* point: ``(head, tail)`` with ``head + tail == text``.
+
+    The safe point is a space with a letter or digit on each side (``"cat| sat"``). With
+    GPT-2's pre-tokenizer a letter/digit run never takes in the space after it, and the
+    space starts the next pre-token (``" sat"``), so every pre-token lies wholly in the head
+    or wholly in the tail, whatever text follows the tail: ``encode(head) + encode(tail +
+    rest) == encode(head + tail + rest)``. Without such a point, ``head`` is empty.
+    """
+    match = _split_point_regex().search(text)
+    if match is None:
+        return "", text
+    return text[: match.start()], text[match.start():]
+
+
+def check_streamable(tokenizer: Any) -> None:
+    """Raise ``ValueError`` unless ``tokenizer``'s pre-tokenizer is one :func:`split_at_boundary` is proven for."""
+    pattern = getattr(tokenizer, "pattern", None) or getattr(tokenizer, "_pat_str", None)
+    if pattern not in SAFE_SPLIT_PATTERNS:
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name', tokenizer)!r} pre-tokenizes with a pattern that streaming "
+            "encoding is not proven for (it splits text only at a space between two letters/digits, a boundary "
+            "of GPT-2's pattern); encode the whole text with tokenizer.encode_ordinary instead"
+        )
+
+
+def iter_safe_pieces(chunks: Iterable[str], min_chars: int = 1) -> Iterator[str]:
+    """Re-cut a stream of text chunks into pieces that end at safe points (:func:`split_at_boundary`).
+
+    Each piece holds at least ``min_chars`` characters (except the last) and the pieces
+    concatenate to the input. Memory: the carried text, about one chunk plus the longest
+    stretch without a safe point (e.g. a long run of text without spaces).
+    """
+    carry = ""
+    for chunk in chunks:
+        carry += chunk
+        if len(carry) < min_chars:
+            continue
+        head, tail = split_at_boundary(carry)
+        if head and len(head) >= min_chars:
+            yield head
+            carry = tail
+    if carry:
+        yield carry
+
+
+def encode_iterable(tokenizer: Any, chunks: Iterable[str]) -> Iterator[int]:
+    """Encode a stream of text chunks (e.g. a file read piece by piece) to ids, lazily.
+
+    Gives exactly ``tokenizer.encode_ordinary("".join(chunks))`` (special-token text is
+    ordinary text) while holding only about one chunk at a time: chunks are re-cut at
+    pre-token boundaries (:func:`iter_safe_pieces`) and each piece is encoded on its own.
+    Works with a tiktoken ``Encoding`` and a :class:`~sydsgpt.bpe.BPETokenizer` whose
+    pre-tokenizer is GPT-2's (``ValueError`` for another pattern).
+    """
+    check_streamable(tokenizer)
+    for piece in iter_safe_pieces(chunks):
+        yield from tokenizer.encode_ordinary(piece)

@@ -127,6 +127,8 @@ class TrainConfig:
     """TF32 matrix products for float32 on CUDA (``None``: on for CUDA)."""
     fused_adamw: bool | None = None
     """The fused AdamW kernel (``None``: on for CUDA)."""
+    fsdp: bool = False
+    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum_steps": self.grad_accum_steps}
@@ -299,6 +301,11 @@ def train(
     configure_tf32(cfg.tf32, device)
     raw = unwrap_model(model).to(device)
     raw.train()
+    sharded = cfg.fsdp and ctx.enabled
+    if sharded:  # FSDP2: before the optimizer is built, which must see the sharded parameters
+        from .fsdp import full_state_views, load_full_state, shard_model
+
+        shard_model(raw)
     batches = ResumableBatches(as_dataset(train_data, cfg.batch_size), cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
     total_steps = cfg.total_steps(batches.batches_per_epoch)
     optimizer = build_optimizer(raw, cfg, device)
@@ -319,8 +326,11 @@ def train(
         state = load_checkpoint(path)
         check_compatible(state, raw.config, tokenizer)
         _warn_if_config_changed(state.get("train_config"), cfg)
-        raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if sharded:
+            load_full_state(raw, optimizer, state["model"], state["optimizer"])
+        else:
+            raw.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         batches.load_state_dict(state["data"])
         rng_states = state["rng"]
@@ -335,7 +345,7 @@ def train(
         (out / RUN_INFO_NAME).write_text(json.dumps(run_info, indent=2) + "\n")
 
     step_model: nn.Module = raw
-    if ctx.enabled:
+    if ctx.enabled and not sharded:
         step_model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         step_model = torch.compile(step_model, backend=cfg.compile_backend)
@@ -346,9 +356,11 @@ def train(
     def evaluate(record: dict[str, Any]) -> None:
         if val_data is not None:
             record["val_loss"] = loader_loss(raw, val_data, cfg.eval_batches, device, amp_dtype, ctx)
-        if tokenizer is not None and cfg.sample_tokens and ctx.is_main:
+        if tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded):  # FSDP: every process runs the model
             with autocast(device, amp_dtype):
-                record["sample"] = sample_text(raw, tokenizer, cfg.sample_prompt, cfg.sample_tokens, device)
+                sample = sample_text(raw, tokenizer, cfg.sample_prompt, cfg.sample_tokens, device)
+            if ctx.is_main:
+                record["sample"] = sample
 
     def emit(record: dict[str, Any]) -> None:
         history.append(record)
@@ -404,9 +416,10 @@ def train(
             report(record)
             if checkpoint_path is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0)):
                 rng_states = gather_objects(capture_rng_state(), ctx)
+                saved_model, saved_optimizer = full_state_views(raw, optimizer) if sharded else (raw, optimizer)
                 if ctx.is_main:
                     save_checkpoint(
-                        checkpoint_path, raw, optimizer, scheduler, step=step, tokens_seen=tokens_seen,
+                        checkpoint_path, saved_model, saved_optimizer, scheduler, step=step, tokens_seen=tokens_seen,
                         train_config=cfg.to_dict(), tokenizer=tokenizer, rng=rng_states, data=batches.state_dict(),
                     )
                 last_checkpoint = str(checkpoint_path)

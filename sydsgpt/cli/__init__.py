@@ -1,4 +1,4 @@
-"""The ``sydsgpt`` command line: ``sydsgpt train``, ``sydsgpt generate``, ``sydsgpt bench``.
+"""The ``sydsgpt`` command line: ``sydsgpt prepare``, ``sydsgpt train``, ``sydsgpt generate``, ``sydsgpt bench``.
 
 Each subcommand lives in a module of this package that provides
 ``configure(parser)`` (adds its arguments) and ``run(args) -> int`` (does the work).
@@ -11,6 +11,7 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, str] = {
+    "prepare": "Tokenize a large corpus into token shards (appendix: Scaling up).",
     "train": "Pretrain a model on a dataset (chapter 5).",
     "generate": "Generate text from a checkpoint (chapter 6).",
     "bench": "Measure training, generation and tokenizer speed (appendix: Making it fast).",

@@ -11,6 +11,7 @@ settings, one row per configuration) into the --out folder:
   tokenizer  from-scratch BPE training time, encoding MB/s next to tiktoken -> bpe.json
   modern     chapter 7's experiment: GPT-2 blocks vs modern blocks, one change at a time,
              bits per byte and tokens/s -> modern_cpu.json
+  prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode -> prepare.json
   all        all of them
 
 Examples:
@@ -31,7 +32,7 @@ from typing import Any
 from ..runtime import device_type
 from .options import add_config_options, config_from_args
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import ablation, bpe, generation, modern, training
+    from ..bench import prepare as prepare_bench
     from ..bench.common import report
     from ..bench.memory import PeakMemory
     from ..bench.setups import DEVICE_DEFAULTS
@@ -95,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         elif what == "modern":
             out = args.out / "modern_cpu.json"
             modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
+        elif what == "prepare":
+            out = args.out / "prepare.json"
+            rows, extra = prepare_bench.run(copies=2 if args.quick else 8)
+            report(rows, prepare_bench.COLUMNS, out, "prepare", **extra)
         else:
             out = args.out / "bpe.json"
             options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)

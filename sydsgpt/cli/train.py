@@ -1,7 +1,8 @@
 """Pretrain a SydsGPT model on a text corpus (chapter 5).
 
-DATA is a corpus name (tinyshakespeare, the-verdict) or the path of a UTF-8 text file.
-The last --val-fraction of the text is held out for validation. The run writes into --out:
+DATA is a corpus name (tinyshakespeare, the-verdict), the path of a UTF-8 text file (the
+last --val-fraction of the text is held out for validation), or a dataset folder made by
+`sydsgpt prepare` (its shards are memory-mapped; its validation shard is held out). The run writes into --out:
   log.jsonl       one JSON record per step (loss, learning rate, grad norm, tokens/s, val loss)
   checkpoint.pt   model + optimizer + scheduler + RNG + data position (atomic, resumable)
   run.json        the model and training configs; loss.png, the loss curves
@@ -23,6 +24,10 @@ examples:
   # the same on 8 GPUs of one machine (each process gets 32/8 = 4 rows of every batch)
   torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train tinyshakespeare \\
       --preset gpt2-small --batch-size 32 --seq-len 1024 --max-steps 5000 --out runs/gpt2-small
+
+  # a model too large for DDP: shard weights, gradients and AdamW state over the 8 GPUs (FSDP2)
+  torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train data/fineweb-edu-10B \\
+      --preset gpt2-xl --batch-size 128 --grad-accum-steps 4 --seq-len 1024 --fsdp --out runs/gpt2-xl
 
   # continue a run that was stopped or crashed: the same command plus --resume
   sydsgpt train tinyshakespeare --preset gpt2-small ... --out runs/gpt2-small --resume
@@ -49,7 +54,7 @@ OLD_FLAGS = {"max_steps": ["--steps"], "seq_len": ["--context-length"], "warmup_
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``sydsgpt train``'s arguments."""
-    parser.add_argument("data", metavar="DATA", help="corpus name (tinyshakespeare, the-verdict) or a text file path")
+    parser.add_argument("data", metavar="DATA", help="corpus name (tinyshakespeare, the-verdict), a text file path, or a folder from sydsgpt prepare")
     model = parser.add_argument_group("model")
     choice = model.add_mutually_exclusive_group()
     choice.add_argument("--preset", choices=preset_names(), default=None, metavar="NAME",
@@ -97,6 +102,21 @@ def _tokenizer(spec: str, train_text: str, data_name: str, out: Path, resume: bo
     return tokenizer
 
 
+def _prepared_tokenizer(folder: str, spec: str, out: Path) -> Any:
+    """A prepared dataset's own tokenizer (a BPE one is copied into ``out``); ``--tokenizer`` may
+    only name it (``gpt2``, the default, or the dataset's file)."""
+    from ..shards import DATASET_TOKENIZER_NAME, dataset_tokenizer, read_manifest
+
+    saved = read_manifest(folder)["tokenizer"]["spec"]
+    if spec != "gpt2" and Path(spec).resolve() != (Path(folder) / DATASET_TOKENIZER_NAME).resolve():
+        raise ValueError(f"{folder} is a prepared dataset: it is already tokenized (with {saved}); leave out --tokenizer")
+    tokenizer = dataset_tokenizer(folder)
+    if saved != "gpt2":
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(out / TOKENIZER_NAME)
+    return tokenizer
+
+
 def model_config(args: argparse.Namespace, n_vocab: int) -> dict[str, Any]:
     """The model config from ``--preset``/``--config``, sized to the tokenizer."""
     import json
@@ -133,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from ..logs import plot_losses
     from ..model import SydsGPT
     from ..runtime import device_type, seed_everything
+    from ..shards import is_prepared_dataset, prepared_loaders
     from ..train import TrainingDiverged
     from ..train import train as train_loop
 
@@ -144,22 +165,29 @@ def run(args: argparse.Namespace) -> int:
         if args.resume and not (out / CHECKPOINT_NAME).exists():
             raise FileNotFoundError(f"--resume: there is no {out / CHECKPOINT_NAME} to continue from; run without --resume first")
         ctx = distributed.init_distributed(device_type(cfg.device))
-        text = load_corpus(args.data)
-        train_text, _ = train_val_split(text, args.val_fraction)
-        if args.tokenizer.startswith("bpe:") and ctx.enabled:
+        prepared = is_prepared_dataset(args.data)
+        if prepared:  # a folder from sydsgpt prepare: its shards and its tokenizer
+            tokenizer = _prepared_tokenizer(args.data, args.tokenizer, out)
+        else:
+            text = load_corpus(args.data)
+            train_text, _ = train_val_split(text, args.val_fraction)
+        if not prepared and args.tokenizer.startswith("bpe:") and ctx.enabled:
             # one process trains the BPE, the others then load it
             if ctx.is_main:
                 tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
             distributed.barrier(ctx)
             if not ctx.is_main:
                 tokenizer = _tokenizer(str(out / TOKENIZER_NAME), train_text, _data_name(args.data), out, args.resume)
-        else:
+        elif not prepared:
             tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
         config = model_config(args, tokenizer.n_vocab)
         seed_everything(cfg.seed)
         model = SydsGPT(config)
         seq_len = cfg.seq_len or config["context_length"]
-        train_loader, val_loader = make_loaders(text, tokenizer, seq_len, cfg.batch_size, args.val_fraction)
+        if prepared:
+            train_loader, val_loader = prepared_loaders(args.data, seq_len, cfg.batch_size)
+        else:
+            train_loader, val_loader = make_loaders(text, tokenizer, seq_len, cfg.batch_size, args.val_fraction)
         if ctx.is_main:
             n_params = sum(p.numel() for p in model.parameters())
             print(f"model: {n_params:,} parameters; tokenizer {tokenizer.name} ({tokenizer.n_vocab} ids); "

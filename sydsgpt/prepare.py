@@ -1,0 +1,402 @@
+"""Tokenize a large corpus into token shards: readers, work pieces, and the resumable sharder.
+
+``sydsgpt prepare INPUT... --out DIR`` runs :func:`prepare`. The pipeline:
+
+1. **Readers** stream documents from ``.txt`` files (a file is one document), ``.jsonl`` /
+   ``.jsonl.gz`` (one JSON object per line, its ``text_field`` a document) and Parquet
+   (the ``text_field`` column, via ``pyarrow``); a folder means every such file in it.
+2. **Pieces**: the documents are packed into work pieces of about ``chunk_size``
+   characters; a longer document is cut at pre-token boundaries
+   (:func:`sydsgpt.tokenizer.split_at_boundary`), so its ids equal encoding it whole.
+3. **Workers** (``jobs`` processes) encode pieces; at most ``2 * jobs`` pieces are in
+   flight, so memory stays bounded whatever the corpus size.
+4. **The writer** receives the pieces' ids in order (an end-of-text id after each
+   document): the first ``val_tokens`` ids are the validation shard, the rest are cut
+   into training shards of ``shard_tokens``. Validation and training share no token
+   (one document may start in the one and end in the other, as with a text split).
+
+Resumable: after each finished shard the manifest records where in the piece stream it
+ended; run the same command again and the finished shards are kept, their pieces skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing
+import os
+import sys
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from .files import TEMP_SUFFIX
+from .shards import (DATASET_TOKENIZER_NAME, FORMAT, MANIFEST_NAME, VERSION, ShardWriter, read_manifest, token_dtype,
+                     write_manifest)
+from .tokenizer import check_streamable, split_at_boundary
+from .validation import check_positive_int
+
+SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
+"""The file types the readers understand."""
+
+Segment = tuple[str, bool]
+"""A stretch of one document's text, and whether the document ends with it."""
+
+
+@dataclass
+class PrepareConfig:
+    """How ``sydsgpt prepare`` tokenizes and shards a corpus (each field is a command-line option)."""
+
+    tokenizer: str = "gpt2"
+    """gpt2 (GPT-2's) or the path of a saved BPETokenizer JSON with an <|endoftext|> token."""
+    text_field: str = "text"
+    """The field (.jsonl) or column (Parquet) that holds each document's text."""
+    shard_tokens: int = 100_000_000
+    """Tokens per training shard (the last shard holds the rest)."""
+    val_tokens: int = 1_000_000
+    """Tokens of the validation shard: the first this many tokens of the corpus."""
+    jobs: int = 1
+    """Worker processes that tokenize."""
+    chunk_size: int = 1 << 20
+    """Characters of text per work piece (memory is a few pieces per worker)."""
+
+    def __post_init__(self) -> None:
+        for name in ("shard_tokens", "val_tokens", "jobs", "chunk_size"):
+            check_positive_int(getattr(self, name), f"PrepareConfig.{name}")
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+
+
+def input_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The files to read: each path itself, or every readable file under a folder (sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) and not p.name.startswith("."))
+            if not found:
+                raise FileNotFoundError(f"folder {path} has no {', '.join(SUFFIXES)} files")
+            files.extend(found)
+        elif path.is_file():
+            if _kind(path) is None:
+                raise ValueError(f"{path}: cannot read this file type; expected one of {', '.join(SUFFIXES)}")
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input {path} does not exist")
+    return files
+
+
+def read_text_file(path: Path, chunk_size: int) -> Iterator[Segment]:
+    """A text file as one document, read ``chunk_size`` characters at a time (newlines as ``read_text`` gives them)."""
+    with open(path, encoding="utf-8") as f:
+        chunk = f.read(chunk_size)
+        while chunk:
+            following = f.read(chunk_size)
+            yield chunk, not following
+            chunk = following
+
+
+def read_jsonl(path: Path, text_field: str) -> Iterator[Segment]:
+    """One document per line of a ``.jsonl`` (or gzip-compressed ``.jsonl.gz``) file; empty texts are skipped."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or text_field not in record:
+                raise ValueError(f"{path}:{number}: expected a JSON object with the field {text_field!r} "
+                                 "(choose the field with --text-field)")
+            if record[text_field]:
+                yield str(record[text_field]), True
+
+
+def read_parquet(path: Path, text_field: str, batch_rows: int = 1024) -> Iterator[Segment]:
+    """The ``text_field`` column of a Parquet file, ``batch_rows`` rows at a time (needs ``pyarrow``)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"reading {path} needs the package pyarrow, which is not installed: pip install pyarrow") from None
+    table = pq.ParquetFile(path)
+    if text_field not in table.schema_arrow.names:
+        raise ValueError(f"{path} has no column {text_field!r} (its columns: {', '.join(table.schema_arrow.names)}); "
+                         "choose it with --text-field")
+    for batch in table.iter_batches(batch_size=batch_rows, columns=[text_field]):
+        for text in batch.column(0).to_pylist():
+            if text:
+                yield str(text), True
+
+
+def read_segments(path: Path, text_field: str = "text", chunk_size: int = 1 << 20) -> Iterator[Segment]:
+    """The documents of one file as segments (see each reader)."""
+    kind = _kind(path)
+    if kind == ".txt":
+        return read_text_file(path, chunk_size)
+    if kind == ".parquet":
+        return read_parquet(path, text_field)
+    return read_jsonl(path, text_field)
+
+
+def iter_documents(paths: Iterable[str | os.PathLike[str]], text_field: str = "text") -> Iterator[str]:
+    """Every document of ``paths`` as one string (for small corpora and tests; :func:`prepare` streams)."""
+    parts: list[str] = []
+    for path in input_files(paths):
+        for text, ends in read_segments(path, text_field):
+            parts.append(text)
+            if ends:
+                yield "".join(parts)
+                parts = []
+
+
+def iter_pieces(files: list[Path], text_field: str, chunk_size: int) -> Iterator[list[Segment]]:
+    """Pack the documents of ``files`` into work pieces of about ``chunk_size`` characters.
+
+    A document longer than a piece is cut only at pre-token boundaries, so encoding its
+    segments one by one gives its ids. The pieces are the same on every run with the same
+    files and ``chunk_size``: a resumed prepare finds its place by piece number.
+    """
+    piece: list[Segment] = []
+    size = 0
+    for path in files:
+        carry = ""
+        for text, ends in read_segments(path, text_field, chunk_size):
+            text = carry + text
+            carry = ""
+            start = 0
+            while len(text) - start > chunk_size:  # a long document: cut it into pieces
+                head, _ = split_at_boundary(text[start : start + chunk_size])
+                if not head:  # no boundary in this window: keep it together
+                    break
+                piece.append((head, False))
+                start += len(head)
+                yield piece
+                piece, size = [], 0
+            text = text[start:] if start else text
+            if ends:
+                piece.append((text, True))
+            else:
+                head, carry = split_at_boundary(text)
+                if head:
+                    piece.append((head, False))
+            size += len(text)
+            if size >= chunk_size:
+                yield piece
+                piece, size = [], 0
+        if carry:
+            piece.append((carry, True))
+    if piece:
+        yield piece
+
+
+# ---------------------------------------------------------------------------- workers
+
+_worker_tokenizer: Any = None
+
+
+def _init_worker(tokenizer: Any) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def encode_piece(piece: list[Segment], eot: int, dtype: str, tokenizer: Any = None) -> tuple[np.ndarray, int]:
+    """A piece's ids (an end-of-text id after each document's last segment) and its UTF-8 size in bytes."""
+    tokenizer = tokenizer or _worker_tokenizer
+    ids: list[int] = []
+    n_bytes = 0
+    for text, doc_end in piece:
+        ids.extend(tokenizer.encode_ordinary(text))
+        if doc_end:
+            ids.append(eot)
+        n_bytes += len(text.encode("utf-8"))
+    return np.asarray(ids, dtype=dtype), n_bytes
+
+
+def load_tokenizer(spec: str) -> Any:
+    """The tokenizer a prepare spec names: ``gpt2`` or a saved BPETokenizer file (it needs ``<|endoftext|>``)."""
+    from .tokenizer import END_OF_TEXT, resolve_tokenizer
+
+    if spec.startswith("bpe:"):
+        raise ValueError("sydsgpt prepare needs a ready tokenizer: gpt2, or a BPETokenizer saved as JSON "
+                         "(train one with BPETokenizer().train(text, N, special_tokens=['<|endoftext|>']).save(path))")
+    tokenizer = resolve_tokenizer(spec)
+    if END_OF_TEXT not in getattr(tokenizer, "special_tokens_set", set()):
+        raise ValueError(f"tokenizer {spec!r} has no {END_OF_TEXT} token to put between documents; "
+                         f"train it with special_tokens=[{END_OF_TEXT!r}]")
+    check_streamable(tokenizer)
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------- the sharder
+
+
+class _Sharder:
+    """Routes ids, in stream order, to the validation shard and then to training shards."""
+
+    def __init__(self, out: Path, cfg: PrepareConfig, dtype: np.dtype, manifest: dict[str, Any]) -> None:
+        self.out, self.cfg, self.dtype, self.manifest = out, cfg, dtype, manifest
+        shards = manifest["shards"]
+        self.val_done = any(s["split"] == "val" for s in shards)
+        self.n_train = sum(1 for s in shards if s["split"] == "train")
+        self.writer: ShardWriter | None = None
+        self.new_train_shards = 0
+
+    def _open(self) -> ShardWriter:
+        if self.writer is None:
+            split, index = ("train", self.n_train) if self.val_done else ("val", 0)
+            self.writer = ShardWriter(self.out, split, index, self.dtype)
+        return self.writer
+
+    def _close(self, position: tuple[int, int]) -> None:
+        assert self.writer is not None
+        self.manifest["shards"].append(self.writer.finish(end=list(position)))
+        if self.writer.split == "train":
+            self.n_train += 1
+            self.new_train_shards += 1
+        else:
+            self.val_done = True
+        self.writer = None
+        write_manifest(self.out, self.manifest)
+
+    def add(self, number: int, ids: np.ndarray, skip: int) -> None:
+        """The ids of piece ``number``, from id ``skip`` on: the validation shard first, then training shards."""
+        a, b = skip, len(ids)
+        while a < b:
+            writer = self._open()
+            capacity = self.cfg.shard_tokens if writer.split == "train" else self.cfg.val_tokens
+            take = min(b - a, capacity - writer.tokens)
+            writer.write(ids[a : a + take])
+            a += take
+            if writer.tokens == capacity:
+                self._close((number, a))
+
+    def finish(self, position: tuple[int, int]) -> None:
+        if not self.val_done:
+            tokens = self.writer.tokens if self.writer else 0
+            if self.writer:
+                self.writer.abort()
+            raise ValueError(f"the corpus has {tokens} tokens, fewer than the validation shard's {self.cfg.val_tokens} "
+                             "(and some for training); use a smaller --val-tokens or more text")
+        if self.writer is not None and self.writer.tokens:
+            self._close(position)
+        if self.n_train == 0:
+            raise ValueError("no tokens are left for training after the validation shard; use a smaller --val-tokens")
+        self.manifest["complete"] = True
+        self.manifest["tokens"] = {split: sum(s["tokens"] for s in self.manifest["shards"] if s["split"] == split)
+                                   for split in ("train", "val")}
+        write_manifest(self.out, self.manifest)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _settings(files: list[Path], cfg: PrepareConfig) -> dict[str, Any]:
+    """What decides the output: compared on resume (a change means the finished shards do not fit)."""
+    config = {k: v for k, v in asdict(cfg).items() if k != "jobs"}
+    return {"inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in files], **config}
+
+
+def _start_manifest(out: Path, files: list[Path], cfg: PrepareConfig, tokenizer: Any) -> dict[str, Any]:
+    settings = _settings(files, cfg)
+    if (out / MANIFEST_NAME).is_file():
+        manifest = read_manifest(out)
+        if manifest["settings"] != settings:
+            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+            raise ValueError(f"{out} holds a dataset prepared with other settings ({', '.join(changed)} differ); "
+                             "use another --out, or delete that folder to start over")
+        return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    spec = "gpt2" if cfg.tokenizer == "gpt2" else DATASET_TOKENIZER_NAME
+    if spec != "gpt2":
+        tokenizer.save(out / DATASET_TOKENIZER_NAME)
+    manifest = {
+        "format": FORMAT, "version": VERSION, "complete": False, "dtype": token_dtype(tokenizer.n_vocab).name,
+        "tokenizer": {"name": tokenizer.name, "n_vocab": tokenizer.n_vocab, "eot": tokenizer.eot_token, "spec": spec},
+        "settings": settings, "shards": [],
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def prepare(
+    inputs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], cfg: PrepareConfig = PrepareConfig(),
+    *, stop_after: int | None = None, show_progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize ``inputs`` into a prepared dataset folder ``out`` (resuming an unfinished one).
+
+    Args:
+        stop_after: end this session after this many new training shards (resume by calling again).
+        show_progress: a tqdm bar in MB/s of text (on stderr).
+
+    Returns:
+        ``{"manifest", "pieces_encoded", "pieces_skipped", "shards_written", "bytes"}``.
+    """
+    out = Path(out)
+    files = input_files(inputs)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    manifest = _start_manifest(out, files, cfg, tokenizer)
+    stats = {"manifest": manifest, "pieces_encoded": 0, "pieces_skipped": 0, "shards_written": 0, "bytes": 0}
+    if manifest["complete"]:
+        return stats
+    for stale in out.glob(f".*{TEMP_SUFFIX}"):  # a shard that a killed run left half-written
+        stale.unlink()
+    resume_piece, resume_offset = manifest["shards"][-1]["end"] if manifest["shards"] else (0, 0)
+    dtype = np.dtype(manifest["dtype"])
+    eot = tokenizer.eot_token
+    sharder = _Sharder(out, cfg, dtype, manifest)
+    bar = tqdm(desc="prepare", unit="B", unit_scale=True, disable=not show_progress, file=sys.stderr, mininterval=1.0)
+    pool = None
+    if cfg.jobs > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(cfg.jobs, initializer=_init_worker, initargs=(tokenizer,))
+    pending: deque[tuple[int, Any]] = deque()
+
+    def consume() -> bool:
+        number, result = pending.popleft()
+        ids, n_bytes = result.get() if pool is not None else result
+        sharder.add(number, ids, resume_offset if number == resume_piece else 0)
+        stats["pieces_encoded"] += 1
+        stats["bytes"] += n_bytes
+        bar.update(n_bytes)
+        bar.set_postfix(shards=len(manifest["shards"]), refresh=False)
+        return stop_after is not None and sharder.new_train_shards >= stop_after
+
+    number, stopped = -1, False
+    try:
+        for number, piece in enumerate(iter_pieces(files, cfg.text_field, cfg.chunk_size)):
+            if number < resume_piece:
+                stats["pieces_skipped"] += 1
+                continue
+            if pool is None:
+                pending.append((number, encode_piece(piece, eot, dtype.name, tokenizer)))
+            else:
+                pending.append((number, pool.apply_async(encode_piece, (piece, eot, dtype.name))))
+            if len(pending) >= 2 * cfg.jobs and consume():
+                stopped = True
+                break
+        while pending and not stopped:
+            stopped = consume()
+        if not stopped:
+            sharder.finish((number + 1, 0))
+        else:
+            sharder.abort()
+    except BaseException:
+        sharder.abort()
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    stats["shards_written"] = sharder.new_train_shards
+    return stats
