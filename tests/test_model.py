@@ -116,7 +116,7 @@ def test_config_round_trip_and_presets() -> None:
     with pytest.raises(ValueError, match="num_heads"):
         get_preset("gpt2-mini", num_heads=5)
     with pytest.warns(DeprecationWarning, match="'book' is now called 'gpt2-mini'"):
-        assert get_preset("gpt2-mini") == get_preset("gpt2-mini")
+        assert get_preset("book") == get_preset("gpt2-mini")
 
 
 # ------------------------------------------------------------------------- sizes
@@ -323,7 +323,7 @@ def test_model_config_is_one_object_that_reads_like_the_original_dict() -> None:
     with pytest.raises(KeyError):
         config["emb_dim"]
     with pytest.warns(DeprecationWarning, match="use model.config"):
-        assert model.config is config
+        assert model.cfg is config
     assert config.replace(num_layers=1).num_layers == 1 and config.num_layers == 2
 
 
