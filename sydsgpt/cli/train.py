@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError
-from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME
+from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME, lock_run_folder
 from ..presets import RUNS, get_preset, preset_names
 from ..tokenizer import TOKENIZER_SPEC_HELP
 from ..train import TrainConfig
@@ -104,7 +104,10 @@ def model_config(args: argparse.Namespace, n_vocab: int) -> dict[str, Any]:
     from ..model import SydsGPTConfig
 
     if args.config:
-        config = json.loads(Path(args.config).read_text())
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except ValueError as exc:
+            raise ValueError(f"{args.config} is not valid JSON ({exc}); --config needs a JSON object with the model config") from None
         if not isinstance(config, dict):
             raise ValueError(f"{args.config} must hold a JSON object (the model config), got {type(config).__name__}")
     else:
@@ -126,24 +129,30 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0 on success, 1 with a message on stderr for a user error."""
+    """Train; returns 0 on success. Errors propagate to :func:`sydsgpt.cli.main`, which reports them
+    (:mod:`sydsgpt.cli.errors`)."""
     from .. import distributed
     from ..corpora import load_corpus
     from ..data import make_loaders, train_val_split
     from ..logs import plot_losses
     from ..model import SydsGPT
-    from ..runtime import device_type, seed_everything
-    from ..train import TrainingDiverged
+    from ..runtime import device_type, resolve_device, seed_everything
+    from ..validation import check_positive_int
     from ..train import train as train_loop
 
     out = Path(args.out or Path("runs") / _data_name(args.data))
+    locks = ExitStack()
     try:
         cfg = train_config(args)
+        check_positive_int(args.stop_after, "--stop-after", allow_none=True)
+        resolve_device(cfg.device, 0)  # a missing GPU is an error before anything is written
         if (out / CHECKPOINT_NAME).exists() and not args.resume:
             raise FileExistsError(f"{out / CHECKPOINT_NAME} already exists: add --resume to continue that run, or choose another --out")
         if args.resume and not (out / CHECKPOINT_NAME).exists():
             raise FileNotFoundError(f"--resume: there is no {out / CHECKPOINT_NAME} to continue from; run without --resume first")
         ctx = distributed.init_distributed(device_type(cfg.device))
+        if ctx.is_main:  # before anything is written into --out (the tokenizer, the log)
+            locks.enter_context(lock_run_folder(out))
         text = load_corpus(args.data)
         train_text, _ = train_val_split(text, args.val_fraction)
         if args.tokenizer.startswith("bpe:") and ctx.enabled:
@@ -180,9 +189,7 @@ def run(args: argparse.Namespace) -> int:
             last_val = next((r["val_loss"] for r in reversed(history) if "val_loss" in r), None)
             print(f"done: step {history[-1]['step']}, val loss {last_val if last_val is None else round(last_val, 4)}; "
                   f"checkpoint {out / CHECKPOINT_NAME}", file=sys.stderr)
-    except (TrainingDiverged, CheckpointError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"sydsgpt train: error: {exc}", file=sys.stderr)
-        return 1
     finally:
+        locks.close()
         distributed.cleanup()
     return 0
