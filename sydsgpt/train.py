@@ -86,7 +86,19 @@ class TrainConfig:
     ``batch_size * grad_accum_steps`` sequences of ``seq_len`` tokens, whatever the
     number of processes.
 
-    Each field's docstring is also its ``sydsgpt train --help`` text.
+    Each field's docstring is also its ``sydsgpt train --help`` text. Every value is checked
+    here (a negative clip, a NaN learning rate, ``beta2 = 1``, zero evaluation batches, ...
+    are errors), so a Python script gets the same checks as the command line.
+
+    **Resuming** (``train(..., resume=True)``, ``sydsgpt train ... --resume``): the four fields
+    marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
+    decide which tokens each step sees, :data:`RESUME_FIXED`) must equal the checkpoint's, or
+    resume refuses and lists the differences. Every other field may change and applies from
+    the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or ``epochs``
+    recomputes the schedule at the step reached; ``weight_decay`` and the betas go into the
+    optimizer; the rest are read at every step. Each change is recorded in the first log record
+    of the resumed session (``"changed": {field: [old, new]}``) and in ``run.json``
+    (``"changes"``: step, option, from, to).
     """
 
     max_steps: int | None = None
@@ -94,11 +106,11 @@ class TrainConfig:
     epochs: int = 1
     """Passes over the training data (when ``max_steps`` is not given)."""
     batch_size: int = 8
-    """Sequences per micro-batch, over all processes together."""
+    """Sequences per micro-batch, over all processes together. Fixed for a run (resume refuses a change)."""
     seq_len: int | None = None
-    """Tokens per training sequence; ``None``: the model's ``context_length``."""
+    """Tokens per training sequence; ``None``: the model's ``context_length``. Fixed for a run (resume refuses a change)."""
     grad_accum_steps: int = 1
-    """Micro-batches whose gradients are summed into one optimizer step."""
+    """Micro-batches whose gradients are summed into one optimizer step. Fixed for a run (resume refuses a change)."""
     lr: float = 4e-4
     """Peak learning rate, reached at the end of the warm-up."""
     min_lr_ratio: float = 0.1
@@ -126,7 +138,7 @@ class TrainConfig:
     checkpoint_interval: int | None = None
     """Save every this many steps (``None``: at each evaluation); always at the end."""
     seed: int = 123
-    """Seeds the initialisation, dropout and the data order."""
+    """Seeds the initialisation, dropout and the data order. Fixed for a run (resume refuses a change)."""
     device: str = "auto"
     """``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
     dtype: Dtype = "auto"

@@ -39,8 +39,8 @@ from typing import Any
 from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME, lock_run_folder
 from ..presets import RUNS, get_preset, preset_names
 from ..tokenizer import TOKENIZER_SPEC_HELP
-from ..train import TrainConfig
-from .options import add_config_options, config_from_args
+from ..train import RESUME_FIXED, TrainConfig
+from .options import add_config_options, config_from_args, flag_name
 
 OLD_FLAGS = {"max_steps": ["--steps"], "seq_len": ["--context-length"], "warmup_steps": ["--warmup"],
              "grad_accum_steps": ["--grad-accum"]}
@@ -62,7 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<data name>)")
-    run.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (same data, model, tokenizer)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from DIR/checkpoint.pt (same data, model, tokenizer); a changed training option "
+                     "applies from the next step and is recorded in log.jsonl and run.json, except "
+                     + ", ".join(flag_name(f) for f in RESUME_FIXED) + " (fixed for a run: resume refuses a change)")
     run.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                      help="end this session after STEP steps (checkpointed); the schedule still spans --max-steps")
     run.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default: 0.1)")
