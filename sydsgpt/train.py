@@ -47,7 +47,7 @@ from .optim import apply_hyperparameters, build_optimizer, make_scheduler
 from .runtime import (
     DTYPES, Dtype, autocast, check_device_name, configure_tf32, resolve_device, resolve_fast_paths, seed_everything,
 )
-from .validation import check_bool, check_int, check_keys, check_positive_int, check_real, field_names
+from .validation import check_bool, check_int, check_keys, check_positive_int, check_real, check_token_range, field_names
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite (the weights were not updated with
@@ -382,7 +382,11 @@ def _train(
     configure_tf32(cfg.tf32, device)
     raw = unwrap_model(model).to(device)
     raw.train()
-    batches = ResumableBatches(as_dataset(train_data, cfg.batch_size), cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+    dataset = as_dataset(train_data, cfg.batch_size)
+    for what, data in (("the training data", dataset), ("the validation data", getattr(val_data, "dataset", None))):
+        if isinstance(getattr(data, "token_ids", None), torch.Tensor):  # a GPTDataset: check every id once
+            check_token_range(data.token_ids, raw.config.vocab_size, what)
+    batches = ResumableBatches(dataset, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
     total_steps = cfg.total_steps(batches.batches_per_epoch)
     optimizer = build_optimizer(raw, cfg, device)
     scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_for(total_steps), cfg.min_lr_ratio)

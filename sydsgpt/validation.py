@@ -96,6 +96,19 @@ def check_bool(value: Any, name: str, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be True or False{' (or None)' if allow_none else ''}, got {value!r}")
 
 
+def check_token_range(ids: torch.Tensor, vocab_size: int, what: str) -> None:
+    """Every id in ``ids`` must be in ``0 .. vocab_size - 1`` (else the embedding lookup fails obscurely)."""
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{what} holds token id {bad}, but the model's ids are 0..{vocab_size - 1} (vocab_size {vocab_size}); "
+            f"tokenize the data with the model's tokenizer, or build the model with vocab_size >= {high + 1}"
+        )
+
+
 def check_input_ids(input_ids: Any, name: str = "input_ids") -> None:
     """``input_ids`` must be a 2-D ``(batch, tokens)`` integer tensor with at least one token.
 

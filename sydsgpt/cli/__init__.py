@@ -44,14 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         module.configure(sub)
         sub.add_argument("--debug", action="store_true",
                          help="show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)")
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sydsgpt`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand, as every other error of its options
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

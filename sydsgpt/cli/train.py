@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = train_config(args)
         check_positive_int(args.stop_after, "--stop-after", allow_none=True)
         resolve_device(cfg.device, 0)  # a missing GPU is an error before anything is written
+        model_config(args, 1)  # and so is a bad model option, before a tokenizer is trained
         if (out / CHECKPOINT_NAME).exists() and not args.resume:
             raise FileExistsError(f"{out / CHECKPOINT_NAME} already exists: add --resume to continue that run, or choose another --out")
         if args.resume and not (out / CHECKPOINT_NAME).exists():
