@@ -24,10 +24,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int, step: int, checkpoint: str | None) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        name = signal.Signals(signum).name
-        where = (f"checkpoint of step {step} saved to {checkpoint}; continue with the same command plus --resume"
-                 if checkpoint else f"at step {step}; no output folder was given, so nothing was saved")
-        super().__init__(f"interrupted by {name}: {where}")
+        super().__init__(self.describe("continue with train(..., resume=True)"))
+
+    def describe(self, how_to_resume: str) -> str:
+        """The message, with ``how_to_resume`` said the way the caller resumes (Python or command line)."""
+        name = signal.Signals(self.signum).name
+        if self.checkpoint is None:
+            return f"interrupted by {name} at step {self.step}; no output folder was given, so nothing was saved"
+        return f"interrupted by {name}: checkpoint of step {self.step} saved to {self.checkpoint}; {how_to_resume}"
 
     @property
     def exit_code(self) -> int:

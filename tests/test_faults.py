@@ -728,7 +728,8 @@ def _signal_probe(signum: int) -> Callable[[Env], None]:
         with pytest.raises(TrainingInterrupted) as info:
             train(train_model(), _SignalAt(train_data, 4 * 5 + 1, signum), val, cfg, out_dir=env.out, show_progress=False)
         assert info.value.step == 6 and info.value.exit_code == 128 + signum
-        assert str(info.value).startswith(f"interrupted by {signal.Signals(signum).name}: checkpoint of step 6 saved to {env.out / CHECKPOINT_NAME}")
+        assert str(info.value) == (f"interrupted by {signal.Signals(signum).name}: checkpoint of step 6 saved to "
+                                   f"{env.out / CHECKPOINT_NAME}; continue with train(..., resume=True)")
         assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 6
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
         history = train(train_model(seed=5), train_data, val, cfg, out_dir=env.out, resume=True, show_progress=False)
@@ -905,3 +906,30 @@ def test_the_table() -> None:
     print("\nfault probes by outcome: " + ", ".join(f"{o}: {counts[o]}" for o in OUTCOMES) + f" (total {len(PROBES)})")
     for p in PROBES:
         print(f"  [{p.outcome}] {p.area}: {p.fault} -> {p.expected}")
+
+
+# ---------------------------------------------------------------------------- what --help and the docs promise
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "bench"])
+def test_help_documents_debug_and_exit_status(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--debug show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)" in text
+    assert "exit status: 0 done; 1 the run failed" in text and "2 bad usage" in text and "130 Ctrl-C, 143 SIGTERM" in text
+
+
+def test_resume_rules_are_documented_where_they_are_applied(capsys: pytest.CaptureFixture[str]) -> None:
+    from sydsgpt.cli.options import field_docs
+    from sydsgpt.train import RESUME_FIXED
+
+    docs = field_docs(TrainConfig)
+    fixed = [name for name, doc in docs.items() if "Fixed for a run (resume refuses a change)." in doc]
+    assert fixed == list(RESUME_FIXED) == ["batch_size", "seq_len", "grad_accum_steps", "seed"]
+    assert "may change and applies from the next step" in " ".join((TrainConfig.__doc__ or "").split())
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("a changed training option applies from the next step and is recorded in log.jsonl and run.json, except "
+            "--batch-size, --seq-len, --grad-accum-steps, --seed (fixed for a run: resume refuses a change)") in text

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except TrainingInterrupted as exc:
-        print(f"sydsgpt {args.command}: {exc}", file=sys.stderr)
+        print(f"sydsgpt {args.command}: {exc.describe('continue with the same command plus --resume')}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"sydsgpt {args.command}: interrupted", file=sys.stderr)
