@@ -44,6 +44,7 @@ from .logs import truncate_log
 from .losses import batch_loss, loader_loss
 from .model import generate_simple
 from .optim import apply_hyperparameters, build_optimizer, make_scheduler
+from .resume import RESUME_FIXED, record_changes, resume_changes  # noqa: F401 (RESUME_FIXED: re-exported)
 from .runtime import (
     DTYPES, Dtype, autocast, check_device_name, configure_tf32, resolve_device, resolve_fast_paths, seed_everything,
 )
@@ -92,7 +93,7 @@ class TrainConfig:
 
     **Resuming** (``train(..., resume=True)``, ``sydsgpt train ... --resume``): the four fields
     marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
-    decide which tokens each step sees, :data:`RESUME_FIXED`) must equal the checkpoint's, or
+    decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the checkpoint's, or
     resume refuses and lists the differences. Every other field may change and applies from
     the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or ``epochs``
     recomputes the schedule at the step reached; ``weight_decay`` and the betas go into the
@@ -286,43 +287,6 @@ def sample_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: i
     return tokenizer.decode(out[0].tolist())
 
 
-RESUME_FIXED: tuple[str, ...] = ("batch_size", "seq_len", "grad_accum_steps", "seed")
-""":class:`TrainConfig` fields a resumed run cannot change: they decide which tokens each step sees
-(the data order is part of the checkpoint), so resume refuses, listing the differences. Every other
-field may change on resume and applies from the next step; the change is recorded in the log and
-in ``run.json``."""
-
-
-def resume_changes(saved: Mapping[str, Any] | None, cfg: TrainConfig, step: int = 0) -> dict[str, tuple[Any, Any]]:
-    """``{field: (checkpoint's value, this run's value)}`` for every option that differs from the
-    checkpoint's training config (``saved``); nothing for a checkpoint without one.
-
-    Raises:
-        CheckpointMismatchError: a field of :data:`RESUME_FIXED` differs, or the run is
-            already past the steps the new config asks for (``step``: the checkpoint's).
-    """
-    if not saved:
-        return {}
-    before = TrainConfig.from_dict(saved).to_dict()
-    changed = {k: (before[k], v) for k, v in cfg.to_dict().items() if before[k] != v}
-    fixed = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items() if k in RESUME_FIXED]
-    if fixed:
-        raise CheckpointMismatchError(
-            f"--resume cannot change {', '.join(fixed)} (these options decide the data each step sees); "
-            "resume with the checkpoint's values, or start a new run in another output directory"
-        )
-    return changed
-
-
-def _record_changes(run_info_path: Path, step: int, changes: Mapping[str, tuple[Any, Any]]) -> list[dict[str, Any]]:
-    """The ``changes`` list of ``run.json``: the earlier sessions' (read back) plus this resume's."""
-    try:
-        earlier = json.loads(run_info_path.read_text()).get("changes", [])
-    except (OSError, ValueError, AttributeError):
-        earlier = []
-    return [*earlier, *({"step": step, "option": k, "from": a, "to": b} for k, (a, b) in changes.items())]
-
-
 def train(
     model: nn.Module,
     train_data: DataLoader | Dataset,
@@ -428,7 +392,7 @@ def _train(
               + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()), file=sys.stderr)
     if out is not None and ctx.is_main:
         run_info = {"model": raw.config.to_dict(), "train": cfg.to_dict(), "tokenizer": tokenizer_identity(tokenizer),
-                    "world_size": ctx.world_size, "changes": _record_changes(out / RUN_INFO_NAME, step + 1, changes)}
+                    "world_size": ctx.world_size, "changes": record_changes(out / RUN_INFO_NAME, step + 1, changes)}
         atomic_write(out / RUN_INFO_NAME, json.dumps(run_info, indent=2) + "\n")
 
     step_model: nn.Module = raw
@@ -450,8 +414,11 @@ def _train(
     def emit(record: dict[str, Any]) -> None:
         history.append(record)
         if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+            try:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            except OSError as exc:  # a full disk: name the file (the last checkpoint is intact)
+                raise OSError(exc.errno, exc.strerror or str(exc), str(log_path)) from exc
 
     def report(record: dict[str, Any]) -> None:
         if ctx.is_main and show_progress and ("val_loss" in record or "sample" in record):

@@ -611,6 +611,36 @@ def disk_full_run_info(env: Env) -> None:
     assert not list(env.out.glob(".*.tmp"))
 
 
+class _FullDisk:
+    """A text file whose writes fail with ENOSPC after ``room`` of them (a disk that fills up)."""
+
+    def __init__(self, inner: Any, room: int) -> None:
+        self.inner, self.room = inner, room
+
+    def write(self, text: str) -> int:
+        self.room -= 1
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.inner.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@probe("disk", "clear error", "the disk fills up while the log is written", "exit 1, one line naming log.jsonl; the last checkpoint loads")
+def disk_full_log(env: Env) -> None:
+    real_open = Path.open
+
+    def open_log(self: Path, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, *args, **kwargs)
+        return _FullDisk(f, room=5) if self.name == "log.jsonl" and args[:1] == ("a",) else f
+
+    env.monkeypatch.setattr(Path, "open", open_log)
+    env.cli_error(["train", *env.train_args("--steps", "8", "--eval-interval", "2")], 1,
+                  f"No space left on device: {env.out / 'log.jsonl'}", "free some disk space")
+    assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 4
+
+
 def _deny(env: Env, err: int, message: str) -> None:
     real_open = os.open
 
@@ -922,7 +952,7 @@ def test_help_documents_debug_and_exit_status(command: str, capsys: pytest.Captu
 
 def test_resume_rules_are_documented_where_they_are_applied(capsys: pytest.CaptureFixture[str]) -> None:
     from sydsgpt.cli.options import field_docs
-    from sydsgpt.train import RESUME_FIXED
+    from sydsgpt.resume import RESUME_FIXED
 
     docs = field_docs(TrainConfig)
     fixed = [name for name, doc in docs.items() if "Fixed for a run (resume refuses a change)." in doc]

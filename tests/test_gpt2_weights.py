@@ -16,7 +16,6 @@ from sydsgpt.gpt2_weights import (
     gpt2_to_sydsgpt_state_dict,
     load_gpt2_weights,
     sydsgpt_config_to_gpt2,
-    sydsgpt_to_gpt2_state_dict,
 )
 from sydsgpt.model import SydsGPT, generate_simple
 
