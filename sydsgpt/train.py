@@ -321,9 +321,18 @@ def train(
     ``grad_norm``, ``tokens_per_s``, and ``val_loss`` (and ``sample``) when evaluated.
     Under ``torchrun`` the model is wrapped in DDP; every process must call :func:`train`.
 
+    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`: a second run
+    on it is refused; a dead run's lock and temporary files are cleaned up), and the first
+    SIGINT (Ctrl-C) or SIGTERM ends the current step, checkpoints it and raises
+    :class:`~sydsgpt.interrupts.TrainingInterrupted`.
+
     Raises:
-        TrainingDiverged: a NaN/inf loss; the last checkpoint on disk is left intact.
-        CheckpointMismatchError: resuming from a checkpoint of another model/tokenizer.
+        TrainingDiverged: a NaN/inf loss, or a NaN/inf weight or optimizer moment after an
+            update (checked before every save); the last checkpoint on disk is left intact.
+        TrainingInterrupted: SIGINT/SIGTERM; the current step was checkpointed (if ``out_dir``).
+        RunFolderLocked: another running process uses ``out_dir``.
+        CheckpointMismatchError: resuming from a checkpoint of another model/tokenizer, or with
+            a changed option of :data:`sydsgpt.resume.RESUME_FIXED`.
     """
     check_positive_int(stop_after, "stop_after", allow_none=True)
     out = Path(out_dir) if out_dir is not None else None

@@ -225,6 +225,14 @@ def cuda_without_gpu(env: Env) -> None:
     assert not env.out.exists()
 
 
+@probe("cli", "clear error", "sydsgpt generate --device cuda on a machine without a GPU", "exit 2, one line")
+def generate_cuda_without_gpu(env: Env) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    path = save_checkpoint(env.tmp / "c.pt", train_model())
+    env.cli_error(["generate", "--checkpoint", str(path), "--prompt", "Hi", "--device", "cuda"], 2, "no CUDA GPU is available; use cpu")
+
+
 @probe("cli", "clear error", "sydsgpt generate --temperature -1", "exit 2, one line")
 def generate_negative_temperature(env: Env) -> None:
     path = env.tmp / "c.pt"
@@ -510,6 +518,34 @@ def same_out_without_resume(env: Env) -> None:
     assert (env.out / CHECKPOINT_NAME).read_bytes() == before
 
 
+@probe("resume", "refused", "sydsgpt train --resume with another --batch-size", "exit 2, one line listing the difference; checkpoint untouched")
+def cli_resume_with_other_batch_size(env: Env) -> None:
+    assert env.cli("train", *env.train_args("--steps", "4", "--stop-after", "2"))[0] == 0
+    before = (env.out / CHECKPOINT_NAME).read_bytes()
+    env.cli_error(["train", *env.train_args("--steps", "4", "--batch-size", "8", "--resume")], 2, "--resume cannot change batch_size: 4 -> 8")
+    assert (env.out / CHECKPOINT_NAME).read_bytes() == before
+
+
+@probe("resume", "clear error", "sydsgpt train --resume from a damaged checkpoint", "exit 1, one line naming the file")
+def cli_resume_from_damaged_checkpoint(env: Env) -> None:
+    assert env.cli("train", *env.train_args("--steps", "4", "--stop-after", "2"))[0] == 0
+    path = env.out / CHECKPOINT_NAME
+    offset, size = _tensor_bytes_offset(path)
+    data = bytearray(path.read_bytes())
+    data[offset + size // 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    env.cli_error(["train", *env.train_args("--steps", "4", "--resume")], 1, f"{path} is corrupted")
+
+
+@probe("resume", "refused", "sydsgpt train --resume with another model config", "exit 2, one line (the multi-line list joined)")
+def cli_resume_with_other_model(env: Env) -> None:
+    assert env.cli("train", *env.train_args("--steps", "2"))[0] == 0
+    other = env.tmp / "other.json"
+    other.write_text(json.dumps({**CLI_MODEL, "num_layers": 2}))
+    env.cli_error(["train", *cli_args(env.text, other, env.out, "--steps", "4", "--resume")], 2,
+                  "the checkpoint does not match this run: - model config 'num_layers': checkpoint has 1, this run has 2")
+
+
 # ---------------------------------------------------------------------------- divergence
 
 
@@ -774,6 +810,13 @@ for _sig in (signal.SIGINT, signal.SIGTERM):
                         _signal_probe(_sig)))
 
 
+@probe("signals", "clear error", "SIGINT while training without an output folder (Python API)", "TrainingInterrupted saying nothing was saved")
+def interrupted_without_out_dir(env: Env) -> None:
+    train_data, val = datasets()
+    with pytest.raises(TrainingInterrupted, match="interrupted by SIGINT at step 2; no output folder was given, so nothing was saved"):
+        train(train_model(), _SignalAt(train_data, 5, signal.SIGINT), val, config(), show_progress=False)
+
+
 @probe("signals", "recovered", "Ctrl-C (SIGINT) to a real sydsgpt train process", "exit 130, one line naming the checkpoint; --resume finishes", slow=True)
 def ctrl_c_cli(env: Env) -> None:
     args = env.train_args("--steps", "100000", "--eval-interval", "0", "--checkpoint-interval", "100000")
@@ -866,6 +909,14 @@ def mutates_tensor(env: Env) -> None:
     report = run_checks(_doubling_exercise(), doubles_in_place)
     assert [r.passed for r in report.results] == [True, False]
     assert "changed its input in place (argument 1, a Tensor)" in report.results[1].message
+
+
+@probe("checker", "recovered", "a correct answer given an object compared by identity (a loader)", "passes: no false mutation report")
+def identity_argument_is_not_a_mutation(env: Env) -> None:
+    loader = torch.utils.data.DataLoader(list(range(4)), batch_size=2)
+    exercise = Exercise("0.2", "sum a loader", [Case("sum", lambda f: expect_equal(int(f(loader)), 6, "f(loader)"))],
+                        solution=lambda batches: sum(int(b.sum()) for b in batches))
+    assert run_checks(exercise, exercise.solution).passed
 
 
 @probe("checker", "recovered", "a slow but correct answer and the default limit", "passes: the default limit is 10 s, and check() takes time_limit")
