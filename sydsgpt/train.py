@@ -387,7 +387,7 @@ def _train(
         load_weights(raw, state["model"], path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        apply_hyperparameters(optimizer, scheduler, cfg)
+        apply_hyperparameters(optimizer, scheduler, cfg, device)
         batches.load_state_dict(state["data"])
         rng_states = state["rng"]
         restore_rng_state(rng_states[ctx.rank % len(rng_states)])

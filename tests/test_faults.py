@@ -254,6 +254,16 @@ def debug_shows_the_traceback(env: Env) -> None:
         main(["train", *env.train_args("--grad-clip", "-1")])
 
 
+@probe("cli", "clear error", "an unexpected internal error (a bug) during sydsgpt train", "exit 1, one line naming the exception and --debug")
+def unexpected_error(env: Env) -> None:
+    def broken(name: Any) -> str:
+        raise ZeroDivisionError("division by zero")
+
+    env.monkeypatch.setattr(corpora, "load_corpus", broken)
+    env.cli_error(["train", *env.train_args("--steps", "2")], 1,
+                  "ZeroDivisionError: division by zero (unexpected: run again with --debug for the traceback and please report it)")
+
+
 # ---------------------------------------------------------------------------- data
 
 
@@ -476,19 +486,48 @@ def _stopped_run(env: Env, **overrides: Any) -> tuple[TrainConfig, Path]:
     return cfg, env.out / CHECKPOINT_NAME
 
 
-@probe("resume", "recovered", "--resume with a new learning rate", "applied from the next step; the log and run.json record the change")
-def resume_with_new_lr(env: Env) -> None:
+@probe("resume", "recovered", "--resume with a new learning rate, then again with new weight decay and beta2",
+       "each applied from the next step; the log and run.json record every change")
+def resume_with_new_options(env: Env) -> None:
     cfg, _ = _stopped_run(env)
     new = TrainConfig(**{**cfg.to_dict(), "lr": cfg.lr * 2})
     train_data, val = datasets()
-    history = train(train_model(), train_data, val, new, out_dir=env.out, resume=True, show_progress=False)
+    history = train(train_model(), train_data, val, new, out_dir=env.out, resume=True, stop_after=6, show_progress=False)
     first = next(r for r in history if r["step"] == 5)
     assert first["changed"] == {"lr": [cfg.lr, new.lr]}
     warmup = new.warmup_for(8)
     assert first["lr"] == pytest.approx(lr_at_step(4, new.lr, warmup, 8, new.lr * new.min_lr_ratio), rel=1e-12)
-    assert json.loads((env.out / RUN_INFO_NAME).read_text())["changes"] == [{"step": 5, "option": "lr", "from": cfg.lr, "to": new.lr}]
-    assert [r.get("changed") for r in read_log(env.out / "log.jsonl")].count(None) == len(read_log(env.out / "log.jsonl")) - 1
     assert load_checkpoint(env.out / CHECKPOINT_NAME)["train_config"]["lr"] == new.lr
+
+    again = TrainConfig(**{**new.to_dict(), "weight_decay": 0.3, "beta2": 0.99, "fused_adamw": True})
+    train(train_model(), train_data, val, again, out_dir=env.out, resume=True, show_progress=False)
+    groups = load_checkpoint(env.out / CHECKPOINT_NAME)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.3, 0.0] and all(tuple(g["betas"]) == (cfg.beta1, 0.99) for g in groups)
+    assert all(g["fused"] is True for g in groups)
+    log = read_log(env.out / "log.jsonl")
+    assert {r["step"]: r["changed"] for r in log if "changed" in r} == {
+        5: {"lr": [cfg.lr, new.lr]},
+        7: {"weight_decay": [cfg.weight_decay, 0.3], "beta2": [cfg.beta2, 0.99], "fused_adamw": [None, True]}}
+    assert json.loads((env.out / RUN_INFO_NAME).read_text())["changes"] == [
+        {"step": 5, "option": "lr", "from": cfg.lr, "to": new.lr},
+        {"step": 7, "option": "weight_decay", "from": cfg.weight_decay, "to": 0.3},
+        {"step": 7, "option": "beta2", "from": cfg.beta2, "to": 0.99},
+        {"step": 7, "option": "fused_adamw", "from": None, "to": True},
+    ]
+
+
+@probe("resume", "recovered", "resuming a checkpoint whose stored config the new checks refuse (grad_clip=0, once 'no clipping')",
+       "resumes; the change to grad_clip=None is recorded")
+def resume_old_config_values(env: Env) -> None:
+    cfg, path = _stopped_run(env)
+    state = torch.load(path, weights_only=True)
+    state["train_config"]["grad_clip"] = 0.0
+    state.pop("checksum")
+    torch.save(state, path)
+    train_data, val = datasets()
+    history = train(train_model(), train_data, val, TrainConfig(**{**cfg.to_dict(), "grad_clip": None}), out_dir=env.out,
+                    resume=True, show_progress=False)
+    assert history[-1]["step"] == 8 and next(r for r in history if r["step"] == 5)["changed"] == {"grad_clip": [0.0, None]}
 
 
 @probe("resume", "refused", "--resume with another batch size and seed", "CheckpointMismatchError listing both; the checkpoint is untouched")
