@@ -97,6 +97,8 @@ _HELD: dict[Path, int] = {}  # folders this process has locked -> nesting depth
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate the process there: assume it runs (the message says what to do)
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
