@@ -267,6 +267,22 @@ def train_step(
     return loss_value, norm_value
 
 
+def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
+    """A short sha256 of a :class:`~sydsgpt.data.GPTDataset`'s token ids (their number, the first and
+    last ``sample`` of them), stored in checkpoints so a resume on other data is refused; ``None``
+    for other datasets."""
+    ids = getattr(dataset, "token_ids", None)
+    if not isinstance(ids, torch.Tensor):
+        return None
+    import hashlib
+
+    ids = ids.reshape(-1).to(torch.int64)
+    digest = hashlib.sha256(str(ids.numel()).encode())
+    for part in (ids[:sample], ids[-sample:]):
+        digest.update(part.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def stop_requested(stop: StopRequests, ctx: DistributedContext, device: torch.device) -> bool:
     """Whether a SIGINT/SIGTERM asked the run to stop (under DDP: any process's, so all stop at one step)."""
     flag = stop.signum is not None
@@ -360,6 +376,7 @@ def _train(
         if isinstance(getattr(data, "token_ids", None), torch.Tensor):  # a GPTDataset: check every id once
             check_token_range(data.token_ids, raw.config.vocab_size, what)
     batches = ResumableBatches(dataset, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+    fingerprint = data_fingerprint(dataset)
     total_steps = cfg.total_steps(batches.batches_per_epoch)
     optimizer = build_optimizer(raw, cfg, device)
     scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_for(total_steps), cfg.min_lr_ratio)
@@ -389,6 +406,11 @@ def _train(
         scheduler.load_state_dict(state["scheduler"])
         apply_hyperparameters(optimizer, scheduler, cfg, device)
         batches.load_state_dict(state["data"])
+        if state.get("data_fingerprint") and fingerprint and state["data_fingerprint"] != fingerprint:
+            raise CheckpointMismatchError(
+                f"the training data differs from the one {path} was trained on (as many sequences, other tokens); "
+                "resume with the same DATA, --val-fraction and tokenizer, or start a new run in another output directory"
+            )
         rng_states = state["rng"]
         restore_rng_state(rng_states[ctx.rank % len(rng_states)])
         step, tokens_seen, last_checkpoint = int(state["step"]), int(state["tokens_seen"]), str(path)
@@ -489,6 +511,7 @@ def _train(
                     save_checkpoint(
                         checkpoint_path, raw, optimizer, scheduler, step=step, tokens_seen=tokens_seen,
                         train_config=cfg.to_dict(), tokenizer=tokenizer, rng=rng_states, data=batches.state_dict(),
+                        extra={"data_fingerprint": fingerprint},
                     )
                 last_checkpoint = str(checkpoint_path)
                 barrier(ctx)

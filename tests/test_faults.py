@@ -562,6 +562,16 @@ def same_out_without_resume(env: Env) -> None:
     assert (env.out / CHECKPOINT_NAME).read_bytes() == before
 
 
+@probe("resume", "refused", "--resume on other data with as many sequences (Python API)", "CheckpointMismatchError: the data differs")
+def resume_on_other_data(env: Env) -> None:
+    cfg, path = _stopped_run(env)
+    train_data, val = datasets()
+    other = GPTDataset(torch.flip(train_data.token_ids, [0]), SEQ, SEQ)  # the same tokens backwards
+    assert len(other) == len(train_data)
+    with pytest.raises(CheckpointMismatchError, match=f"the training data differs from the one {path} was trained on"):
+        train(train_model(), other, val, cfg, out_dir=env.out, resume=True, show_progress=False)
+
+
 @probe("resume", "refused", "sydsgpt train --resume with another --batch-size", "exit 2, one line listing the difference; checkpoint untouched")
 def cli_resume_with_other_batch_size(env: Env) -> None:
     assert env.cli("train", *env.train_args("--steps", "4", "--stop-after", "2"))[0] == 0
