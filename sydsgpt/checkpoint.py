@@ -13,6 +13,8 @@ A checkpoint is one ``torch.save`` file holding a plain dict:
 ``tokenizer``      the tokenizer's identity, ``{"name": ..., "n_vocab": ...}``
 ``rng``            one RNG snapshot per process (torch CPU, CUDA, ``random``, numpy)
 ``data``           where the data order stands (epoch, batch within the epoch, seed)
+``data_fingerprint``  (written by :func:`sydsgpt.train.train`) a short hash of the training
+                   tokens: a resume on other data is refused
 ``checksum``       sha256 of every tensor's bytes (with its place, dtype and shape),
                    checked at load: a damaged file is an error, not silently wrong weights
 =================  ===============================================================

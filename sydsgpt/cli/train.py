@@ -6,6 +6,8 @@ The last --val-fraction of the text is held out for validation. The run writes i
   checkpoint.pt   model + optimizer + scheduler + RNG + data position (atomic, resumable)
   run.json        the model and training configs; loss.png, the loss curves
   tokenizer.json  the BPE tokenizer, when --tokenizer bpe:N trained one
+While it runs, --out holds run.lock (a second run on it is refused). Ctrl-C or SIGTERM
+finishes the current step, saves its checkpoint and stops; add --resume to continue.
 
 Every training option below is a field of sydsgpt.train.TrainConfig (its default and
 help come from there). Older spellings still work: --steps, --context-length, --warmup,
