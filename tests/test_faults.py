@@ -757,6 +757,12 @@ def read_only_file_system(env: Env) -> None:
 # ---------------------------------------------------------------------------- concurrency
 
 
+@probe("disk", "clear error", "--out names an existing file", "exit 2, one line naming it and the fix")
+def out_is_a_file(env: Env) -> None:
+    env.out.write_text("not a folder")
+    env.cli_error(["train", *env.train_args("--steps", "2")], 2, f"File exists: {env.out.resolve()}", "choose another --out")
+
+
 def _lock_held_by(env: Env, pid: int) -> None:
     env.out.mkdir(parents=True, exist_ok=True)
     (env.out / LOCK_NAME).write_text(f"{pid} {socket.gethostname()}\n")

@@ -56,6 +56,8 @@ _FIXES = {
     errno.EACCES: "choose a folder you can write to (--out DIR) or fix its permissions",
     errno.EPERM: "choose a folder you can write to (--out DIR) or fix its permissions",
     errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EEXIST: "a file is in the way of a folder: choose another --out (a folder, or a new name)",
+    errno.ENOTDIR: "a file is in the way of a folder: choose another --out (a folder, or a new name)",
 }
 
 
