@@ -370,9 +370,10 @@ def _set_merge(index: int, value: list[int]) -> Callable[[dict[str, Any]], None]
 
 TOKENIZER_PROBES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("a merge whose new id is a byte id", lambda p: p["merges"][0].__setitem__(2, 65), "gives id 65, which is a byte id or already used"),
-    ("two merges giving the same id", lambda p: p["merges"][1].__setitem__(2, p["merges"][0][2]), "already used"),
+    ("two merges giving the same id", lambda p: p["merges"][1].__setitem__(2, p["merges"][0][2]), "which is a byte id or already used (a merge makes a new id >= 256)"),
     ("a merge of an id defined later", lambda p: p["merges"].__setitem__(0, [p["merges"][-1][2], 32, 999]), "joins an id that no byte or earlier merge defines"),
-    ("a special token with a merge's id", lambda p: p["special_tokens"].__setitem__("<|endoftext|>", p["merges"][0][2]), "has id"),
+    ("a special token with a merge's id", lambda p: p["special_tokens"].__setitem__("<|endoftext|>", p["merges"][0][2]),
+     "special token '<|endoftext|>' has id 256, which a byte or merge has already"),
     ("an empty special token", lambda p: p["special_tokens"].__setitem__("", 5000), "special tokens must be non-empty strings"),
     ("byte_ids with a duplicate", lambda p: p["byte_ids"].__setitem__(0, 1), "byte_ids must be 256 distinct ids"),
     ("a missing field", lambda p: p.pop("merges"), "missing 'merges'"),
