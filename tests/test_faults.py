@@ -298,6 +298,12 @@ def text_too_short(env: Env) -> None:
     env.cli_error(["train", *cli_args(short, env.model_cfg, env.out)], 2, "one training window needs at least 17")
 
 
+@probe("data", "clear error", "a --val-fraction that leaves the validation text shorter than one window", "exit 2, one line saying which part")
+def validation_text_too_short(env: Env) -> None:
+    env.cli_error(["train", *env.train_args("--val-fraction", "0.001")], 2,
+                  "the validation text (the last 0.001 (val_fraction) of the data) is too short: the text has")
+
+
 @probe("data", "clear error", "offline with an empty data dir (download fails)", "exit 1, one line naming the file, URL and SYDSGPT_DATA_DIR")
 def offline_empty_data_dir(env: Env) -> None:
     env.monkeypatch.setenv("SYDSGPT_DATA_DIR", str(env.tmp / "empty-data"))
