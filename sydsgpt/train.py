@@ -423,7 +423,7 @@ def _train(
               + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()), file=sys.stderr)
     if out is not None and ctx.is_main:
         run_info = {"model": raw.config.to_dict(), "train": cfg.to_dict(), "tokenizer": tokenizer_identity(tokenizer),
-                    "world_size": ctx.world_size, "changes": record_changes(out / RUN_INFO_NAME, step + 1, changes)}
+                    "world_size": ctx.world_size, "changes": record_changes(out / RUN_INFO_NAME, step + 1, changes) if resume else []}
         atomic_write(out / RUN_INFO_NAME, json.dumps(run_info, indent=2) + "\n")
 
     step_model: nn.Module = raw

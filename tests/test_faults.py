@@ -526,6 +526,9 @@ def resume_with_new_options(env: Env) -> None:
         {"step": 7, "option": "beta2", "from": cfg.beta2, "to": 0.99},
         {"step": 7, "option": "fused_adamw", "from": None, "to": True},
     ]
+    (env.out / CHECKPOINT_NAME).unlink()  # a fresh run in the same folder starts a fresh history
+    train(train_model(), train_data, val, cfg, out_dir=env.out, show_progress=False)
+    assert json.loads((env.out / RUN_INFO_NAME).read_text())["changes"] == []
 
 
 @probe("resume", "recovered", "resuming a checkpoint whose stored config the new checks refuse (grad_clip=0, once 'no clipping')",
