@@ -19,7 +19,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import AbstractSet, Any, Collection, Iterable, Iterator, Literal
+from typing import AbstractSet, Any, Collection, Iterable, Iterator, Literal, Mapping, Sequence
 
 import regex
 
@@ -153,6 +153,9 @@ class BPETokenizer:
         finds the next best pair without scanning all of them.
         """
         specials = list(dict.fromkeys(special_tokens or ()))
+        bad = [s for s in specials if not isinstance(s, str) or not s]
+        if bad:
+            raise ValueError(f"special tokens must be non-empty strings, got {bad!r} (an empty one would match between every character)")
         if vocab_size < 256 + len(specials):
             raise ValueError(
                 f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(specials)} special "
@@ -352,20 +355,37 @@ class BPETokenizer:
             "merges": [[left, right, new_id] for (left, right), new_id in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        out = Path(path)
-        out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        return out
+        from .files import atomic_write
+
+        return atomic_write(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "BPETokenizer":
-        """Read a tokenizer written by :meth:`save`."""
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        if payload.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved BPETokenizer (format {payload.get('format')!r}, expected {_FORMAT!r})")
-        tok = cls(pattern=payload["pattern"], name=payload["name"])
-        tok.byte_ids = [int(i) for i in payload["byte_ids"]]
-        tok.merges = {(int(a), int(b)): int(c) for a, b, c in payload["merges"]}
-        tok.special_tokens = {str(s): int(i) for s, i in payload["special_tokens"].items()}
+        """Read a tokenizer written by :meth:`save`, checked so a damaged file cannot encode wrongly.
+
+        Raises:
+            ValueError: naming ``path``: not JSON, not this format, or its ids are inconsistent
+                (see :func:`check_vocabulary`).
+        """
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a saved BPETokenizer (not JSON text: {exc})") from None
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            raise ValueError(f"{path} is not a saved BPETokenizer (format {found!r}, expected {_FORMAT!r})")
+        try:
+            tok = cls(pattern=payload["pattern"], name=payload["name"])
+            byte_ids = [_as_id(i) for i in payload["byte_ids"]]
+            merge_list = [tuple(_as_id(x) for x in m) for m in payload["merges"]]
+            specials = {s: _as_id(i) for s, i in payload["special_tokens"].items()}
+            check_vocabulary(byte_ids, merge_list, specials)
+        except (KeyError, TypeError, ValueError, AttributeError, regex.error) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path} is a damaged BPETokenizer file: {detail}; train the tokenizer again or use another copy") from None
+        tok.byte_ids = byte_ids
+        tok.merges = {(a, b): c for a, b, c in merge_list}
+        tok.special_tokens = specials
         tok._rebuild()
         return tok
 
@@ -398,6 +418,41 @@ class BPETokenizer:
         from .tokenizer import get_gpt2_tokenizer
 
         return cls.from_tiktoken(get_gpt2_tokenizer())
+
+
+def _as_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"token ids must be non-negative integers, got {value!r}")
+    return value
+
+
+def check_vocabulary(byte_ids: Sequence[int], merges: Sequence[tuple[int, ...]], special_tokens: Mapping[str, int]) -> None:
+    """Raise ``ValueError`` unless the ids make a consistent byte-level BPE: 256 distinct byte ids
+    in ``0..255``; each merge ``(left, right, new)`` joins two ids that exist already into a new id
+    ``>= 256`` used by no byte or earlier merge, and no pair is merged twice; each special token is a
+    non-empty string whose id no other token has."""
+    if len(byte_ids) != 256 or len(set(byte_ids)) != 256 or not all(0 <= i < 256 for i in byte_ids):
+        raise ValueError("byte_ids must be 256 distinct ids in 0..255 (one per byte)")
+    known, pairs = set(byte_ids), set()
+    for n, merge in enumerate(merges):
+        if len(merge) != 3:
+            raise ValueError(f"merge {n} must be [left, right, new_id], got {list(merge)}")
+        left, right, new = merge
+        if left not in known or right not in known:
+            raise ValueError(f"merge {n} {list(merge)} joins an id that no byte or earlier merge defines")
+        if new < 256 or new in known:
+            raise ValueError(f"merge {n} {list(merge)} gives id {new}, which is a byte id or already used (a merge makes a new id >= 256)")
+        if (left, right) in pairs:
+            raise ValueError(f"merge {n} {list(merge)} merges the pair ({left}, {right}) a second time")
+        known.add(new)
+        pairs.add((left, right))
+    seen: dict[int, str] = {}
+    for text, i in special_tokens.items():
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"special tokens must be non-empty strings, got {text!r}")
+        if i in known or i in seen:
+            raise ValueError(f"special token {text!r} has id {i}, which {'special token ' + repr(seen[i]) if i in seen else 'a byte or merge'} has already")
+        seen[i] = text
 
 
 def _split_token(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:

@@ -13,16 +13,22 @@ A checkpoint is one ``torch.save`` file holding a plain dict:
 ``tokenizer``      the tokenizer's identity, ``{"name": ..., "n_vocab": ...}``
 ``rng``            one RNG snapshot per process (torch CPU, CUDA, ``random``, numpy)
 ``data``           where the data order stands (epoch, batch within the epoch, seed)
+``data_fingerprint``  (written by :func:`sydsgpt.train.train`) a short hash of the training
+                   tokens: a resume on other data is refused
+``checksum``       sha256 of every tensor's bytes (with its place, dtype and shape),
+                   checked at load: a damaged file is an error, not silently wrong weights
 =================  ===============================================================
 
 Everything is a tensor or a plain Python value, so :func:`load_checkpoint` can use
 ``torch.load(..., weights_only=True)``, which refuses arbitrary pickled objects (a
 checkpoint from the internet cannot run code on your machine). :func:`save_checkpoint`
-writes atomically: a crash mid-write leaves the previous checkpoint intact.
+writes atomically: a crash mid-write leaves the previous checkpoint intact. Checkpoints
+written before the checksum existed still load (there is nothing to check them against).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 from pathlib import Path
@@ -147,34 +153,92 @@ def save_checkpoint(
     }
     if extra:
         checkpoint.update(extra)
+    checkpoint["checksum"] = {"algorithm": "sha256", "tensors": tensor_checksum(checkpoint)}
     return atomic_torch_save(checkpoint, path)
 
 
 # ---------------------------------------------------------------------------- loading
 
 
+def tensor_checksum(checkpoint: Mapping[str, Any]) -> str:
+    """sha256 over every tensor in ``checkpoint`` (except its ``checksum`` entry): each tensor's
+    place in the dict, dtype, shape and bytes, in the dict's order."""
+    digest = hashlib.sha256()
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{where}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                visit(item, f"{where}/{key!r}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{where}/{i}")
+
+    visit({k: v for k, v in checkpoint.items() if k != "checksum"}, "")
+    return digest.hexdigest()
+
+
+def first_non_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
+    """The name of the first weight (or optimizer moment) holding a NaN or infinity, else ``None``:
+    checked before a checkpoint is saved, so a saved checkpoint is always finite."""
+    for name, tensor in unwrap_model(model).state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"weight {name}"
+    if optimizer is not None:
+        for i, state in enumerate(optimizer.state.values()):
+            for key, tensor in state.items():
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    return f"optimizer state {key} of parameter {i}"
+    return None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``: tensors and plain values only).
+    """Read a checkpoint safely (``weights_only=True``: tensors and plain values only) and
+    check its tensors against the checksum stored at save (when it has one).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: the file holds arbitrary Python objects, or lacks ``model``/``config``.
+        CheckpointError: naming the file: it is empty, truncated or not a checkpoint, holds
+            arbitrary Python objects, lacks ``model``/``config``, or its tensors do not match
+            their checksum (the file was damaged after it was written).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train first (sydsgpt train ... --out {path.parent})")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint; use another copy or train again")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle data cannot be read: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
         raise CheckpointError(
             f"{path} contains Python objects other than tensors and plain values, so it was not loaded "
             "(loading arbitrary pickles can run code). SydsGPT checkpoints only hold tensors, numbers, "
             f"strings, lists and dicts. If you trust the file, open it yourself with "
             f"torch.load(path, weights_only=False). Details: {str(exc).splitlines()[0]}"
         ) from exc
+    except Exception as exc:  # torch/zip/pickle raise many types for a truncated or foreign file
+        detail = str(exc).split(". ")[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: it is truncated, damaged or not a torch.save file "
+            f"({type(exc).__name__}: {detail}); use another copy or an earlier checkpoint"
+        ) from exc
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path} is not a SydsGPT checkpoint: expected a dict with 'model' and 'config', found {found}")
+    stored = checkpoint.get("checksum")
+    if stored is not None:
+        if not isinstance(stored, Mapping) or stored.get("tensors") != tensor_checksum(checkpoint):
+            raise CheckpointError(
+                f"{path} is corrupted: its tensor data does not match the sha256 checksum stored when it was saved "
+                "(the file was changed or damaged after it was written, e.g. by a disk or copy error); "
+                "use another copy or an earlier checkpoint"
+            )
     return checkpoint
 
 
@@ -217,13 +281,14 @@ def load_model_and_tokenizer(
     from .tokenizer import get_gpt2_tokenizer
 
     checkpoint = load_checkpoint(path, map_location=device)
+    checkpoint_path = path
     identity = checkpoint.get("tokenizer") or {"name": "gpt2"}
     beside = Path(path).parent / TOKENIZER_NAME
     if tokenizer_path is None and identity["name"] != "gpt2" and beside.is_file():
         tokenizer_path = beside
     tokenizer = get_gpt2_tokenizer() if tokenizer_path is None else BPETokenizer.load(tokenizer_path)
     check_compatible(checkpoint, tokenizer=tokenizer)
-    model = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, checkpoint_path)
     if tokenizer.n_vocab > model.config.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.n_vocab} ids but the model only {model.config.vocab_size}; "
@@ -232,15 +297,42 @@ def load_model_and_tokenizer(
     return model.to(device).eval(), tokenizer
 
 
-def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
-    """A :class:`~sydsgpt.model.SydsGPT` built from a loaded checkpoint's config, with its weights."""
+def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "the checkpoint") -> nn.Module:
+    """A :class:`~sydsgpt.model.SydsGPT` built from a loaded checkpoint's config, with its weights.
+
+    Raises:
+        CheckpointError: naming ``path``: its config is invalid or its tensors do not fit it.
+    """
     from .model import SydsGPT
 
-    model = SydsGPT(checkpoint["config"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model = SydsGPT(checkpoint["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} holds an invalid model config: {exc}") from exc
+    load_weights(model, checkpoint["model"], path)
     return model
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path = "the checkpoint") -> None:
+    """``model.load_state_dict(state)``, with a :class:`CheckpointError` naming ``path`` and the
+    tensors that are of another shape than the model's config gives them (or missing, unexpected)."""
+    expected = model.state_dict()
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: its 'model' entry is a {type(state).__name__}, not a state dict")
+    problems = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+                for k, v in state.items() if k in expected and isinstance(v, torch.Tensor) and v.shape != expected[k].shape]
+    if problems:
+        raise CheckpointError(
+            f"{path}: its tensors do not fit the model its config describes ({len(problems)} problem(s): "
+            + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "") + "); the file is damaged or was edited"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing or unexpected tensors
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{path}: its tensors do not fit the model its config describes ({detail[:400]})") from exc
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """A :class:`~sydsgpt.model.SydsGPT` built from a checkpoint's config and weights, in eval mode."""
-    return model_from_checkpoint(load_checkpoint(path, map_location)).to(map_location).eval()
+    return model_from_checkpoint(load_checkpoint(path, map_location), path).to(map_location).eval()

@@ -134,13 +134,20 @@ def load_corpus(name_or_path: str | os.PathLike[str]) -> str:
     Raises:
         CorpusError: see :func:`corpus_path`.
         FileNotFoundError: neither a known corpus name nor an existing file.
+        ValueError: the file is empty or not UTF-8 (the message names it).
     """
     key = os.fspath(name_or_path)
     if key in CORPORA:
         return corpus_path(key).read_text(encoding="utf-8")
     path = Path(key).expanduser()
     if path.is_file():
-        return path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8 first") from None
+        if not text:
+            raise ValueError(f"{path} is empty: there is no text to train on")
+        return text
     raise FileNotFoundError(
         f"{key!r} is neither a known corpus ({', '.join(sorted(CORPORA))}) nor an existing file"
     )

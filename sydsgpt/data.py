@@ -246,7 +246,12 @@ def make_loaders(
     ``batch_size`` (the training loader shuffles and drops an incomplete last batch)."""
     train_text, val_text = train_val_split(text, val_fraction)
     common = {"max_length": seq_len, "step_size": seq_len, "batch_size": batch_size, "tokenizer": tokenizer}
-    train_loader = create_dataloader(train_text, shuffle=True, drop_last=True, **common)
-    val_loader = create_dataloader(val_text, shuffle=False, drop_last=False, **common)
-    return train_loader, val_loader
+    loaders = []
+    for part, part_text, training in (("training", train_text, True), ("validation", val_text, False)):
+        try:
+            loaders.append(create_dataloader(part_text, shuffle=training, drop_last=training, **common))
+        except ValueError as exc:  # say which part is too short, and what to change
+            share = f"the first {1 - val_fraction:g}" if training else f"the last {val_fraction:g} (val_fraction)"
+            raise ValueError(f"the {part} text ({share} of the data) is too short: {exc}") from None
+    return loaders[0], loaders[1]
 

@@ -26,7 +26,7 @@ from .attention import KVCache
 from .model import SydsGPTConfig
 from .sampling import _check_ngram, _check_penalty, _check_temperature, _check_top_k, _check_top_p, select_next_token
 from .tokenizer import text_to_token_ids
-from .validation import check_input_ids, check_keys, field_names
+from .validation import check_bool, check_input_ids, check_int, check_keys, check_positive_int, field_names
 
 
 # --------------------------------------------------------------------------- configuration
@@ -68,8 +68,11 @@ class GenerationConfig:
             _check_top_p(self.top_p)
         _check_penalty(self.repetition_penalty)
         _check_ngram(self.no_repeat_ngram_size)
-        if self.context_length is not None and (isinstance(self.context_length, bool) or self.context_length < 1):
-            raise ValueError(f"context_length must be a positive number of tokens, got {self.context_length!r}")
+        check_positive_int(self.context_length, "context_length", allow_none=True)
+        check_int(self.seed, "seed", allow_none=True)
+        check_int(self.eos_id, "eos_id", minimum=0, allow_none=True)
+        for name in ("use_cache", "preallocate"):
+            check_bool(getattr(self, name), name)
 
     @property
     def greedy(self) -> bool:

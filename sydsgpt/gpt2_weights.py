@@ -22,8 +22,12 @@ Hugging Face (``transformer.`` + )   SydsGPT
 ``h.N.mlp.c_fc``                    ``...feed_forward.layers.0`` (transposed)
 ``h.N.mlp.c_proj``                  ``...feed_forward.layers.2`` (transposed)
 ``ln_f``                            ``final_layer_norm``
-``lm_head.weight``                  ``output_projection.weight`` (tied to ``wte`` in GPT-2)
+``lm_head.weight``                  ``output_projection.weight`` (tied to ``wte`` in GPT-2;
+                                    its own tensor when ``tie_word_embeddings`` is false)
 =================================  ================================================
+
+Errors name the Hugging Face tensor as the source gave it, with its shape and the shape
+this model needs (before any splitting or transposing).
 
 No TensorFlow is involved: the original TensorFlow checkpoints are not read.
 """
@@ -115,9 +119,9 @@ def gpt2_config_to_sydsgpt(gpt2_config: Mapping[str, Any] | Any) -> dict[str, An
 def sydsgpt_config_to_gpt2(config: Mapping[str, Any] | SydsGPTConfig) -> dict[str, Any]:
     """A SydsGPT config as a Hugging Face GPT-2 ``config.json`` dict.
 
-    Raises ``ValueError`` for an untied head: GPT-2 shares the head with the token
-    embedding, so a model with ``tie_weights=False`` has no GPT-2 equivalent. A model
-    without query/key/value biases exports with zero biases (the same function).
+    An untied head (``tie_weights=False``) becomes ``tie_word_embeddings: false``:
+    transformers then keeps ``lm_head.weight`` as its own tensor. A model without
+    query/key/value biases exports with zero biases (the same function).
     """
     c = SydsGPTConfig.from_dict(config)
     d = c.embedding_dim
@@ -132,11 +136,6 @@ def sydsgpt_config_to_gpt2(config: Mapping[str, Any] | SydsGPTConfig) -> dict[st
             f"this model has chapter 7's parts ({', '.join(not_gpt2)}), which GPT-2 does not have; "
             "export it with sydsgpt.hf_weights.export_hf_weights (the Llama / Qwen3 format) instead."
         )
-    if not c.tie_weights:
-        raise ValueError(
-            "GPT-2 ties the output head to the token embedding, but this model has tie_weights=False "
-            "(a separate head). Only a model built with tie_weights=True can be exported to the GPT-2 format."
-        )
     eot = GPT2_EOT_TOKEN if c.vocab_size > GPT2_EOT_TOKEN else None
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -144,7 +143,7 @@ def sydsgpt_config_to_gpt2(config: Mapping[str, Any] | SydsGPTConfig) -> dict[st
         "n_layer": c.num_layers, "n_head": c.num_heads, "n_inner": None, "activation_function": "gelu_new",
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout, "layer_norm_epsilon": 1e-5,
         "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False, "tie_word_embeddings": True, "bos_token_id": eot, "eos_token_id": eot,
+        "reorder_and_upcast_attn": False, "tie_word_embeddings": c.tie_weights, "bos_token_id": eot, "eos_token_id": eot,
     }
 
 
@@ -359,15 +358,36 @@ def load_gpt2_weights(
         mismatch = {k: (wanted[k], model.config[k]) for k in keys if wanted[k] != model.config[k]}
         if mismatch:
             raise ValueError(f"the GPT-2 checkpoint and the model differ in (checkpoint, model): {mismatch}")
+    check_gpt2_shapes(state, model)
     _load_into(model, gpt2_to_sydsgpt_state_dict(state, model.config.num_layers))
     return model.eval()
+
+
+def check_gpt2_shapes(gpt2_state: StateDict, model: SydsGPT) -> None:
+    """Raise ``ValueError`` naming each Hugging Face tensor of ``gpt2_state`` (as the source names
+    it) whose shape is not the one ``model`` needs, with both shapes. The shapes needed are those
+    :func:`sydsgpt_to_gpt2_state_dict` writes for this model's config (computed on the meta device)."""
+    with torch.device("meta"):
+        needed = {k.removeprefix("transformer."): tuple(v.shape)
+                  for k, v in sydsgpt_to_gpt2_state_dict(SydsGPT(model.config)).items()}
+    needed.setdefault("lm_head.weight", needed["wte.weight"])  # a tied model still accepts an (equal) head
+    wrong = [f"{name} has shape {tuple(t.shape)}, this model needs {needed[key]}"
+             for name, t in gpt2_state.items()
+             if (key := name.removeprefix("transformer.")) in needed and tuple(t.shape) != needed[key]]
+    if wrong:
+        c = model.config
+        raise ValueError(
+            f"GPT-2 weights do not fit this model (vocab_size {c.vocab_size}, context_length {c.context_length}, "
+            f"embedding_dim {c.embedding_dim}, num_layers {c.num_layers}): " + "; ".join(wrong[:6])
+            + ("; ..." if len(wrong) > 6 else "")
+        )
 
 
 def export_gpt2_weights(model: SydsGPT, folder: str | os.PathLike[str]) -> Path:
     """Write ``model.safetensors`` and ``config.json`` that ``transformers`` loads as a GPT-2.
 
     ``transformers.GPT2LMHeadModel.from_pretrained(folder)`` then computes the same
-    logits. Raises ``ValueError`` for an untied head (see :func:`sydsgpt_config_to_gpt2`).
+    logits, for a tied or an untied head (see :func:`sydsgpt_config_to_gpt2`).
 
     Returns:
         The folder.

@@ -56,3 +56,27 @@ def build_optimizer(model: nn.Module, cfg: "TrainConfig", device: torch.device |
     fused = auto_fused_adamw(cfg.fused_adamw, device.type)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
+
+
+def apply_hyperparameters(
+    optimizer: torch.optim.AdamW, scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: "TrainConfig",
+    device: torch.device | str | None = None,
+) -> None:
+    """Put ``cfg``'s values back into an optimizer and scheduler that were just loaded from a
+    checkpoint (loading restores the values they were saved with): weight decay on the
+    matrix group, the betas, and the peak learning rate of the schedule, whose current rate
+    is recomputed for the step reached (so a changed ``lr``, ``warmup_steps``, ``max_steps`` or
+    ``min_lr_ratio`` applies from the next step), and the fused kernel choice for ``device``
+    (a run may resume on another device). Unchanged values give back the same numbers.
+    """
+    decay, no_decay = optimizer.param_groups
+    decay["weight_decay"], no_decay["weight_decay"] = cfg.weight_decay, 0.0
+    fused = auto_fused_adamw(cfg.fused_adamw, torch.device(device).type) if device is not None else None
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        if fused is not None:
+            group["fused"] = fused
+        group["betas"] = (cfg.beta1, cfg.beta2)
+        group["initial_lr"] = cfg.lr
+        group["lr"] = cfg.lr * factor(scheduler.last_epoch)
+    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

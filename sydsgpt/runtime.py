@@ -45,6 +45,7 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
     """
     if isinstance(name, torch.device):
         name = str(name)
+    check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -52,10 +53,7 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
             name = "mps"
         else:
             name = "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceUnavailableError(f"device {name!r} was asked for but no CUDA GPU is available; use cpu (or auto)")
@@ -68,6 +66,17 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
     if device.type == "mps" and not _mps_available():
         raise DeviceUnavailableError(f"device {name!r} was asked for but Apple MPS is not available; use cpu (or auto)")
     return device
+
+
+def check_device_name(name: str) -> None:
+    """``name`` must be ``auto`` or a device torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...);
+    whether this machine has it is checked when the device is used (:func:`resolve_device`)."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
 
 
 def _mps_available() -> bool:

@@ -12,6 +12,7 @@ Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary. Every logits function accep
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -30,6 +31,8 @@ def _check_temperature(temperature: float) -> None:
             f"temperature must be >= 0, got {temperature}. Use 0 for greedy decoding, "
             "values below 1 for safer text, above 1 for more varied text."
         )
+    if not math.isfinite(temperature):  # logits / inf is uniform noise, not "very varied" text
+        raise ValueError(f"temperature must be a finite number, got {temperature}; values around 0.5-1.5 are typical")
 
 
 def _check_top_k(k: int) -> None:
@@ -48,6 +51,8 @@ def _check_top_p(p: float) -> None:
 def _check_penalty(penalty: float) -> None:
     if not penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), got {penalty}")
+    if not math.isfinite(penalty):
+        raise ValueError(f"repetition_penalty must be a finite number (1 = no penalty, 1.2 is typical), got {penalty}")
 
 
 def _check_ngram(n: int) -> None:

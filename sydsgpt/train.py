@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
-import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,31 +33,44 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import (
-    capture_rng_state, check_compatible, load_checkpoint, restore_rng_state, save_checkpoint, tokenizer_identity,
-    unwrap_model,
+    CheckpointMismatchError, capture_rng_state, check_compatible, first_non_finite, load_checkpoint, load_weights,
+    restore_rng_state, save_checkpoint, tokenizer_identity, unwrap_model,
 )
 from .data import Batch, ResumableBatches, as_dataset
-from .distributed import DistributedContext, all_reduce_mean, barrier, current_context, gather_objects
-from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME
+from .distributed import DistributedContext, all_reduce_mean, all_reduce_sum, barrier, current_context, gather_objects
+from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, atomic_write, lock_run_folder
+from .interrupts import StopRequests, TrainingInterrupted
 from .logs import truncate_log
 from .losses import batch_loss, loader_loss
 from .model import generate_simple
-from .optim import build_optimizer, make_scheduler
-from .runtime import DTYPES, Dtype, autocast, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
-from .validation import check_keys, check_positive_int, field_names
+from .optim import apply_hyperparameters, build_optimizer, make_scheduler
+from .resume import RESUME_FIXED, record_changes, resume_changes  # noqa: F401 (RESUME_FIXED: re-exported)
+from .runtime import (
+    DTYPES, Dtype, autocast, check_device_name, configure_tf32, resolve_device, resolve_fast_paths, seed_everything,
+)
+from .validation import check_bool, check_int, check_keys, check_positive_int, check_real, check_token_range, field_names
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite; the weights were not updated with it."""
+    """The loss or the gradient norm became NaN or infinite (the weights were not updated with
+    it), or a weight or optimizer moment did after an update (``tensor`` names it; nothing was
+    saved from that step)."""
 
-    def __init__(self, step: int | None, loss: float, grad_norm: float, checkpoint: str | None = None) -> None:
-        self.step, self.loss, self.grad_norm, self.checkpoint = step, loss, grad_norm, checkpoint
+    def __init__(self, step: int | None, loss: float, grad_norm: float, checkpoint: str | None = None,
+                 tensor: str | None = None) -> None:
+        self.step, self.loss, self.grad_norm, self.checkpoint, self.tensor = step, loss, grad_norm, checkpoint, tensor
         where = f"at step {step}" if step is not None else "in this step"
-        message = (
-            f"training diverged {where}: loss is {loss}, gradient norm is {grad_norm}. "
-            "The optimizer did not apply this step. "
-        )
+        if tensor is None:
+            message = (
+                f"training diverged {where}: loss is {loss}, gradient norm is {grad_norm}. "
+                "The optimizer did not apply this step. "
+            )
+        else:
+            message = (
+                f"training diverged {where}: {tensor} is not finite after the update (loss was {loss}, "
+                f"gradient norm {grad_norm}). Nothing from this step was saved. "
+            )
         message += f"The last good checkpoint is {checkpoint}. " if checkpoint else "No checkpoint was written yet. "
-        message += "Try a lower learning rate (--lr), a longer warm-up (--warmup) or gradient clipping (--grad-clip)."
+        message += "Try a lower learning rate (--lr), a longer warm-up (--warmup-steps) or gradient clipping (--grad-clip)."
         super().__init__(message)
 
 
@@ -74,7 +87,19 @@ class TrainConfig:
     ``batch_size * grad_accum_steps`` sequences of ``seq_len`` tokens, whatever the
     number of processes.
 
-    Each field's docstring is also its ``sydsgpt train --help`` text.
+    Each field's docstring is also its ``sydsgpt train --help`` text. Every value is checked
+    here (a negative clip, a NaN learning rate, ``beta2 = 1``, zero evaluation batches, ...
+    are errors), so a Python script gets the same checks as the command line.
+
+    **Resuming** (``train(..., resume=True)``, ``sydsgpt train ... --resume``): the four fields
+    marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
+    decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the checkpoint's, or
+    resume refuses and lists the differences. Every other field may change and applies from
+    the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or ``epochs``
+    recomputes the schedule at the step reached; ``weight_decay`` and the betas go into the
+    optimizer; the rest are read at every step. Each change is recorded in the first log record
+    of the resumed session (``"changed": {field: [old, new]}``) and in ``run.json``
+    (``"changes"``: step, option, from, to).
     """
 
     max_steps: int | None = None
@@ -82,11 +107,11 @@ class TrainConfig:
     epochs: int = 1
     """Passes over the training data (when ``max_steps`` is not given)."""
     batch_size: int = 8
-    """Sequences per micro-batch, over all processes together."""
+    """Sequences per micro-batch, over all processes together. Fixed for a run (resume refuses a change)."""
     seq_len: int | None = None
-    """Tokens per training sequence; ``None``: the model's ``context_length``."""
+    """Tokens per training sequence; ``None``: the model's ``context_length``. Fixed for a run (resume refuses a change)."""
     grad_accum_steps: int = 1
-    """Micro-batches whose gradients are summed into one optimizer step."""
+    """Micro-batches whose gradients are summed into one optimizer step. Fixed for a run (resume refuses a change)."""
     lr: float = 4e-4
     """Peak learning rate, reached at the end of the warm-up."""
     min_lr_ratio: float = 0.1
@@ -100,7 +125,7 @@ class TrainConfig:
     beta2: float = 0.95
     """AdamW's decay rate of the squared gradient's running mean."""
     grad_clip: float | None = 1.0
-    """Clip the global gradient norm to this (``None`` or 0: no clipping)."""
+    """Clip the global gradient norm to this (> 0; ``None``: no clipping)."""
     eval_interval: int = 100
     """Evaluate (and sample) every this many steps and at the end; 0: never."""
     eval_batches: int | None = 20
@@ -114,7 +139,7 @@ class TrainConfig:
     checkpoint_interval: int | None = None
     """Save every this many steps (``None``: at each evaluation); always at the end."""
     seed: int = 123
-    """Seeds the initialisation, dropout and the data order."""
+    """Seeds the initialisation, dropout and the data order. Fixed for a run (resume refuses a change)."""
     device: str = "auto"
     """``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
     dtype: Dtype = "auto"
@@ -131,20 +156,29 @@ class TrainConfig:
     """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
 
     def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum_steps": self.grad_accum_steps}
-        for opt in ("max_steps", "seq_len", "checkpoint_interval"):
-            if getattr(self, opt) is not None:
-                positive[opt] = getattr(self, opt)
-        for name, value in positive.items():
-            check_positive_int(value, f"TrainConfig.{name}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"TrainConfig.warmup_steps must be >= 0 or None, got {self.warmup_steps!r}")
-        if self.eval_interval < 0 or self.sample_tokens < 0:
-            raise ValueError("TrainConfig.eval_interval and sample_tokens must be >= 0")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches"):
+            check_positive_int(getattr(self, name), f"TrainConfig.{name}", allow_none=name not in ("epochs", "batch_size", "grad_accum_steps"))
+        for name in ("warmup_steps", "eval_interval", "sample_tokens"):
+            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=0, allow_none=name == "warmup_steps")
+        check_int(self.seed, "TrainConfig.seed")
+        check_real(self.lr, "TrainConfig.lr", low=0, low_open=True)
+        check_real(self.min_lr_ratio, "TrainConfig.min_lr_ratio", low=0, high=1)
+        check_real(self.weight_decay, "TrainConfig.weight_decay", low=0)
+        for name in ("beta1", "beta2"):
+            check_real(getattr(self, name), f"TrainConfig.{name}", low=0, high=1, high_open=True)
+        check_real(self.grad_clip, "TrainConfig.grad_clip", low=0, low_open=True, allow_none=True,
+                   hint="a clip <= 0 would flip or zero the gradient; use None (--grad-clip none) for no clipping")
+        for name in ("eval_at_start", "compile"):
+            check_bool(getattr(self, name), f"TrainConfig.{name}")
+        for name in ("tf32", "fused_adamw"):
+            check_bool(getattr(self, name), f"TrainConfig.{name}", allow_none=True)
+        for name in ("sample_prompt", "device", "compile_backend"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"TrainConfig.{name} must be a str, got {getattr(self, name)!r}")
+        if self.sample_tokens and not self.sample_prompt:
+            raise ValueError("TrainConfig.sample_prompt must not be empty when TrainConfig.sample_tokens > 0 (a sample continues a prompt); "
+                             "give a prompt or set sample_tokens to 0")
+        check_device_name(self.device)
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -235,6 +269,30 @@ def train_step(
     return loss_value, norm_value
 
 
+def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
+    """A short sha256 of a :class:`~sydsgpt.data.GPTDataset`'s token ids (their number, the first and
+    last ``sample`` of them), stored in checkpoints so a resume on other data is refused; ``None``
+    for other datasets."""
+    ids = getattr(dataset, "token_ids", None)
+    if not isinstance(ids, torch.Tensor):
+        return None
+    import hashlib
+
+    ids = ids.reshape(-1).to(torch.int64)
+    digest = hashlib.sha256(str(ids.numel()).encode())
+    for part in (ids[:sample], ids[-sample:]):
+        digest.update(part.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def stop_requested(stop: StopRequests, ctx: DistributedContext, device: torch.device) -> bool:
+    """Whether a SIGINT/SIGTERM asked the run to stop (under DDP: any process's, so all stop at one step)."""
+    flag = stop.signum is not None
+    if ctx.enabled:
+        flag = all_reduce_sum(torch.tensor(float(flag), device=device), ctx).item() > 0
+    return flag
+
+
 def sample_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int, device: torch.device | str | None = None) -> str:
     """Greedy continuation of ``prompt`` (eval mode; the model's mode is restored)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -245,16 +303,6 @@ def sample_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: i
     out = generate_simple(model, ids, max_new_tokens, context)
     model.train(was_training)
     return tokenizer.decode(out[0].tolist())
-
-
-def _warn_if_config_changed(saved: Mapping[str, Any] | None, cfg: TrainConfig) -> None:
-    if not saved:
-        return
-    saved = TrainConfig.from_dict(saved).to_dict()
-    changed = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if saved.get(k) != v}
-    if changed:
-        lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-        warnings.warn(f"resuming with a different training config ({lines}); the run will differ from an uninterrupted one", stacklevel=3)
 
 
 def train(
@@ -291,33 +339,62 @@ def train(
     ``grad_norm``, ``tokens_per_s``, and ``val_loss`` (and ``sample``) when evaluated.
     Under ``torchrun`` the model is wrapped in DDP; every process must call :func:`train`.
 
+    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`: a second run
+    on it is refused; a dead run's lock and temporary files are cleaned up), and the first
+    SIGINT (Ctrl-C) or SIGTERM ends the current step, checkpoints it and raises
+    :class:`~sydsgpt.interrupts.TrainingInterrupted`.
+
     Raises:
-        TrainingDiverged: a NaN/inf loss; the last checkpoint on disk is left intact.
-        CheckpointMismatchError: resuming from a checkpoint of another model/tokenizer.
+        TrainingDiverged: a NaN/inf loss, or a NaN/inf weight or optimizer moment after an
+            update (checked before every save); the last checkpoint on disk is left intact.
+        TrainingInterrupted: SIGINT/SIGTERM; the current step was checkpointed (if ``out_dir``).
+        RunFolderLocked: another running process uses ``out_dir``.
+        CheckpointMismatchError: resuming from a checkpoint of another model/tokenizer, or with
+            a changed option of :data:`sydsgpt.resume.RESUME_FIXED`.
     """
+    check_positive_int(stop_after, "stop_after", allow_none=True)
+    out = Path(out_dir) if out_dir is not None else None
+    with ExitStack() as guards:
+        if out is not None and current_context().is_main:
+            guards.enter_context(lock_run_folder(out))
+        stop = guards.enter_context(StopRequests())
+        return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after, show_progress, progress_interval, stop)
+
+
+def _train(
+    model: nn.Module, train_data: DataLoader | Dataset, val_data: Iterable[Batch] | None, cfg: TrainConfig, tokenizer: Any,
+    out: Path | None, resume: bool | str | Path, stop_after: int | None, show_progress: bool, progress_interval: float,
+    stop: StopRequests,
+) -> list[dict[str, Any]]:
+    """:func:`train`'s body, run while the output folder is locked and signals are caught."""
     ctx = current_context()
     device = resolve_device(cfg.device, ctx.local_rank)
     amp_dtype = resolve_fast_paths(device.type, cfg.dtype).amp_dtype
     configure_tf32(cfg.tf32, device)
     raw = unwrap_model(model).to(device)
     raw.train()
+    dataset = as_dataset(train_data, cfg.batch_size)
+    for what, data in (("the training data", dataset), ("the validation data", getattr(val_data, "dataset", None))):
+        if isinstance(getattr(data, "token_ids", None), torch.Tensor):  # a GPTDataset: check every id once
+            check_token_range(data.token_ids, raw.config.vocab_size, what)
     sharded = cfg.fsdp and ctx.enabled
     if sharded:  # FSDP2: before the optimizer is built, which must see the sharded parameters
         from .fsdp import full_state_views, load_full_state, shard_model
 
         shard_model(raw)
-    batches = ResumableBatches(as_dataset(train_data, cfg.batch_size), cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+    batches = ResumableBatches(dataset, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+    fingerprint = data_fingerprint(dataset)
     total_steps = cfg.total_steps(batches.batches_per_epoch)
     optimizer = build_optimizer(raw, cfg, device)
     scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_for(total_steps), cfg.min_lr_ratio)
     seed_everything(cfg.seed + ctx.rank)
 
-    out = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out / CHECKPOINT_NAME if out is not None else None
     log_path = out / LOG_NAME if out is not None and ctx.is_main else None
     if out is not None and ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     step, tokens_seen, history = 0, 0, []
+    changes: dict[str, tuple[Any, Any]] = {}
     last_checkpoint: str | None = None  # named in the TrainingDiverged message
     if resume:
         path = Path(resume) if not isinstance(resume, bool) else checkpoint_path
@@ -325,14 +402,25 @@ def train(
             raise ValueError("resume=True needs out_dir (the checkpoint is out_dir/checkpoint.pt), or pass resume=<path>")
         state = load_checkpoint(path)
         check_compatible(state, raw.config, tokenizer)
-        _warn_if_config_changed(state.get("train_config"), cfg)
+        changes = resume_changes(state.get("train_config"), cfg)
+        if total_steps < int(state["step"]):
+            raise CheckpointMismatchError(
+                f"the checkpoint {path} is at step {state['step']}, past the {total_steps} steps this run asks for; "
+                "give a larger --max-steps to continue it"
+            )
         if sharded:
             load_full_state(raw, optimizer, state["model"], state["optimizer"])
         else:
-            raw.load_state_dict(state["model"])
+            load_weights(raw, state["model"], path)
             optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        apply_hyperparameters(optimizer, scheduler, cfg, device)
         batches.load_state_dict(state["data"])
+        if state.get("data_fingerprint") and fingerprint and state["data_fingerprint"] != fingerprint:
+            raise CheckpointMismatchError(
+                f"the training data differs from the one {path} was trained on (as many sequences, other tokens); "
+                "resume with the same DATA, --val-fraction and tokenizer, or start a new run in another output directory"
+            )
         rng_states = state["rng"]
         restore_rng_state(rng_states[ctx.rank % len(rng_states)])
         step, tokens_seen, last_checkpoint = int(state["step"]), int(state["tokens_seen"]), str(path)
@@ -340,9 +428,13 @@ def train(
             history = truncate_log(log_path, step)
     elif log_path is not None:
         log_path.write_text("")
+    if changes and ctx.is_main:
+        print(f"resuming at step {step} with changed training options, applied from step {step + 1}: "
+              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()), file=sys.stderr)
     if out is not None and ctx.is_main:
-        run_info = {"model": raw.config.to_dict(), "train": cfg.to_dict(), "tokenizer": tokenizer_identity(tokenizer), "world_size": ctx.world_size}
-        (out / RUN_INFO_NAME).write_text(json.dumps(run_info, indent=2) + "\n")
+        run_info = {"model": raw.config.to_dict(), "train": cfg.to_dict(), "tokenizer": tokenizer_identity(tokenizer),
+                    "world_size": ctx.world_size, "changes": record_changes(out / RUN_INFO_NAME, step + 1, changes) if resume else []}
+        atomic_write(out / RUN_INFO_NAME, json.dumps(run_info, indent=2) + "\n")
 
     step_model: nn.Module = raw
     if ctx.enabled and not sharded:
@@ -365,8 +457,11 @@ def train(
     def emit(record: dict[str, Any]) -> None:
         history.append(record)
         if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+            try:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            except OSError as exc:  # a full disk: name the file (the last checkpoint is intact)
+                raise OSError(exc.errno, exc.strerror or str(exc), str(log_path)) from exc
 
     def report(record: dict[str, Any]) -> None:
         if ctx.is_main and show_progress and ("val_loss" in record or "sample" in record):
@@ -398,7 +493,7 @@ def train(
                     amp_dtype=amp_dtype, device=device, ctx=ctx, step=step + 1,
                 )
             except TrainingDiverged as exc:
-                raise TrainingDiverged(exc.step, exc.loss, exc.grad_norm, last_checkpoint) from None
+                raise TrainingDiverged(exc.step, exc.loss, exc.grad_norm, last_checkpoint, exc.tensor) from None
             step += 1
             n_tokens = sum(y.numel() for _, y in micro_batches) * ctx.world_size
             tokens_seen += n_tokens
@@ -408,22 +503,33 @@ def train(
                 "step": step, "epoch": round(batches.progress, 4), "tokens_seen": tokens_seen, "lr": lr,
                 "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1),
             }
+            if changes:  # the first step of a resumed session that changed options
+                record["changed"] = {k: [a, b] for k, (a, b) in changes.items()}
+                changes = {}
             if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == total_steps):
                 evaluate(record)
             emit(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{smoothed_tps:,.0f}", refresh=False)
             report(record)
-            if checkpoint_path is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0)):
+            interrupted = stop_requested(stop, ctx, device)
+            if step == end or (checkpoint_every and step % checkpoint_every == 0) or interrupted:
+                bad = first_non_finite(raw, optimizer)
+                if bad is not None:
+                    raise TrainingDiverged(step, loss, grad_norm, last_checkpoint, tensor=bad)
+            if checkpoint_path is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0) or interrupted):
                 rng_states = gather_objects(capture_rng_state(), ctx)
                 saved_model, saved_optimizer = full_state_views(raw, optimizer) if sharded else (raw, optimizer)
                 if ctx.is_main:
                     save_checkpoint(
                         checkpoint_path, saved_model, saved_optimizer, scheduler, step=step, tokens_seen=tokens_seen,
                         train_config=cfg.to_dict(), tokenizer=tokenizer, rng=rng_states, data=batches.state_dict(),
+                        extra={"data_fingerprint": fingerprint},
                     )
                 last_checkpoint = str(checkpoint_path)
                 barrier(ctx)
+            if interrupted:
+                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, last_checkpoint if checkpoint_path else None)
     finally:
         bar.close()
         if log_file is not None:

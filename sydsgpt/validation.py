@@ -2,12 +2,16 @@
 
 * :func:`check_keys`: a dict of options against the fields a dataclass has (a typo is an
   error, not silently ignored), used by the model, training and generation configs.
-* :func:`check_positive_int`: sizes, counts and lengths.
+* :func:`check_positive_int`: sizes, counts and lengths; :func:`check_int` other integers
+  (counts that may be 0, seeds).
+* :func:`check_real`: a finite real number inside a domain (a learning rate > 0, a
+  probability in ``[0, 1)``, ...); :func:`check_bool`: ``True``/``False`` (optionally ``None``).
 * :func:`check_input_ids`: the ``(batch, tokens)`` integer tensor every model call takes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from typing import Any, Iterable, Mapping
 
@@ -43,6 +47,66 @@ def check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_int(value: Any, name: str, minimum: int | None = None, allow_none: bool = False) -> None:
+    """``value`` must be an ``int`` (not a ``bool``), ``>= minimum`` when given; ``None`` if ``allow_none``."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        expected = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_real(
+    value: Any, name: str, *, low: float | None = None, high: float | None = None,
+    low_open: bool = False, high_open: bool = False, allow_none: bool = False, hint: str = "",
+) -> None:
+    """``value`` must be a finite real number (an ``int`` or ``float``, not a ``bool``) in the
+    interval from ``low`` to ``high`` (each bound excluded when ``*_open``); ``None`` if ``allow_none``.
+
+    Example: ``check_real(lr, "lr", low=0, low_open=True)`` asks for ``lr > 0``; NaN and
+    infinity are always refused (the maths of every option here needs a finite number).
+    """
+    if value is None and allow_none:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if low is not None and high is not None:
+            domain = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            domain = f"{'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            domain = f"{'<' if high_open else '<='} {high:g}"
+        else:
+            domain = "a finite number"
+        expected = f"a finite number {domain}" if low is not None or high is not None else domain
+        raise ValueError(f"{name} must be {expected}{' or None' if allow_none else ''}, got {value!r}" + (f"; {hint}" if hint else ""))
+
+
+def check_bool(value: Any, name: str, allow_none: bool = False) -> None:
+    """``value`` must be ``True`` or ``False`` (or ``None`` if ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False{' (or None)' if allow_none else ''}, got {value!r}")
+
+
+def check_token_range(ids: torch.Tensor, vocab_size: int, what: str) -> None:
+    """Every id in ``ids`` must be in ``0 .. vocab_size - 1`` (else the embedding lookup fails obscurely)."""
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{what} holds token id {bad}, but the model's ids are 0..{vocab_size - 1} (vocab_size {vocab_size}); "
+            f"tokenize the data with the model's tokenizer, or build the model with vocab_size >= {high + 1}"
+        )
 
 
 def check_input_ids(input_ids: Any, name: str = "input_ids") -> None:

@@ -184,9 +184,9 @@ def test_bench_ablation_quick_and_the_gpu_plan(tmp_path: Path) -> None:
     assert (defaults["dtype"], defaults["tf32"], defaults["fused_adamw"]) == ("bfloat16", True, True)
 
 
-def test_bench_plan_is_only_for_the_ablation(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="--plan only applies"):
-        main(["bench", "--what", "train", "--plan", "--out", str(tmp_path)])
+def test_bench_plan_is_only_for_the_ablation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--what", "train", "--plan", "--out", str(tmp_path)]) == 2  # bad usage
+    assert capsys.readouterr().err == "sydsgpt bench: error: --plan only applies to --what ablation\n"
 
 
 def test_bench_tokenizer_quick_writes_bpe_json_with_memory(tmp_path: Path) -> None:

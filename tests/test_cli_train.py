@@ -43,7 +43,7 @@ def test_every_training_option_is_derived_from_trainconfig(capsys: pytest.Captur
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--grad-clip X Clip the global gradient norm to this (None or 0: no clipping). (default: 1.0)" in text
+    assert "--grad-clip X Clip the global gradient norm to this (> 0; None: no clipping). (default: 1.0)" in text
     assert "--eval-at-start, --no-eval-at-start" in text and "--fused-adamw, --no-fused-adamw" in text
     args = build_parser().parse_args(["train", "data.txt"])
     assert train_config(args) == TrainConfig()
@@ -79,16 +79,16 @@ def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert list(val) == [0, 15, 30] and val[30] < val[0] - 0.5
     assert json.loads((out / "run.json").read_text())["train"]["eval_interval"] == 15
 
-    # the same output directory again: refused without --resume
+    # the same output directory again: refused without --resume (bad usage: exit status 2)
     code, err = run(capsys, *cli_args(text, model_cfg, out, "--steps", "30"))
-    assert code == 1 and "already exists: add --resume" in err
+    assert code == 2 and "already exists: add --resume" in err
     # resuming with another model or tokenizer: a clear error
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**CLI_MODEL, "embedding_dim": 32}))
     code, err = run(capsys, *cli_args(text, other, out, "--steps", "30", "--resume"))
-    assert code == 1 and "'embedding_dim': checkpoint has 16, this run has 32" in err
+    assert code == 2 and "'embedding_dim': checkpoint has 16, this run has 32" in err
     code, err = run(capsys, *cli_args(text, model_cfg, out, "--steps", "30", "--resume", "--tokenizer", "gpt2"))
-    assert code == 1 and "tokenizer: checkpoint was trained with {'name': 'bpe280-tiny', 'n_vocab': 280}" in err
+    assert code == 2 and "tokenizer: checkpoint was trained with {'name': 'bpe280-tiny', 'n_vocab': 280}" in err
 
 
 @pytest.mark.parametrize(
@@ -103,13 +103,13 @@ def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_misuse_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
     code, err = run(capsys, *cli_args(text, model_cfg, tmp_path / "run", "--steps", "2", *extra))
-    assert code == 1 and message in err, err
+    assert code == 2 and message in err and err.count("\n") == 1, err  # bad usage: one line, exit status 2
 
 
 def test_unknown_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, model_cfg = write_cli_inputs(tmp_path)
     code, err = run(capsys, "no-such-corpus", "--config", str(model_cfg), "--out", str(tmp_path / "r"))
-    assert code == 1 and "neither a known corpus" in err
+    assert code == 2 and "neither a known corpus" in err
 
 
 def test_the_printed_command_line_parses_back_to_the_run(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_sampling_follows_the_filtered_distribution() -> None:
         ({"top_p": 1.01}, r"top_p must be in \(0, 1\]"),
         ({"repetition_penalty": -1.0}, "repetition_penalty must be > 0"),
         ({"no_repeat_ngram_size": -2}, "no_repeat_ngram_size must be an integer >= 0"),
-        ({"context_length": 0}, "context_length must be a positive number"),
+        ({"context_length": 0}, "context_length must be a positive integer, got 0"),
     ],
 )
 def test_generation_config_errors(options: dict, match: str) -> None:

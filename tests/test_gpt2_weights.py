@@ -16,7 +16,6 @@ from sydsgpt.gpt2_weights import (
     gpt2_to_sydsgpt_state_dict,
     load_gpt2_weights,
     sydsgpt_config_to_gpt2,
-    sydsgpt_to_gpt2_state_dict,
 )
 from sydsgpt.model import SydsGPT, generate_simple
 
@@ -207,12 +206,32 @@ def test_export_book_style_models(overrides, ids, tmp_path) -> None:
         torch.testing.assert_close(ours(ids), hf_logits(reloaded, ids), **TOL)
 
 
-def test_export_rejects_untied_head(tmp_path) -> None:
-    model = SydsGPT(tiny_config(vocab_size=VOCAB, context_length=8, num_layers=1, num_heads=2))
-    with pytest.raises(ValueError, match="tie_weights=True"):
-        export_gpt2_weights(model, tmp_path)
-    assert not (tmp_path / "model.safetensors").exists()
-    assert "lm_head.weight" in sydsgpt_to_gpt2_state_dict(model)
+@pytest.mark.parametrize("pad", [1, 64])
+def test_export_untied_head_loads_in_transformers(pad, ids, tmp_path) -> None:
+    """tie_weights=False exports as tie_word_embeddings=False: transformers keeps our separate head."""
+    torch.manual_seed(3)
+    ours = SydsGPT(tiny_config(vocab_size=VOCAB, embedding_dim=32, context_length=24, num_heads=2, pad_vocab_multiple=pad)).eval()
+    with torch.no_grad():
+        ours.output_projection.weight.add_(torch.randn_like(ours.output_projection.weight))  # far from the embedding
+    export_gpt2_weights(ours, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    reloaded = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert reloaded.lm_head.weight.data_ptr() != reloaded.transformer.wte.weight.data_ptr()
+    assert torch.equal(reloaded.lm_head.weight, ours.output_projection.weight[:VOCAB])
+    assert_same_model(ours, reloaded, ids)
+    again = load_gpt2_weights(tmp_path)  # and back: the same untied model
+    assert not again.config.tie_weights
+    assert torch.equal(again.output_projection.weight[:VOCAB], ours.output_projection.weight[:VOCAB])
+
+
+def test_import_shape_errors_name_the_hugging_face_tensor(hf_model) -> None:
+    state = dict(hf_model.state_dict())
+    state["transformer.h.1.attn.c_attn.weight"] = torch.zeros(48, 96)
+    with pytest.raises(ValueError, match=r"transformer\.h\.1\.attn\.c_attn\.weight has shape \(48, 96\), this model needs \(48, 144\)"):
+        load_gpt2_weights(state, config=hf_model.config.to_dict())
+    bigger = SydsGPT({**gpt2_config_to_sydsgpt(hf_model.config), "context_length": 64})
+    with pytest.raises(ValueError, match=r"wpe\.weight has shape \(32, 48\), this model needs \(64, 48\)"):
+        load_gpt2_weights(hf_model.state_dict(), model=bigger)
 
 
 # ------------------------------------------------------------------------- configs

@@ -2,6 +2,8 @@
 
 Each subcommand lives in a module of this package that provides
 ``configure(parser)`` (adds its arguments) and ``run(args) -> int`` (does the work).
+Errors are reported by :mod:`sydsgpt.cli.errors`: one line, exit status 2 for bad usage
+and 1 for a failed run, a traceback only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .errors import EXIT_STATUS_HELP, Parser, debug_requested, report
 
 SUBCOMMANDS: dict[str, str] = {
     "prepare": "Tokenize a large corpus into token shards (appendix: Scaling up).",
@@ -20,7 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per available subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sydsgpt",
         description="SydsGPT: the GPT-style language model built in the book. Train, generate, benchmark.",
     )
@@ -36,21 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
         text = describe() if describe else (module.__doc__ or summary)
         sub = subparsers.add_parser(
             name, help=summary, description=text.strip(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_STATUS_HELP,
         )
         module.configure(sub)
-        sub.set_defaults(_run=module.run)
+        sub.add_argument("--debug", action="store_true",
+                         help="show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)")
+        sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sydsgpt`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand, as every other error of its options
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    from ..interrupts import TrainingInterrupted
+
+    try:
+        return int(args._run(args) or 0)
+    except TrainingInterrupted as exc:
+        print(f"sydsgpt {args.command}: {exc.describe('continue with the same command plus --resume')}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"sydsgpt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug_requested(args):
+            raise
+        return report(args.command, exc)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import device_type
+from .errors import UsageError
 from .options import add_config_options, config_from_args
 
 WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare")
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.setups import DEVICE_DEFAULTS
 
     if args.plan and args.what != "ablation":
-        raise SystemExit("sydsgpt bench: error: --plan only applies to --what ablation")
+        raise UsageError("--plan only applies to --what ablation")
     if args.threads:
         torch.set_num_threads(args.threads)
     kind = device_type(args.device)

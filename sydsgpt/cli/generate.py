@@ -22,7 +22,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..checkpoint import CheckpointError, load_model_and_tokenizer
+from ..checkpoint import load_model_and_tokenizer
 from ..generate import GenerationConfig, stream_text, use_decoding_layout
 from ..runtime import resolve_device
 from .options import add_config_options, config_from_args, unescape
@@ -57,16 +57,13 @@ def load_for_generation(path: str, device: str = "auto", tokenizer_path: str | N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the checkpoint and stream the continuation of ``--prompt`` to stdout."""
-    try:
-        model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
-        pieces = stream_text(
-            model, tokenizer, unescape(args.prompt), args.max_new_tokens, config_from_args(GenerationConfig, args),
-            stop=[unescape(s) for s in args.stop], stop_at_eos=not args.ignore_eos,
-        )
-    except (OSError, ValueError, CheckpointError) as exc:
-        print(f"sydsgpt generate: error: {exc}", file=sys.stderr)
-        return 2
+    """Load the checkpoint and stream the continuation of ``--prompt`` to stdout (errors are reported
+    by :func:`sydsgpt.cli.main`)."""
+    model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
+    pieces = stream_text(
+        model, tokenizer, unescape(args.prompt), args.max_new_tokens, config_from_args(GenerationConfig, args),
+        stop=[unescape(s) for s in args.stop], stop_at_eos=not args.ignore_eos,
+    )
     out = sys.stdout
     out.write(unescape(args.prompt))
     out.flush()

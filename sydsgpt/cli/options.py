@@ -144,7 +144,13 @@ def add_config_options(
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """An instance of ``cls`` from the parsed options :func:`add_config_options` added."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls(**{**values, **overrides})
+    try:
+        return cls(**{**values, **overrides})
+    except ValueError as exc:  # name the option as the user typed it: TrainConfig.lr -> --lr
+        text = str(exc)
+        for f in dataclasses.fields(cls):
+            text = re.sub(rf"\b{cls.__name__}\.{f.name}\b", flag_name(f.name), text)
+        raise ValueError(text) from None
 
 
 def option_flag(cls: type, name: str, value: Any) -> tuple[str, str | None]:

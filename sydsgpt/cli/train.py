@@ -7,6 +7,8 @@ last --val-fraction of the text is held out for validation), or a dataset folder
   checkpoint.pt   model + optimizer + scheduler + RNG + data position (atomic, resumable)
   run.json        the model and training configs; loss.png, the loss curves
   tokenizer.json  the BPE tokenizer, when --tokenizer bpe:N trained one
+While it runs, --out holds run.lock (a second run on it is refused). Ctrl-C or SIGTERM
+finishes the current step, saves its checkpoint and stops; add --resume to continue.
 
 Every training option below is a field of sydsgpt.train.TrainConfig (its default and
 help come from there). Older spellings still work: --steps, --context-length, --warmup,
@@ -37,15 +39,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError
-from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME
+from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME, lock_run_folder
 from ..presets import RUNS, get_preset, preset_names
 from ..tokenizer import TOKENIZER_SPEC_HELP
-from ..train import TrainConfig
-from .options import add_config_options, config_from_args
+from ..train import RESUME_FIXED, TrainConfig
+from .options import add_config_options, config_from_args, flag_name
 
 OLD_FLAGS = {"max_steps": ["--steps"], "seq_len": ["--context-length"], "warmup_steps": ["--warmup"],
              "grad_accum_steps": ["--grad-accum"]}
@@ -67,7 +69,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<data name>)")
-    run.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (same data, model, tokenizer)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from DIR/checkpoint.pt (same data, model, tokenizer); a changed training option "
+                     "applies from the next step and is recorded in log.jsonl and run.json, except "
+                     + ", ".join(flag_name(f) for f in RESUME_FIXED) + " (fixed for a run: resume refuses a change)")
     run.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                      help="end this session after STEP steps (checkpointed); the schedule still spans --max-steps")
     run.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default: 0.1)")
@@ -124,7 +129,10 @@ def model_config(args: argparse.Namespace, n_vocab: int) -> dict[str, Any]:
     from ..model import SydsGPTConfig
 
     if args.config:
-        config = json.loads(Path(args.config).read_text())
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except ValueError as exc:
+            raise ValueError(f"{args.config} is not valid JSON ({exc}); --config needs a JSON object with the model config") from None
         if not isinstance(config, dict):
             raise ValueError(f"{args.config} must hold a JSON object (the model config), got {type(config).__name__}")
     else:
@@ -146,25 +154,32 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0 on success, 1 with a message on stderr for a user error."""
+    """Train; returns 0 on success. Errors propagate to :func:`sydsgpt.cli.main`, which reports them
+    (:mod:`sydsgpt.cli.errors`)."""
     from .. import distributed
     from ..corpora import load_corpus
     from ..data import make_loaders, train_val_split
     from ..logs import plot_losses
     from ..model import SydsGPT
-    from ..runtime import device_type, seed_everything
+    from ..runtime import device_type, resolve_device, seed_everything
     from ..shards import is_prepared_dataset, prepared_loaders
-    from ..train import TrainingDiverged
+    from ..validation import check_positive_int
     from ..train import train as train_loop
 
     out = Path(args.out or Path("runs") / _data_name(args.data))
+    locks = ExitStack()
     try:
         cfg = train_config(args)
+        check_positive_int(args.stop_after, "--stop-after", allow_none=True)
+        resolve_device(cfg.device, 0)  # a missing GPU is an error before anything is written
+        model_config(args, 1)  # and so is a bad model option, before a tokenizer is trained
         if (out / CHECKPOINT_NAME).exists() and not args.resume:
             raise FileExistsError(f"{out / CHECKPOINT_NAME} already exists: add --resume to continue that run, or choose another --out")
         if args.resume and not (out / CHECKPOINT_NAME).exists():
             raise FileNotFoundError(f"--resume: there is no {out / CHECKPOINT_NAME} to continue from; run without --resume first")
         ctx = distributed.init_distributed(device_type(cfg.device))
+        if ctx.is_main:  # before anything is written into --out (the tokenizer, the log)
+            locks.enter_context(lock_run_folder(out))
         prepared = is_prepared_dataset(args.data)
         if prepared:  # a folder from sydsgpt prepare: its shards and its tokenizer
             tokenizer = _prepared_tokenizer(args.data, args.tokenizer, out)
@@ -208,9 +223,7 @@ def run(args: argparse.Namespace) -> int:
             last_val = next((r["val_loss"] for r in reversed(history) if "val_loss" in r), None)
             print(f"done: step {history[-1]['step']}, val loss {last_val if last_val is None else round(last_val, 4)}; "
                   f"checkpoint {out / CHECKPOINT_NAME}", file=sys.stderr)
-    except (TrainingDiverged, CheckpointError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"sydsgpt train: error: {exc}", file=sys.stderr)
-        return 1
     finally:
+        locks.close()
         distributed.cleanup()
     return 0

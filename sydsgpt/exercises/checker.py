@@ -4,12 +4,23 @@ An :class:`Exercise` holds test :class:`Case` s, a reference ``solution`` and a 
 plausible ``wrong_answers``. :func:`check` runs the cases against the reader's function
 and prints friendly feedback. The same cases run under pytest against the solutions,
 and pytest also proves they *fail* on a stub and on every wrong answer.
+
+Two guards make the feedback trustworthy: each case has a time limit
+(:data:`DEFAULT_TIME_LIMIT`, ``check(..., time_limit=...)``), so an endless loop fails that
+case with a message instead of hanging the notebook; and a function that changes its
+input in place fails the case that caught it (the code that calls it would see the change).
+The limit uses ``SIGALRM``: on Windows, or off the main thread, it is not enforced.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 Candidate = Callable[..., Any]
 
@@ -103,6 +114,89 @@ class CheckReport:
         return "\n".join(lines)
 
 
+DEFAULT_TIME_LIMIT = 10.0
+"""Seconds each case may take (every reference solution takes well under one)."""
+
+
+class CaseTimeout(BaseException):
+    """A case ran past its time limit (a ``BaseException``, so a reader's ``except Exception`` cannot swallow it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`CaseTimeout` in the block after ``seconds`` (``None``/0: no limit; needs SIGALRM and the main thread)."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise CaseTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_UNCOPYABLE = object()
+
+
+def _snapshot(value: Any) -> Any:
+    """A deep copy of a mutable argument (tensors, arrays, containers, modules); immutable values need none."""
+    if isinstance(value, (int, float, str, bytes, bool, type(None), frozenset)):
+        return _UNCOPYABLE
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # an object that cannot be copied is not checked
+        return _UNCOPYABLE
+
+
+def _same(now: Any, before: Any) -> bool:
+    import torch
+
+    if isinstance(now, torch.nn.Module):
+        return _same(now.state_dict(), before.state_dict())
+    if isinstance(now, torch.Tensor):
+        if not isinstance(before, torch.Tensor) or now.shape != before.shape or now.dtype != before.dtype:
+            return False
+        if now.is_floating_point() or now.is_complex():
+            return bool(((now == before) | (now.isnan() & before.isnan())).all())
+        return torch.equal(now, before)
+    if isinstance(now, dict):
+        return isinstance(before, dict) and now.keys() == before.keys() and all(_same(now[k], before[k]) for k in now)
+    if isinstance(now, (list, tuple)):
+        return type(now) is type(before) and len(now) == len(before) and all(_same(a, b) for a, b in zip(now, before))
+    if type(now).__eq__ is object.__eq__:  # compared by identity only (a loader, a tokenizer): cannot tell
+        return True
+    try:
+        return bool(now == before)
+    except Exception:  # no meaningful equality: cannot tell
+        return True
+
+
+def guard_inputs(candidate: Candidate) -> Candidate:
+    """``candidate``, raising a friendly ``AssertionError`` when a call changes one of its arguments in place."""
+
+    @functools.wraps(candidate)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        given = [(f"argument {i + 1}", a) for i, a in enumerate(args)] + [(f"argument {k}=", v) for k, v in kwargs.items()]
+        before = [(where, value, _snapshot(value)) for where, value in given]
+        result = candidate(*args, **kwargs)
+        for where, value, then in before:
+            if then is not _UNCOPYABLE and not _same(value, then):
+                raise AssertionError(
+                    f"your function changed its input in place ({where}, a {type(value).__name__}); the code that "
+                    "calls it still needs the original. Work on a copy instead (x = x.clone(), list(ids), or "
+                    "x = x * 2 rather than x *= 2)."
+                )
+        return result
+
+    return call
+
+
 def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, NotImplementedError):
         return "not implemented yet (the function raised NotImplementedError)"
@@ -125,12 +219,24 @@ def _sort_key(key: str) -> tuple[int, ...]:
     return tuple(int(part) for part in key.split("."))
 
 
-def run_checks(exercise: Exercise, candidate: Candidate) -> CheckReport:
-    """Run every case against ``candidate``; never raises for a wrong candidate."""
+def run_checks(exercise: Exercise, candidate: Candidate, time_limit: float | None = DEFAULT_TIME_LIMIT) -> CheckReport:
+    """Run every case against ``candidate``; never raises for a wrong candidate.
+
+    Args:
+        time_limit: seconds each case may take (``None``: no limit); a case past it fails
+            with a message saying so.
+    """
     report = CheckReport(exercise.key, exercise.title, hint=exercise.hint)
+    guarded = guard_inputs(candidate)
     for case in exercise.cases:
         try:
-            case.run(candidate)
+            with _time_limit(time_limit):
+                case.run(guarded)
+        except CaseTimeout:
+            report.results.append(CaseResult(case.name, False, (
+                f"still running after {time_limit:g} s (the time limit of each check), so it was stopped: an endless "
+                "loop? A correct answer takes well under a second here; to allow more, pass time_limit=<seconds> to check()."
+            )))
         except Exception as exc:  # the reader's code may raise anything
             report.results.append(CaseResult(case.name, False, _describe_error(exc)))
         else:
@@ -138,8 +244,10 @@ def run_checks(exercise: Exercise, candidate: Candidate) -> CheckReport:
     return report
 
 
-def check(key: str, candidate: Candidate, verbose: bool = True) -> CheckReport:
+def check(key: str, candidate: Candidate, verbose: bool = True, time_limit: float | None = DEFAULT_TIME_LIMIT) -> CheckReport:
     """Check the reader's ``candidate`` for exercise ``key`` and print feedback.
+
+    Each case may take ``time_limit`` seconds (``None``: no limit).
 
     Example::
 
@@ -148,7 +256,7 @@ def check(key: str, candidate: Candidate, verbose: bool = True) -> CheckReport:
     """
     if not callable(candidate):
         raise TypeError(f"check() needs the function you wrote, got {type(candidate).__name__}")
-    report = run_checks(get_exercise(key), candidate)
+    report = run_checks(get_exercise(key), candidate, time_limit)
     if verbose:
         print(report.summary())
     return report
