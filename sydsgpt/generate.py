@@ -103,8 +103,7 @@ def next_token_logits(
     embeddings: once ``ids`` is longer than the window, every token of the window moves
     to a new position each step, so the cached keys/values are stale and the cropped
     window is fed again from an empty cache (a fresh prefill). That keeps the tokens
-    identical to the uncached path. (A RoPE model, chapter 7, could keep its cache, since
-    its scores depend on relative positions only; the fresh prefill is exact for both.)
+    identical to the uncached path.
 
     Args:
         ids: ``(B, T)`` every token so far.
