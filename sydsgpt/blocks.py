@@ -17,6 +17,7 @@ from .attention import AttentionImpl, KVCache, MultiHeadAttention
 from .norms import RMSNorm
 from .rope import RopeTables
 from .swiglu import SwiGLUFeedForward, swiglu_hidden_dim
+from .validation import check_features
 
 NORMS: tuple[str, ...] = ("layernorm", "rmsnorm")
 
@@ -45,11 +46,7 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., d) -> (..., d)``: each token (last dimension) is normalised on its own."""
-        if x.shape[-1] != self.scale.shape[0]:
-            raise ValueError(
-                f"LayerNorm was built for {self.scale.shape[0]} features per token but the input's last "
-                f"dimension is {x.shape[-1]} (shape {tuple(x.shape)}); build it with LayerNorm({x.shape[-1]})."
-            )
+        check_features(x, self.scale.shape[0], "LayerNorm")
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
 

@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .hub import read_model_folder, read_weights_file
 from .model import SydsGPT, SydsGPTConfig
 
 StateDict = Mapping[str, torch.Tensor]
@@ -71,7 +72,6 @@ _TOP_NAMES: tuple[tuple[str, str], ...] = (
 )
 _SIZE_KEYS = {"vocab_size": "vocab_size", "n_embd": "embedding_dim", "n_layer": "num_layers", "n_head": "num_heads"}
 _SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both are the tanh approximation our GELU computes
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 # ---------------------------------------------------------------------------- configs
@@ -249,29 +249,6 @@ def _load_into(model: SydsGPT, ours: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------------------- files and the Hub
 
 
-def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file, a sharded ``.index.json``, or a ``.bin`` (read with weights_only=True)."""
-    if path.name.endswith(".index.json"):
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        return {k: v for shard in shards for k, v in _read_weights_file(path.parent / shard).items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    config_file = folder / "config.json"
-    weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
-    if not config_file.is_file() or weights is None:
-        raise FileNotFoundError(
-            f"{folder} must hold config.json and one of {list(_WEIGHT_FILES)} (the Hugging Face GPT-2 "
-            f"format); found {sorted(p.name for p in folder.iterdir())}."
-        )
-    return _read_weights_file(weights), json.loads(config_file.read_text())
-
-
 def _download(repo_id: str) -> Path:
     """Fetch a GPT-2 model from the Hugging Face Hub (cached); clear errors when that is impossible."""
     how_to = (
@@ -308,16 +285,16 @@ def _read_source(source: Any) -> tuple[StateDict, dict[str, Any] | None]:
         )
     path = Path(source).expanduser()
     if path.is_dir():
-        return _read_folder(path)
+        return read_model_folder(path, "GPT-2")
     if path.is_file():
         config_file = path.parent / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"no config.json beside {path}; GPT-2's config.json must sit in the same folder")
-        return _read_weights_file(path), json.loads(config_file.read_text())
+        return read_weights_file(path), json.loads(config_file.read_text())
     name = str(source)
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"no folder or file {path}; expected a folder with config.json and model.safetensors")
-    return _read_folder(_download(name))
+    return read_model_folder(_download(name), "GPT-2")
 
 
 # ---------------------------------------------------------------------------- public API

@@ -32,8 +32,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .gpt2_weights import _read_weights_file
-from .hub import download_hf_model
+from .hub import download_hf_model, read_model_folder
 from .model import SydsGPT, SydsGPTConfig
 
 StateDict = Mapping[str, torch.Tensor]
@@ -61,7 +60,6 @@ _LAYER_PARTS = (
     (".mlp.up_proj.", ".feed_forward.up_projection."),
     (".mlp.down_proj.", ".feed_forward.down_projection."),
 )
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def hf_name_to_ours(name: str) -> str:
@@ -242,17 +240,6 @@ def sydsgpt_to_hf_state_dict(model: SydsGPT) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------- files and the Hub
 
 
-def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    config_file = folder / "config.json"
-    weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
-    if not config_file.is_file() or weights is None:
-        raise FileNotFoundError(
-            f"{folder} must hold config.json and one of {list(_WEIGHT_FILES)} (the Hugging Face format); "
-            f"found {sorted(p.name for p in folder.iterdir())}."
-        )
-    return _read_weights_file(weights), json.loads(config_file.read_text())
-
-
 def _read_source(source: Any) -> tuple[StateDict, dict[str, Any] | None]:
     """``(state_dict, config_or_None)`` from a transformers model, a state dict, a folder or a Hub name."""
     if isinstance(source, Mapping):
@@ -263,12 +250,12 @@ def _read_source(source: Any) -> tuple[StateDict, dict[str, Any] | None]:
         raise TypeError(f"source must be a folder, a Hub model name, a state dict or a transformers model; got {type(source).__name__}")
     path = Path(source).expanduser()
     if path.is_dir():
-        return _read_folder(path)
+        return read_model_folder(path, "Llama / Qwen3")
     name = str(source)
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
         raise FileNotFoundError(f"no folder {path}; expected a folder with config.json and model.safetensors, "
                                 f"or a Hub name such as 'Qwen/Qwen3-0.6B'")
-    return _read_folder(download_hf_model(name))
+    return read_model_folder(download_hf_model(name), "Llama / Qwen3")
 
 
 # ---------------------------------------------------------------------------- public API

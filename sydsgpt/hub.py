@@ -18,6 +18,41 @@ from typing import Mapping
 HUB_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
              "tokenizer.json", "tokenizer_config.json", "generation_config.json")
 """What :func:`download_hf_model` fetches from a model repository."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+"""The weight files a Hugging Face model folder may hold, in the order they are looked for."""
+
+
+def read_weights_file(path: Path) -> dict:
+    """Tensors of a ``.safetensors`` file, a sharded ``.index.json``, or a ``.bin`` (read with weights_only=True)."""
+    import json
+
+    import torch
+
+    if path.name.endswith(".index.json"):
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in read_weights_file(path.parent / shard).items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_model_folder(folder: Path, format_name: str) -> tuple[dict, dict]:
+    """``(state_dict, config)`` of a Hugging Face model folder (``config.json`` and one of :data:`WEIGHT_FILES`).
+
+    Raises ``FileNotFoundError`` naming the folder, what it must hold and what it holds.
+    """
+    import json
+
+    config_file = folder / "config.json"
+    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if not config_file.is_file() or weights is None:
+        raise FileNotFoundError(
+            f"{folder} must hold config.json and one of {list(WEIGHT_FILES)} (the Hugging Face {format_name} "
+            f"format); found {sorted(p.name for p in folder.iterdir())}."
+        )
+    return read_weights_file(weights), json.loads(config_file.read_text())
 
 
 def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:

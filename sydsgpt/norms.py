@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .validation import check_features
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square normalisation with a learned per-feature ``scale`` (starts at 1).
@@ -35,11 +37,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., d) -> (..., d)``."""
-        if x.shape[-1] != self.scale.shape[0]:
-            raise ValueError(
-                f"RMSNorm was built for {self.scale.shape[0]} features per token but the input's last "
-                f"dimension is {x.shape[-1]} (shape {tuple(x.shape)}); build it with RMSNorm({x.shape[-1]})."
-            )
+        check_features(x, self.scale.shape[0], "RMSNorm")
         x32 = x.float()
         mean_square = x32.pow(2).mean(dim=-1, keepdim=True)  # (..., 1)
         normalised = x32 * torch.rsqrt(mean_square + self.eps)

@@ -131,6 +131,15 @@ def check_input_ids(input_ids: Any, name: str = "input_ids") -> None:
         raise ValueError(f"{name} has no tokens: give at least one token (e.g. the end-of-text token).")
 
 
+def check_features(x: torch.Tensor, expected: int, layer: str) -> None:
+    """``x``'s last dimension must be ``expected`` (the features a ``layer`` such as ``"LayerNorm"`` was built for)."""
+    if x.shape[-1] != expected:
+        raise ValueError(
+            f"{layer} was built for {expected} features per token but the input's last "
+            f"dimension is {x.shape[-1]} (shape {tuple(x.shape)}); build it with {layer}({x.shape[-1]})."
+        )
+
+
 def mapping_of(values: Any, what: str) -> Mapping[str, Any]:
     """``values`` if it is a mapping, else a ``TypeError`` saying what was expected."""
     if not isinstance(values, Mapping):

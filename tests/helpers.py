@@ -44,6 +44,12 @@ def peaked_model(scale: float, seed: int = 0, **overrides: Any) -> SydsGPT:
     return model
 
 
+def hf_logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """A Hugging Face ``transformers`` model's logits for ``ids`` (no gradients)."""
+    with torch.no_grad():
+        return model(ids).logits
+
+
 def seeded_randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``torch.randn(*shape)`` from its own generator: the same numbers whatever ran before."""
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)

@@ -821,6 +821,17 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], seconds: float = 60) -> N
     assert path.exists(), proc.communicate()[0]
 
 
+def _signal_and_wait(proc: subprocess.Popen[str], sig: int, expected_code: int) -> str:
+    """Send ``sig`` to a running ``sydsgpt train``, wait for it to exit with ``expected_code``; returns its output."""
+    try:
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == expected_code, output
+    return output
+
+
 @probe("concurrency", "refused", "two real sydsgpt train runs on one --out at once; then SIGTERM to the first",
        "the second exits 1 (folder in use); the first saves its step and exits 143", slow=True)
 def two_runs_one_folder(env: Env) -> None:
@@ -828,11 +839,10 @@ def two_runs_one_folder(env: Env) -> None:
     try:
         _wait_for(env.out / "log.jsonl", first)
         env.cli_error(["train", *env.train_args("--steps", "2")], 1, f"is in use by another run (process {first.pid}")
-        first.send_signal(signal.SIGTERM)
-        output, _ = first.communicate(timeout=60)
-    finally:
+    except BaseException:
         first.kill()
-    assert first.returncode == 143, output
+        raise
+    output = _signal_and_wait(first, signal.SIGTERM, 143)
     step = load_checkpoint(env.out / CHECKPOINT_NAME)["step"]
     assert f"sydsgpt train: interrupted by SIGTERM: checkpoint of step {step} saved to {env.out / CHECKPOINT_NAME}" in output
     assert not (env.out / LOCK_NAME).exists()
@@ -894,11 +904,10 @@ def ctrl_c_cli(env: Env) -> None:
     try:
         _wait_for(env.out / "log.jsonl", proc)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
+    except BaseException:
         proc.kill()
-    assert proc.returncode == 130, output
+        raise
+    output = _signal_and_wait(proc, signal.SIGINT, 130)
     step = load_checkpoint(env.out / CHECKPOINT_NAME)["step"]
     assert step >= 1 and output.strip().splitlines()[-1] == (
         f"sydsgpt train: interrupted by SIGINT: checkpoint of step {step} saved to {env.out / CHECKPOINT_NAME}; "

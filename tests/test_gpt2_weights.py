@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import hf_logits, tiny_config
 
 from sydsgpt.gpt2_weights import (
     export_gpt2_weights,
@@ -47,11 +47,6 @@ def hf_model():
 @pytest.fixture(scope="module")
 def ids() -> torch.Tensor:
     return torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(1))
-
-
-def hf_logits(model, ids: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(ids).logits
 
 
 def assert_same_model(ours: SydsGPT, hf, ids: torch.Tensor, new_tokens: int = 8) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import hf_logits
 
 from sydsgpt.generate import generate
 from sydsgpt.hf_weights import (
@@ -65,11 +66,6 @@ def pair(request):
 @pytest.fixture(scope="module")
 def ids() -> torch.Tensor:
     return torch.randint(3, VOCAB, (2, 40), generator=torch.Generator().manual_seed(1))
-
-
-def hf_logits(model, ids: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(ids).logits
 
 
 def hf_greedy(model, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> torch.Tensor:
