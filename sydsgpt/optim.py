@@ -17,7 +17,7 @@ from torch import nn
 from .runtime import auto_fused_adamw
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 
 def lr_at_step(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:

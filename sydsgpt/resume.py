@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .checkpoint import CheckpointMismatchError
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 RESUME_FIXED: tuple[str, ...] = ("batch_size", "seq_len", "grad_accum_steps", "seed")
 """:class:`TrainConfig` fields a resumed run cannot change: they decide which tokens each step sees
@@ -33,7 +33,7 @@ def resume_changes(saved: Mapping[str, Any] | None, cfg: "TrainConfig") -> dict[
     Raises:
         CheckpointMismatchError: a field of :data:`RESUME_FIXED` differs.
     """
-    from .train import TrainConfig  # the config reads older checkpoints' key names
+    from .train_config import TrainConfig  # the config reads older checkpoints' key names
 
     if not saved:
         return {}

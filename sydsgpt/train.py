@@ -2,8 +2,8 @@
 
 The training loop a practitioner would use, and the one config that controls it:
 
-- :class:`TrainConfig`: every knob of a run (stored in every checkpoint); the command
-  line's ``sydsgpt train`` options are derived from its fields;
+- :class:`TrainConfig` (defined in :mod:`sydsgpt.train_config`): every knob of a run, stored
+  in every checkpoint; the command line's ``sydsgpt train`` options are derived from its fields;
 - :func:`train_step`: one optimizer step (gradient accumulation, bf16 autocast, clipping,
   a :class:`TrainingDiverged` error on a NaN/inf loss);
 - :func:`train`: the loop (periodic evaluation and samples, a tqdm bar, a JSON-lines log
@@ -23,9 +23,8 @@ import signal
 import sys
 import time
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -44,11 +43,10 @@ from .logs import truncate_log
 from .losses import batch_loss, loader_loss
 from .model import generate_simple
 from .optim import apply_hyperparameters, build_optimizer, make_scheduler
-from .resume import RESUME_FIXED, record_changes, resume_changes  # noqa: F401 (RESUME_FIXED: re-exported)
-from .runtime import (
-    DTYPES, Dtype, autocast, check_device_name, configure_tf32, resolve_device, resolve_fast_paths, seed_everything,
-)
-from .validation import check_bool, check_int, check_keys, check_positive_int, check_real, check_token_range, field_names
+from .resume import record_changes, resume_changes
+from .runtime import autocast, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
+from .train_config import TrainConfig
+from .validation import check_positive_int, check_token_range
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite (the weights were not updated with
@@ -72,144 +70,6 @@ class TrainingDiverged(RuntimeError):
         message += f"The last good checkpoint is {checkpoint}. " if checkpoint else "No checkpoint was written yet. "
         message += "Try a lower learning rate (--lr), a longer warm-up (--warmup-steps) or gradient clipping (--grad-clip)."
         super().__init__(message)
-
-
-
-# ---------------------------------------------------------------------------- config
-
-
-@dataclass
-class TrainConfig:
-    """Everything that controls a training run (stored in every checkpoint).
-
-    ``batch_size`` is the *global* micro-batch: under ``torchrun`` with ``N`` processes
-    each one gets ``batch_size // N`` rows of it. One optimizer step sees
-    ``batch_size * grad_accum_steps`` sequences of ``seq_len`` tokens, whatever the
-    number of processes.
-
-    Each field's docstring is also its ``sydsgpt train --help`` text. Every value is checked
-    here (a negative clip, a NaN learning rate, ``beta2 = 1``, zero evaluation batches, ...
-    are errors), so a Python script gets the same checks as the command line.
-
-    **Resuming** (``train(..., resume=True)``, ``sydsgpt train ... --resume``): the four fields
-    marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
-    decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the checkpoint's, or
-    resume refuses and lists the differences. Every other field may change and applies from
-    the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or ``epochs``
-    recomputes the schedule at the step reached; ``weight_decay`` and the betas go into the
-    optimizer; the rest are read at every step. Each change is recorded in the first log record
-    of the resumed session (``"changed": {field: [old, new]}``) and in ``run.json``
-    (``"changes"``: step, option, from, to).
-    """
-
-    max_steps: int | None = None
-    """Optimizer steps; ``None``: as many as ``epochs`` passes over the training data take."""
-    epochs: int = 1
-    """Passes over the training data (when ``max_steps`` is not given)."""
-    batch_size: int = 8
-    """Sequences per micro-batch, over all processes together. Fixed for a run (resume refuses a change)."""
-    seq_len: int | None = None
-    """Tokens per training sequence; ``None``: the model's ``context_length``. Fixed for a run (resume refuses a change)."""
-    grad_accum_steps: int = 1
-    """Micro-batches whose gradients are summed into one optimizer step. Fixed for a run (resume refuses a change)."""
-    lr: float = 4e-4
-    """Peak learning rate, reached at the end of the warm-up."""
-    min_lr_ratio: float = 0.1
-    """The cosine decays to ``lr * min_lr_ratio``."""
-    warmup_steps: int | None = None
-    """Linear warm-up steps; ``None``: 5% of the run."""
-    weight_decay: float = 0.1
-    """AdamW's decoupled weight decay, on matrices and embeddings only."""
-    beta1: float = 0.9
-    """AdamW's decay rate of the gradient's running mean."""
-    beta2: float = 0.95
-    """AdamW's decay rate of the squared gradient's running mean."""
-    grad_clip: float | None = 1.0
-    """Clip the global gradient norm to this (> 0; ``None``: no clipping)."""
-    eval_interval: int = 100
-    """Evaluate (and sample) every this many steps and at the end; 0: never."""
-    eval_batches: int | None = 20
-    """Validation batches per evaluation (``None``: the whole validation loader)."""
-    eval_at_start: bool = True
-    """Also evaluate before the first step (the curve then starts at the untrained loss)."""
-    sample_prompt: str = "The"
-    """The prompt of the greedy samples printed at each evaluation."""
-    sample_tokens: int = 30
-    """Greedy sample length printed at each evaluation (needs a tokenizer; 0: no samples)."""
-    checkpoint_interval: int | None = None
-    """Save every this many steps (``None``: at each evaluation); always at the end."""
-    seed: int = 123
-    """Seeds the initialisation, dropout and the data order. Fixed for a run (resume refuses a change)."""
-    device: str = "auto"
-    """``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
-    dtype: Dtype = "auto"
-    """``auto`` (bfloat16 autocast on a CUDA GPU that supports it, else float32), ``float32`` or ``bfloat16``."""
-    compile: bool = False
-    """Run the training step through ``torch.compile``."""
-    compile_backend: str = "inductor"
-    """``torch.compile``'s backend (``"aot_eager"`` skips code generation: a quick check on CPU)."""
-    tf32: bool | None = None
-    """TF32 matrix products for float32 on CUDA (``None``: on for CUDA)."""
-    fused_adamw: bool | None = None
-    """The fused AdamW kernel (``None``: on for CUDA)."""
-    fsdp: bool = False
-    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches"):
-            check_positive_int(getattr(self, name), f"TrainConfig.{name}", allow_none=name not in ("epochs", "batch_size", "grad_accum_steps"))
-        for name in ("warmup_steps", "eval_interval", "sample_tokens"):
-            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=0, allow_none=name == "warmup_steps")
-        check_int(self.seed, "TrainConfig.seed")
-        check_real(self.lr, "TrainConfig.lr", low=0, low_open=True)
-        check_real(self.min_lr_ratio, "TrainConfig.min_lr_ratio", low=0, high=1)
-        check_real(self.weight_decay, "TrainConfig.weight_decay", low=0)
-        for name in ("beta1", "beta2"):
-            check_real(getattr(self, name), f"TrainConfig.{name}", low=0, high=1, high_open=True)
-        check_real(self.grad_clip, "TrainConfig.grad_clip", low=0, low_open=True, allow_none=True,
-                   hint="a clip <= 0 would flip or zero the gradient; use None (--grad-clip none) for no clipping")
-        for name in ("eval_at_start", "compile"):
-            check_bool(getattr(self, name), f"TrainConfig.{name}")
-        for name in ("tf32", "fused_adamw"):
-            check_bool(getattr(self, name), f"TrainConfig.{name}", allow_none=True)
-        for name in ("sample_prompt", "device", "compile_backend"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"TrainConfig.{name} must be a str, got {getattr(self, name)!r}")
-        if self.sample_tokens and not self.sample_prompt:
-            raise ValueError("TrainConfig.sample_prompt must not be empty when TrainConfig.sample_tokens > 0 (a sample continues a prompt); "
-                             "give a prompt or set sample_tokens to 0")
-        check_device_name(self.device)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a dict; unknown keys are an error (a typo should not be ignored).
-
-        The key ``context_length`` (this field's name before it became ``seq_len``, as
-        older checkpoints store it) is read as ``seq_len``.
-        """
-        values = dict(values)
-        if "context_length" in values:
-            if "seq_len" in values and values["seq_len"] != values["context_length"]:
-                raise ValueError("give seq_len or its old name context_length, not both")
-            values["seq_len"] = values.pop("context_length")
-        check_keys(values, field_names(cls), "training option")
-        return cls(**values)
-
-    def total_steps(self, batches_per_epoch: int) -> int:
-        """Optimizer steps of the run: ``max_steps``, or ``epochs`` passes over the data."""
-        if self.max_steps is not None:
-            return self.max_steps
-        return max(1, self.epochs * batches_per_epoch // self.grad_accum_steps)
-
-    def warmup_for(self, total_steps: int) -> int:
-        """Warm-up steps: ``warmup_steps``, or 5% of ``total_steps``."""
-        return self.warmup_steps if self.warmup_steps is not None else round(0.05 * total_steps)
-
 
 
 # ---------------------------------------------------------------------------- one step

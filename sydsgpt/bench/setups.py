@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from ..model import SydsGPTConfig
 from ..runtime import resolve_fast_paths
-from ..train import TrainConfig
+from ..train_config import TrainConfig
 
 MODEL_SWITCHES = ("attention", "fused_qkv", "pad_vocab_multiple")
 """Model-config keys that are speed switches (same maths, same parameters)."""

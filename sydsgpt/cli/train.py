@@ -46,7 +46,8 @@ from typing import Any
 from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME, lock_run_folder
 from ..presets import RUNS, get_preset, preset_names
 from ..tokenizer import TOKENIZER_SPEC_HELP
-from ..train import RESUME_FIXED, TrainConfig
+from ..resume import RESUME_FIXED
+from ..train_config import TrainConfig
 from .options import add_config_options, config_from_args, flag_name
 
 OLD_FLAGS = {"max_steps": ["--steps"], "seq_len": ["--context-length"], "warmup_steps": ["--warmup"],
