@@ -30,8 +30,8 @@ from typing import Any
 from .checker import CheckReport, Exercise, explain_mistakes, get_exercise, run_checks
 from . import exercises_in_chapter, load_all
 
-MARKER = re.compile(r"^\s*#\s*exercise\s+(\d+)\.(\d+)\b", re.IGNORECASE)
-"""The first line of an answer cell: ``# exercise 2.1``."""
+MARKER = re.compile(r"^\s*#\s*exercise\s+(\d+)\.(\d+)\s*$", re.IGNORECASE)
+"""The first line of an answer cell: ``# exercise 2.1``, alone on its line."""
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
 
