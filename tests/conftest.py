@@ -26,22 +26,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--answers", action="append", default=[], metavar="PATH",
-        help="check YOUR exercise answers in PATH (a chapter notebook or a .py file) and run only that "
-        "check (tests/test_your_answers.py); may be given more than once",
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The fast lane (``pytest -m "not slow"``) is the package's unit tests: every notebook run
-    by nbval and every book-build / browser test counts as slow too. With ``--answers``, only
-    the reader's answers are checked."""
-    if config.getoption("answers"):
-        keep = [item for item in items if item.get_closest_marker("your_answers")]
-        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-        items[:] = keep
+    by nbval and every book-build / browser test counts as slow too."""
     for item in items:
         if item.path.suffix == ".ipynb" or item.get_closest_marker("book"):
             item.add_marker(pytest.mark.slow)

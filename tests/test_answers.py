@@ -119,3 +119,25 @@ def test_a_cell_that_raises_is_failed(tmp_path: Path) -> None:
     path.write_text(json.dumps(notebook), encoding="utf-8")
     status = {r.key: (r.status, r.detail) for r in check_answers(path)}
     assert status["2.1"][0] == FAILED and "SyntaxError" in status["2.1"][1]
+
+
+def test_pytest_answers_option(tmp_path: Path) -> None:
+    """``pytest --answers PATH`` runs only the reader's answers: fails on a wrong one, passes on the reference."""
+    import os
+    import subprocess
+    import sys
+
+    solved = _filled(3, tmp_path, {e.key: e.solution for e in exercises_in_chapter(3)})
+    wrong_dir = tmp_path / "wrong"
+    wrong_dir.mkdir()
+    exercise = exercises_in_chapter(3)[0]
+    wrong = _filled(3, wrong_dir, {exercise.key: exercise.wrong_answers[0]})
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    runs = {}
+    for name, path in (("solved", solved), ("wrong", wrong)):
+        cmd = [sys.executable, "-m", "pytest", f"--answers={path}", "-q", "-p", "no:cacheprovider", "tests/test_your_answers.py"]
+        runs[name] = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert runs["solved"].returncode == 0, runs["solved"].stdout[-2000:]
+    assert "4 passed" in runs["solved"].stdout
+    assert runs["wrong"].returncode == 1, runs["wrong"].stdout[-2000:]
+    assert f"exercise {exercise.key} fails" in runs["wrong"].stdout
