@@ -124,10 +124,12 @@ class CheckReport:
             return f"Exercise {self.key} not attempted yet: write {name}(...) in place of `raise NotImplementedError`, then run this cell again."
         stars = f" ({self.stars})" if self.stars else ""
         lines = [f"Exercise {self.key}{stars}: {self.title}"]
+        explained = set()
         for r in self.results:
             lines.append(f"  [pass] {r.name}" if r.passed else f"  [FAIL] {r.name}: {r.message}")
-            if r.mistake:
+            if r.mistake and r.mistake not in explained:  # each likely mistake once, under its first case
                 lines.append(f"         likely mistake: {r.mistake}")
+                explained.add(r.mistake)
         n_ok = sum(r.passed for r in self.results)
         if self.passed:
             lines.append(f"All {n_ok} checks passed. Well done!")
@@ -234,4 +236,14 @@ def expect_close(actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol
         raise AssertionError(f"{what}: expected shape {tuple(e.shape)}, got {tuple(a.shape)}")
     if not torch.allclose(a, e, atol=atol, rtol=rtol):
         diff = (a - e).abs().max().item()
-        raise AssertionError(f"{what}: values differ from the expected ones (largest difference {diff:.3g})")
+        shown = ""
+        if e.numel() <= 12:  # small enough to print: say what was expected and what came back
+            shown = f"; expected {_rounded(e.tolist())}, got {_rounded(a.tolist())}"
+        raise AssertionError(f"{what}: values differ from the expected ones (largest difference {diff:.3g}){shown}")
+
+
+def _rounded(values: Any) -> Any:
+    """Numbers (or nested lists of them) rounded to 4 significant digits, for messages."""
+    if isinstance(values, list):
+        return [_rounded(v) for v in values]
+    return float(f"{values:.4g}")
