@@ -1,5 +1,5 @@
 """Chapter 4 exercises: sinusoidal positions, the next-token logits of a padded batch,
-splitting GPT-2's fused query/key/value weight, and the log-probability of a text."""
+one attention head out of GPT-2's fused query/key/value weight, and the log-probability of a text."""
 
 from __future__ import annotations
 
@@ -146,33 +146,50 @@ register(
     )
 )
 
-# ---------------------------------------------------------------- 4.3 splitting GPT-2's c_attn
+# ---------------------------------------------------------------- 4.3 one head out of GPT-2's c_attn
 
 
-def _solution_split_c_attn(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _solution_c_attn_head(weight: torch.Tensor, bias: torch.Tensor, num_heads: int, head: int) -> tuple[torch.Tensor, ...]:
     d = weight.shape[0]
-    w = weight.t()  # Conv1D (d, 3d) -> nn.Linear layout (3d, d)
-    return w[:d], w[d : 2 * d], w[2 * d :], bias[:d], bias[d : 2 * d], bias[2 * d :]
+    head_dim = d // num_heads
+    rows = slice(head * head_dim, (head + 1) * head_dim)  # head h's features inside each third
+    w = weight.t()  # Conv1D (d, 3d) -> nn.Linear layout (3d, d): queries, keys, values, d rows each
+    parts = [w[i * d : (i + 1) * d][rows] for i in range(3)]
+    biases = [bias[i * d : (i + 1) * d][rows] for i in range(3)]
+    return (*parts, *biases)
 
 
-def _wrong_split_no_transpose(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Slices Conv1D's (d, 3d) weight as it is: Conv1D computes x @ weight, nn.Linear x @ w.T,
-    so transpose before splitting."""
+def _wrong_c_attn_head_fused_offset(weight, bias, num_heads, head):
+    """Takes head h's rows from the fused (3d, d) matrix as a whole: the queries, keys and values are three
+    blocks of d rows, and head h has head_dim rows inside EACH block."""
     d = weight.shape[0]
-    return weight[:, :d], weight[:, d : 2 * d], weight[:, 2 * d :], bias[:d], bias[d : 2 * d], bias[2 * d :]
+    head_dim = d // num_heads
+    w = weight.t()
+    start = 3 * head * head_dim
+    parts = [w[start + i * head_dim : start + (i + 1) * head_dim] for i in range(3)]
+    biases = [bias[start + i * head_dim : start + (i + 1) * head_dim] for i in range(3)]
+    return (*parts, *biases)
 
 
-def _wrong_split_rows(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Cuts every output row into thirds: queries, keys and values are three blocks of d ROWS of the transposed weight."""
-    wq, wk, wv = weight.t().chunk(3, dim=1)  # cuts every output row into thirds instead of taking 3 blocks of rows
-    bq, bk, bv = bias.chunk(3)
-    return wq, wk, wv, bq, bk, bv
+def _wrong_c_attn_head_strided(weight, bias, num_heads, head):
+    """Takes every num_heads-th feature (head, head + H, ...): a head is a CONTIGUOUS slice of head_dim
+    features, the layout MultiHeadAttention's view(B, T, H, D) gives."""
+    d = weight.shape[0]
+    w = weight.t()
+    parts = [w[i * d : (i + 1) * d][head::num_heads] for i in range(3)]
+    biases = [bias[i * d : (i + 1) * d][head::num_heads] for i in range(3)]
+    return (*parts, *biases)
 
 
-def _wrong_split_key_value_swapped(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Swaps keys and values: GPT-2 stores queries, keys, values in that order."""
-    wq, wk, wv, bq, bk, bv = _solution_split_c_attn(weight, bias)
-    return wq, wv, wk, bq, bv, bk
+def _wrong_c_attn_head_no_transpose(weight, bias, num_heads, head):
+    """Slices Conv1D's (d, 3d) weight without transposing it: Conv1D computes x @ weight, nn.Linear
+    x @ w.T, so each part must be transposed to (head_dim, d)."""
+    d = weight.shape[0]
+    head_dim = d // num_heads
+    cols = slice(head * head_dim, (head + 1) * head_dim)
+    parts = [weight[:, i * d : (i + 1) * d][:, cols] for i in range(3)]
+    biases = [bias[i * d : (i + 1) * d][cols] for i in range(3)]
+    return (*parts, *biases)
 
 
 def _c_attn_example(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -180,37 +197,40 @@ def _c_attn_example(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.randn(d, 3 * d, generator=g), torch.randn(3 * d, generator=g), torch.randn(2, 5, d, generator=g)
 
 
-def _run_split_shapes(candidate) -> None:
-    weight, bias, _ = _c_attn_example(6, 0)
-    parts = candidate(weight, bias)
+def _run_head_shapes(candidate) -> None:
+    weight, bias, _ = _c_attn_example(8, 0)
+    parts = candidate(weight, bias, 4, 1)
     expect_equal(len(parts), 6, "number of returned tensors (wq, wk, wv, bq, bk, bv)")
-    expect_equal([tuple(p.shape) for p in parts], [(6, 6)] * 3 + [(6,)] * 3, "shapes")
+    expect_equal([tuple(p.shape) for p in parts], [(2, 8)] * 3 + [(2,)] * 3, "shapes for d = 8, 4 heads (head_dim 2)")
 
 
-def _split_same_function_case(d: int, seed: int) -> Case:
+def _head_case(d: int, num_heads: int, head: int, seed: int) -> Case:
     def run(candidate) -> None:
         weight, bias, x = _c_attn_example(d, seed)
-        fused = x @ weight + bias  # what GPT-2's Conv1D computes: (2, 5, 3d), queries | keys | values
-        wq, wk, wv, bq, bk, bv = candidate(weight, bias)
-        for name, w, b, part in (("query", wq, bq, 0), ("key", wk, bk, 1), ("value", wv, bv, 2)):
-            expect_close(F.linear(x, w, b), fused[..., part * d : (part + 1) * d], f"F.linear(x, w{name[0]}, b{name[0]}) vs the {name} third of x @ weight + bias", atol=1e-5)
+        fused = x @ weight + bias  # (2, 5, 3d): what GPT-2 computes, queries | keys | values
+        head_dim = d // num_heads
+        wq, wk, wv, bq, bk, bv = candidate(weight, bias, num_heads, head)
+        for i, (name, w, b) in enumerate((("query", wq, bq), ("key", wk, bk), ("value", wv, bv))):
+            third = fused[..., i * d : (i + 1) * d].view(2, 5, num_heads, head_dim)[:, :, head]  # the heads as MultiHeadAttention lays them out
+            expect_close(F.linear(x, w, b), third, f"head {head}'s {name}s (d = {d}, {num_heads} heads) vs that head of x @ weight + bias", atol=1e-4)
 
-    return Case(f"nn.Linear with the parts computes what c_attn computes (d = {d})", run)
+    return Case(f"head {head} of {num_heads} (d = {d}) computes what GPT-2's c_attn gives that head", run)
 
 
 register(
     Exercise(
         key="4.3",
-        title="split_c_attn(weight, bias): GPT-2's Conv1D query/key/value weight (d, 3d) as three nn.Linear weights",
+        title="c_attn_head(weight, bias, num_heads, head): one head's query, key and value nn.Linear weights and biases out of GPT-2's Conv1D c_attn",
         cases=[
-            Case("returns six tensors of the right shapes", _run_split_shapes),
-            _split_same_function_case(6, 1),
-            _split_same_function_case(12, 2),
+            Case("returns six tensors of the right shapes", _run_head_shapes),
+            _head_case(8, 4, 1, 1),
+            _head_case(12, 3, 2, 2),
         ],
-        solution=_solution_split_c_attn,
-        wrong_answers=[_wrong_split_no_transpose, _wrong_split_rows, _wrong_split_key_value_swapped],
-        hint="Conv1D computes x @ weight + bias, nn.Linear computes x @ w.T + b. Transpose weight to (3d, d), "
-        "then take rows [0:d] for queries, [d:2d] for keys and [2d:3d] for values; split the bias the same way.",
+        solution=_solution_c_attn_head,
+        wrong_answers=[_wrong_c_attn_head_fused_offset, _wrong_c_attn_head_strided, _wrong_c_attn_head_no_transpose],
+        hint="Transpose weight to (3d, d); rows [0:d] are the queries, [d:2d] the keys, [2d:3d] the values. Inside each "
+        "block, head h owns the head_dim rows h * head_dim .. (h + 1) * head_dim - 1 (the slice MultiHeadAttention's view(B, T, H, D) gives it). "
+        "Cut the bias the same way.",
         difficulty=3,
     )
 )
