@@ -302,7 +302,7 @@ def test_solutions_page_shows_every_registered_exercise(built_book: Path) -> Non
     last = 0
     for chapter in range(1, len(CHAPTER_PAGES) + 1):
         for exercise in exercises_in_chapter(chapter):
-            feedback = text.find(f"Exercise {exercise.key}: {exercise.title}")
+            feedback = text.find(f"Exercise {exercise.key} ({exercise.stars}): {exercise.title}")
             assert feedback >= 0, (
                 f"exercise {exercise.key} is registered but not on the Solutions page (or its title changed); "
                 "re-execute the page: .ci/execute-notebooks book/solutions.ipynb"

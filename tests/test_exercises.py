@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sydsgpt.exercises import REGISTRY, check, get_exercise, load_all
-from sydsgpt.exercises.checker import run_checks
+from sydsgpt.exercises.checker import explain_mistakes, run_checks
 
 load_all()
 KEYS = sorted(REGISTRY, key=lambda k: tuple(int(p) for p in k.split(".")))
@@ -42,20 +42,58 @@ def test_wrong_answers_fail(key: str) -> None:
         assert not report.passed, f"{key}: wrong answer {wrong.__name__} passes every check"
 
 
-def test_each_chapter_has_two_coding_exercises() -> None:
+@pytest.mark.parametrize("key", KEYS)
+def test_wrong_answers_are_explained(key: str) -> None:
+    """At least two wrong answers, each naming its likely mistake (its docstring), and the feedback
+    on that wrong answer shows a likely mistake."""
+    exercise = get_exercise(key)
+    assert len(exercise.wrong_answers) >= 2, f"exercise {key} declares {len(exercise.wrong_answers)} wrong answer(s); at least 2 expected"
+    for wrong in exercise.wrong_answers:
+        assert wrong.__doc__, f"{key}: wrong answer {wrong.__name__} has no docstring naming its likely mistake"
+        report = explain_mistakes(exercise, run_checks(exercise, wrong))
+        assert report.attempted
+        assert any(r.mistake for r in report.results if not r.passed), f"{key}: no likely mistake shown for {wrong.__name__}\n{report.summary()}"
+        assert "likely mistake:" in report.summary()
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_exercise_shows_difficulty_and_hint(key: str) -> None:
+    exercise = get_exercise(key)
+    assert exercise.difficulty in (1, 2, 3) and exercise.stars == "★" * exercise.difficulty
+    assert exercise.hint, f"exercise {key} has no hint"
+    assert exercise.function_name.isidentifier(), f"exercise {key}: its title must start with the function's name"
+
+
+def test_each_chapter_has_four_coding_exercises() -> None:
     chapters = {get_exercise(k).chapter for k in KEYS}
+    assert chapters >= set(range(1, 8))
     for chapter in chapters:
         n = sum(get_exercise(k).chapter == chapter for k in KEYS)
-        assert n >= 2, f"chapter {chapter} has {n} coding exercise(s); at least 2 expected"
+        assert n >= 4, f"chapter {chapter} has {n} coding exercise(s); at least 4 expected"
 
 
-def test_check_prints_feedback(capsys: pytest.CaptureFixture[str]) -> None:
+def test_function_names_are_unique() -> None:
+    """A .py file of answers finds each exercise by its function name, so no two may share one."""
+    names = [get_exercise(k).function_name for k in KEYS]
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_unattempted_exercise_prints_one_friendly_line(capsys: pytest.CaptureFixture[str]) -> None:
     key = KEYS[0]
     report = check(key, _stub)
     out = capsys.readouterr().out
-    assert f"Exercise {key}" in out and "[FAIL]" in out and "not implemented yet" in out
-    assert not report
+    assert out.strip().count("\n") == 0, out
+    assert f"Exercise {key} not attempted yet" in out and "[FAIL]" not in out
+    assert not report and not report.attempted
     assert check(key, get_exercise(key).solution, verbose=False)
+
+
+def test_wrong_answer_prints_full_feedback(capsys: pytest.CaptureFixture[str]) -> None:
+    exercise = get_exercise("2.1")
+    report = check("2.1", exercise.wrong_answers[0])
+    out = capsys.readouterr().out
+    assert report.attempted and not report
+    assert f"Exercise 2.1 ({exercise.stars})" in out and "[FAIL]" in out and "likely mistake:" in out and "Hint:" in out
 
 
 def test_unknown_exercise_is_a_clear_error() -> None:

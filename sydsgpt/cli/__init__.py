@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "Pretrain a model on a dataset (chapter 5).",
     "generate": "Generate text from a checkpoint (chapter 6).",
     "bench": "Measure training, generation and tokenizer speed (appendix: Making it fast).",
+    "check": "Check your own exercise answers (a chapter notebook or a .py file) with the book's cases.",
 }
 
 

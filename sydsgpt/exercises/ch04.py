@@ -1,7 +1,9 @@
-"""Chapter 4 exercises: a whole model's parameter count, one greedy step with cropping,
-and splitting GPT-2's fused query/key/value weight."""
+"""Chapter 4 exercises: sinusoidal positions, the next-token logits of a padded batch,
+one attention head out of GPT-2's fused query/key/value weight, and the log-probability of a text."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -9,98 +11,102 @@ import torch.nn.functional as F
 from ..model import SydsGPT
 from .checker import Case, Exercise, expect_close, expect_equal, register
 
-# ---------------------------------------------------------------- 4.1 parameter count of a config
+# ---------------------------------------------------------------- 4.1 sinusoidal positions
 
 
-def _solution_count_parameters(config: dict) -> int:
-    d, v = config["embedding_dim"], config["vocab_size"]
-    embeddings = v * d + config["context_length"] * d  # token and position tables
-    attention = 3 * d * d + (3 * d if config["qkv_bias"] else 0) + d * d + d
-    feed_forward = d * 4 * d + 4 * d + 4 * d * d + d
-    layer_norms = 2 * 2 * d
-    blocks = config["num_layers"] * (attention + feed_forward + layer_norms)
-    final_norm = 2 * d
-    head = 0 if config["tie_weights"] else v * d  # a tied head reuses the token table
-    return embeddings + blocks + final_norm + head
+def _solution_sinusoidal_positions(num_positions: int, dim: int) -> torch.Tensor:
+    positions = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (T, 1)
+    rates = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2] = torch.sin(positions * rates)  # even features: sine
+    table[:, 1::2] = torch.cos(positions * rates)  # odd features: cosine of the same angle
+    return table
 
 
-def _wrong_count_forgets_biases(config: dict) -> int:
-    d, v = config["embedding_dim"], config["vocab_size"]
-    head = 0 if config["tie_weights"] else v * d
-    return v * d + config["context_length"] * d + config["num_layers"] * (12 * d * d + 4 * d) + 2 * d + head
+def _wrong_sinusoidal_halves(num_positions: int, dim: int) -> torch.Tensor:
+    """Puts all the sines in the first half and the cosines in the second: the 2017 table interleaves
+    them, sine at feature 2i and cosine at feature 2i + 1."""
+    table = _solution_sinusoidal_positions(num_positions, dim)
+    return torch.cat([table[:, 0::2], table[:, 1::2]], dim=1)
 
 
-def _wrong_count_double_counts_tied_head(config: dict) -> int:
-    return _solution_count_parameters({**config, "tie_weights": False})
+def _wrong_sinusoidal_rate(num_positions: int, dim: int) -> torch.Tensor:
+    """Uses 10000 ** (-i / dim) for pair i: the exponent is 2i / dim, so the slowest pair's wavelength is
+    about 10000 * 2 pi."""
+    positions = torch.arange(num_positions, dtype=torch.float32)[:, None]
+    rates = 10000.0 ** (-torch.arange(dim // 2, dtype=torch.float32) / dim)
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2], table[:, 1::2] = torch.sin(positions * rates), torch.cos(positions * rates)
+    return table
 
 
-def _wrong_count_forgets_positions(config: dict) -> int:
-    return _solution_count_parameters(config) - config["context_length"] * config["embedding_dim"]
+def _wrong_sinusoidal_from_one(num_positions: int, dim: int) -> torch.Tensor:
+    """Numbers the positions from 1: the first token is position 0 (sin 0 = 0, cos 0 = 1)."""
+    positions = torch.arange(1, num_positions + 1, dtype=torch.float32)[:, None]
+    rates = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(num_positions, dim)
+    table[:, 0::2], table[:, 1::2] = torch.sin(positions * rates), torch.cos(positions * rates)
+    return table
 
 
-def _count_case(description: str, config: dict) -> Case:
-    def run(candidate) -> None:
-        full = {"num_heads": 2, "dropout": 0.0, **config}
-        expected = sum(p.numel() for p in SydsGPT(full).parameters())  # shared tensors counted once
-        expect_equal(int(candidate(dict(full))), expected, f"count_parameters({description})")
+def _run_sinusoidal_by_hand(candidate) -> None:
+    # dim 4: pair 0 turns 1 rad per position, pair 1 turns 10000 ** (-1/2) = 0.01 rad.
+    expected = torch.tensor([[0.0, 1.0, 0.0, 1.0],
+                             [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
+                             [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)]])
+    expect_close(candidate(3, 4), expected, "sinusoidal_positions(3, 4)", atol=1e-6)
 
-    return Case(description, run)
+
+def _run_sinusoidal_relative(candidate) -> None:
+    # The point of the design: position p + k is a fixed rotation of position p, for every p.
+    table = candidate(50, 16)
+    expect_equal(tuple(table.shape), (50, 16), "shape of sinusoidal_positions(50, 16)")
+    dots = (table[:-3] * table[3:]).sum(-1)  # <pos(p), pos(p + 3)> for every p
+    expect_close(dots, dots[0].expand_as(dots), "the dot product of positions p and p + 3, for every p (it depends only on the distance)", atol=1e-4)
+    expect_close(table, _solution_sinusoidal_positions(50, 16), "the whole (50, 16) table", atol=1e-5)
 
 
 register(
     Exercise(
         key="4.1",
-        title="count_parameters(config): the number of parameters of SydsGPT(config), without building it",
+        title="sinusoidal_positions(num_positions, dim): the original transformer's fixed position table, sin at even features, cos at odd",
         cases=[
-            _count_case(
-                "vocab 100, width 8, context 16, 1 layer, untied, no qkv bias",
-                {"vocab_size": 100, "embedding_dim": 8, "context_length": 16, "num_layers": 1, "qkv_bias": False, "tie_weights": False},
-            ),
-            _count_case(
-                "vocab 100, width 8, context 16, 2 layers, tied head, qkv bias",
-                {"vocab_size": 100, "embedding_dim": 8, "context_length": 16, "num_layers": 2, "qkv_bias": True, "tie_weights": True},
-            ),
-            _count_case(
-                "vocab 50257, width 64, context 256, 3 layers, tied head, no qkv bias",
-                {"vocab_size": 50257, "embedding_dim": 64, "context_length": 256, "num_layers": 3, "qkv_bias": False, "tie_weights": True},
-            ),
+            Case("3 positions of 4 features by hand", _run_sinusoidal_by_hand),
+            Case("the table only sees distances; it matches the formula", _run_sinusoidal_relative),
         ],
-        solution=_solution_count_parameters,
-        wrong_answers=[_wrong_count_forgets_biases, _wrong_count_double_counts_tied_head, _wrong_count_forgets_positions],
-        hint="Add up: token table (vocab x d) + position table (context x d) + num_layers blocks (exercise 3.3) + "
-        "the final LayerNorm (2d) + the head (vocab x d, but 0 when tie_weights is True: it is the token table).",
+        solution=_solution_sinusoidal_positions,
+        wrong_answers=[_wrong_sinusoidal_halves, _wrong_sinusoidal_rate, _wrong_sinusoidal_from_one],
+        hint="Pair i (features 2i and 2i + 1) turns at the rate 10000 ** (-2i / dim) radians per position: "
+        "table[p, 2i] = sin(p * rate_i), table[p, 2i + 1] = cos(p * rate_i), positions counted from 0. "
+        "Slicing with [:, 0::2] and [:, 1::2] fills both at once.",
+        difficulty=2,
     )
 )
 
-# ---------------------------------------------------------------- 4.2 one greedy step with cropping
+# ---------------------------------------------------------------- 4.2 next-token logits of a right-padded batch
 
 _STEP_CONFIG = {"vocab_size": 50, "embedding_dim": 16, "context_length": 8, "num_layers": 2, "num_heads": 2, "dropout": 0.0, "qkv_bias": True}
 
 
-def _solution_greedy_step(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
-    window = input_ids[:, -context_length:]  # the model sees only the last context_length tokens
+def _solution_last_logits(model: torch.nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        logits = model(window)[:, -1, :]  # (B, vocab): the prediction after the last token
-    next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    return torch.cat([input_ids, next_id], dim=1)
+        logits = model(input_ids)  # (B, T, V); padding comes after the real tokens
+    rows = torch.arange(input_ids.shape[0])
+    return logits[rows, lengths - 1]  # (B, V): the position of each sequence's last real token
 
 
-def _wrong_step_no_cropping(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
+def _wrong_last_logits_last_position(model, input_ids, lengths):
+    """Takes logits[:, -1] for every sequence: in a right-padded batch the last position of a short
+    sequence is padding. Take position lengths[b] - 1 of sequence b."""
     with torch.no_grad():
-        next_id = model(input_ids)[:, -1, :].argmax(dim=-1, keepdim=True)
-    return torch.cat([input_ids, next_id], dim=1)
+        return model(input_ids)[:, -1]
 
 
-def _wrong_step_first_position(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
+def _wrong_last_logits_off_by_one(model, input_ids, lengths):
+    """Takes position lengths[b]: a sequence of length L holds positions 0..L-1, so its last token is at L - 1."""
     with torch.no_grad():
-        next_id = model(input_ids[:, -context_length:])[:, 0, :].argmax(dim=-1, keepdim=True)
-    return torch.cat([input_ids, next_id], dim=1)
-
-
-def _wrong_step_keeps_oldest(model: torch.nn.Module, input_ids: torch.Tensor, context_length: int) -> torch.Tensor:
-    with torch.no_grad():
-        next_id = model(input_ids[:, :context_length])[:, -1, :].argmax(dim=-1, keepdim=True)
-    return torch.cat([input_ids, next_id], dim=1)
+        logits = model(input_ids)
+    return logits[torch.arange(input_ids.shape[0]), lengths.clamp(max=input_ids.shape[1] - 1)]
 
 
 def _step_model() -> SydsGPT:
@@ -108,16 +114,18 @@ def _step_model() -> SydsGPT:
     return SydsGPT(_STEP_CONFIG).eval()
 
 
-def _step_case(description: str, batch: int, length: int) -> Case:
+def _padded_case(description: str, lengths: list[int]) -> Case:
     def run(candidate) -> None:
         model = _step_model()
-        ids = torch.randint(0, 50, (batch, length), generator=torch.Generator().manual_seed(1))
+        t = max(lengths) + 1
+        ids = torch.randint(1, 50, (len(lengths), t), generator=torch.Generator().manual_seed(3))
+        for row, length in enumerate(lengths):
+            ids[row, length:] = 0  # right padding with id 0
         with torch.no_grad():
-            expected = model(ids[:, -8:])[:, -1, :].argmax(dim=-1)  # (B,)
-        out = candidate(model, ids.clone(), 8)
-        expect_equal(tuple(out.shape), (batch, length + 1), "output shape")
-        expect_equal(out[:, :length].tolist(), ids.tolist(), "the prompt part of the output")
-        expect_equal(out[:, -1].tolist(), expected.tolist(), "the appended token id(s)")
+            expected = torch.stack([model(ids[row : row + 1, :length])[0, -1] for row, length in enumerate(lengths)])
+        out = candidate(model, ids.clone(), torch.tensor(lengths))
+        expect_equal(tuple(out.shape), (len(lengths), 50), "shape (batch, vocab)")
+        expect_close(out, expected, f"next-token logits of sequences of lengths {lengths}, each vs the sequence run alone", atol=1e-4)
 
     return Case(description, run)
 
@@ -125,42 +133,63 @@ def _step_case(description: str, batch: int, length: int) -> Case:
 register(
     Exercise(
         key="4.2",
-        title="greedy_step(model, input_ids, context_length): append the most likely next token, seeing at most context_length tokens",
+        title="last_logits(model, input_ids, lengths): each sequence's next-token logits, for a right-padded (B, T) batch",
         cases=[
-            _step_case("a 5-token prompt (shorter than the context of 8)", batch=1, length=5),
-            _step_case("a batch of 2 prompts of 8 tokens", batch=2, length=8),
-            _step_case("a 13-token prompt, longer than the context of 8", batch=1, length=13),
+            _padded_case("one sequence with one padding token", [4]),
+            _padded_case("three sequences of lengths 2, 5 and 3", [2, 5, 3]),
         ],
-        solution=_solution_greedy_step,
-        wrong_answers=[_wrong_step_no_cropping, _wrong_step_first_position, _wrong_step_keeps_oldest],
-        hint="Crop with input_ids[:, -context_length:] (the newest tokens), take the logits of the LAST position "
-        "[:, -1, :], argmax over the vocabulary with keepdim=True, and concatenate along dim=1.",
+        solution=_solution_last_logits,
+        wrong_answers=[_wrong_last_logits_last_position, _wrong_last_logits_off_by_one],
+        hint="Run the whole padded batch once (causal attention means the padding after a token cannot change "
+        "its logits), then pick row b's logits at position lengths[b] - 1: logits[torch.arange(B), lengths - 1].",
+        difficulty=2,
     )
 )
 
-# ---------------------------------------------------------------- 4.3 splitting GPT-2's c_attn
+# ---------------------------------------------------------------- 4.3 one head out of GPT-2's c_attn
 
 
-def _solution_split_c_attn(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _solution_c_attn_head(weight: torch.Tensor, bias: torch.Tensor, num_heads: int, head: int) -> tuple[torch.Tensor, ...]:
     d = weight.shape[0]
-    w = weight.t()  # Conv1D (d, 3d) -> nn.Linear layout (3d, d)
-    return w[:d], w[d : 2 * d], w[2 * d :], bias[:d], bias[d : 2 * d], bias[2 * d :]
+    head_dim = d // num_heads
+    rows = slice(head * head_dim, (head + 1) * head_dim)  # head h's features inside each third
+    w = weight.t()  # Conv1D (d, 3d) -> nn.Linear layout (3d, d): queries, keys, values, d rows each
+    parts = [w[i * d : (i + 1) * d][rows] for i in range(3)]
+    biases = [bias[i * d : (i + 1) * d][rows] for i in range(3)]
+    return (*parts, *biases)
 
 
-def _wrong_split_no_transpose(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _wrong_c_attn_head_fused_offset(weight, bias, num_heads, head):
+    """Takes head h's rows from the fused (3d, d) matrix as a whole: the queries, keys and values are three
+    blocks of d rows, and head h has head_dim rows inside EACH block."""
     d = weight.shape[0]
-    return weight[:, :d], weight[:, d : 2 * d], weight[:, 2 * d :], bias[:d], bias[d : 2 * d], bias[2 * d :]
+    head_dim = d // num_heads
+    w = weight.t()
+    start = 3 * head * head_dim
+    parts = [w[start + i * head_dim : start + (i + 1) * head_dim] for i in range(3)]
+    biases = [bias[start + i * head_dim : start + (i + 1) * head_dim] for i in range(3)]
+    return (*parts, *biases)
 
 
-def _wrong_split_rows(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    wq, wk, wv = weight.t().chunk(3, dim=1)  # cuts every output row into thirds instead of taking 3 blocks of rows
-    bq, bk, bv = bias.chunk(3)
-    return wq, wk, wv, bq, bk, bv
+def _wrong_c_attn_head_strided(weight, bias, num_heads, head):
+    """Takes every num_heads-th feature (head, head + H, ...): a head is a CONTIGUOUS slice of head_dim
+    features, the layout MultiHeadAttention's view(B, T, H, D) gives."""
+    d = weight.shape[0]
+    w = weight.t()
+    parts = [w[i * d : (i + 1) * d][head::num_heads] for i in range(3)]
+    biases = [bias[i * d : (i + 1) * d][head::num_heads] for i in range(3)]
+    return (*parts, *biases)
 
 
-def _wrong_split_key_value_swapped(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    wq, wk, wv, bq, bk, bv = _solution_split_c_attn(weight, bias)
-    return wq, wv, wk, bq, bv, bk
+def _wrong_c_attn_head_no_transpose(weight, bias, num_heads, head):
+    """Slices Conv1D's (d, 3d) weight without transposing it: Conv1D computes x @ weight, nn.Linear
+    x @ w.T, so each part must be transposed to (head_dim, d)."""
+    d = weight.shape[0]
+    head_dim = d // num_heads
+    cols = slice(head * head_dim, (head + 1) * head_dim)
+    parts = [weight[:, i * d : (i + 1) * d][:, cols] for i in range(3)]
+    biases = [bias[i * d : (i + 1) * d][cols] for i in range(3)]
+    return (*parts, *biases)
 
 
 def _c_attn_example(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -168,36 +197,104 @@ def _c_attn_example(d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.randn(d, 3 * d, generator=g), torch.randn(3 * d, generator=g), torch.randn(2, 5, d, generator=g)
 
 
-def _run_split_shapes(candidate) -> None:
-    weight, bias, _ = _c_attn_example(6, 0)
-    parts = candidate(weight, bias)
+def _run_head_shapes(candidate) -> None:
+    weight, bias, _ = _c_attn_example(8, 0)
+    parts = candidate(weight, bias, 4, 1)
     expect_equal(len(parts), 6, "number of returned tensors (wq, wk, wv, bq, bk, bv)")
-    expect_equal([tuple(p.shape) for p in parts], [(6, 6)] * 3 + [(6,)] * 3, "shapes")
+    expect_equal([tuple(p.shape) for p in parts], [(2, 8)] * 3 + [(2,)] * 3, "shapes for d = 8, 4 heads (head_dim 2)")
 
 
-def _split_same_function_case(d: int, seed: int) -> Case:
+def _head_case(d: int, num_heads: int, head: int, seed: int) -> Case:
     def run(candidate) -> None:
         weight, bias, x = _c_attn_example(d, seed)
-        fused = x @ weight + bias  # what GPT-2's Conv1D computes: (2, 5, 3d), queries | keys | values
-        wq, wk, wv, bq, bk, bv = candidate(weight, bias)
-        for name, w, b, part in (("query", wq, bq, 0), ("key", wk, bk, 1), ("value", wv, bv, 2)):
-            expect_close(F.linear(x, w, b), fused[..., part * d : (part + 1) * d], f"F.linear(x, w{name[0]}, b{name[0]}) vs the {name} third of x @ weight + bias", atol=1e-5)
+        fused = x @ weight + bias  # (2, 5, 3d): what GPT-2 computes, queries | keys | values
+        head_dim = d // num_heads
+        wq, wk, wv, bq, bk, bv = candidate(weight, bias, num_heads, head)
+        for i, (name, w, b) in enumerate((("query", wq, bq), ("key", wk, bk), ("value", wv, bv))):
+            third = fused[..., i * d : (i + 1) * d].view(2, 5, num_heads, head_dim)[:, :, head]  # the heads as MultiHeadAttention lays them out
+            expect_close(F.linear(x, w, b), third, f"head {head}'s {name}s (d = {d}, {num_heads} heads) vs that head of x @ weight + bias", atol=1e-4)
 
-    return Case(f"nn.Linear with the parts computes what c_attn computes (d = {d})", run)
+    return Case(f"head {head} of {num_heads} (d = {d}) computes what GPT-2's c_attn gives that head", run)
 
 
 register(
     Exercise(
         key="4.3",
-        title="split_c_attn(weight, bias): GPT-2's Conv1D query/key/value weight (d, 3d) as three nn.Linear weights",
+        title="c_attn_head(weight, bias, num_heads, head): one head's query, key and value nn.Linear weights and biases out of GPT-2's Conv1D c_attn",
         cases=[
-            Case("returns six tensors of the right shapes", _run_split_shapes),
-            _split_same_function_case(6, 1),
-            _split_same_function_case(12, 2),
+            Case("returns six tensors of the right shapes", _run_head_shapes),
+            _head_case(8, 4, 1, 1),
+            _head_case(12, 3, 2, 2),
         ],
-        solution=_solution_split_c_attn,
-        wrong_answers=[_wrong_split_no_transpose, _wrong_split_rows, _wrong_split_key_value_swapped],
-        hint="Conv1D computes x @ weight + bias, nn.Linear computes x @ w.T + b. Transpose weight to (3d, d), "
-        "then take rows [0:d] for queries, [d:2d] for keys and [2d:3d] for values; split the bias the same way.",
+        solution=_solution_c_attn_head,
+        wrong_answers=[_wrong_c_attn_head_fused_offset, _wrong_c_attn_head_strided, _wrong_c_attn_head_no_transpose],
+        hint="Transpose weight to (3d, d); rows [0:d] are the queries, [d:2d] the keys, [2d:3d] the values. Inside each "
+        "block, head h owns the head_dim rows h * head_dim .. (h + 1) * head_dim - 1 (the slice MultiHeadAttention's view(B, T, H, D) gives it). "
+        "Cut the bias the same way.",
+        difficulty=3,
+    )
+)
+
+# ---------------------------------------------------------------- 4.4 the log-probability of a text
+
+
+def _solution_sequence_log_prob(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(ids[:, :-1])  # (B, T-1, V): position t predicts token t + 1
+    log_probs = torch.log_softmax(logits, dim=-1)
+    picked = log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    return picked.sum(dim=-1)  # (B,)
+
+
+def _wrong_log_prob_unshifted(model, ids):
+    """Scores token t with the logits AT position t: those predict token t + 1. Feed ids[:, :-1] and score ids[:, 1:]."""
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(ids), dim=-1)
+    return log_probs.gather(-1, ids[:, :, None]).squeeze(-1).sum(-1)
+
+
+def _wrong_log_prob_raw_logits(model, ids):
+    """Sums the raw logits of the tokens: logits are not log-probabilities until log_softmax normalises them."""
+    with torch.no_grad():
+        logits = model(ids[:, :-1])
+    return logits.gather(-1, ids[:, 1:, None]).squeeze(-1).sum(-1)
+
+
+def _wrong_log_prob_mean(model, ids):
+    """Averages over the tokens: the log-probability of the whole text is the SUM of the tokens' log-probabilities."""
+    return _solution_sequence_log_prob(model, ids) / (ids.shape[1] - 1)
+
+
+def _run_log_prob_chain_rule(candidate) -> None:
+    model = _step_model()
+    ids = torch.tensor([[3, 17, 5, 42]])
+    with torch.no_grad():
+        expected = sum(torch.log_softmax(model(ids[:, : t + 1])[0, -1], -1)[ids[0, t + 1]] for t in range(3))
+    expect_close(candidate(model, ids.clone()), expected.reshape(1), "sequence_log_prob of [3, 17, 5, 42], token by token (chain rule)", atol=1e-4)
+
+
+def _run_log_prob_batch(candidate) -> None:
+    model = _step_model()
+    ids = torch.randint(0, 50, (3, 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view(3, 7)
+    out = candidate(model, ids.clone())
+    expect_equal(tuple(out.shape), (3,), "shape: one number per sequence")
+    expect_close(out, -loss.sum(-1), "log-probabilities of 3 sequences of 8 tokens (minus the summed cross-entropy)", atol=1e-4)
+
+
+register(
+    Exercise(
+        key="4.4",
+        title="sequence_log_prob(model, ids): log p(ids[1:] | ids[0]) of each row of a (B, T) batch, summed over its tokens",
+        cases=[
+            Case("chain rule on one short text", _run_log_prob_chain_rule),
+            Case("a batch of three texts", _run_log_prob_batch),
+        ],
+        solution=_solution_sequence_log_prob,
+        wrong_answers=[_wrong_log_prob_unshifted, _wrong_log_prob_raw_logits, _wrong_log_prob_mean],
+        hint="model(ids[:, :-1]) gives at position t the prediction for token t + 1; torch.log_softmax over the vocabulary, "
+        "then .gather(-1, ids[:, 1:, None]) picks each actual next token's log-probability; sum over the positions.",
+        difficulty=2,
     )
 )

@@ -1,4 +1,5 @@
-"""Chapter 5 exercises: perplexity, the warm-up + cosine learning rate, gradient accumulation."""
+"""Chapter 5 exercises: bits per byte from a loss, AdamW written by hand, label smoothing,
+and a loss over the real (unpadded) targets only."""
 
 from __future__ import annotations
 
@@ -7,226 +8,257 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..model import SydsGPT
-from ..losses import batch_loss
-from ..optim import lr_at_step
 from .checker import Case, Exercise, expect_close, register
 
 
-def _logits_for(probabilities: list[list[float]]) -> torch.Tensor:
-    """Logits whose softmax is ``probabilities`` (log-probabilities are valid logits)."""
-    return torch.tensor(probabilities).log().unsqueeze(0)  # (1, T, V)
+def _randn(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-# ---------------------------------------------------------------- 5.1 perplexity
+# ---------------------------------------------------------------- 5.1 bits per byte
 
 
-def _solution_perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean over all B*T tokens
-    return math.exp(loss.item())
+def _solution_bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
+    total_nats = loss * num_tokens  # the loss is a mean over tokens, in nats
+    return total_nats / math.log(2) / num_bytes
 
 
-def _wrong_perplexity_exp_of_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-    return math.exp(loss.item())  # grows with the number of tokens
+def _wrong_bpb_no_log2(loss: float, num_tokens: int, num_bytes: int) -> float:
+    """Stays in nats: the cross-entropy uses the natural log, and a bit is ln 2 nats. Divide by math.log(2)."""
+    return loss * num_tokens / num_bytes
 
 
-def _wrong_perplexity_mean_of_exps(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    return losses.exp().mean().item()  # an arithmetic mean of per-token perplexities
+def _wrong_bpb_per_token(loss: float, num_tokens: int, num_bytes: int) -> float:
+    """Divides the mean loss by the bytes: the loss is per TOKEN, so first multiply by the number of tokens
+    to get the whole text's cost, then divide by its bytes."""
+    return loss / math.log(2) / num_bytes
 
 
-def _wrong_perplexity_no_softmax(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return math.exp(-picked.mean().item())  # raw logits are not log-probabilities
+def _wrong_bpb_log2_of_loss(loss: float, num_tokens: int, num_bytes: int) -> float:
+    """Takes log2 of the loss: converting nats to bits is a division by ln 2, not a logarithm."""
+    return math.log2(loss) * num_tokens / num_bytes
 
 
-def _run_uniform(candidate) -> None:
-    # Equal logits over 8 tokens: every target has probability 1/8, perplexity 8.
-    expect_close(float(candidate(torch.zeros(2, 3, 8), torch.tensor([[0, 1, 2], [3, 4, 5]]))), 8.0, "perplexity of uniform logits over 8 tokens")
+def _bpb_case(name: str, loss: float, num_tokens: int, num_bytes: int, expected: float) -> Case:
+    def run(candidate):
+        expect_close(float(candidate(loss, num_tokens, num_bytes)), expected,
+                     f"bits_per_byte(loss={loss}, num_tokens={num_tokens}, num_bytes={num_bytes})", atol=1e-9)
 
-
-def _run_by_hand(candidate) -> None:
-    # The targets get probabilities 1/2 and 1/8: mean loss (ln 2 + ln 8) / 2 = ln 4, perplexity 4.
-    logits = _logits_for([[0.5, 0.25, 0.25, 1e-9], [0.125, 0.875, 1e-9, 1e-9]])
-    expect_close(float(candidate(logits, torch.tensor([[0, 0]]))), 4.0, "perplexity when the targets get p = 1/2 and 1/8", rtol=1e-4)
-
-
-def _run_shifted_logits(candidate) -> None:
-    # Adding a constant to every logit changes nothing after the softmax.
-    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
-    targets = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(1))
-    expected = math.exp(F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item())
-    expect_close(float(candidate(logits + 3.0, targets)), expected, "perplexity of a (2, 5, 7) batch of logits shifted by +3")
+    return Case(name, run)
 
 
 register(
     Exercise(
         key="5.1",
-        title="perplexity(logits, targets): exp of the mean cross-entropy of (B, T, V) logits against (B, T) targets",
+        title="bits_per_byte(loss, num_tokens, num_bytes): a mean loss in nats per token as bits per byte of text",
         cases=[
-            Case("uniform logits over 8 tokens give perplexity 8", _run_uniform),
-            Case("targets with probabilities 1/2 and 1/8 give perplexity 4", _run_by_hand),
-            Case("a batch of random logits (shifted by a constant) matches exp(F.cross_entropy)", _run_shifted_logits),
+            _bpb_case("one token per byte, loss ln 2: one bit per byte", math.log(2), 100, 100, 1.0),
+            _bpb_case("4 bytes per token: a quarter of the bits per token", 4 * math.log(2), 10, 40, 1.0),
+            _bpb_case("a uniform guess over 256 byte values costs 8 bits", math.log(256), 7, 7, 8.0),
+            _bpb_case("GPT-2-like numbers: loss 3.3 over 1000 tokens of 4300 bytes", 3.3, 1000, 4300, 3.3 * 1000 / math.log(2) / 4300),
         ],
-        solution=_solution_perplexity,
-        wrong_answers=[_wrong_perplexity_exp_of_sum, _wrong_perplexity_mean_of_exps, _wrong_perplexity_no_softmax],
-        hint="Flatten to (B*T, V) and (B*T,), take F.cross_entropy (it applies log-softmax and averages "
-        "over tokens), then exp of that mean. exp of a sum grows with the number of tokens.",
+        solution=_solution_bits_per_byte,
+        wrong_answers=[_wrong_bpb_no_log2, _wrong_bpb_per_token, _wrong_bpb_log2_of_loss],
+        hint="loss * num_tokens is what the whole text costs in nats; divide by ln 2 for bits and by num_bytes "
+        "for bits per byte. The result no longer depends on how many bytes a token covers.",
+        difficulty=1,
     )
 )
 
-# ---------------------------------------------------------------- 5.2 learning-rate schedule
+# ---------------------------------------------------------------- 5.2 AdamW by hand
 
 
-def _wrong_lr_no_warmup(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:
-    return lr_at_step(step, peak_lr, 0, total_steps, min_lr)
+def _solution_adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    beta1, beta2 = betas
+    param.mul_(1 - lr * weight_decay)  # decoupled weight decay: shrink the weight, not the gradient
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)  # first moment m
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # second moment v
+    m_hat = exp_avg / (1 - beta1**step)  # bias corrections: m and v start at 0
+    v_hat = exp_avg_sq / (1 - beta2**step)
+    param.add_(-lr * m_hat / (v_hat.sqrt() + eps))
 
 
-def _wrong_lr_cosine_from_zero(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:
-    if step < warmup_steps:
-        return peak_lr * (step + 1) / warmup_steps
-    progress = min(1.0, step / total_steps)  # the cosine should start at the end of the warm-up
-    return min_lr + 0.5 * (peak_lr - min_lr) * (1 + math.cos(math.pi * progress))
+def _wrong_adamw_l2(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """Adds weight_decay * param to the gradient (Adam with L2, what torch.optim.Adam does): AdamW decouples
+    the decay, param *= 1 - lr * weight_decay, outside the moments."""
+    _solution_adamw_step(param, grad + weight_decay * param, exp_avg, exp_avg_sq, step, lr, betas, eps, 0.0)
 
 
-def _wrong_lr_decays_to_zero(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:
-    return lr_at_step(step, peak_lr, warmup_steps, total_steps, 0.0)
+def _wrong_adamw_no_bias_correction(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """Skips the bias correction: m and v start at 0, so early on they are far too small; divide them by
+    1 - beta1 ** step and 1 - beta2 ** step."""
+    beta1, beta2 = betas
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    param.add_(-lr * exp_avg / (exp_avg_sq.sqrt() + eps))
 
 
-def _run_warmup(candidate) -> None:
-    got = [candidate(s, 1e-3, 4, 20, 1e-4) for s in range(4)]
-    expect_close(got, [2.5e-4, 5e-4, 7.5e-4, 1e-3], "lr at steps 0..3 with a 4-step warm-up to 1e-3", rtol=1e-6, atol=1e-12)
+def _wrong_adamw_eps_inside(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """Puts eps inside the square root, sqrt(v_hat + eps): PyTorch adds it after, sqrt(v_hat) + eps."""
+    beta1, beta2 = betas
+    param.mul_(1 - lr * weight_decay)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    m_hat, v_hat = exp_avg / (1 - beta1**step), exp_avg_sq / (1 - beta2**step)
+    param.add_(-lr * m_hat / (v_hat + eps).sqrt())
 
 
-def _run_cosine_landmarks(candidate) -> None:
-    # warm-up 4, total 20: the cosine spans steps 4..20; half-way (step 12) is (peak + min) / 2.
-    got = [candidate(s, 1e-3, 4, 20, 1e-4) for s in (4, 12, 20, 25)]
-    expect_close(got, [1e-3, 5.5e-4, 1e-4, 1e-4], "lr at steps 4 (peak), 12 (half-way), 20 and 25 (floor)", rtol=1e-6, atol=1e-12)
+def _adamw_case(name: str, steps: int, lr: float, weight_decay: float, eps: float, scale: float, seed: int) -> Case:
+    def run(candidate) -> None:
+        start = _randn(4, 3, seed=seed)
+        grads = [_randn(4, 3, seed=seed + 1 + s) * scale for s in range(steps)]
+        reference = torch.nn.Parameter(start.clone())
+        optimizer = torch.optim.AdamW([reference], lr=lr, betas=(0.9, 0.95), eps=eps, weight_decay=weight_decay)
+        param, m, v = start.clone(), torch.zeros(4, 3), torch.zeros(4, 3)
+        for s, grad in enumerate(grads, start=1):
+            reference.grad = grad.clone()
+            optimizer.step()
+            candidate(param, grad.clone(), m, v, s, lr=lr, betas=(0.9, 0.95), eps=eps, weight_decay=weight_decay)
+        what = f"the weights after {steps} step(s) (lr={lr}, weight_decay={weight_decay}, eps={eps}) vs torch.optim.AdamW"
+        expect_close(param, reference.detach(), what, atol=1e-6, rtol=1e-5)
+        state = optimizer.state[reference]
+        expect_close(m, state["exp_avg"], "exp_avg (the first moment) after those steps", atol=1e-7)
+        expect_close(v, state["exp_avg_sq"], "exp_avg_sq (the second moment) after those steps", atol=1e-9)
 
-
-def _run_whole_schedule(candidate) -> None:
-    got = [candidate(s, 3e-4, 10, 100, 3e-5) for s in range(110)]
-    expect_close(got, [lr_at_step(s, 3e-4, 10, 100, 3e-5) for s in range(110)], "lr at steps 0..109 (warm-up 10, total 100)", rtol=1e-6, atol=1e-12)
+    return Case(name, run)
 
 
 register(
     Exercise(
         key="5.2",
-        title="lr_at_step(step, peak_lr, warmup_steps, total_steps, min_lr): linear warm-up, then cosine decay to min_lr",
+        title="adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01): one AdamW update, in place",
         cases=[
-            Case("the warm-up rises linearly: peak * (step + 1) / warmup_steps", _run_warmup),
-            Case("the cosine runs from the peak at warmup_steps to min_lr at total_steps, then stays", _run_cosine_landmarks),
-            Case("matches the package's schedule at every step", _run_whole_schedule),
+            _adamw_case("one step, no weight decay", 1, 1e-2, 0.0, 1e-8, 1.0, 0),
+            _adamw_case("five steps with weight decay 0.1", 5, 1e-2, 0.1, 1e-8, 1.0, 10),
+            _adamw_case("tiny gradients, where eps matters", 3, 1e-2, 0.0, 1e-3, 1e-4, 20),
         ],
-        solution=lr_at_step,
-        wrong_answers=[_wrong_lr_no_warmup, _wrong_lr_cosine_from_zero, _wrong_lr_decays_to_zero],
-        hint="progress = (step - warmup_steps) / (total_steps - warmup_steps), clamped to 1; "
-        "lr = min_lr + 0.5 * (peak_lr - min_lr) * (1 + cos(pi * progress)).",
+        solution=_solution_adamw_step,
+        wrong_answers=[_wrong_adamw_l2, _wrong_adamw_no_bias_correction, _wrong_adamw_eps_inside],
+        hint="In this order: param *= 1 - lr * weight_decay; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2 "
+        "(update exp_avg and exp_avg_sq in place, e.g. .mul_().add_()); m_hat = m / (1 - beta1 ** step), "
+        "v_hat = v / (1 - beta2 ** step); param -= lr * m_hat / (sqrt(v_hat) + eps). step counts from 1.",
+        difficulty=3,
     )
 )
 
-# ---------------------------------------------------------------- 5.3 gradient accumulation
-
-_TINY = {"vocab_size": 11, "embedding_dim": 8, "context_length": 6, "num_layers": 1, "num_heads": 2, "dropout": 0.0}
+# ---------------------------------------------------------------- 5.3 label smoothing
 
 
-def _solution_accumulate(model: torch.nn.Module, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    model.zero_grad(set_to_none=True)
-    total = 0.0
-    for input_ids, target_ids in micro_batches:
-        loss = batch_loss(model, input_ids, target_ids)
-        (loss / len(micro_batches)).backward()
-        total += loss.item()
-    return total / len(micro_batches)
+def _solution_smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    log_probs = torch.log_softmax(logits, dim=-1)  # (N, V)
+    nll = -log_probs.gather(-1, targets[:, None]).squeeze(-1)  # the usual loss, (N,)
+    uniform = -log_probs.mean(dim=-1)  # the loss against a uniform target, (N,)
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
 
-def _wrong_accumulate_unscaled(model, micro_batches) -> float:
-    model.zero_grad(set_to_none=True)
-    losses = []
-    for input_ids, target_ids in micro_batches:
-        loss = batch_loss(model, input_ids, target_ids)
-        loss.backward()  # gradients add up: N times too large
-        losses.append(loss.item())
-    return sum(losses) / len(losses)
+def _wrong_smoothing_others_only(logits, targets, smoothing):
+    """Spreads the smoothing over the V - 1 wrong classes only: PyTorch's (and the original) label smoothing
+    spreads smoothing / V over ALL V classes, the right one included."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    v = logits.shape[-1]
+    target = torch.full_like(log_probs, smoothing / (v - 1)).scatter(-1, targets[:, None], 1 - smoothing)
+    return -(target * log_probs).sum(-1).mean()
 
 
-def _wrong_accumulate_zero_inside(model, micro_batches) -> float:
-    losses = []
-    for input_ids, target_ids in micro_batches:
-        model.zero_grad(set_to_none=True)  # throws away the previous micro-batches
-        loss = batch_loss(model, input_ids, target_ids)
-        (loss / len(micro_batches)).backward()
-        losses.append(loss.item())
-    return sum(losses) / len(losses)
+def _wrong_smoothing_on_probabilities(logits, targets, smoothing):
+    """Smooths the predicted probabilities instead of the target: the target distribution is mixed with the uniform one."""
+    probs = torch.softmax(logits, dim=-1) * (1 - smoothing) + smoothing / logits.shape[-1]
+    return -probs.log().gather(-1, targets[:, None]).mean()
 
 
-def _wrong_accumulate_stale(model, micro_batches) -> float:
-    losses = []
-    for input_ids, target_ids in micro_batches:  # never zeroes: adds to last step's gradients
-        loss = batch_loss(model, input_ids, target_ids)
-        (loss / len(micro_batches)).backward()
-        losses.append(loss.item())
-    return sum(losses) / len(losses)
+def _smoothing_case(name: str, n: int, v: int, smoothing: float, seed: int) -> Case:
+    def run(candidate):
+        logits, targets = _randn(n, v, seed=seed) * 2, torch.randint(0, v, (n,), generator=torch.Generator().manual_seed(seed))
+        expected = F.cross_entropy(logits, targets, label_smoothing=smoothing)
+        got = candidate(logits.clone(), targets.clone(), smoothing)
+        expect_close(got, expected, f"smoothed_loss of {n} rows of {v} logits, smoothing={smoothing}, vs F.cross_entropy(label_smoothing=...)")
+
+    return Case(name, run)
 
 
-def _setup(seed: int, n_micro: int, rows: int) -> tuple[SydsGPT, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    torch.manual_seed(seed)
-    model = SydsGPT(_TINY)
-    ids = torch.randint(0, 11, (n_micro * rows, 7), generator=torch.Generator().manual_seed(seed))
-    x, y = ids[:, :-1], ids[:, 1:]
-    return model, x, y, [(x[i : i + rows], y[i : i + rows]) for i in range(0, n_micro * rows, rows)]
-
-
-def _full_batch_grads(model: SydsGPT, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-    model.zero_grad(set_to_none=True)
-    loss = batch_loss(model, x, y)
-    loss.backward()
-    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
-    model.zero_grad(set_to_none=True)
-    return grads, loss.item()
-
-
-def _grads(model: SydsGPT) -> torch.Tensor:
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    if missing:
-        raise AssertionError(f"no gradient on {missing[:3]}...: call backward() on the losses")
-    return torch.cat([p.grad.flatten() for p in model.parameters()])
-
-
-def _run_gradients(candidate) -> None:
-    model, x, y, micro = _setup(0, 4, 2)
-    expected, _ = _full_batch_grads(model, x, y)
-    candidate(model, micro)
-    expect_close(_grads(model), expected, "gradients after 4 micro-batches of 2 rows vs one batch of 8", atol=1e-6)
-
-
-def _run_loss(candidate) -> None:
-    model, x, y, micro = _setup(1, 3, 2)
-    _, expected = _full_batch_grads(model, x, y)
-    expect_close(float(candidate(model, micro)), expected, "the returned loss (the mean over the whole batch)")
-
-
-def _run_starts_from_zero(candidate) -> None:
-    model, x, y, micro = _setup(2, 2, 3)
-    expected, _ = _full_batch_grads(model, x, y)
-    batch_loss(model, x, y).backward()  # gradients left over from a previous step
-    candidate(model, micro)
-    expect_close(_grads(model), expected, "gradients when the model still held the previous step's gradients", atol=1e-6)
+def _run_smoothing_by_hand(candidate) -> None:
+    # Uniform logits over 4 classes: every log-probability is -ln 4, smoothed or not.
+    expect_close(candidate(torch.zeros(2, 4), torch.tensor([0, 3]), 0.2), torch.tensor(math.log(4)), "smoothed_loss of uniform logits (ln 4 whatever the smoothing)")
 
 
 register(
     Exercise(
         key="5.3",
-        title="accumulate_gradients(model, micro_batches): gradients of the mean loss over all micro-batches; return that loss",
+        title="smoothed_loss(logits, targets, smoothing): cross-entropy of (N, V) logits against targets with label smoothing",
         cases=[
-            Case("the gradients equal those of one big batch", _run_gradients),
-            Case("the returned loss is the mean loss of the big batch", _run_loss),
-            Case("gradients from a previous step are cleared first", _run_starts_from_zero),
+            Case("uniform logits by hand", _run_smoothing_by_hand),
+            _smoothing_case("smoothing 0 is the plain cross-entropy", 5, 7, 0.0, 1),
+            _smoothing_case("smoothing 0.1", 6, 5, 0.1, 2),
+            _smoothing_case("smoothing 0.5 over 3 classes", 4, 3, 0.5, 3),
         ],
-        solution=_solution_accumulate,
-        wrong_answers=[_wrong_accumulate_unscaled, _wrong_accumulate_zero_inside, _wrong_accumulate_stale],
-        hint="model.zero_grad() once before the loop; in the loop, loss = batch_loss(model, x, y) and "
-        "(loss / len(micro_batches)).backward(), so the gradients add up to those of the mean loss.",
+        solution=_solution_smoothed_loss,
+        wrong_answers=[_wrong_smoothing_others_only, _wrong_smoothing_on_probabilities],
+        hint="The target is (1 - smoothing) on the right class plus smoothing / V on every class. With log_probs = "
+        "log_softmax(logits): loss = (1 - smoothing) * (-log_probs[target]) + smoothing * (-log_probs.mean(-1)), "
+        "averaged over the rows.",
+        difficulty=2,
+    )
+)
+
+# ---------------------------------------------------------------- 5.4 the loss over real tokens only
+
+
+def _solution_masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)  # (B, T)
+    mask = mask.float()
+    return (losses * mask).sum() / mask.sum()  # mean over the real targets of the whole batch
+
+
+def _wrong_masked_loss_all(logits, targets, mask):
+    """Divides by every position, padding included: the mean must be over the real targets only (mask.sum())."""
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    return (losses * mask.float()).mean()
+
+
+def _wrong_masked_loss_per_row(logits, targets, mask):
+    """Averages each sequence first, then the sequences: a short sequence's tokens then weigh more than a
+    long one's. Average over all real tokens of the batch at once."""
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    mask = mask.float()
+    return ((losses * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+def _wrong_masked_loss_unmasked(logits, targets, mask):
+    """Ignores the mask: the padding targets are not text and must not count."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def _run_masked_loss_by_hand(candidate) -> None:
+    # Uniform logits over 4 (loss ln 4 each) except the padding positions, which are made very wrong.
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 2] = torch.tensor([-50.0, 50.0, 0.0, 0.0])
+    targets = torch.tensor([[0, 1, 0]])
+    mask = torch.tensor([[True, True, False]])
+    expect_close(candidate(logits, targets, mask), torch.tensor(math.log(4)), "masked_loss with the last (padding) position very wrong")
+
+
+def _run_masked_loss_batch(candidate) -> None:
+    logits = _randn(3, 5, 6, seed=4)
+    targets = torch.randint(0, 6, (3, 5), generator=torch.Generator().manual_seed(5))
+    lengths = torch.tensor([5, 2, 4])
+    mask = torch.arange(5)[None, :] < lengths[:, None]
+    expected = F.cross_entropy(logits[mask], targets[mask])  # the real targets, all in one list
+    expect_close(candidate(logits, targets, mask), expected, "masked_loss of 3 sequences with 5, 2 and 4 real targets")
+
+
+register(
+    Exercise(
+        key="5.4",
+        title="masked_loss(logits, targets, mask): the mean cross-entropy over the targets where mask is True, (B, T, V) logits",
+        cases=[
+            Case("padding positions do not count", _run_masked_loss_by_hand),
+            Case("sequences of different lengths: every real token weighs the same", _run_masked_loss_batch),
+        ],
+        solution=_solution_masked_loss,
+        wrong_answers=[_wrong_masked_loss_all, _wrong_masked_loss_per_row, _wrong_masked_loss_unmasked],
+        hint="F.cross_entropy(..., reduction='none') gives one loss per position; multiply by the mask (as floats) and "
+        "divide the sum by mask.sum(), the number of real targets in the whole batch.",
+        difficulty=2,
     )
 )

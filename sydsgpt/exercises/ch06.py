@@ -1,4 +1,4 @@
-"""Chapter 6 exercises: top-k, top-p, temperature and the repetition penalty, on logits vectors."""
+"""Chapter 6 exercises: min-p, frequency and presence penalties, a softmax that does not overflow, beam search."""
 
 from __future__ import annotations
 
@@ -36,99 +36,104 @@ def _rounded(values: list) -> list:
     return [_rounded(v) if isinstance(v, list) else round(v, 4) for v in values]
 
 
-# ---------------------------------------------------------------- 6.1 top-k
+# ---------------------------------------------------------------- 6.1 min-p
 
 
-def _solution_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    if k >= logits.shape[-1]:
-        return logits.clone()
-    kept = torch.topk(logits, k, dim=-1).indices
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, kept, True)
-    return logits.masked_fill(~keep, -INF)
+def _solution_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    probs = torch.softmax(logits, dim=-1)
+    threshold = min_p * probs.max(dim=-1, keepdim=True).values  # scaled by the top token's probability
+    return logits.masked_fill(probs < threshold, -INF)
 
 
-def _wrong_top_k_threshold(logits: torch.Tensor, k: int) -> torch.Tensor:
-    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, -INF)  # keeps every token tied with the k-th
+def _wrong_min_p_absolute(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Uses min_p as an absolute probability threshold: min-p scales it by the most likely token's
+    probability, so the cut adapts to how confident the model is."""
+    return logits.masked_fill(torch.softmax(logits, dim=-1) < min_p, -INF)
 
 
-def _wrong_top_k_zero(logits: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.where(_solution_top_k(logits, k) == -INF, torch.zeros_like(logits), logits)  # 0 is not "removed"
+def _wrong_min_p_on_logits(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Compares logits with min_p times the largest logit: the rule is about probabilities (softmax first)."""
+    return logits.masked_fill(logits < min_p * logits.max(dim=-1, keepdim=True).values, -INF)
 
 
-def _top_k_case(name: str, logits: list, k: int, expected: list) -> Case:
+def _wrong_min_p_zero(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Sets the removed logits to 0: exp(0) = 1 is still a real probability; use -inf."""
+    kept = _solution_min_p(logits, min_p)
+    return torch.where(kept == -INF, torch.zeros_like(logits), logits)
+
+
+def _min_p_case(name: str, probs: list, min_p: float, kept: list) -> Case:
     def run(candidate):
-        given = torch.tensor(logits)
-        result = candidate(given, k)
-        _check_untouched(torch.tensor(logits), given)
-        _check_filtered(result, expected, f"top_k({logits}, k={k})")
+        logits = torch.tensor(probs).log()
+        given = logits.clone()
+        result = candidate(given, min_p)
+        _check_untouched(logits, given)
+        rows = kept if isinstance(kept[0], list) else [kept]
+        flat = logits.tolist() if isinstance(kept[0], list) else [logits.tolist()]
+        expected = [[v if k else -INF for v, k in zip(r, m)] for r, m in zip(flat, rows)]
+        _check_filtered(result, expected if isinstance(kept[0], list) else expected[0], f"min_p(log({probs}), min_p={min_p})")
 
     return Case(name, run)
-
-
-def _run_top_k_ties(candidate) -> None:
-    logits = [2.0, 5.0, 2.0, 1.0, 2.0]
-    result = candidate(torch.tensor(logits), 2)
-    kept = sorted(v for v in _as_list(result) if v != -INF)
-    if kept == [2.0, 2.0, 2.0, 5.0]:
-        raise AssertionError(
-            f"top_k({logits}, k=2) kept 4 tokens: every token tied with the 2nd largest survived. Keep exactly k."
-        )
-    expect_equal(kept, [2.0, 5.0], f"the values kept by top_k({logits}, k=2)")
-    expect_equal(sum(v == -INF for v in _as_list(result)), 3, f"number of -inf in top_k({logits}, k=2)")
 
 
 register(
     Exercise(
         key="6.1",
-        title="top_k(logits, k): keep the k largest logits of the last dimension, set the rest to -inf",
+        title="min_p(logits, min_p): keep the tokens whose probability is at least min_p times the top token's; -inf for the rest",
         cases=[
-            _top_k_case("distinct logits", [1.0, 4.0, 2.0, 3.0], 2, [-INF, 4.0, -INF, 3.0]),
-            Case("ties: exactly k tokens survive", _run_top_k_ties),
-            _top_k_case("k as large as the vocabulary keeps everything", [0.5, -1.0, 2.0], 3, [0.5, -1.0, 2.0]),
-            _top_k_case("a batch: each row on its own", [[1.0, 3.0, 2.0], [9.0, 7.0, 8.0]], 1,
-                        [[-INF, 3.0, -INF], [9.0, -INF, -INF]]),
+            _min_p_case("a confident model keeps few tokens", [0.8, 0.1, 0.07, 0.03], 0.1, [True, True, False, False]),
+            _min_p_case("an unsure model keeps many", [0.3, 0.25, 0.25, 0.2], 0.1, [True, True, True, True]),
+            _min_p_case("each row against its own top token", [[0.5, 0.38, 0.12], [0.9, 0.06, 0.04]], 0.2,
+                        [[True, True, True], [True, False, False]]),
         ],
-        solution=_solution_top_k,
-        wrong_answers=[_wrong_top_k_threshold, _wrong_top_k_zero],
-        hint="torch.topk(logits, k, dim=-1).indices names the survivors; build a boolean mask from them "
-        "(scatter) and fill everything else with float('-inf').",
+        solution=_solution_min_p,
+        wrong_answers=[_wrong_min_p_absolute, _wrong_min_p_on_logits, _wrong_min_p_zero],
+        hint="probs = softmax(logits); the threshold is min_p * probs.max(dim=-1, keepdim=True).values; "
+        "return logits.masked_fill(probs < threshold, float('-inf')) (a new tensor, the input unchanged).",
+        difficulty=1,
     )
 )
 
-# ---------------------------------------------------------------- 6.2 top-p
+# ---------------------------------------------------------------- 6.2 frequency and presence penalties
 
 
-def _solution_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens
-    remove_sorted = before >= p
-    remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
-    return logits.masked_fill(remove, -INF)
+def _solution_freq_presence(logits: torch.Tensor, generated_ids: list[int], frequency_penalty: float, presence_penalty: float) -> torch.Tensor:
+    counts = torch.bincount(torch.tensor(generated_ids, dtype=torch.long), minlength=logits.shape[-1]).to(logits.dtype)
+    return logits - frequency_penalty * counts - presence_penalty * (counts > 0).to(logits.dtype)
 
 
-def _wrong_top_p_drops_crossing(logits: torch.Tensor, p: float) -> torch.Tensor:
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    remove_sorted = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1) > p  # loses the token that reaches p
-    remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
-    return logits.masked_fill(remove, -INF)
+def _wrong_freq_presence_once(logits, generated_ids, frequency_penalty, presence_penalty):
+    """Charges the frequency penalty once per distinct token: it grows with the COUNT (a token seen three
+    times loses 3 * frequency_penalty); only the presence penalty is charged once."""
+    out = logits.clone()
+    for token in set(generated_ids):
+        out[token] -= frequency_penalty + presence_penalty
+    return out
 
 
-def _wrong_top_p_sorted_order(logits: torch.Tensor, p: float) -> torch.Tensor:
-    sorted_logits, _ = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    return sorted_logits.masked_fill(probs.cumsum(dim=-1) - probs >= p, -INF)  # forgets to undo the sort
+def _wrong_freq_presence_every_time(logits, generated_ids, frequency_penalty, presence_penalty):
+    """Charges the presence penalty on every occurrence: it is a one-off for any token that appeared at all."""
+    out = logits.clone()
+    for token in generated_ids:
+        out[token] -= frequency_penalty + presence_penalty
+    return out
 
 
-def _top_p_case(name: str, probs: list, p: float, kept: list) -> Case:
-    """``probs`` given as logits ``log(probs)``; ``kept`` flags which must survive (unchanged)."""
+def _wrong_freq_presence_multiplies(logits, generated_ids, frequency_penalty, presence_penalty):
+    """Divides the logits like the repetition penalty: these penalties SUBTRACT from the logit."""
+    out = logits.clone()
+    for token in set(generated_ids):
+        n = generated_ids.count(token)
+        out[token] = out[token] / (1 + frequency_penalty * n + presence_penalty)
+    return out
 
+
+def _freq_case(name: str, logits: list, ids: list, freq: float, pres: float, expected: list) -> Case:
     def run(candidate):
-        logits = torch.tensor(probs).log()
-        result = candidate(logits.clone(), p)
-        expected = [v if keep else -INF for v, keep in zip(_as_list(logits), kept)]
-        _check_filtered(result, expected, f"top_p(log({probs}), p={p})")
+        given = torch.tensor(logits)
+        result = candidate(given, list(ids), freq, pres)
+        _check_untouched(torch.tensor(logits), given)
+        expect_close(result, expected, f"penalize_counts({logits}, {ids}, frequency_penalty={freq}, presence_penalty={pres})")
 
     return Case(name, run)
 
@@ -136,17 +141,18 @@ def _top_p_case(name: str, probs: list, p: float, kept: list) -> Case:
 register(
     Exercise(
         key="6.2",
-        title="top_p(logits, p): keep the smallest set of most likely tokens whose probability reaches p; -inf for the rest",
+        title="penalize_counts(logits, generated_ids, frequency_penalty, presence_penalty): OpenAI-style penalties on a (V,) logits vector",
         cases=[
-            _top_p_case("the token that crosses p is kept", [0.5, 0.3, 0.15, 0.05], 0.75, [True, True, False, False]),
-            _top_p_case("the most likely token is always kept", [0.6, 0.3, 0.1], 0.4, [True, False, False]),
-            _top_p_case("tokens in any order", [0.15, 0.05, 0.5, 0.3], 0.75, [False, False, True, True]),
-            _top_p_case("p = 1 keeps every token", [0.7, 0.2, 0.1], 1.0, [True, True, True]),
+            _freq_case("frequency only: minus count x penalty", [1.0, 2.0, 3.0], [0, 2, 2, 2], 0.5, 0.0, [0.5, 2.0, 1.5]),
+            _freq_case("presence only: minus the penalty once", [1.0, 2.0, 3.0], [0, 2, 2, 2], 0.0, 0.5, [0.5, 2.0, 2.5]),
+            _freq_case("both, and a negative logit goes further down", [-1.0, 0.0, 2.0, 4.0], [0, 0, 3], 0.25, 1.0, [-2.5, 0.0, 2.0, 2.75]),
+            _freq_case("nothing generated yet", [1.0, -1.0], [], 1.0, 1.0, [1.0, -1.0]),
         ],
-        solution=_solution_top_p,
-        wrong_answers=[_wrong_top_p_drops_crossing, _wrong_top_p_sorted_order],
-        hint="Sort descending, softmax, cumsum. Keep a token when the mass of the tokens BEFORE it "
-        "(cumsum - its own probability) is still below p. Then put the mask back in token order (scatter).",
+        solution=_solution_freq_presence,
+        wrong_answers=[_wrong_freq_presence_once, _wrong_freq_presence_every_time, _wrong_freq_presence_multiplies],
+        hint="Count each token's occurrences (torch.bincount(..., minlength=V)); subtract frequency_penalty * count, and "
+        "presence_penalty where count > 0. Subtraction lowers a logit whatever its sign, unlike chapter 6's division.",
+        difficulty=2,
     )
 )
 
@@ -161,10 +167,13 @@ def _solution_temperature(logits: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def _wrong_temperature_multiplies(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multiplies by the temperature: softmax(logits / T) divides, so T < 1 sharpens and T > 1 flattens."""
     return torch.softmax(logits * temperature, dim=-1)
 
 
 def _wrong_temperature_overflows(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Exponentiates the raw scaled logits: exp(2000) overflows to inf and inf / inf = nan. Subtract each
+    row's max first (softmax does not change)."""
     weights = (logits / temperature).exp()  # inf / inf = nan for large logits
     return weights / weights.sum(dim=-1, keepdim=True)
 
@@ -201,56 +210,103 @@ register(
         solution=_solution_temperature,
         wrong_answers=[_wrong_temperature_multiplies, _wrong_temperature_overflows],
         hint="Divide by the temperature, subtract each row's max (softmax does not change), exponentiate, normalise.",
+        difficulty=1,
     )
 )
 
-# ---------------------------------------------------------------- 6.4 repetition penalty
+# ---------------------------------------------------------------- 6.4 beam search
 
 
-def _solution_penalty(logits: torch.Tensor, seen_ids: list[int], penalty: float) -> torch.Tensor:
-    out = logits.clone()
-    for token in set(seen_ids):
-        value = out[token]
-        out[token] = value / penalty if value > 0 else value * penalty
-    return out
+def _solution_beam_search(next_log_probs, prompt: list[int], beam_width: int, num_steps: int) -> list[int]:
+    beams = [(0.0, list(prompt))]  # (total log-probability of the new tokens, sequence)
+    for _ in range(num_steps):
+        candidates = []
+        for score, seq in beams:
+            log_probs = next_log_probs(seq)  # (V,)
+            for token in range(log_probs.shape[-1]):
+                candidates.append((score + float(log_probs[token]), seq + [token]))
+        candidates.sort(key=lambda c: c[0], reverse=True)  # sorted() is stable: ties keep the lower token id first
+        beams = candidates[:beam_width]
+    return beams[0][1]
 
 
-def _wrong_penalty_divides_all(logits: torch.Tensor, seen_ids: list[int], penalty: float) -> torch.Tensor:
-    out = logits.clone()
-    out[list(set(seen_ids))] /= penalty  # a negative logit divided by 2 goes UP: -1 -> -0.5
-    return out
+def _wrong_beam_greedy(next_log_probs, prompt, beam_width, num_steps):
+    """Keeps only the best token at each step (that is greedy decoding, a beam of width 1): beam search keeps
+    the beam_width best SEQUENCES, so a weak first token with a strong follow-up can win."""
+    return _solution_beam_search(next_log_probs, prompt, 1, num_steps)
 
 
-def _wrong_penalty_each_time(logits: torch.Tensor, seen_ids: list[int], penalty: float) -> torch.Tensor:
-    out = logits.clone()
-    for token in seen_ids:  # a token seen twice is penalised twice
-        out[token] = out[token] / penalty if out[token] > 0 else out[token] * penalty
-    return out
+def _wrong_beam_last_step_score(next_log_probs, prompt, beam_width, num_steps):
+    """Ranks the candidates by the last token's log-probability alone: a sequence's score is the SUM of the
+    log-probabilities of all its new tokens."""
+    beams = [(0.0, list(prompt))]
+    for _ in range(num_steps):
+        candidates = []
+        for _, seq in beams:
+            log_probs = next_log_probs(seq)
+            candidates += [(float(log_probs[t]), seq + [t]) for t in range(log_probs.shape[-1])]
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        beams = candidates[:beam_width]
+    return beams[0][1]
 
 
-def _penalty_case(name: str, logits: list, seen: list, penalty: float, expected: list) -> Case:
+def _wrong_beam_drops_prompt(next_log_probs, prompt, beam_width, num_steps):
+    """Returns only the new tokens: the result is the whole sequence, prompt included, as generate() returns it."""
+    return _solution_beam_search(next_log_probs, prompt, beam_width, num_steps)[len(prompt) :]
+
+
+def _table_model(table: dict[tuple[int, ...], list[float]], vocab: int):
+    """A stand-in model: the next-token probabilities after each sequence (after the prompt), else uniform."""
+
+    def next_log_probs(seq: list[int]) -> torch.Tensor:
+        probs = table.get(tuple(seq[1:]), [1.0 / vocab] * vocab)
+        return torch.tensor(probs).log()
+
+    return next_log_probs
+
+
+def _beam_case(name: str, table: dict, vocab: int, beam_width: int, num_steps: int, expected: list[int]) -> Case:
     def run(candidate):
-        given = torch.tensor(logits)
-        result = candidate(given, list(seen), penalty)
-        _check_untouched(torch.tensor(logits), given)
-        expect_close(result, expected, f"penalize({logits}, seen_ids={seen}, penalty={penalty})")
+        got = list(candidate(_table_model(table, vocab), [0], beam_width, num_steps))
+        if got != expected:
+            raise AssertionError(f"beam_search(prompt [0], beam_width={beam_width}, num_steps={num_steps}): "
+                                 f"expected {expected}, got {got}")
 
     return Case(name, run)
+
+
+# After prompt [0]: token 1 is likely (0.6) but leads nowhere sure; token 2 (0.4) is followed by 2 with 0.9.
+_GARDEN = {(): [0.0, 0.6, 0.4], (1,): [0.0, 0.5, 0.5], (2,): [0.0, 0.1, 0.9]}
+
+
+def _run_beam_more_steps(candidate) -> None:
+    torch.manual_seed(0)
+    vocab = 4
+    logits = torch.randn(50, vocab, generator=torch.Generator().manual_seed(6))
+
+    def next_log_probs(seq: list[int]) -> torch.Tensor:
+        return torch.log_softmax(logits[(sum(seq) * 7 + len(seq)) % 50], -1)
+
+    expected = _solution_beam_search(next_log_probs, [1], 3, 4)
+    got = list(candidate(next_log_probs, [1], 3, 4))
+    if got != expected:
+        raise AssertionError(f"beam_search with width 3 for 4 steps on a hashed stand-in model: expected {expected}, got {got}")
 
 
 register(
     Exercise(
         key="6.4",
-        title="penalize(logits, seen_ids, penalty): CTRL's repetition penalty on a (V,) logits vector",
+        title="beam_search(next_log_probs, prompt, beam_width, num_steps): the most likely continuation found by keeping beam_width sequences",
         cases=[
-            _penalty_case("positive seen logits are divided", [2.0, 1.0, 3.0], [0, 2], 2.0, [1.0, 1.0, 1.5]),
-            _penalty_case("negative seen logits are multiplied", [2.0, -1.0, 0.5, -3.0], [1, 3], 2.0, [2.0, -2.0, 0.5, -6.0]),
-            _penalty_case("a token seen twice is penalised once", [4.0, -2.0], [0, 0, 1, 1], 2.0, [2.0, -4.0]),
-            _penalty_case("penalty 1 changes nothing", [1.0, -1.0], [0, 1], 1.0, [1.0, -1.0]),
+            _beam_case("width 1 is greedy", _GARDEN, 3, 1, 2, [0, 1, 1]),
+            _beam_case("width 2 finds the better pair behind a weaker first token", _GARDEN, 3, 2, 2, [0, 2, 2]),
+            Case("width 3, four steps", _run_beam_more_steps),
         ],
-        solution=_solution_penalty,
-        wrong_answers=[_wrong_penalty_divides_all, _wrong_penalty_each_time],
-        hint="Visit each distinct seen token once (set(seen_ids)); divide if its logit is positive, "
-        "multiply if negative, so the token always becomes less likely. Work on logits.clone().",
+        solution=_solution_beam_search,
+        wrong_answers=[_wrong_beam_greedy, _wrong_beam_last_step_score, _wrong_beam_drops_prompt],
+        hint="Keep a list of (score, sequence), starting with (0, prompt). Each step, extend every beam by every token "
+        "(score + log-probability), pool all the candidates, sort by score (descending; sorted is stable, so ties "
+        "keep the lower token id first) and keep the best beam_width. Return the best sequence, prompt included.",
+        difficulty=3,
     )
 )

@@ -1,8 +1,8 @@
 """Chapter 7 exercises: ideas of modern LLMs the chapter does not build (GeGLU, interleaved
 RoPE, sliding-window attention, turning multi-head attention into grouped-query attention).
 
-Difficulty is in each title: (★) a short formula, (★★) a few careful lines, (★★★) a step
-that needs the chapter's shapes and conventions.
+Difficulty: ★ a short formula, ★★ a few careful lines, ★★★ a step that needs the
+chapter's shapes and conventions.
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ def _solution_geglu(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch
 
 
 def _wrong_geglu_silu(x, gate_weight, up_weight, down_weight):
+    """Uses SiLU on the gate: that is SwiGLU. GeGLU gates with GELU (tanh form)."""
     return (F.silu(x @ gate_weight.T) * (x @ up_weight.T)) @ down_weight.T  # that is SwiGLU
 
 
 def _wrong_geglu_gelu_on_up(x, gate_weight, up_weight, down_weight):
+    """Puts the GELU on the up branch: the non-linearity goes on the gate branch, the up branch stays linear."""
     return ((x @ gate_weight.T) * _gelu_tanh(x @ up_weight.T)) @ down_weight.T
 
 
 def _wrong_geglu_no_gate(x, gate_weight, up_weight, down_weight):
+    """Drops the up branch: a gated unit multiplies GELU(gate(x)) by up(x) before the down projection."""
     return _gelu_tanh(x @ gate_weight.T) @ down_weight.T  # GPT-2's feed-forward with the gate as its first layer
 
 
@@ -64,7 +67,7 @@ def _run_geglu_random(candidate) -> None:
 register(
     Exercise(
         key="7.1",
-        title="(★) geglu(x, gate_weight, up_weight, down_weight): down(GELU(gate(x)) * up(x)), weights stored as nn.Linear stores them",
+        title="geglu(x, gate_weight, up_weight, down_weight): down(GELU(gate(x)) * up(x)), weights stored as nn.Linear stores them",
         cases=[
             Case("x = [1, 2] by hand", _run_geglu_by_hand),
             Case("a (2, 3, 8) batch with hidden width 12", _run_geglu_random),
@@ -73,6 +76,7 @@ register(
         wrong_answers=[_wrong_geglu_silu, _wrong_geglu_gelu_on_up, _wrong_geglu_no_gate],
         hint="nn.Linear keeps a weight as (out_features, in_features), so a layer computes x @ weight.T. The GELU "
         "(tanh form, F.gelu(..., approximate='tanh')) goes on the gate branch only; the up branch stays linear.",
+        difficulty=1,
     )
 )
 
@@ -89,14 +93,17 @@ def _solution_rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: f
 
 
 def _wrong_rope_rotate_half(x, positions, base=10000.0):
+    """Uses the chapter's rotate-half layout (pairs i and i + D/2): this exercise pairs neighbours, x[2i] and x[2i+1]."""
     return apply_rope(x, rope_tables(positions, rope_frequencies(x.shape[-1], base)))  # the chapter's layout
 
 
 def _wrong_rope_backwards(x, positions, base=10000.0):
+    """Turns the pairs the wrong way (by -angle): (a, b) goes to (a cos t - b sin t, a sin t + b cos t)."""
     return _solution_rope_interleaved(x, -positions, base)
 
 
 def _wrong_rope_frequencies(x, positions, base=10000.0):
+    """Uses base ** (-i / D) for pair i: the exponent is -2i / D."""
     d = x.shape[-1]
     freqs = base ** (-torch.arange(0, d // 2, dtype=torch.float32) / d)  # i / D instead of 2i / D
     angles = positions.float()[:, None] * freqs
@@ -129,7 +136,7 @@ def _run_rope_same_as_rotate_half(candidate) -> None:
 register(
     Exercise(
         key="7.2",
-        title="(★★) rope_interleaved(x, positions, base=10000.0): RoPE with pairs (x[2i], x[2i+1]), the original paper's layout",
+        title="rope_interleaved(x, positions, base=10000.0): RoPE with pairs (x[2i], x[2i+1]), the original paper's layout",
         cases=[
             Case("one pair by hand", _run_rope_one_pair),
             Case("two pairs with their own frequencies", _run_rope_two_pairs),
@@ -140,6 +147,7 @@ register(
         hint="x[..., 0::2] and x[..., 1::2] are the two coordinates of every pair. Pair i turns by position * base ** (-2i / D); "
         "a turn by angle t sends (a, b) to (a cos t - b sin t, a sin t + b cos t). torch.stack(..., dim=-1).flatten(-2) "
         "puts the pairs back side by side.",
+        difficulty=2,
     )
 )
 
@@ -153,15 +161,18 @@ def _solution_sliding_window(num_queries: int, num_keys: int, window: int) -> to
 
 
 def _wrong_window_one_too_many(num_queries, num_keys, window):
+    """Lets each token see window + 1 positions: the window counts the token itself."""
     return _solution_sliding_window(num_queries, num_keys, window + 1)
 
 
 def _wrong_window_not_causal(num_queries, num_keys, window):
+    """Lets tokens see later positions inside the window: a sliding window is still causal."""
     query_pos = torch.arange(num_keys - num_queries, num_keys)[:, None]
     return (torch.arange(num_keys)[None, :] - query_pos).abs() >= window
 
 
 def _wrong_window_ignores_cache(num_queries, num_keys, window):
+    """Places query i at position i: after a KV cache the queries are the newest tokens, at num_keys - num_queries + i."""
     query_pos = torch.arange(num_queries)[:, None]  # as if query i sat at position i
     key_pos = torch.arange(num_keys)[None, :]
     return (key_pos > query_pos) | (key_pos <= query_pos - window)
@@ -194,7 +205,7 @@ def _run_window_wide_is_causal(candidate) -> None:
 register(
     Exercise(
         key="7.3",
-        title="(★★) sliding_window_mask(num_queries, num_keys, window): causal mask where each token sees only the last `window` positions",
+        title="sliding_window_mask(num_queries, num_keys, window): causal mask where each token sees only the last `window` positions",
         cases=[
             Case("4 tokens, window 2, by hand", _run_window_by_hand),
             Case("new tokens after a KV cache", _run_window_with_cache),
@@ -204,6 +215,7 @@ register(
         wrong_answers=[_wrong_window_one_too_many, _wrong_window_not_causal, _wrong_window_ignores_cache],
         hint="As in sydsgpt.attention.causal_mask, query i sits at position num_keys - num_queries + i. It may see key j "
         "when position - window < j <= position: `window` keys, itself included.",
+        difficulty=2,
     )
 )
 
@@ -218,18 +230,21 @@ def _solution_mean_pool(weight: torch.Tensor, num_heads: int, num_kv_heads: int)
 
 
 def _wrong_pool_first_head(weight, num_heads, num_kv_heads):
+    """Keeps each group's first head instead of averaging the group's heads."""
     head_dim = weight.shape[0] // num_heads
     per_head = weight.view(num_kv_heads, num_heads // num_kv_heads, head_dim, weight.shape[1])
     return per_head[:, 0].reshape(num_kv_heads * head_dim, weight.shape[1])
 
 
 def _wrong_pool_strided(weight, num_heads, num_kv_heads):
+    """Groups heads j, j + H_kv, ... (strided): repeat_kv makes groups of consecutive heads."""
     head_dim = weight.shape[0] // num_heads
     per_head = weight.view(num_heads // num_kv_heads, num_kv_heads, head_dim, weight.shape[1])  # heads j, j + H_kv, ...
     return per_head.mean(dim=0).reshape(num_kv_heads * head_dim, weight.shape[1])
 
 
 def _wrong_pool_sum(weight, num_heads, num_kv_heads):
+    """Sums the group's heads: the GQA paper averages them (mean-pooling)."""
     return _solution_mean_pool(weight, num_heads, num_kv_heads) * (num_heads // num_kv_heads)
 
 
@@ -265,7 +280,7 @@ def _run_pool_in_attention(candidate) -> None:
 register(
     Exercise(
         key="7.4",
-        title="(★★★) mean_pool_kv_heads(weight, num_heads, num_kv_heads): turn an MHA key (or value) weight into a GQA one",
+        title="mean_pool_kv_heads(weight, num_heads, num_kv_heads): turn an MHA key (or value) weight into a GQA one",
         cases=[
             Case("four one-feature heads by hand", _run_pool_by_hand),
             Case("as many key/value heads as query heads", _run_pool_identity),
@@ -276,5 +291,6 @@ register(
         hint="The weight is (num_heads * head_dim, d): rows h*head_dim .. (h+1)*head_dim - 1 belong to head h. Query heads "
         "share a key/value head in consecutive groups (sydsgpt.gqa.repeat_kv), so view it as "
         "(num_kv_heads, group, head_dim, d) and average over the group.",
+        difficulty=3,
     )
 )

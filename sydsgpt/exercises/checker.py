@@ -45,6 +45,10 @@ class Exercise:
         solution: the reference solution (rendered in the book's solutions).
         wrong_answers: plausible mistakes; each must fail at least one case.
         hint: shown when a check fails.
+        difficulty: 1 to 3, shown as ★ to ★★★.
+
+    Each wrong answer's docstring names the likely mistake it stands for: when the
+    reader's function fails a case exactly as a wrong answer does, the feedback shows it.
     """
 
     key: str
@@ -53,10 +57,21 @@ class Exercise:
     solution: Candidate
     wrong_answers: Sequence[Candidate] = ()
     hint: str = ""
+    difficulty: int = 1
 
     @property
     def chapter(self) -> int:
         return int(self.key.split(".")[0])
+
+    @property
+    def stars(self) -> str:
+        """The difficulty as ★ to ★★★."""
+        return "★" * self.difficulty
+
+    @property
+    def function_name(self) -> str:
+        """The name the reader's function must have: the title up to its first ``(``."""
+        return self.title.split("(")[0].strip()
 
 
 REGISTRY: dict[str, Exercise] = {}
@@ -66,6 +81,8 @@ def register(exercise: Exercise) -> Exercise:
     """Add an exercise to the registry (keys must be unique)."""
     if exercise.key in REGISTRY:
         raise ValueError(f"exercise {exercise.key} registered twice")
+    if exercise.difficulty not in (1, 2, 3):
+        raise ValueError(f"exercise {exercise.key}: difficulty must be 1, 2 or 3, got {exercise.difficulty}")
     if not exercise.cases:
         raise ValueError(f"exercise {exercise.key} has no cases: a check that cannot fail is a defect")
     REGISTRY[exercise.key] = exercise
@@ -77,6 +94,8 @@ class CaseResult:
     name: str
     passed: bool
     message: str = ""
+    mistake: str = ""
+    """The likely mistake (a declared wrong answer's docstring) when the failure matches one."""
 
 
 @dataclass
@@ -87,10 +106,20 @@ class CheckReport:
     title: str
     results: list[CaseResult] = field(default_factory=list)
     hint: str = ""
+    stars: str = ""
 
     @property
     def passed(self) -> bool:
         return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def attempted(self) -> bool:
+        """False when every case stopped at the stub's ``raise NotImplementedError``."""
+        return not all(r.message == NOT_IMPLEMENTED for r in self.results)
+
+    @property
+    def first_failure(self) -> CaseResult | None:
+        return next((r for r in self.results if not r.passed), None)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -100,10 +129,18 @@ class CheckReport:
         return f"<CheckReport {self.key}: {n_ok} of {len(self.results)} checks passed>"
 
     def summary(self) -> str:
-        """The feedback text, one line per case."""
-        lines = [f"Exercise {self.key}: {self.title}"]
+        """The feedback text, one line per case (one line in all while not attempted)."""
+        if not self.attempted:
+            name = self.title.split("(")[0].strip()
+            return f"Exercise {self.key} not attempted yet: write {name}(...) in place of `raise NotImplementedError`, then run this cell again."
+        stars = f" ({self.stars})" if self.stars else ""
+        lines = [f"Exercise {self.key}{stars}: {self.title}"]
+        explained = set()
         for r in self.results:
             lines.append(f"  [pass] {r.name}" if r.passed else f"  [FAIL] {r.name}: {r.message}")
+            if r.mistake and r.mistake not in explained:  # each likely mistake once, under its first case
+                lines.append(f"         likely mistake: {r.mistake}")
+                explained.add(r.mistake)
         n_ok = sum(r.passed for r in self.results)
         if self.passed:
             lines.append(f"All {n_ok} checks passed. Well done!")
@@ -197,9 +234,12 @@ def guard_inputs(candidate: Candidate) -> Candidate:
     return call
 
 
+NOT_IMPLEMENTED = "not implemented yet (the function raised NotImplementedError)"
+
+
 def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, NotImplementedError):
-        return "not implemented yet (the function raised NotImplementedError)"
+        return NOT_IMPLEMENTED
     if isinstance(exc, AssertionError):
         return str(exc) or "wrong result"
     return f"raised {type(exc).__name__}: {exc}"
@@ -256,9 +296,27 @@ def check(key: str, candidate: Candidate, verbose: bool = True, time_limit: floa
     """
     if not callable(candidate):
         raise TypeError(f"check() needs the function you wrote, got {type(candidate).__name__}")
-    report = run_checks(get_exercise(key), candidate, time_limit)
+    exercise = get_exercise(key)
+    report = explain_mistakes(exercise, run_checks(exercise, candidate, time_limit))
     if verbose:
         print(report.summary())
+    return report
+
+
+def explain_mistakes(exercise: Exercise, report: CheckReport) -> CheckReport:
+    """Add to each failed case of ``report`` the likely mistake: the docstring of the first
+    declared wrong answer that fails that case with the very same message."""
+    report.stars = exercise.stars
+    failed = [r for r in report.results if not r.passed and r.message != NOT_IMPLEMENTED]
+    if not failed:
+        return report
+    by_wrong = [(wrong, run_checks(exercise, wrong)) for wrong in exercise.wrong_answers]
+    for result in failed:
+        for wrong, wrong_report in by_wrong:
+            same = [w for w in wrong_report.results if w.name == result.name and w.message == result.message]
+            if same and wrong.__doc__:
+                result.mistake = " ".join(wrong.__doc__.split())
+                break
     return report
 
 
@@ -286,4 +344,14 @@ def expect_close(actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol
         raise AssertionError(f"{what}: expected shape {tuple(e.shape)}, got {tuple(a.shape)}")
     if not torch.allclose(a, e, atol=atol, rtol=rtol):
         diff = (a - e).abs().max().item()
-        raise AssertionError(f"{what}: values differ from the expected ones (largest difference {diff:.3g})")
+        shown = ""
+        if e.numel() <= 12:  # small enough to print: say what was expected and what came back
+            shown = f"; expected {_rounded(e.tolist())}, got {_rounded(a.tolist())}"
+        raise AssertionError(f"{what}: values differ from the expected ones (largest difference {diff:.3g}){shown}")
+
+
+def _rounded(values: Any) -> Any:
+    """Numbers (or nested lists of them) rounded to 4 significant digits, for messages."""
+    if isinstance(values, list):
+        return [_rounded(v) for v in values]
+    return float(f"{values:.4g}")
