@@ -99,3 +99,13 @@ def test_wrong_answer_prints_full_feedback(capsys: pytest.CaptureFixture[str]) -
 def test_unknown_exercise_is_a_clear_error() -> None:
     with pytest.raises(KeyError, match="no exercise"):
         get_exercise("99.9")
+
+
+def test_the_mutation_guard_is_off_only_for_exercises_that_ask_for_in_place_changes() -> None:
+    from sydsgpt.exercises import load_all
+    from sydsgpt.exercises.checker import REGISTRY
+
+    load_all()
+    in_place = sorted(key for key, exercise in REGISTRY.items() if exercise.in_place)
+    assert in_place == ["3.3", "5.2"]
+    assert all("in place" in REGISTRY[key].title for key in in_place)

@@ -195,6 +195,7 @@ def _run_scaled_leaves_others(candidate) -> None:
 register(
     Exercise(
         key="3.3",
+        in_place=True,
         title="scale_residual_init_(block, num_layers, std=0.02): GPT-2's initialisation of the layers that write into the residual stream, in place",
         cases=[
             _scaled_std_case(12),

@@ -127,6 +127,7 @@ def _adamw_case(name: str, steps: int, lr: float, weight_decay: float, eps: floa
 register(
     Exercise(
         key="5.2",
+        in_place=True,
         title="adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01): one AdamW update, in place",
         cases=[
             _adamw_case("one step, no weight decay", 1, 1e-2, 0.0, 1e-8, 1.0, 0),

@@ -46,6 +46,8 @@ class Exercise:
         wrong_answers: plausible mistakes; each must fail at least one case.
         hint: shown when a check fails.
         difficulty: 1 to 3, shown as ★ to ★★★.
+        in_place: the exercise asks the function to change its arguments in place (an
+            initialisation, an optimizer step), so the input-mutation guard is off for it.
 
     Each wrong answer's docstring names the likely mistake it stands for: when the
     reader's function fails a case exactly as a wrong answer does, the feedback shows it.
@@ -58,6 +60,7 @@ class Exercise:
     wrong_answers: Sequence[Candidate] = ()
     hint: str = ""
     difficulty: int = 1
+    in_place: bool = False
 
     @property
     def chapter(self) -> int:
@@ -267,7 +270,7 @@ def run_checks(exercise: Exercise, candidate: Candidate, time_limit: float | Non
             with a message saying so.
     """
     report = CheckReport(exercise.key, exercise.title, hint=exercise.hint)
-    guarded = guard_inputs(candidate)
+    guarded = candidate if exercise.in_place else guard_inputs(candidate)
     for case in exercise.cases:
         try:
             with _time_limit(time_limit):
