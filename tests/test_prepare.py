@@ -227,5 +227,5 @@ def test_the_command_line_prepares_and_resumes(tmp_path: Path, capsys: pytest.Ca
     assert main(args) == 0
     assert "complete" in capsys.readouterr().err
     assert all_ids(tmp_path / "out") == expected_stream(DOCS)
-    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2  # a missing input is bad usage
     assert capsys.readouterr().err.startswith("sydsgpt prepare: error: input")

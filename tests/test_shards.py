@@ -133,4 +133,4 @@ def test_train_on_a_prepared_folder_resumes_to_the_same_weights(tmp_path: Path, 
     run = json.loads((tmp_path / "full" / "run.json").read_text())
     assert run["tokenizer"] == {"name": "bpe300", "n_vocab": tok.n_vocab}
     assert (tmp_path / "full" / "tokenizer.json").read_text() == (tmp_path / "data" / "tokenizer.json").read_text()
-    assert main([*common, "--out", str(tmp_path / "bad"), "--tokenizer", "bpe:300"]) == 1
+    assert main([*common, "--out", str(tmp_path / "bad"), "--tokenizer", "bpe:300"]) == 2  # --tokenizer for a prepared dataset is bad usage

@@ -38,15 +38,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare; returns 0 on success, 1 with a one-line message on stderr for a user error."""
+    """Prepare; returns 0 on success. Errors propagate to :func:`sydsgpt.cli.main`, which reports them
+    in one line (:mod:`sydsgpt.cli.errors`: 2 for bad usage, such as a missing input, 1 for a failed run)."""
     from ..prepare import prepare
 
-    try:
-        cfg = config_from_args(PrepareConfig, args)
-        stats = prepare(args.inputs, args.out, cfg, stop_after=args.stop_after, show_progress=not args.quiet)
-    except (FileNotFoundError, ImportError, ValueError, RuntimeError) as exc:
-        print(f"sydsgpt prepare: error: {exc}", file=sys.stderr)
-        return 1
+    cfg = config_from_args(PrepareConfig, args)
+    stats = prepare(args.inputs, args.out, cfg, stop_after=args.stop_after, show_progress=not args.quiet)
     manifest = stats["manifest"]
     state = "complete" if manifest["complete"] else "unfinished (run the same command again to resume)"
     totals = manifest.get("tokens") or {}
