@@ -20,6 +20,7 @@ keeps two runs from writing into one folder at once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sys
@@ -40,6 +41,15 @@ TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 
 class RunFolderLocked(RuntimeError):
     """Another running process holds the output folder's lock."""
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file, read in chunks (shards and weights files are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -10,10 +10,11 @@ hand; :func:`sydsgpt.hf_weights.load_hf_weights` then loads them from a folder.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 from pathlib import Path
 from typing import Mapping
+
+from .files import file_sha256
 
 HUB_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
              "tokenizer.json", "tokenizer_config.json", "generation_config.json")
@@ -55,15 +56,6 @@ def read_model_folder(folder: Path, format_name: str) -> tuple[dict, dict]:
     return read_weights_file(weights), json.loads(config_file.read_text())
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file, read in chunks (weights files are gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_files(folder: str | os.PathLike[str], expected: Mapping[str, tuple[int | None, str | None]]) -> None:
     """Check that ``folder`` holds every file of ``expected`` (name -> ``(size, sha256)``; ``None``: not checked).
 
@@ -77,8 +69,8 @@ def verify_files(folder: str | os.PathLike[str], expected: Mapping[str, tuple[in
             problems.append(f"{name} is missing")
         elif size is not None and path.stat().st_size != size:
             problems.append(f"{name} has {path.stat().st_size:,} bytes, expected {size:,} (an interrupted download?)")
-        elif sha256 is not None and file_sha256(path) != sha256:
-            problems.append(f"{name} has sha256 {file_sha256(path)}, expected {sha256}")
+        elif sha256 is not None and (found := file_sha256(path)) != sha256:
+            problems.append(f"{name} has sha256 {found}, expected {sha256}")
     if problems:
         raise ValueError(f"the files in {folder} are not the ones published: " + "; ".join(problems)
                          + ". Delete them and download again.")

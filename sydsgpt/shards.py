@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .files import atomic_open, atomic_write
+from .files import atomic_open, atomic_write, file_sha256
 from .validation import check_positive_int
 
 MANIFEST_NAME = "manifest.json"
@@ -50,14 +50,6 @@ def shard_name(split: str, index: int) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return f"{split}_{index:06d}.bin"
-
-
-def sha256_file(path: str | os.PathLike[str], block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(block):
-            digest.update(data)
-    return digest.hexdigest()
 
 
 class ShardWriter:
@@ -141,7 +133,7 @@ def open_shards(folder: str | os.PathLike[str], split: str, verify: bool = False
             found = path.stat().st_size if path.is_file() else "no file"
             raise ValueError(f"shard {path} should hold {expected} bytes ({entry['tokens']} tokens), found {found}; "
                              "the dataset is damaged: prepare it again")
-        if verify and sha256_file(path) != entry["sha256"]:
+        if verify and file_sha256(path) != entry["sha256"]:
             raise ValueError(f"shard {path} does not match its sha256 in the manifest; the dataset is damaged: prepare it again")
         maps.append(np.memmap(path, dtype=dtype, mode="r"))
     return maps

@@ -18,7 +18,8 @@ from sydsgpt.hf_weights import (
     export_hf_weights, hf_config_to_sydsgpt, hf_name_to_ours, load_hf_tokenizer, load_hf_weights, our_name_to_hf,
     sydsgpt_config_to_hf,
 )
-from sydsgpt.hub import download_hf_model, file_sha256, verify_files
+from sydsgpt.files import file_sha256
+from sydsgpt.hub import download_hf_model, verify_files
 from sydsgpt.model import SydsGPT, SydsGPTConfig, count_parameters
 from sydsgpt.presets import get_preset
 

@@ -15,7 +15,8 @@ import pytest
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.corpora import load_corpus
 from sydsgpt.prepare import PrepareConfig, input_files, iter_documents, iter_pieces, prepare
-from sydsgpt.shards import read_manifest, sha256_file
+from sydsgpt.files import file_sha256
+from sydsgpt.shards import read_manifest
 from sydsgpt.tokenizer import get_gpt2_tokenizer
 
 DOCS = [f"Document {i}: the {w} fox's {i * 37} jumps.\n\nWe'll see   it  twice. Ünïcödé 数字 {w * (i % 5)}"
@@ -72,7 +73,7 @@ def test_shards_hold_the_tokenizers_ids_with_end_of_text_between_documents(tmp_p
     assert [s["name"] for s in train] == [f"train_{i:06d}.bin" for i in range(len(train))]
     assert all(s["tokens"] == 500 for s in train[:-1]) and 0 < train[-1]["tokens"] <= 500
     assert manifest["tokens"] == {"train": len(expected) - 300, "val": 300}
-    assert all(sha256_file(tmp_path / "out" / s["name"]) == s["sha256"] for s in shards)
+    assert all(file_sha256(tmp_path / "out" / s["name"]) == s["sha256"] for s in shards)
 
 
 def test_a_long_document_is_cut_into_pieces_without_changing_its_ids(tmp_path: Path) -> None:
