@@ -62,24 +62,28 @@ _LAYER_PARTS = (
 )
 
 
+def _rename(name: str, top: tuple[tuple[str, str], ...], parts: tuple[tuple[str, str], ...]) -> str:
+    """``name`` under the ``(old, new)`` pairs: a whole top-level name, else every layer part replaced."""
+    for old, new in top:
+        if name == old:
+            return new
+    for old, new in parts:
+        name = name.replace(old, new)
+    return name
+
+
+def _flipped(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((ours, theirs) for theirs, ours in pairs)
+
+
 def hf_name_to_ours(name: str) -> str:
     """``model.layers.3.mlp.up_proj.weight`` -> ``transformer_blocks.3.feed_forward.up_projection.weight``."""
-    for theirs, ours in _TOP_NAMES:
-        if name == theirs:
-            return ours
-    for theirs, ours in _LAYER_PARTS:
-        name = name.replace(theirs, ours)
-    return name
+    return _rename(name, _TOP_NAMES, _LAYER_PARTS)
 
 
 def our_name_to_hf(name: str) -> str:
     """The inverse of :func:`hf_name_to_ours`."""
-    for theirs, ours in _TOP_NAMES:
-        if name == ours:
-            return theirs
-    for theirs, ours in _LAYER_PARTS:
-        name = name.replace(ours, theirs)
-    return name
+    return _rename(name, _flipped(_TOP_NAMES), _flipped(_LAYER_PARTS))
 
 
 # ---------------------------------------------------------------------------- configs

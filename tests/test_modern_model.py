@@ -8,12 +8,13 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from sydsgpt.generate import generate, kv_cache_bytes
 from sydsgpt.model import SydsGPT, SydsGPTConfig, count_parameters, flops_per_token
 from sydsgpt.presets import PRESETS, get_preset
 
-TINY = {"vocab_size": 61, "embedding_dim": 32, "context_length": 24, "num_layers": 2, "num_heads": 4, "dropout": 0.0}
+TINY = tiny_config(embedding_dim=32, context_length=24, qkv_bias=False)
 MODERN = {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "linear_bias": False, "num_kv_heads": 2, "qk_norm": True}
 
 
