@@ -210,7 +210,7 @@ class SydsGPT(nn.Module):
         self.transformer_blocks = nn.ModuleList(
             TransformerBlock(
                 cfg.embedding_dim, cfg.context_length, cfg.num_heads, cfg.dropout, cfg.qkv_bias,
-                # later: the attention implementation (appendix: making it fast) and the modern parts (chapter 7)
+                # later: fast-path switches (appendix: making it fast) and the modern parts (chapter 7)
                 attention=cfg.attention, fused_qkv=cfg.fused_qkv,  # type: ignore[arg-type]
                 norm=cfg.norm, norm_eps=cfg.norm_eps, ffn=cfg.ffn, ffn_hidden_dim=cfg.ffn_hidden_size,
                 linear_bias=cfg.linear_bias, num_kv_heads=cfg.kv_heads, head_dim=cfg.head_size, qk_norm=cfg.qk_norm,
