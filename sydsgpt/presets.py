@@ -115,12 +115,33 @@ class RunPreset:
     def model_config(self) -> dict[str, Any]:
         return get_preset(self.preset)
 
-    def command(self, out: str) -> str:
+    def command(self, out: str, width: int | None = None) -> str:
         """The ``sydsgpt train`` command line for this run, writing into ``out``.
 
         Every training option that differs from :class:`TrainConfig`'s default is spelled
-        out, so the line alone reproduces the run (tested bit for bit).
+        out, so the line alone reproduces the run (tested bit for bit). ``width``: break the
+        line (with `` \\`` continuations) before options, so no line passes ``width``
+        characters and an option never parts from its value.
         """
+        line = self._command(out)
+        if width is None:
+            return line
+        words = shlex.split(line)
+        groups: list[str] = []
+        for word in words:
+            quoted = shlex.quote(word)
+            if groups and not word.startswith("--") and groups[-1].startswith("--") and " " not in groups[-1]:
+                groups[-1] += " " + quoted
+            else:
+                groups.append(quoted)
+        lines = [""]
+        for group in groups:
+            if lines[-1] and len(lines[-1]) + 1 + len(group) + 2 > width:
+                lines.append("    ")
+            lines[-1] += ("" if lines[-1].strip() == "" else " ") + group
+        return " \\\n".join(lines)
+
+    def _command(self, out: str) -> str:
         from .cli.options import option_flag
 
         words = ["sydsgpt", "train", self.corpus, "--preset", self.preset, "--tokenizer", self.tokenizer]

@@ -150,3 +150,14 @@ def test_the_readme_shows_each_book_run_command_exactly(run: str) -> None:
     end = readme.index(f"--out runs/{run}", start) + len(f"--out runs/{run}")
     line = readme[start:end].replace("\\\n", " ")
     assert shlex.split(line) == shlex.split(RUNS[run].command(f"runs/{run}"))
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_a_wrapped_command_is_the_same_command_in_short_lines(run: str) -> None:
+    line = RUNS[run].command(f"runs/{run}")
+    wrapped = RUNS[run].command(f"runs/{run}", width=80)
+    assert shlex.split(wrapped.replace("\\\n", " ")) == shlex.split(line)
+    rows = wrapped.splitlines()
+    assert len(rows) > 1 and all(len(row) <= 80 for row in rows)
+    assert all(row.endswith(" \\") for row in rows[:-1])
+    assert not any(row.rstrip(" \\").endswith(flag) for row in rows for flag in ("--lr", "--max-steps", "--out")), "an option stays with its value"

@@ -1,4 +1,4 @@
-"""Chapter 5 exercises: bits per byte from a loss, AdamW written by hand, label smoothing,
+"""Chapter 5 exercises: bits per byte from a loss, AMSGrad on top of AdamW, label smoothing,
 and a loss over the real (unpadded) targets only."""
 
 from __future__ import annotations
@@ -65,61 +65,78 @@ register(
     )
 )
 
-# ---------------------------------------------------------------- 5.2 AdamW by hand
+# ---------------------------------------------------------------- 5.2 AMSGrad
+# The chapter writes AdamW out by hand; AMSGrad (Reddi et al., 2018) changes one thing: the
+# denominator uses the largest second moment seen so far, so a coordinate whose gradients
+# shrink keeps a small step instead of a growing one.
 
 
-def _solution_adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+def _solution_amsgrad_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
+                           eps=1e-8, weight_decay=0.01):
     beta1, beta2 = betas
-    param.mul_(1 - lr * weight_decay)  # decoupled weight decay: shrink the weight, not the gradient
-    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)  # first moment m
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # second moment v
-    m_hat = exp_avg / (1 - beta1**step)  # bias corrections: m and v start at 0
-    v_hat = exp_avg_sq / (1 - beta2**step)
+    param.mul_(1 - lr * weight_decay)  # decoupled weight decay, as in AdamW
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # the new idea: never let v shrink
+    m_hat = exp_avg / (1 - beta1**step)
+    v_hat = max_exp_avg_sq / (1 - beta2**step)
     param.add_(-lr * m_hat / (v_hat.sqrt() + eps))
 
 
-def _wrong_adamw_l2(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-    """Adds weight_decay * param to the gradient (Adam with L2, what torch.optim.Adam does): AdamW decouples
-    the decay, param *= 1 - lr * weight_decay, outside the moments."""
-    _solution_adamw_step(param, grad + weight_decay * param, exp_avg, exp_avg_sq, step, lr, betas, eps, 0.0)
-
-
-def _wrong_adamw_no_bias_correction(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-    """Skips the bias correction: m and v start at 0, so early on they are far too small; divide them by
-    1 - beta1 ** step and 1 - beta2 ** step."""
+def _wrong_amsgrad_plain_adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
+                               eps=1e-8, weight_decay=0.01):
+    """Plain AdamW: divides by the current second moment; AMSGrad divides by the largest one so far
+    (keep it in max_exp_avg_sq, updated in place)."""
     beta1, beta2 = betas
     param.mul_(1 - lr * weight_decay)
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    param.add_(-lr * exp_avg / (exp_avg_sq.sqrt() + eps))
+    max_exp_avg_sq.copy_(exp_avg_sq)
+    param.add_(-lr * (exp_avg / (1 - beta1**step)) / ((exp_avg_sq / (1 - beta2**step)).sqrt() + eps))
 
 
-def _wrong_adamw_eps_inside(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-    """Puts eps inside the square root, sqrt(v_hat + eps): PyTorch adds it after, sqrt(v_hat) + eps."""
+def _wrong_amsgrad_max_before_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3,
+                                     betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """Takes the maximum with the *previous* second moment: update exp_avg_sq with this step's gradient first,
+    then max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)."""
+    beta1, beta2 = betas
+    param.mul_(1 - lr * weight_decay)
+    torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    param.add_(-lr * (exp_avg / (1 - beta1**step)) / ((max_exp_avg_sq / (1 - beta2**step)).sqrt() + eps))
+
+
+def _wrong_amsgrad_max_of_corrected(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3,
+                                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """Keeps the maximum of the bias-*corrected* v_hat: PyTorch keeps the maximum of the raw moment and
+    corrects it at each step (early, corrected values are large, so their maximum would freeze the step)."""
     beta1, beta2 = betas
     param.mul_(1 - lr * weight_decay)
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    m_hat, v_hat = exp_avg / (1 - beta1**step), exp_avg_sq / (1 - beta2**step)
-    param.add_(-lr * m_hat / (v_hat + eps).sqrt())
+    torch.maximum(max_exp_avg_sq, exp_avg_sq / (1 - beta2**step), out=max_exp_avg_sq)
+    param.add_(-lr * (exp_avg / (1 - beta1**step)) / (max_exp_avg_sq.sqrt() + eps))
 
 
-def _adamw_case(name: str, steps: int, lr: float, weight_decay: float, eps: float, scale: float, seed: int) -> Case:
+def _amsgrad_case(name: str, steps: int, lr: float, weight_decay: float, decay: float, seed: int) -> Case:
+    """``decay`` < 1 shrinks the gradients step by step: there the maximum is what differs from AdamW."""
+
     def run(candidate) -> None:
         start = _randn(4, 3, seed=seed)
-        grads = [_randn(4, 3, seed=seed + 1 + s) * scale for s in range(steps)]
+        grads = [_randn(4, 3, seed=seed + 1 + s) * decay**s for s in range(steps)]
         reference = torch.nn.Parameter(start.clone())
-        optimizer = torch.optim.AdamW([reference], lr=lr, betas=(0.9, 0.95), eps=eps, weight_decay=weight_decay)
-        param, m, v = start.clone(), torch.zeros(4, 3), torch.zeros(4, 3)
+        optimizer = torch.optim.AdamW([reference], lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, amsgrad=True)
+        param, m, v, v_max = start.clone(), torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4, 3)
         for s, grad in enumerate(grads, start=1):
             reference.grad = grad.clone()
             optimizer.step()
-            candidate(param, grad.clone(), m, v, s, lr=lr, betas=(0.9, 0.95), eps=eps, weight_decay=weight_decay)
-        what = f"the weights after {steps} step(s) (lr={lr}, weight_decay={weight_decay}, eps={eps}) vs torch.optim.AdamW"
+            candidate(param, grad.clone(), m, v, v_max, s, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
+        what = (f"the weights after {steps} step(s) (lr={lr}, weight_decay={weight_decay}, gradients x{decay} per step) "
+                "vs torch.optim.AdamW(amsgrad=True)")
         expect_close(param, reference.detach(), what, atol=1e-6, rtol=1e-5)
         state = optimizer.state[reference]
-        expect_close(m, state["exp_avg"], "exp_avg (the first moment) after those steps", atol=1e-7)
-        expect_close(v, state["exp_avg_sq"], "exp_avg_sq (the second moment) after those steps", atol=1e-9)
+        expect_close(v_max, state["max_exp_avg_sq"], "max_exp_avg_sq (the largest raw second moment so far)", atol=1e-9)
 
     return Case(name, run)
 
@@ -128,18 +145,19 @@ register(
     Exercise(
         key="5.2",
         in_place=True,
-        title="adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01): one AdamW update, in place",
+        title="amsgrad_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), "
+        "eps=1e-8, weight_decay=0.01): one AdamW update with AMSGrad's maximum, in place",
         cases=[
-            _adamw_case("one step, no weight decay", 1, 1e-2, 0.0, 1e-8, 1.0, 0),
-            _adamw_case("five steps with weight decay 0.1", 5, 1e-2, 0.1, 1e-8, 1.0, 10),
-            _adamw_case("tiny gradients, where eps matters", 3, 1e-2, 0.0, 1e-3, 1e-4, 20),
+            _amsgrad_case("one step: the maximum is the moment itself", 1, 1e-2, 0.0, 1.0, 0),
+            _amsgrad_case("shrinking gradients, where the maximum matters", 6, 1e-2, 0.0, 0.3, 10),
+            _amsgrad_case("shrinking gradients with weight decay 0.1", 5, 1e-2, 0.1, 0.5, 20),
         ],
-        solution=_solution_adamw_step,
-        wrong_answers=[_wrong_adamw_l2, _wrong_adamw_no_bias_correction, _wrong_adamw_eps_inside],
-        hint="In this order: param *= 1 - lr * weight_decay; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2 "
-        "(update exp_avg and exp_avg_sq in place, e.g. .mul_().add_()); m_hat = m / (1 - beta1 ** step), "
-        "v_hat = v / (1 - beta2 ** step); param -= lr * m_hat / (sqrt(v_hat) + eps). step counts from 1.",
-        difficulty=3,
+        solution=_solution_amsgrad_step,
+        wrong_answers=[_wrong_amsgrad_plain_adamw, _wrong_amsgrad_max_before_update, _wrong_amsgrad_max_of_corrected],
+        hint="Start from the chapter's AdamW step. After updating exp_avg_sq, set max_exp_avg_sq to the elementwise "
+        "maximum of itself and exp_avg_sq (in place: torch.maximum(a, b, out=a)); then divide by "
+        "sqrt(max_exp_avg_sq / (1 - beta2 ** step)) + eps instead of the current moment.",
+        difficulty=2,
     )
 )
 
