@@ -14,7 +14,7 @@ loss *is* the classification loss.
 
 - :func:`balanced_split`: equal numbers of each class in train / validation / test, seeded;
 - :func:`set_trainable`: train the head only, the last block too, everything, or LoRA;
-- :func:`finetune_classifier`, :func:`accuracy`, :func:`predict`;
+- :func:`finetune_classifier`, :func:`accuracy`, :func:`predict`, :func:`load_classifier`;
 - baselines to beat: :func:`majority_baseline`, :func:`bag_of_words_baseline`.
 """
 
@@ -310,6 +310,24 @@ def finetune_classifier(
     if out is not None and trainable == "lora":
         save_adapter(out / ADAPTER_NAME, classifier, lora or LoRAConfig(), metadata=info)
     return ClassifierRun(classifier.eval(), tokenizer, labels, max_length, history, train_s, trainable_params)
+
+
+def load_classifier(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GPTClassifier, dict[str, Any]]:
+    """The classifier a :func:`finetune_classifier` run folder holds (eval mode, on ``device``),
+    and its ``classifier.json`` (``labels``, ``pooling``, ``trainable``, ``max_length``, ``lora``)."""
+    from .checkpoint import load_checkpoint, load_weights
+    from .model import SydsGPT
+
+    out = Path(out_dir)
+    if not (out / CLASSIFIER_NAME).is_file():
+        raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder (finetune_classifier(..., out_dir=...))")
+    info = json.loads((out / CLASSIFIER_NAME).read_text())
+    state = load_checkpoint(out / CHECKPOINT_NAME)
+    classifier = GPTClassifier(SydsGPT(state["config"]), len(info["labels"]), info["pooling"])
+    if info.get("lora"):
+        apply_lora(classifier.model, LoRAConfig.from_dict(info["lora"]))
+    load_weights(classifier, state["model"], out / CHECKPOINT_NAME)
+    return classifier.to(device).eval(), info
 
 
 def _check_same_classifier(out: Path, info: dict[str, Any], resume: bool) -> None:

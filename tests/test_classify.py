@@ -5,6 +5,7 @@ classification loss, the head swap and its pooling, what each freezing choice tr
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from sydsgpt.classify import (
     IGNORE_INDEX, ClassificationDataset, GPTClassifier, balanced_split, bag_of_words_baseline, class_labels,
-    class_logits, classifier_train_config, finetune_classifier, majority_baseline, set_trainable,
+    class_logits, classifier_train_config, finetune_classifier, load_classifier, majority_baseline, set_trainable,
 )
 from sydsgpt.losses import batch_loss
 from sydsgpt.lora import LoRAConfig, count_trainable_parameters, read_adapter
@@ -153,6 +154,9 @@ def test_finetuning_learns_a_toy_task_and_writes_its_run_folder(tmp_path: Path) 
     info = json.loads((tmp_path / "classifier.json").read_text())
     assert info == {"labels": ["abc", "xyz"], "pooling": "last", "trainable": "all", "max_length": 9, "lora": None}
     assert {"checkpoint.pt", "log.jsonl", "run.json"} <= {p.name for p in tmp_path.iterdir()}
+    loaded, loaded_info = load_classifier(tmp_path)
+    assert loaded_info == info
+    assert_same_parameters(loaded, run.classifier)
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
@@ -180,6 +184,8 @@ def test_a_lora_run_saves_only_its_adapter(tmp_path: Path) -> None:
     after = {k.replace(".base.", "."): v for k, v in run.classifier.model.state_dict().items() if "lora_" not in k}
     assert all(torch.equal(after[k], v) for k, v in before.items())  # the base model did not move
     assert run.accuracy(test) >= 0.5
+    loaded, _ = load_classifier(tmp_path)
+    assert_same_parameters(loaded, run.classifier)
 
 
 def test_max_length_must_fit_the_context() -> None:
@@ -194,3 +200,32 @@ def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:
     train, _, test = balanced_split(records, (0.6, 0.2, 0.2))
     result = bag_of_words_baseline(train, test, steps=50)
     assert result["accuracy"] == 1.0 and result["vocabulary"] == 6 and result["trainable_params"] == 6 * 2 + 2
+
+
+def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
+    from sydsgpt.bench.finetune import COLUMNS, MODEL_ROWS
+    from sydsgpt.cli import main
+
+    if not (Path(os.environ.get("SYDSGPT_DATA_DIR", "")) / "SMSSpamCollection").is_file():
+        pytest.skip("no local copy of the SMS Spam Collection")
+    assert main(["bench", "--what", "finetune", "--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "finetune_cpu.json").read_text())
+    setups = [row["setup"] for row in result["rows"]]
+    assert setups == ["majority class", "bag of words + logistic regression", *(name for name, _ in MODEL_ROWS)]
+    assert result["quick"] and all(set(row) <= set(COLUMNS) for row in result["rows"])
+
+
+def test_the_committed_benchmark_is_a_full_run() -> None:
+    from sydsgpt.bench.common import RESULTS_DIR
+    from sydsgpt.bench.finetune import MODEL_ROWS
+
+    result = json.loads((RESULTS_DIR / "finetune_cpu.json").read_text())
+    assert not result["quick"] and result["data"] == "sms-spam"
+    rows = {row["setup"]: row for row in result["rows"]}
+    assert list(rows) == ["majority class", "bag of words + logistic regression", *(name for name, _ in MODEL_ROWS)]
+    assert rows["majority class"]["accuracy"] == 0.5  # the test split is balanced
+    for row in rows.values():
+        assert 0 <= row["accuracy"] <= 1 and row["trainable_params"] >= 0
+    lora, everything = rows["pretrained, LoRA r=8"], rows["pretrained, all"]
+    assert lora["trainable_params"] < rows["pretrained, last block"]["trainable_params"] < everything["trainable_params"]
+    assert rows["pretrained, head only"]["trainable_params"] == 2 * result["base_config"]["embedding_dim"] + 2

@@ -12,6 +12,8 @@ settings, one row per configuration) into the --out folder:
   modern     chapter 7's experiment: GPT-2 blocks vs modern blocks, one change at a time,
              bits per byte and tokens/s -> modern_cpu.json
   prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode -> prepare.json
+  finetune   chapter 8's SMS spam classifiers: baselines, head / last block / all / LoRA finetuning,
+             test accuracy, trainable parameters, time, peak memory -> finetune_<cpu|gpu>.json
   all        all of them
 
 Examples:
@@ -33,7 +35,7 @@ from ..runtime import device_type
 from .errors import UsageError
 from .options import add_config_options, config_from_args
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "finetune")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmarks; returns the exit status."""
     import torch
 
-    from ..bench import ablation, bpe, generation, modern, training
+    from ..bench import ablation, bpe, finetune, generation, modern, training
     from ..bench import prepare as prepare_bench
     from ..bench.common import report
     from ..bench.memory import PeakMemory
@@ -98,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         elif what == "modern":
             out = args.out / "modern_cpu.json"
             modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
+        elif what == "finetune":
+            out = args.out / f"finetune_{result}.json"
+            finetune.run(out, quick=args.quick, device=args.device)
         elif what == "prepare":
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)
