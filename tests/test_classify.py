@@ -229,3 +229,15 @@ def test_the_committed_benchmark_is_a_full_run() -> None:
     lora, everything = rows["pretrained, LoRA r=8"], rows["pretrained, all"]
     assert lora["trainable_params"] < rows["pretrained, last block"]["trainable_params"] < everything["trainable_params"]
     assert rows["pretrained, head only"]["trainable_params"] == 2 * result["base_config"]["embedding_dim"] + 2
+
+
+def test_a_gpt2_style_model_with_tied_and_padded_head_becomes_a_classifier() -> None:
+    """GPT-2 (chapter 4's loader) ties its head to the token embedding and may pad the vocabulary:
+    the swap unties the new head and keeps the embedding."""
+    model = tiny_model(tie_weights=True, pad_vocab_multiple=64)
+    embedding = model.token_embedding.weight.detach().clone()
+    classifier = GPTClassifier(model, 2)
+    assert classifier.head.weight.shape == (2, D) and classifier.head.weight is not model.token_embedding.weight
+    assert classifier(torch.tensor([[1, 2, 3]])).shape == (1, 3, 2)
+    assert set_trainable(classifier, "head") == 2 * D + 2
+    assert torch.equal(model.token_embedding.weight, embedding)
