@@ -135,8 +135,8 @@ def tokenize_example(record: Mapping[str, str], tokenizer: Any, end_id: int, max
     response = tokenizer.encode_ordinary(record["output"]) + [end_id]
     if max_length is not None and len(prompt) + 1 > max_length:
         raise ValueError(
-            f"the prompt of record {record['instruction'][:40]!r} is {len(prompt)} tokens, longer than the context of "
-            f"{max_length} minus one response token; shorten it, drop it, or use a model with a longer context"
+            f"the prompt of the record {record['instruction'][:40]!r} is {len(prompt)} tokens, longer than the context "
+            f"of {max_length} minus one response token; shorten it, drop it, or use a model with a longer context"
         )
     ids = prompt + response
     return (ids[: max_length + 1] if max_length is not None else ids), len(prompt)
