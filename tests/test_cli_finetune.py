@@ -99,7 +99,9 @@ def test_lora_writes_the_adapter_only(base: Path, tmp_path: Path, capsys) -> Non
     from safetensors.torch import load_file
 
     adapter = load_file(out / "adapter.safetensors")
-    assert adapter and all("lora" in name for name in adapter)
+    # the LoRA matrices, and the embedding (tied to the head) that holds the new end token's row
+    assert any("lora_A" in name for name in adapter) and "model.token_embedding.weight" not in adapter
+    assert all("lora" in name or name.startswith(("token_embedding", "output_projection")) for name in adapter), list(adapter)
 
 
 def _records(tmp_path: Path, records: object) -> Path:
@@ -163,3 +165,42 @@ def test_random_weight_gpt2_finetunes_with_the_same_code(tmp_path: Path, capsys)
     model, tokenizer = load_model_and_tokenizer(out / "checkpoint.pt")
     assert tokenizer.name == "gpt2" and tokenizer.eot_token == 50256 and model.config.vocab_size == 50257
     assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to save
+
+
+def _texts(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "texts.tsv"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+SPAMMY = [f"spam\tWIN a free prize {i} now, call today" for i in range(20)]
+HAMMY = [f"ham\tsee you at the {w} tonight, love" for w in ("king", "queen", "lord", "hand", "night") * 4]
+
+
+def test_classify_end_to_end_and_with_lora(base: Path, tmp_path: Path, capsys) -> None:
+    data = _texts(tmp_path, SPAMMY + HAMMY)
+    for extra, out in (([], tmp_path / "plain"), (["--lora-rank", "2"], tmp_path / "lora")):
+        code, stdout, err = finetune(capsys, "classify", str(data), "--base", str(base), "--out", str(out),
+                                     "--batch-size", "4", "--max-steps", "3", "--eval-interval", "3", "--device", "cpu",
+                                     "--quiet", *extra)
+        assert code == 0, err
+        assert stdout.startswith("test accuracy ") and "trainable parameters" in err
+        for name in ("checkpoint.pt", "log.jsonl", "loss.png", "classifier.json", "tokenizer.json"):
+            assert (out / name).is_file(), name
+    assert (tmp_path / "lora" / "adapter.safetensors").is_file()
+    assert json.loads((tmp_path / "lora" / "classifier.json").read_text())["trainable"] == "lora"
+
+
+@pytest.mark.parametrize(
+    ("lines", "extra", "match"),
+    [
+        (SPAMMY + HAMMY + ["eggs\tgreen eggs"], ["--labels", "ham,spam"], "eggs"),
+        (SPAMMY + HAMMY + ["ham\t   "], [], "empty"),
+        (SPAMMY + HAMMY + ["ham without a tab"], [], "TAB"),
+    ],
+)
+def test_bad_text_files_are_one_line_errors(base: Path, tmp_path: Path, capsys, lines: list[str], extra: list[str],
+                                            match: str) -> None:
+    code, _, err = finetune(capsys, "classify", str(_texts(tmp_path, lines)), "--base", str(base),
+                            "--out", str(tmp_path / "r"), "--device", "cpu", *extra)
+    assert code == 2 and err.startswith("sydsgpt finetune: error:") and match in err and err.count("\n") == 1, err

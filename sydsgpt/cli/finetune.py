@@ -43,7 +43,8 @@ SKIPPED = ("seq_len", "fsdp", "sample_prompt", "sample_tokens")
 """TrainConfig fields without an option here: the data decides the sequence length; samples are shown at the end."""
 DEFAULTS = TrainConfig(epochs=1, batch_size=8, lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50,
                        eval_batches=10, sample_tokens=0)
-"""Finetuning's defaults: a lower learning rate than pretraining, no weight decay, no samples."""
+"""Instruction finetuning's defaults: a lower learning rate than pretraining, no weight decay, no samples
+(classification starts from :func:`sydsgpt.classify.classifier_train_config`)."""
 
 
 # ---------------------------------------------------------------------------- options
@@ -75,11 +76,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     instruct.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
                           help="most tokens of each answer in the final score on the validation records (default: 64)")
     instruct.set_defaults(_task=_run_instruct)
-    for sub in (classify, instruct):
-        _common_options(sub)
+    from ..classify import classifier_train_config
+
+    _common_options(classify, classifier_train_config())
+    _common_options(instruct, DEFAULTS)
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
+def _common_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     parser.add_argument("--base", default="book", metavar="SPEC", help=BASE_HELP + " (default: book)")
     parser.add_argument("--lora-rank", type=int, default=None, metavar="R",
                         help="train LoRA adapters of rank R (frozen base weights) instead of the weights")
@@ -94,7 +97,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--debug", action="store_true",
                      help="show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)")
     add_config_options(parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig,
-                       skip=SKIPPED, defaults=DEFAULTS)
+                       skip=SKIPPED, defaults=defaults)
     parser.set_defaults(_parser=parser)
 
 
@@ -173,6 +176,13 @@ def _save_plot(out: Path) -> None:
     plt.close(ax.figure)
 
 
+def _save_tokenizer(tokenizer: Any, out: Path) -> None:
+    """A BPE tokenizer goes into the run folder (``sydsgpt generate`` reads it there); GPT-2's needs no file."""
+    if hasattr(tokenizer, "save"):
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(out / TOKENIZER_NAME)
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
@@ -191,16 +201,17 @@ def _run_instruct(args: argparse.Namespace) -> int:
     cfg, out = _prepare(args, "instruct")
     records = word_task_records(WORD_TASK_RECORDS, seed=cfg.seed) if args.data == WORD_TASKS else load_instructions(args.data)
     train_records, val_records = split_records(records, args.val_fraction, cfg.seed)
-    model, tokenizer = load_base(args.base)
-    model, tokenizer = add_end_token(model, tokenizer)
+    base_model, base_tokenizer = load_base(args.base)
+    model, tokenizer = add_end_token(base_model, base_tokenizer)
     lora = _lora_config(args)
     if lora is not None:
         from ..lora import apply_lora
 
         apply_lora(model, lora)
-    if hasattr(tokenizer, "save"):  # a BPE tokenizer, with its end token: sydsgpt generate reads it
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(out / TOKENIZER_NAME)
+        if tokenizer is not base_tokenizer:  # the new end token's rows must learn too (saved with the adapter)
+            model.token_embedding.weight.requires_grad_(True)
+            model.output_projection.weight.requires_grad_(True)
+    _save_tokenizer(tokenizer, out)
     _say(f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held out); "
          f"loss on {'the response only' if args.mask_prompt else 'every token'}; out: {out}")
     history = finetune_instructions(model, tokenizer, train_records, val_records, cfg, mask_prompt=args.mask_prompt,
@@ -232,6 +243,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     records = load_labelled_texts(args.data, labels)
     train_records, val_records, test_records = balanced_split(records, seed=cfg.seed)
     model, tokenizer = load_base(args.base)
+    _save_tokenizer(tokenizer, out)
     lora = _lora_config(args)
     trainable = "lora" if lora is not None else args.trainable
     if trainable == "lora" and lora is None:
