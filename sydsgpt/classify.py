@@ -190,9 +190,10 @@ def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | 
         if not lora_layers(classifier):
             apply_lora(classifier.model, lora or LoRAConfig())
     classifier.requires_grad_(trainable == "all")
-    for layer in lora_layers(classifier).values():
-        layer.lora_A.requires_grad_(True)
-        layer.lora_B.requires_grad_(True)
+    if trainable == "lora":
+        for layer in lora_layers(classifier).values():
+            layer.lora_A.requires_grad_(True)
+            layer.lora_B.requires_grad_(True)
     if trainable == "last-block":
         classifier.model.transformer_blocks[-1].requires_grad_(True)
         classifier.model.final_layer_norm.requires_grad_(True)
