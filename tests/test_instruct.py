@@ -165,3 +165,13 @@ def test_finetuning_lowers_the_held_out_response_loss() -> None:
     history = finetune_instructions(model, tokenizer, train_records, val_records, cfg, show_progress=False)
     assert len(history) == 30
     assert response_loss(model, val) < before - 1.0
+
+
+def test_the_instruct_benchmark_runs_quickly() -> None:
+    from sydsgpt.bench.instruct import COLUMNS, run, splits
+
+    train, test = splits()
+    assert not {(r["instruction"], r["input"]) for r in test} & {(r["instruction"], r["input"]) for r in train}
+    result = run(None, quick=True)
+    assert [row["setup"] for row in result["rows"]] == ["base model", "finetuned, masked loss", "finetuned, unmasked loss"]
+    assert all(set(COLUMNS) <= set(row) | {"lr"} for row in result["rows"])
