@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
         elif what == "finetune":
             out = args.out / f"finetune_{result}.json"
-            finetune.run(out, quick=args.quick, device=args.device)
+            finetune.run(out, quick=args.quick, device=args.device, threads=args.threads or finetune.THREADS)
         elif what == "instruct":
             from ..bench import instruct as instruct_bench
 
