@@ -190,14 +190,17 @@ class MultiHeadAttention(nn.Module):
         qkv_bias: bool = False,
         impl: AttentionImpl = "sdpa",
         fused_qkv: bool = True,
+        # later: grouped-query attention, head_dim, qk-norm, output bias (chapter 7)
         *,
         num_kv_heads: int | None = None,
         head_dim: int | None = None,
         qk_norm: bool = False,
         output_bias: bool = True,
         norm_eps: float = 1e-6,
+        # endlater
     ) -> None:
         super().__init__()
+        # later: checks of num_heads, impl and dropout (each error says how to fix it)
         if head_dim is None and (num_heads < 1 or d_out % num_heads != 0):
             raise ValueError(
                 f"num_heads ({num_heads}) must be a positive divisor of d_out ({d_out}): "
@@ -208,11 +211,13 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        # endlater
         self.d_in = d_in
         self.d_out = d_out
         self.context_length = context_length
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads if head_dim is None else head_dim
+        # later: num_kv_heads, the key/value heads: num_heads unless grouped-query (chapter 7)
         self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if self.num_kv_heads < 1 or num_heads % self.num_kv_heads != 0:
             raise ValueError(
@@ -220,6 +225,7 @@ class MultiHeadAttention(nn.Module):
                 f"head serves the same number of query heads. Try num_kv_heads in "
                 f"{[h for h in range(1, num_heads + 1) if num_heads % h == 0]}."
             )
+        # endlater
         self.q_dim = num_heads * self.head_dim  # width of all query heads together (d_out for GPT-2)
         self.kv_dim = self.num_kv_heads * self.head_dim  # width of all key (or value) heads together
         self.impl: AttentionImpl = impl
@@ -228,30 +234,38 @@ class MultiHeadAttention(nn.Module):
         self.weight_key = nn.Linear(d_in, self.kv_dim, bias=qkv_bias)
         self.weight_value = nn.Linear(d_in, self.kv_dim, bias=qkv_bias)
         self.output_projection = nn.Linear(self.q_dim, d_out, bias=output_bias)
+        # later: qk-norm (chapter 7)
         self.q_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
+        # endlater
         self.dropout = nn.Dropout(dropout)
 
+    # later: dropout_p, read by the SDPA fast path (appendix: making it fast)
     @property
     def dropout_p(self) -> float:
         """Dropout probability on the attention weights (read from ``self.dropout``, so both impls agree)."""
         return self.dropout.p
+    # endlater
 
+    # later: loading checkpoints of the original SydsGPT-Pretraining project (a compatibility shim)
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # Checkpoints of the original SydsGPT-Pretraining project stored the causal mask
         # as a buffer; it is derived from the shapes here, so the stored copy is dropped.
         state_dict.pop(prefix + "causal_mask", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    # endlater
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, T, d_in)`` -> queries ``(B, T, q_dim)``, keys and values ``(B, T, kv_dim)``."""
         if not (self.fused_qkv and torch.is_grad_enabled()):
             return self.weight_query(x), self.weight_key(x), self.weight_value(x)
+        # later: the fused path, one matrix product for Q, K and V (appendix: making it fast)
         weight = torch.cat([self.weight_query.weight, self.weight_key.weight, self.weight_value.weight])
         bias = None
         if self.weight_query.bias is not None:
             bias = torch.cat([self.weight_query.bias, self.weight_key.bias, self.weight_value.bias])
         return F.linear(x, weight, bias).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        # endlater
 
     def _split_heads(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
         """``(B, T, heads * D)`` -> ``(B, heads, T, D)`` (``heads`` defaults to ``num_heads``)."""
@@ -263,15 +277,22 @@ class MultiHeadAttention(nn.Module):
 
         ``rope``: the ``(cos, sin)`` tables of the T tokens' positions (chapter 7), or ``None``.
         """
+        # later: a check that x is a batch (B, T, d_in) (the error says how to fix it)
         if x.dim() != 3:
             raise ValueError(
                 f"MultiHeadAttention expects input of shape (batch, tokens, {self.d_in}), "
                 f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}. Add a batch dimension with x.unsqueeze(0)."
             )
+        # endlater
         b, t, d = x.shape
+        # later: checks of d_in and of T against context_length (errors say how to fix it)
         if d != self.d_in:
             raise ValueError(f"expected {self.d_in} features per token, got {d} (input shape {tuple(x.shape)})")
+        # later: the KV cache (chapter 6): past, the number of tokens already cached
+        # region: kv-cache
         past = kv_cache.length if kv_cache is not None else 0
+        # endregion: kv-cache
+        # endlater
         if past + t > self.context_length:
             cached = f" ({past} cached + {t} new)" if past else ""
             raise ValueError(
@@ -279,27 +300,40 @@ class MultiHeadAttention(nn.Module):
                 f"crop the input to its last {self.context_length} tokens"
                 + (" or reset the KV cache." if past else ".")
             )
+        # endlater
         queries, keys, values = self._project_qkv(x)
         q = self._split_heads(queries)  # (B, H, T, D)
         k, v = self._split_heads(keys, self.num_kv_heads), self._split_heads(values, self.num_kv_heads)  # (B, H_kv, T, D)
+        # later: qk-norm and RoPE (chapter 7)
         if self.q_norm is not None and self.k_norm is not None:  # QK-norm: each head's queries and keys
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:  # rotate by position before caching: cached keys keep their rotation
             q, k = apply_rope(q, rope), apply_rope(k, rope)
+        # endlater
+        # later: the KV cache (chapter 6): append the new keys and values, attend to all
+        # region: kv-cache-2
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # the cache holds H_kv heads: the memory GQA saves
+        # endregion: kv-cache-2
+        # endlater
+        # later: grouped-query attention shares each key/value head (chapter 7)
         groups = self.num_heads // self.num_kv_heads
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, S, D)
+        # endlater
         if self.impl == "explicit":
             context, _ = scaled_dot_product_attention(q, k, v, causal=True, dropout=self.dropout)
         else:
+            # later: PyTorch's fused SDPA kernel (appendix: making it fast)
             dropout_p = self.dropout_p if self.training else 0.0
             if t == k.shape[-2]:  # no cached prefix: plain causal attention
                 context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            # region: kv-cache-3
             elif t == 1:  # one new token after a cached prefix: it may see every key
                 context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
             else:  # queries are the newest tokens of a longer key sequence
                 allowed = ~causal_mask(t, k.shape[-2], device=x.device)
                 context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+            # endregion: kv-cache-3
+            # endlater
         context = context.transpose(1, 2).reshape(b, t, self.q_dim)  # merge heads
         return self.output_projection(context)

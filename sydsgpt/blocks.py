@@ -115,6 +115,7 @@ class TransformerBlock(nn.Module):
         qkv_bias: bool = False,
         attention: AttentionImpl = "sdpa",
         fused_qkv: bool = True,
+        # later: chapter 7's switches: norm, feed-forward, biases, attention variants
         *,
         norm: str = "layernorm",
         norm_eps: float = 1e-5,
@@ -124,22 +125,27 @@ class TransformerBlock(nn.Module):
         num_kv_heads: int | None = None,
         head_dim: int | None = None,
         qk_norm: bool = False,
+        # endlater
     ) -> None:
         super().__init__()
         # The attribute names stay layer_norm1/2 whichever norm they hold (the state dict keeps its names).
         self.layer_norm1 = make_norm(norm, emb_dim, norm_eps)
         self.attention = MultiHeadAttention(
             emb_dim, emb_dim, context_length, num_heads, dropout, qkv_bias, impl=attention, fused_qkv=fused_qkv,
+            # later: chapter 7's attention switches
             num_kv_heads=num_kv_heads, head_dim=head_dim, qk_norm=qk_norm, output_bias=linear_bias, norm_eps=norm_eps,
+            # endlater
         )
         self.layer_norm2 = make_norm(norm, emb_dim, norm_eps)
         if ffn == "gelu":
             self.feed_forward: nn.Module = FeedForward(emb_dim, hidden_dim=ffn_hidden_dim, bias=linear_bias)
+        # later: the SwiGLU feed-forward network (chapter 7)
         elif ffn == "swiglu":
             hidden = swiglu_hidden_dim(emb_dim) if ffn_hidden_dim is None else ffn_hidden_dim
             self.feed_forward = SwiGLUFeedForward(emb_dim, hidden, bias=linear_bias)
         else:
             raise ValueError(f"ffn must be 'gelu' or 'swiglu', got {ffn!r}")
+        # endlater
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None) -> torch.Tensor:

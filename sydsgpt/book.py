@@ -1,21 +1,30 @@
 """The book's own training runs, trained once and reused.
 
-:func:`train_book_model` trains a named run of :data:`sydsgpt.presets.RUNS` (chapter 5's
-``book-ch05`` by default) into a folder, or loads it from there when the run is finished,
-so chapter 6 decodes with chapter 5's model instead of training its own.
-:func:`book_tokenizer` is that run's tokenizer.
+* :func:`train_book_model` trains a named run of :data:`sydsgpt.presets.RUNS` (chapter 5's
+  ``book-ch05`` by default) into a folder, or loads it from there when the run is finished.
+  :func:`book_tokenizer` is a run's tokenizer.
+* **The book checkpoint** is the ``book-checkpoint`` run: chapter 5's recipe on a larger
+  model, trained for about half an hour on a CPU by the one ``sydsgpt train`` line of
+  ``RUNS["book-checkpoint"].command(...)``. :func:`publish_book_checkpoint` turns the
+  finished run into the files that ship with the package (``sydsgpt/weights/book-checkpoint``:
+  ``model.safetensors``, ``tokenizer.json``, ``info.json`` with the file's sha256, the
+  command, the training time and the held-out bits per byte), and
+  :func:`load_book_checkpoint` loads them, checking the sha256 first. Chapter 6 and later
+  chapters decode and finetune with it.
 """
 
 from __future__ import annotations
 
+import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .checkpoint import load_checkpoint
-from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME, atomic_write, file_sha256
 from .logs import read_log
 from .presets import RunPreset, get_run
 from .runtime import resolve_device, seed_everything
@@ -32,6 +41,16 @@ class BookRun:
     out_dir: Path
     trained_now: bool
     """False when a finished run was found in ``out_dir`` and loaded instead."""
+    info: dict[str, Any] | None = None
+    """The book checkpoint's ``info.json`` (:func:`load_book_checkpoint`), else None."""
+
+
+BOOK_CHECKPOINT = "book-checkpoint"
+"""The run name (in :data:`sydsgpt.presets.RUNS`) of the book checkpoint."""
+BOOK_CHECKPOINT_DIR = Path(__file__).parent / "weights" / BOOK_CHECKPOINT
+"""Where the book checkpoint's files ship with the package."""
+WEIGHTS_NAME = "model.safetensors"
+INFO_NAME = "info.json"
 
 
 def book_tokenizer(out_dir: str | Path | None = None, run: str | RunPreset = "book-ch05") -> Any:
@@ -104,3 +123,79 @@ def train_book_model(
     history = train(model, train_loader, val_loader, cfg, tokenizer=tokenizer, out_dir=out, resume=resume,
                     stop_after=stop_after, show_progress=show_progress, progress_interval=progress_interval)
     return BookRun(model.eval(), tokenizer, history, out, True)
+
+
+def _run_seconds(log: list[dict[str, Any]]) -> float:
+    """Training time of a run from its log: each step's tokens over its measured speed."""
+    steps = [r for r in log if r.get("tokens_per_s")]
+    tokens = [b["tokens_seen"] - a["tokens_seen"] for a, b in zip([{"tokens_seen": 0}, *steps], steps)]
+    return sum(n / r["tokens_per_s"] for n, r in zip(tokens, steps))
+
+
+def publish_book_checkpoint(
+    run_dir: str | Path = f"runs/{BOOK_CHECKPOINT}", dest: str | Path = BOOK_CHECKPOINT_DIR, run: str = BOOK_CHECKPOINT
+) -> dict[str, Any]:
+    """Write a finished run's weights (safetensors), tokenizer and ``info.json`` into ``dest``.
+
+    The run must be complete and made with ``RUNS[run]``'s exact training config. Its
+    held-out bits per byte are measured here, on the whole validation split (the last
+    ``val_fraction`` of the corpus) at the model's context length. Returns the info dict.
+    """
+    from safetensors.torch import save_model
+
+    from .corpora import load_corpus
+    from .data import make_loaders
+    from .losses import held_out_bits_per_byte
+
+    spec = get_run(run)
+    run_dir, dest = Path(run_dir), Path(dest)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    if TrainConfig.from_dict(state["train_config"]) != spec.train or state["step"] != spec.train.max_steps:
+        raise CheckpointError(f"{run_dir} is not the finished {run!r} run; train it with: {spec.command(str(run_dir))}")
+    model = model_from_checkpoint(state, run_dir / CHECKPOINT_NAME).eval()
+    tokenizer = book_tokenizer(run_dir, spec)
+    _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
+    val_loss, val_bpb = held_out_bits_per_byte(model, val_loader, tokenizer)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(dest / WEIGHTS_NAME), metadata={"run": run})
+    tokenizer.save(dest / TOKENIZER_NAME)
+    import torch
+
+    info = {
+        "run": run, "command": spec.command(f"runs/{run}"), "sha256": file_sha256(dest / WEIGHTS_NAME),
+        "model": model.config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": tokenizer.name, "train": spec.train.to_dict(), "steps": state["step"],
+        "tokens_seen": state["tokens_seen"], "train_seconds": round(_run_seconds(read_log(run_dir / LOG_NAME)), 1),
+        "val_loss": round(val_loss, 4), "val_bpb": round(val_bpb, 4),
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {spec.train.threads or 'default'} thread(s)",
+    }
+    atomic_write(dest / INFO_NAME, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def load_book_checkpoint(folder: str | Path = BOOK_CHECKPOINT_DIR, device: str = "cpu") -> BookRun:
+    """The book checkpoint (model in eval mode, tokenizer, ``info``), after checking its sha256.
+
+    Raises:
+        CheckpointError: a file is missing, or the weights do not hash to ``info.json``'s
+            sha256 (a damaged or replaced file).
+    """
+    from safetensors.torch import load_model
+
+    from .bpe import BPETokenizer
+    from .model import SydsGPT
+
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS_NAME, TOKENIZER_NAME, INFO_NAME) if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"the book checkpoint in {folder} lacks {', '.join(missing)}; reinstall sydsgpt, or "
+                              f"train and publish it (sydsgpt.book.publish_book_checkpoint)")
+    info = json.loads((folder / INFO_NAME).read_text())
+    digest = file_sha256(folder / WEIGHTS_NAME)
+    if digest != info["sha256"]:
+        raise CheckpointError(f"{folder / WEIGHTS_NAME} has sha256 {digest}, but {folder / INFO_NAME} records "
+                              f"{info['sha256']}: the file is damaged or was replaced; reinstall sydsgpt")
+    model = SydsGPT(info["model"])
+    load_model(model, str(folder / WEIGHTS_NAME))
+    tokenizer = BPETokenizer.load(folder / TOKENIZER_NAME)
+    return BookRun(model.to(device).eval(), tokenizer, [], folder, False, info)

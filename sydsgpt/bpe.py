@@ -153,6 +153,7 @@ class BPETokenizer:
         finds the next best pair without scanning all of them.
         """
         specials = list(dict.fromkeys(special_tokens or ()))
+        # later: checks of the special tokens and vocab_size
         bad = [s for s in specials if not isinstance(s, str) or not s]
         if bad:
             raise ValueError(f"special tokens must be non-empty strings, got {bad!r} (an empty one would match between every character)")
@@ -161,6 +162,8 @@ class BPETokenizer:
                 f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(specials)} special "
                 f"token(s) need at least {256 + len(specials)}"
             )
+        # endlater
+        # region: bpe-setup
         pieces = _special_regex(specials).split(text) if specials else [text]
         chunk_counts = Counter(chunk for piece in pieces for chunk in self.pretokenize(piece))
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
@@ -182,7 +185,9 @@ class BPETokenizer:
 
         heap = [entry(pair) for pair in pair_counts]
         heapq.heapify(heap)
+        # endregion: bpe-setup
 
+        # region: bpe-merge-loop
         n_merges = vocab_size - 256 - len(specials)
         for new_id in range(256, 256 + n_merges):
             best = None
@@ -195,13 +200,17 @@ class BPETokenizer:
                 if current > 0:  # stale entry (count went down): requeue with the true count
                     heapq.heappush(heap, entry(pair))
             if best is None:
+                # later: a progress line when verbose
                 if verbose:
                     print(f"no pairs left to merge after {new_id - 256} merges")
+                # endlater
                 break
             self.merges[best] = new_id
             vocab[new_id] = vocab[best[0]] + vocab[best[1]]
+            # later: a progress line when verbose
             if verbose:
                 print(f"merge {new_id - 255}/{n_merges}: {vocab[best[0]]!r} + {vocab[best[1]]!r} -> {new_id} ({pair_counts[best]} times)")
+            # endlater
             touched: set[Pair] = set()
             for w in where.pop(best, ()):
                 old = words[w]
@@ -221,6 +230,7 @@ class BPETokenizer:
             for pair in touched:  # counts only go up for pairs containing the new token
                 if pair_counts.get(pair, 0) > 0:
                     heapq.heappush(heap, entry(pair))
+        # endregion: bpe-merge-loop
 
         next_id = 256 + len(self.merges)
         self.special_tokens = {s: next_id + k for k, s in enumerate(specials)}
@@ -248,9 +258,11 @@ class BPETokenizer:
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         """Apply the merges to one pre-token chunk, earliest merge first."""
+        # later: return the ids at once if this chunk was encoded before (a cache)
         cached = self._cache.get(chunk)
         if cached is not None:
             return cached
+        # endlater
         ids = [self.byte_ids[b] for b in chunk.encode("utf-8")]
         merges = self.merges
         while len(ids) > 1:
@@ -262,9 +274,11 @@ class BPETokenizer:
             if best_pair is None:
                 break
             ids = merge_pair(ids, best_pair, best_rank)
+        # later: remember the ids of this chunk (the cache)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[chunk] = ids
+        # endlater
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:

@@ -46,16 +46,22 @@ class GPTDataset(Dataset):
     """
 
     def __init__(self, token_ids: Sequence[int] | torch.Tensor, max_length: int, step_size: int) -> None:
+        # later: a check that the sizes are positive
         _check_positive(max_length=max_length, step_size=step_size)
+        # endlater
         ids = torch.as_tensor(token_ids, dtype=torch.long)
+        # later: a check that the ids are one sequence (1-D)
         if ids.dim() != 1:
             raise ValueError(f"token_ids must be one sequence (1-D), got shape {tuple(ids.shape)}")
+        # endlater
         needed = max_length + 1  # one window plus the one-token shift of its target
+        # later: an error if the text is shorter than one window
         if ids.numel() < needed:
             raise ValueError(
                 f"the text has {ids.numel()} tokens, but one training window needs at least "
                 f"{needed} (max_length={max_length} plus 1 for the shifted target); use more text or a smaller max_length"
             )
+        # endlater
         self.token_ids = ids
         self.max_length = max_length
         self.step_size = step_size
@@ -65,10 +71,12 @@ class GPTDataset(Dataset):
         return self._num_windows
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # later: negative indices count from the end; an IndexError past either end
         if index < 0:
             index += self._num_windows
         if not 0 <= index < self._num_windows:
             raise IndexError(f"window {index} out of range for a dataset of {self._num_windows} windows")
+        # endlater
         start = index * self.step_size
         window = self.token_ids[start : start + self.max_length + 1]
         return window[:-1], window[1:]
@@ -102,18 +110,22 @@ def create_dataloader(
         A ``DataLoader`` yielding ``(input_ids, target_ids)``, both ``int64`` of shape
         ``(batch_size, max_length)``, with ``target_ids[:, t] == input_ids[:, t + 1]``.
     """
+    # later: checks of the text and the sizes
     if not isinstance(text, str):
         raise TypeError(f"create_dataloader needs the text as a str, got {type(text).__name__}")
     if not text:
         raise ValueError("the text is empty: give create_dataloader some text to make training windows from")
     _check_positive(max_length=max_length, step_size=step_size, batch_size=batch_size)
+    # endlater
     dataset = GPTDataset(text_to_token_ids(text, tokenizer)[0], max_length, step_size)
+    # later: an error if drop_last would leave no batch at all
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"the text gives only {len(dataset)} window(s) of {max_length} tokens, fewer than batch_size="
             f"{batch_size}, so with drop_last=True there would be no batch at all; use drop_last=False, "
             "a smaller batch_size or step_size, or more text"
         )
+    # endlater
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,

@@ -4,13 +4,15 @@
 - :func:`perplexity`: ``exp`` of it, the number of tokens the model hesitates between;
 - :func:`bits_per_byte`: the same loss per byte of text, so tokenizers of any size compare;
 - :func:`batch_loss`, :func:`loader_loss`: the model's loss on a batch, or over a loader
-  (e.g. the validation split).
+  (e.g. the validation split);
+- :func:`held_out_bits_per_byte`: loss and bits per byte over a whole loader (how the book
+  reports held-out quality).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -90,3 +92,16 @@ def loader_loss(
         )
     return total / count
 
+
+@torch.no_grad()
+def held_out_bits_per_byte(model: nn.Module, loader: Iterable[Any], tokenizer: Any) -> tuple[float, float]:
+    """``(loss, bits per byte)`` over every batch of ``loader``.
+
+    Bits per byte = the total cross-entropy of the predicted tokens in bits, divided by
+    the UTF-8 bytes those tokens spell: it compares models whatever their tokenizer.
+    """
+    batches = list(loader)
+    loss = loader_loss(model, batches)  # mean nats per token
+    tokens = sum(target.numel() for _, target in batches)
+    n_bytes = sum(len(tokenizer.decode(row.tolist()).encode("utf-8")) for _, target in batches for row in target)
+    return loss, bits_per_byte(loss, tokens, n_bytes)

@@ -40,6 +40,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vocab_size": 1024, "embedding_dim": 128, "context_length": 128, "num_layers": 4,
         "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
     },
+    # The book checkpoint: chapter 5's recipe, larger and trained about 5x longer (3.7M
+    # parameters; its weights ship with the package, sydsgpt/weights/book-checkpoint).
+    "book-checkpoint": {
+        "vocab_size": 2048, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
+        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
+    },
 }
 """Named model configs. GPT-2 sizes follow the released checkpoints (124M, 355M, 774M, 1558M)."""
 
@@ -134,6 +140,14 @@ RUNS: dict[str, RunPreset] = {
             max_steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=20, min_lr_ratio=0.1,
             weight_decay=0.1, grad_clip=1.0, eval_interval=50, eval_batches=10, sample_prompt="JULIET:\nO",
             sample_tokens=24, seed=123, device="cpu",
+        ),
+    ),
+    "book-checkpoint": RunPreset(
+        corpus="tinyshakespeare", tokenizer="bpe:2048", preset="book-checkpoint",
+        train=TrainConfig(
+            max_steps=500, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=50, min_lr_ratio=0.1,
+            weight_decay=0.1, grad_clip=1.0, eval_interval=50, eval_batches=20, sample_prompt="ROMEO:",
+            sample_tokens=40, seed=123, device="cpu", threads=1,
         ),
     ),
 }

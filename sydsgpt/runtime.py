@@ -172,6 +172,12 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):  # type: igno
 # ---------------------------------------------------------------------------- seeding
 
 
+def configure_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads in PyTorch's operations (``None``: leave the current setting)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), Python's ``random`` and numpy."""
     torch.manual_seed(seed)

@@ -44,7 +44,7 @@ from .losses import batch_loss, loader_loss
 from .model import generate_simple
 from .optim import apply_hyperparameters, build_optimizer, make_scheduler
 from .resume import record_changes, resume_changes
-from .runtime import autocast, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
+from .runtime import autocast, configure_threads, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
 from .train_config import TrainConfig
 from .validation import check_positive_int, check_token_range
 
@@ -231,6 +231,7 @@ def _train(
     device = resolve_device(cfg.device, ctx.local_rank)
     amp_dtype = resolve_fast_paths(device.type, cfg.dtype).amp_dtype
     configure_tf32(cfg.tf32, device)
+    configure_threads(cfg.threads)
     raw = unwrap_model(model).to(device)
     raw.train()
     dataset = as_dataset(train_data, cfg.batch_size)

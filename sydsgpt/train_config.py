@@ -90,10 +90,14 @@ class TrainConfig:
     fused_adamw: bool | None = None
     """The fused AdamW kernel (``None``: on for CUDA)."""
     fsdp: bool = False
+    threads: int | None = None
+    """PyTorch's CPU threads during the run (``None``: leave torch's choice, usually one per core).
+    Float sums depend on how work is split across threads, so a run is bit-reproducible only
+    with the same thread count: the book's runs pin it."""
     """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches"):
+        for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches", "threads"):
             check_positive_int(getattr(self, name), f"TrainConfig.{name}", allow_none=name not in ("epochs", "batch_size", "grad_accum_steps"))
         for name in ("warmup_steps", "eval_interval", "sample_tokens"):
             check_int(getattr(self, name), f"TrainConfig.{name}", minimum=0, allow_none=name == "warmup_steps")

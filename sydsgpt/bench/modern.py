@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..data import make_loaders
-from ..losses import bits_per_byte, loader_loss
+from ..losses import held_out_bits_per_byte
 from ..model import SydsGPT, count_parameters
 from ..presets import RUNS, get_preset
 from ..runtime import seed_everything
@@ -72,20 +72,6 @@ def match_parameter_count(config: Mapping[str, Any], target: int, multiple_of: i
     candidates = range(multiple_of, 8 * d + 1, multiple_of)
     best = min(candidates, key=lambda h: abs(count_parameters({**config, "ffn_hidden_dim": h}) - target))
     return {**config, "ffn_hidden_dim": best}
-
-
-@torch.no_grad()
-def held_out_bits_per_byte(model: nn.Module, loader: Iterable[Any], tokenizer: Any) -> tuple[float, float]:
-    """``(loss, bits per byte)`` over every batch of ``loader``.
-
-    Bits per byte = the total cross-entropy of the predicted tokens in bits, divided by
-    the UTF-8 bytes those tokens spell: it compares models whatever their tokenizer.
-    """
-    batches = list(loader)
-    loss = loader_loss(model, batches)  # mean nats per token
-    tokens = sum(target.numel() for _, target in batches)
-    n_bytes = sum(len(tokenizer.decode(row.tolist()).encode("utf-8")) for _, target in batches for row in target)
-    return loss, bits_per_byte(loss, tokens, n_bytes)
 
 
 def _train_row(config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, Any], tokenizer: Any) -> dict[str, Any]:

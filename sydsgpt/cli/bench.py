@@ -12,6 +12,8 @@ settings, one row per configuration) into the --out folder:
   modern     chapter 7's experiment: GPT-2 blocks vs modern blocks, one change at a time,
              bits per byte and tokens/s -> modern_cpu.json
   prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode -> prepare.json
+  quality    held-out bits per byte of chapter 5's run (trained and timed here) and of the
+             book checkpoint -> quality_cpu.json
   finetune   chapter 8's SMS spam classifiers: baselines, head / last block / all / LoRA finetuning,
              test accuracy, trainable parameters, time, peak memory -> finetune_<cpu|gpu>.json
   instruct   chapter 8's instruction finetuning: the base model, finetuned with and without loss
@@ -37,7 +39,7 @@ from ..runtime import device_type
 from .errors import UsageError
 from .options import add_config_options, config_from_args
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "finetune", "instruct")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune", "instruct")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import ablation, bpe, finetune, generation, modern, training
     from ..bench import prepare as prepare_bench
+    from ..bench import quality
     from ..bench.common import report
     from ..bench.memory import PeakMemory
     from ..bench.setups import DEVICE_DEFAULTS
@@ -114,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)
             report(rows, prepare_bench.COLUMNS, out, "prepare", **extra)
+        elif what == "quality":
+            out = args.out / "quality_cpu.json"
+            report(quality.run(), quality.COLUMNS, out, "quality", target_bpb=quality.TARGET_BPB,
+                   target_seconds=quality.TARGET_SECONDS, threads=torch.get_num_threads())
         else:
             out = args.out / "bpe.json"
             options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)

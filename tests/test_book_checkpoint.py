@@ -1,0 +1,116 @@
+"""The book checkpoint: the committed weights, their sha256, and the run that made them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sydsgpt import presets
+from sydsgpt.book import (BOOK_CHECKPOINT, BOOK_CHECKPOINT_DIR, INFO_NAME, WEIGHTS_NAME, book_tokenizer,
+                          load_book_checkpoint, publish_book_checkpoint, train_book_model)
+from sydsgpt.checkpoint import CheckpointError
+from sydsgpt.files import file_sha256
+from sydsgpt.presets import RunPreset, get_preset
+from sydsgpt.train_config import TrainConfig
+
+INFO = json.loads((BOOK_CHECKPOINT_DIR / INFO_NAME).read_text())
+
+
+def test_committed_weights_hash_to_the_recorded_sha256_and_fit_the_budget() -> None:
+    weights = BOOK_CHECKPOINT_DIR / WEIGHTS_NAME
+    assert file_sha256(weights) == INFO["sha256"]
+    assert weights.stat().st_size <= 20 * 2**20, "the book checkpoint must stay <= 20 MB"
+
+
+def test_the_recorded_command_is_the_runs_one_line() -> None:
+    spec = presets.RUNS[BOOK_CHECKPOINT]
+    assert INFO["command"] == spec.command(f"runs/{BOOK_CHECKPOINT}")
+    assert TrainConfig.from_dict(INFO["train"]) == spec.train
+    assert INFO["steps"] == spec.train.max_steps
+    assert "--threads 1" in INFO["command"], "bit-reproducible only with a pinned thread count"
+
+
+def test_the_checkpoint_loads_as_its_preset() -> None:
+    book = load_book_checkpoint()
+    assert dict(book.model.config) == {**get_preset(BOOK_CHECKPOINT), **dict(book.model.config)}
+    assert book.model.config.vocab_size == book.tokenizer.n_vocab == 2048
+    assert sum(p.numel() for p in book.model.parameters()) == INFO["parameters"]
+    assert not book.model.training
+
+
+def test_a_damaged_weights_file_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(BOOK_CHECKPOINT_DIR, folder)
+    data = bytearray((folder / WEIGHTS_NAME).read_bytes())
+    data[-1] ^= 0xFF
+    (folder / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 .* the file is damaged or was replaced"):
+        load_book_checkpoint(folder)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(BOOK_CHECKPOINT_DIR, folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="lacks tokenizer.json"):
+        load_book_checkpoint(folder)
+
+
+@pytest.mark.slow
+def test_the_committed_tokenizer_is_the_one_the_run_trains() -> None:
+    rebuilt = book_tokenizer(None, BOOK_CHECKPOINT)
+    assert rebuilt.merges == load_book_checkpoint().tokenizer.merges
+
+
+@pytest.mark.slow
+def test_the_recorded_bits_per_byte_are_reproduced() -> None:
+    from sydsgpt.bench.quality import held_out
+
+    book = load_book_checkpoint()
+    loss, bpb = held_out(book.model, book.tokenizer, BOOK_CHECKPOINT)
+    assert round(bpb, 4) == pytest.approx(INFO["val_bpb"], abs=2e-4)
+    assert round(loss, 4) == pytest.approx(INFO["val_loss"], abs=2e-4)
+
+
+def test_publish_then_load_gives_the_trained_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same publish/load path on a seconds-long run (a tiny model on the-verdict)."""
+    tiny = {"vocab_size": 300, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2,
+            "dropout": 0.0, "qkv_bias": False, "tie_weights": True}
+    spec = RunPreset(corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book",
+                     train=TrainConfig(max_steps=3, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu", threads=1))
+    monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
+    monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
+    threads = torch.get_num_threads()
+    try:
+        trained = train_book_model(tmp_path / "run", run="tiny-book", show_progress=False)
+        assert torch.get_num_threads() == 1, "TrainConfig.threads applies during the run"
+    finally:
+        torch.set_num_threads(threads)
+    info = publish_book_checkpoint(tmp_path / "run", tmp_path / "published", run="tiny-book")
+    assert info["sha256"] == file_sha256(tmp_path / "published" / WEIGHTS_NAME)
+    assert info["steps"] == 3 and info["train_seconds"] > 0
+    loaded = load_book_checkpoint(tmp_path / "published")
+    ids = torch.tensor([trained.tokenizer.encode("I had always thought")[:16]])
+    torch.testing.assert_close(loaded.model(ids), trained.model(ids), rtol=0, atol=0)
+    assert loaded.tokenizer.merges == trained.tokenizer.merges
+
+
+def test_an_unfinished_run_is_not_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny = {"vocab_size": 300, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2,
+            "dropout": 0.0, "qkv_bias": False, "tie_weights": True}
+    spec = RunPreset(corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book",
+                     train=TrainConfig(max_steps=4, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu"))
+    monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
+    monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
+    train_book_model(tmp_path / "run", run="tiny-book", stop_after=2, show_progress=False)
+    with pytest.raises(CheckpointError, match="is not the finished 'tiny-book' run; train it with: sydsgpt train the-verdict"):
+        publish_book_checkpoint(tmp_path / "run", tmp_path / "published", run="tiny-book")
+
+
+def test_threads_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=0)
