@@ -13,7 +13,7 @@ Columns: ``response_loss`` (held-out, nats per graded token), ``stopped`` (share
 answers that end with the end token), ``exact_match`` (share equal to the expected answer),
 ``trainable_params``, ``train_s`` (wall clock), the settings, and a few held-out answers.
 
-Run it with ``python -m sydsgpt.bench.instruct`` (``--quick``: seconds, a tiny random model).
+Run it with ``sydsgpt bench --what instruct`` (``--quick``: seconds, a tiny random model).
 The test prompts are the first 24 word-task records of another seed that are not training prompts.
 """
 
@@ -36,7 +36,7 @@ from .common import RESULTS_DIR, report
 COLUMNS = ("setup", "response_loss", "stopped", "exact_match", "trainable_params", "train_s", "steps", "lr")
 SEED = 123
 TRAIN_RECORDS, TEST_RECORDS = 400, 24
-STEPS, BATCH_SIZE, LR = 120, 8, 2e-3
+STEPS, BATCH_SIZE, LR = 50, 8, 3e-3
 THREADS = 1
 """One CPU thread: on a shared machine two threads are slower and erratic (see bench.finetune)."""
 MAX_NEW_TOKENS = 12
