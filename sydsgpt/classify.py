@@ -137,14 +137,14 @@ class ClassificationDataset(Dataset):
         return self.token_ids[i], target
 
 
-# region: classifier
 class GPTClassifier(nn.Module):
-    """A pretrained :class:`~sydsgpt.model.SydsGPT` with its vocabulary head swapped for a
-    ``num_classes``-way one (the model is changed in place: pass a copy to keep the original).
+    # region: classifier
+    """A pretrained :class:`~sydsgpt.model.SydsGPT` with its vocabulary head swapped for
+    a ``num_classes``-way one (the model is changed in place: pass a copy to keep it).
 
-    Forward: ``(B, T)`` ids -> ``(B, T, num_classes)``: position ``t`` holds the class logits
-    of the text up to token ``t``: that token's own (``"last"`` pooling) or the mean over
-    tokens ``0..t`` (``"mean"``). Read them at each text's last real token.
+    Forward: ``(B, T)`` ids -> ``(B, T, num_classes)``: position ``t`` holds the class
+    logits of the text up to token ``t``: that token's own (``"last"`` pooling) or the
+    mean over tokens ``0..t`` (``"mean"``). Read them at each text's last real token.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, pooling: str = "last") -> None:
@@ -152,14 +152,14 @@ class GPTClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         device = next(model.parameters()).device
-        head = nn.Linear(model.config.embedding_dim, num_classes).to(device)  # d_model -> classes
+        head = nn.Linear(model.config.embedding_dim, num_classes).to(device)  # d -> classes
         model._init_weights(head)
         model.output_projection = head  # the head swap: (B, T, d) -> (B, T, num_classes)
         self.model, self.num_classes, self.pooling = model, num_classes, pooling
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         logits = self.model(input_ids)  # (B, T, num_classes)
-        if self.pooling == "mean":  # mean over tokens 0..t = head(mean of their features): linear
+        if self.pooling == "mean":  # mean of the logits = head(mean of the features)
             steps = torch.arange(1, logits.shape[1] + 1, device=logits.device)
             logits = logits.cumsum(dim=1) / steps.view(1, -1, 1)
         return logits

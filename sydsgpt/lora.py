@@ -79,19 +79,20 @@ class LoRAConfig:
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable low-rank update beside it.
 
-    ``forward(x) = base(x) + dropout(x) A^T B^T * (alpha / r)``, shapes ``(..., in) -> (..., out)``.
-    ``A`` (``(r, in)``) starts random, ``B`` (``(out, r)``) at zero: at first the layer
-    computes exactly what ``base`` does.
+    ``forward(x) = base(x) + dropout(x) A^T B^T * (alpha / r)``,
+    shapes ``(..., in) -> (..., out)``. ``A`` (``(r, in)``) starts random, ``B``
+    (``(out, r)``) at zero: at first the layer computes exactly what ``base`` does.
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
         super().__init__()
         self.base = base
         self.base.requires_grad_(False)
         self.rank, self.scaling = rank, alpha / rank
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # what nn.Linear draws for its weight
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear draws W
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
 
@@ -102,10 +103,11 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:  # W already holds W + (alpha / r) B A
             return self.base(x)
-        update = self.dropout(x) @ self.lora_A.T @ self.lora_B.T  # (..., in) -> (..., r) -> (..., out)
+        # (..., in) -> (..., r) -> (..., out)
+        update = self.dropout(x) @ self.lora_A.T @ self.lora_B.T
         return self.base(x) + update * self.scaling
 
-    # later: merge / unmerge (adding B A into W and taking it out again), shown in the LoRA section
+    # later: merge / unmerge (adding B A into W and taking it out), shown next
     @torch.no_grad()
     def merge(self) -> None:
         """Add the update into the base weight (forward is then one plain product)."""

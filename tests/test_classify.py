@@ -203,6 +203,7 @@ def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:
 
 
 def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
+    from sydsgpt.bench import finetune
     from sydsgpt.bench.finetune import COLUMNS, MODEL_ROWS
     from sydsgpt.cli import main
 
@@ -213,6 +214,15 @@ def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
     setups = [row["setup"] for row in result["rows"]]
     assert setups == ["majority class", "bag of words + logistic regression", *(name for name, _ in MODEL_ROWS)]
     assert result["quick"] and all(set(row) <= set(COLUMNS) for row in result["rows"])
+    # The same rows measured in two processes' worth of parts, joined in table order.
+    baselines = finetune.run(tmp_path / "a.json", quick=True, only=list(finetune.BASELINES))
+    assert [row["setup"] for row in baselines["rows"]] == list(finetune.BASELINES)
+    joined = finetune.combine([tmp_path / "a.json", tmp_path / "finetune_cpu.json"], tmp_path / "all.json", note="test")
+    assert [row["setup"] for row in joined["rows"]] == setups and joined["parallel"] == "test"
+    with pytest.raises(ValueError, match="no part measured"):
+        finetune.combine([tmp_path / "a.json"], tmp_path / "b.json")
+    with pytest.raises(ValueError, match="unknown finetune benchmark row"):
+        finetune.run(None, quick=True, only=["pretrained, everything"])
 
 
 def test_the_committed_benchmark_is_a_full_run() -> None:
