@@ -110,6 +110,8 @@ class KVCache:
 
     def update(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append ``(B, H, T, D)`` new keys/values; return all ``(B, H, length, D)``."""
+        t = k_new.shape[-2]  # new positions
+        # later: shape and overflow checks, each with a clear error
         if k_new.dim() != 4 or k_new.shape != v_new.shape:
             raise ValueError(
                 f"KVCache.update expects keys and values of the same shape (batch, heads, tokens, head_dim), "
@@ -123,12 +125,12 @@ class KVCache:
                     f"KVCache holds (batch, heads, head_dim)={cached} but the new keys have {new}; "
                     f"call reset() before starting a sequence with a different batch or model."
                 )
-        t = k_new.shape[-2]
         if self.length + t > self.max_len:
             raise ValueError(
                 f"KV cache overflow: holds {self.length} positions, adding {t} exceeds "
                 f"max_len={self.max_len}. Crop the input or reset the cache."
             )
+        # endlater
         if not self.preallocate:
             self._k = k_new if self._k is None else torch.cat([self._k, k_new], dim=-2)
             self._v = v_new if self._v is None else torch.cat([self._v, v_new], dim=-2)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ BOOK_CHECKPOINT_DIR = Path(__file__).parent / "weights" / BOOK_CHECKPOINT
 """Where the book checkpoint's files ship with the package."""
 WEIGHTS_NAME = "model.safetensors"
 INFO_NAME = "info.json"
+_TIED_NAME = "output_projection.weight"  # the head, the token embedding's tensor when tie_weights
 
 
 def book_tokenizer(out_dir: str | Path | None = None, run: str | RunPreset = "book-ch05") -> Any:
@@ -139,10 +139,13 @@ def publish_book_checkpoint(
 
     The run must be complete and made with ``RUNS[run]``'s exact training config. Its
     held-out bits per byte are measured here, on the whole validation split (the last
-    ``val_fraction`` of the corpus) at the model's context length. Returns the info dict.
+    ``val_fraction`` of the corpus) at the model's context length; ``val_curve`` keeps the
+    run's periodic validation losses (``[step, tokens_seen, loss]``, each over the run's
+    ``eval_batches`` batches). Returns the info dict.
     """
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
+    from .bench.common import cpu_model
     from .corpora import load_corpus
     from .data import make_loaders
     from .losses import held_out_bits_per_byte
@@ -156,8 +159,12 @@ def publish_book_checkpoint(
     tokenizer = book_tokenizer(run_dir, spec)
     _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
     val_loss, val_bpb = held_out_bits_per_byte(model, val_loader, tokenizer)
+    log = read_log(run_dir / LOG_NAME)
     dest.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(dest / WEIGHTS_NAME), metadata={"run": run})
+    weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    if model.config.tie_weights:  # one tensor under two names: store it once (same bytes every time)
+        del weights[_TIED_NAME]
+    save_file(weights, str(dest / WEIGHTS_NAME), metadata={"run": run})
     tokenizer.save(dest / TOKENIZER_NAME)
     import torch
 
@@ -165,9 +172,10 @@ def publish_book_checkpoint(
         "run": run, "command": spec.command(f"runs/{run}"), "sha256": file_sha256(dest / WEIGHTS_NAME),
         "model": model.config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
         "tokenizer": tokenizer.name, "train": spec.train.to_dict(), "steps": state["step"],
-        "tokens_seen": state["tokens_seen"], "train_seconds": round(_run_seconds(read_log(run_dir / LOG_NAME)), 1),
+        "tokens_seen": state["tokens_seen"], "train_seconds": round(_run_seconds(log), 3),
+        "val_curve": [[r["step"], r["tokens_seen"], round(r["val_loss"], 4)] for r in log if "val_loss" in r],
         "val_loss": round(val_loss, 4), "val_bpb": round(val_bpb, 4),
-        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {spec.train.threads or 'default'} thread(s)",
+        "machine": f"{cpu_model()}, torch {torch.__version__}, {spec.train.threads or 'default'} thread(s)",
     }
     atomic_write(dest / INFO_NAME, json.dumps(info, indent=2) + "\n")
     return info
@@ -180,7 +188,7 @@ def load_book_checkpoint(folder: str | Path = BOOK_CHECKPOINT_DIR, device: str =
         CheckpointError: a file is missing, or the weights do not hash to ``info.json``'s
             sha256 (a damaged or replaced file).
     """
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file
 
     from .bpe import BPETokenizer
     from .model import SydsGPT
@@ -196,6 +204,8 @@ def load_book_checkpoint(folder: str | Path = BOOK_CHECKPOINT_DIR, device: str =
         raise CheckpointError(f"{folder / WEIGHTS_NAME} has sha256 {digest}, but {folder / INFO_NAME} records "
                               f"{info['sha256']}: the file is damaged or was replaced; reinstall sydsgpt")
     model = SydsGPT(info["model"])
-    load_model(model, str(folder / WEIGHTS_NAME))
+    missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=False)
+    if unexpected or set(missing) - ({_TIED_NAME} if model.config.tie_weights else set()):
+        raise CheckpointError(f"{folder / WEIGHTS_NAME} does not fit its info.json model: missing {missing}, unexpected {unexpected}")
     tokenizer = BPETokenizer.load(folder / TOKENIZER_NAME)
     return BookRun(model.to(device).eval(), tokenizer, [], folder, False, info)

@@ -77,8 +77,10 @@ def loader_loss(
     for i, (input_ids, target_ids) in enumerate(loader):
         if num_batches is not None and i >= num_batches:
             break
+        # later: under DDP, each process takes every world_size-th batch (appendix: scaling up)
         if i % ctx.world_size != ctx.rank:
             continue
+        # endlater
         with autocast(device, amp_dtype):
             loss = batch_loss(model, input_ids, target_ids, device)
         sums[0] += loss.double() * target_ids.numel()

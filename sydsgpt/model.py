@@ -203,14 +203,18 @@ class SydsGPT(nn.Module):
         self.token_embedding = nn.Embedding(cfg.padded_vocab_size, cfg.embedding_dim)
         # Learned positions (GPT-2) or rotary embeddings applied inside attention (chapter 7).
         self.position_embedding = nn.Embedding(cfg.context_length, cfg.embedding_dim) if cfg.positions == "learned" else None
+        # later: rotary position embeddings (chapter 7)
         self.rope = RotaryEmbedding(cfg.head_size, cfg.rope_theta, cfg.rope_scaling) if cfg.positions == "rope" else None
+        # endlater
         self.drop_embedding = nn.Dropout(cfg.dropout)
         self.transformer_blocks = nn.ModuleList(
             TransformerBlock(
                 cfg.embedding_dim, cfg.context_length, cfg.num_heads, cfg.dropout, cfg.qkv_bias,
+                # later: fast-path switches (appendix: making it fast) and the modern parts (chapter 7)
                 attention=cfg.attention, fused_qkv=cfg.fused_qkv,  # type: ignore[arg-type]
                 norm=cfg.norm, norm_eps=cfg.norm_eps, ffn=cfg.ffn, ffn_hidden_dim=cfg.ffn_hidden_size,
                 linear_bias=cfg.linear_bias, num_kv_heads=cfg.kv_heads, head_dim=cfg.head_size, qk_norm=cfg.qk_norm,
+                # endlater
             )
             for _ in range(cfg.num_layers)
         )
@@ -233,15 +237,19 @@ class SydsGPT(nn.Module):
         """The model's :class:`SydsGPTConfig` (it also reads like the original dict config)."""
         return self._config
 
+    # later: model.cfg, the old name of model.config (compatibility)
     @property
     def cfg(self) -> SydsGPTConfig:
         """Deprecated spelling of :attr:`config`."""
         warnings.warn("SydsGPT.cfg is deprecated: use model.config (the same object)", DeprecationWarning, stacklevel=2)
         return self._config
+    # endlater
 
+    # later: make_kv_cache, for fast generation (chapter 6)
     def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
         """One empty :class:`KVCache` per layer, for incremental decoding."""
         return [KVCache(self.config.context_length, preallocate) for _ in self.transformer_blocks]
+    # endlater
 
     def forward(
         self,
@@ -273,17 +281,23 @@ class SydsGPT(nn.Module):
         rope = None
         if self.position_embedding is not None:
             x = self.drop_embedding(self.token_embedding(input_ids) + self.position_embedding(positions))  # (B, T, d)
+        # later: else: rotary positions, applied inside attention (chapter 7)
         else:  # RoPE: positions enter inside attention, as rotations of the queries and keys
             x = self.drop_embedding(self.token_embedding(input_ids))  # (B, T, d)
             rope = self.rope(positions)  # (cos, sin), each (T, head_dim), shared by every layer
+        # endlater
         for i, block in enumerate(self.transformer_blocks):
             x = block(x, kv_cache=kv_cache[i] if kv_cache else None, rope=rope)
         x = self.final_layer_norm(x)
+        # later: last_only: only the last position's logits (generation, chapter 6)
         if last_only:
             x = x[:, -1:, :]
+        # endlater
         logits = self.output_projection(x)  # (B, T, padded_vocab)
+        # later: drop the padding rows of a padded vocabulary (appendix: making it fast)
         if cfg.padded_vocab_size != cfg.vocab_size:
             logits = logits[..., : cfg.vocab_size]
+        # endlater
         return logits
 
 

@@ -106,13 +106,17 @@ def train_step(
     """
     ctx = ctx or current_context()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    # later: the DDP wrapper, if any (appendix: scaling up)
     ddp = _ddp_inside(model)
+    # endlater
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
     loss_sum = torch.zeros((), device=device)
     for i, (input_ids, target_ids) in enumerate(micro_batches):
+        # later: under DDP, inside ddp.no_sync() except on the last micro-batch (appendix: scaling up)
         sync = nullcontext() if ddp is None or i == n - 1 else ddp.no_sync()
         with sync:
+        # endlater
             with autocast(device, amp_dtype):
                 loss = batch_loss(model, input_ids, target_ids, device)
             (loss / n).backward()

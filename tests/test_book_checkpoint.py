@@ -31,7 +31,7 @@ def test_the_recorded_command_is_the_runs_one_line() -> None:
     assert INFO["command"] == spec.command(f"runs/{BOOK_CHECKPOINT}")
     assert TrainConfig.from_dict(INFO["train"]) == spec.train
     assert INFO["steps"] == spec.train.max_steps
-    assert "--threads 1" in INFO["command"], "bit-reproducible only with a pinned thread count"
+    assert "--threads " in INFO["command"], "bit-reproducible only with a pinned thread count"
 
 
 def test_the_checkpoint_loads_as_its_preset() -> None:
@@ -93,6 +93,8 @@ def test_publish_then_load_gives_the_trained_model(tmp_path: Path, monkeypatch: 
     info = publish_book_checkpoint(tmp_path / "run", tmp_path / "published", run="tiny-book")
     assert info["sha256"] == file_sha256(tmp_path / "published" / WEIGHTS_NAME)
     assert info["steps"] == 3 and info["train_seconds"] > 0
+    again = publish_book_checkpoint(tmp_path / "run", tmp_path / "again", run="tiny-book")
+    assert again["sha256"] == info["sha256"], "publishing is deterministic: the same run gives the same bytes"
     loaded = load_book_checkpoint(tmp_path / "published")
     ids = torch.tensor([trained.tokenizer.encode("I had always thought")[:16]])
     torch.testing.assert_close(loaded.model(ids), trained.model(ids), rtol=0, atol=0)

@@ -143,8 +143,10 @@ def test_a_finished_book_run_is_loaded_not_retrained(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), book.model.state_dict().values()))
 
 
-def test_the_readme_shows_the_chapter_5_command_exactly() -> None:
+@pytest.mark.parametrize("run", ["book-ch05", "book-checkpoint"])
+def test_the_readme_shows_each_book_run_command_exactly(run: str) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = readme.index("sydsgpt train tinyshakespeare --preset book-ch05")
-    line = readme[start : readme.index("```", start)].replace("\\\n", " ")
-    assert shlex.split(line) == shlex.split(RUNS["book-ch05"].command("runs/book-ch05"))
+    start = readme.index(f"sydsgpt train tinyshakespeare --preset {run} ")
+    end = readme.index(f"--out runs/{run}", start) + len(f"--out runs/{run}")
+    line = readme[start:end].replace("\\\n", " ")
+    assert shlex.split(line) == shlex.split(RUNS[run].command(f"runs/{run}"))
