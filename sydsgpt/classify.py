@@ -175,15 +175,19 @@ class GPTClassifier(nn.Module):
         return self.model.output_projection
 
 
-def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | None = None) -> int:
+def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | None = None,
+                  last_blocks: int = 1) -> int:
     """Freeze the classifier except for what ``trainable`` names; returns the trainable count.
 
-    ``"head"``: the new head only; ``"last-block"``: also the last transformer block and the
-    final norm; ``"all"``: every parameter; ``"lora"``: the head and LoRA adapters
-    (:func:`sydsgpt.lora.apply_lora` with ``lora``, default :class:`LoRAConfig`).
+    ``"head"``: the new head only; ``"last-block"``: also the last ``last_blocks`` transformer
+    blocks (default one) and the final norm; ``"all"``: every parameter; ``"lora"``: the head
+    and LoRA adapters (:func:`sydsgpt.lora.apply_lora` with ``lora``, default :class:`LoRAConfig`).
     """
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    blocks = classifier.model.transformer_blocks
+    if isinstance(last_blocks, bool) or not isinstance(last_blocks, int) or not 1 <= last_blocks <= len(blocks):
+        raise ValueError(f"last_blocks must be between 1 and the model's {len(blocks)} blocks, got {last_blocks!r}")
     if lora is not None and trainable != "lora":
         raise ValueError(f"a LoRA config was given but trainable={trainable!r}; use trainable='lora'")
     if trainable == "lora":
@@ -195,7 +199,8 @@ def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | 
             layer.lora_A.requires_grad_(True)
             layer.lora_B.requires_grad_(True)
     if trainable == "last-block":
-        classifier.model.transformer_blocks[-1].requires_grad_(True)
+        for block in blocks[len(blocks) - last_blocks :]:
+            block.requires_grad_(True)
         classifier.model.final_layer_norm.requires_grad_(True)
     classifier.head.requires_grad_(True)
     return count_trainable_parameters(classifier)
@@ -266,15 +271,15 @@ class ClassifierRun:
 def finetune_classifier(
     model: nn.Module, tokenizer: Any, train_records: Sequence[Record], val_records: Sequence[Record] | None = None, *,
     labels: Sequence[str] | None = None, trainable: str = "last-block", pooling: str = "last",
-    lora: LoRAConfig | None = None, cfg: TrainConfig | None = None, max_length: int | None = None,
-    out_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
+    lora: LoRAConfig | None = None, last_blocks: int = 1, cfg: TrainConfig | None = None,
+    max_length: int | None = None, out_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
     show_progress: bool = True, progress_interval: float = 1.0,
 ) -> ClassifierRun:
     """Turn ``model`` (changed in place) into a classifier and train it on ``train_records``.
 
     Args:
         labels: the classes, in index order (default: the sorted labels of ``train_records``).
-        trainable, lora: see :func:`set_trainable`.
+        trainable, lora, last_blocks: see :func:`set_trainable`.
         cfg: the training options (default :func:`classifier_train_config`); text samples are off.
         max_length: tokens per text (default: the longest training text, at most the context).
         out_dir: the run folder (``checkpoint.pt``, ``log.jsonl``, ``run.json`` as for
@@ -297,9 +302,10 @@ def finetune_classifier(
         val_loader = DataLoader(ClassificationDataset(val_records, tokenizer, labels, max_length), batch_size=cfg.batch_size)
     seed_everything(cfg.seed)  # the new head's and the adapters' initial values
     classifier = GPTClassifier(model, len(labels), pooling)
-    trainable_params = set_trainable(classifier, trainable, lora)
+    trainable_params = set_trainable(classifier, trainable, lora, last_blocks)
     info = {"labels": list(labels), "pooling": pooling, "trainable": trainable, "max_length": max_length,
-            "lora": (lora or LoRAConfig()).to_dict() if trainable == "lora" else None}
+            "lora": (lora or LoRAConfig()).to_dict() if trainable == "lora" else None,
+            "last_blocks": last_blocks if trainable == "last-block" else None}
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _check_same_classifier(out, info, resume)

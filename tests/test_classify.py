@@ -132,6 +132,10 @@ def test_what_each_choice_trains_is_counted_exactly() -> None:
     rank = 2
     per_block = 4 * rank * (D + D) + 2 * rank * (D + 4 * D)
     assert set_trainable(lora, "lora", LoRAConfig(rank=rank)) == head + LAYERS * per_block
+    two_blocks = GPTClassifier(tiny_model(), 2)
+    assert set_trainable(two_blocks, "last-block", last_blocks=2) == head + LAYERS * block + final_norm
+    with pytest.raises(ValueError, match="last_blocks must be between 1 and the model's 2 blocks"):
+        set_trainable(GPTClassifier(tiny_model(), 2), "last-block", last_blocks=3)
     with pytest.raises(ValueError, match="trainable must be one of"):
         set_trainable(GPTClassifier(tiny_model(), 2), "everything")
     with pytest.raises(ValueError, match="trainable='lora'"):
@@ -152,7 +156,8 @@ def test_finetuning_learns_a_toy_task_and_writes_its_run_folder(tmp_path: Path) 
     assert run.history[-1]["step"] == 3 * len(train) // 8 and "val_loss" in run.history[-1]
     assert run.trainable_params == count_trainable_parameters(run.classifier)
     info = json.loads((tmp_path / "classifier.json").read_text())
-    assert info == {"labels": ["abc", "xyz"], "pooling": "last", "trainable": "all", "max_length": 9, "lora": None}
+    assert info == {"labels": ["abc", "xyz"], "pooling": "last", "trainable": "all", "max_length": 9, "lora": None,
+                    "last_blocks": None}
     assert {"checkpoint.pt", "log.jsonl", "run.json"} <= {p.name for p in tmp_path.iterdir()}
     loaded, loaded_info = load_classifier(tmp_path)
     assert loaded_info == info
