@@ -238,7 +238,7 @@ def predict(classifier: nn.Module, tokenizer: Any, texts: Sequence[str], labels:
 
 def classifier_train_config(**overrides: Any) -> TrainConfig:
     """The training options chapter 8 classifies with (``overrides`` replace any of them):
-    a few epochs, a constant-ish learning rate after a short warm-up, no text samples."""
+    two epochs, a 10-step warm-up then the cosine decay, no weight decay, no text samples."""
     base: dict[str, Any] = {"epochs": 2, "batch_size": 16, "lr": 5e-4, "warmup_steps": 10, "min_lr_ratio": 0.1,
                             "weight_decay": 0.0, "eval_interval": 25, "eval_batches": None, "sample_tokens": 0}
     return TrainConfig(**{**base, **overrides})

@@ -14,9 +14,10 @@ Columns: ``accuracy`` (test), ``trainable_params``, ``train_s`` (the training lo
 clock), ``peak_mem_mb`` (:class:`sydsgpt.bench.memory.PeakMemory`: the process's peak RSS
 above its level before the row, see the result's ``memory``), and each row's settings
 (``lr``, ``epochs``, ``steps``). Every model row trains one epoch on the same batches of the
-same messages (cut to :data:`MAX_LENGTH` tokens); only the learning rate differs, picked per
-row in short trial runs scored on the *validation* split (a new head alone needs larger
-steps than the whole network).
+same messages (cut to :data:`MAX_LENGTH` tokens); only the learning rate differs, picked in
+short trial runs scored on the *validation* split (a new head alone needs larger steps than
+the whole network). ``pretrained, all`` takes the rate of ``random init, all trained``, so
+those two rows differ in nothing but the initial weights.
 
 Run it with ``sydsgpt bench --what finetune`` (a few minutes per row on a busy 2-core CPU;
 ``--quick``: seconds, a tiny random model), or one process per row,
