@@ -14,6 +14,10 @@ settings, one row per configuration) into the --out folder:
   prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode -> prepare.json
   quality    held-out bits per byte of chapter 5's run (trained and timed here) and of the
              book checkpoint -> quality_cpu.json
+  finetune   chapter 8's SMS spam classifiers: baselines, head / last block / all / LoRA finetuning,
+             test accuracy, trainable parameters, time, peak memory -> finetune_<cpu|gpu>.json
+  instruct   chapter 8's instruction finetuning: the base model, finetuned with and without loss
+             masking, scored on held-out prompts -> instruct_<cpu|gpu>.json
   all        all of them
 
 Examples:
@@ -35,7 +39,7 @@ from ..runtime import device_type
 from .errors import UsageError
 from .options import add_config_options, config_from_args
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune", "instruct")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmarks; returns the exit status."""
     import torch
 
-    from ..bench import ablation, bpe, generation, modern, training
+    from ..bench import ablation, bpe, finetune, generation, modern, training
     from ..bench import prepare as prepare_bench
     from ..bench import quality
     from ..bench.common import report
@@ -101,6 +105,14 @@ def run(args: argparse.Namespace) -> int:
         elif what == "modern":
             out = args.out / "modern_cpu.json"
             modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
+        elif what == "finetune":
+            out = args.out / f"finetune_{result}.json"
+            finetune.run(out, quick=args.quick, device=args.device, threads=args.threads or finetune.THREADS)
+        elif what == "instruct":
+            from ..bench import instruct as instruct_bench
+
+            out = args.out / f"instruct_{result}.json"
+            instruct_bench.run(out, quick=args.quick, device=args.device)
         elif what == "prepare":
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)

@@ -1,0 +1,206 @@
+"""``sydsgpt finetune instruct|classify``: tiny runs end to end (a saved checkpoint and a
+random-weight GPT-2 folder as the base), resume, the outputs, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_config
+
+from sydsgpt.bpe import BPETokenizer
+from sydsgpt.checkpoint import load_checkpoint, load_model_and_tokenizer, save_checkpoint
+from sydsgpt.cli import main
+from sydsgpt.instruct import format_prompt, word_task_records
+from sydsgpt.logs import read_log
+from sydsgpt.model import SydsGPT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = ["--batch-size", "4", "--max-steps", "4", "--eval-interval", "2", "--eval-batches", "1", "--lr", "3e-3",
+        "--device", "cpu", "--quiet", "--max-new-tokens", "3"]
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    """A tiny pretrained-format checkpoint with a BPE tokenizer (no end token) beside it."""
+    text = "".join(format_prompt(r) + r["output"] + "\n" for r in word_task_records(200, seed=1))
+    tokenizer = BPETokenizer(name="tasks").train(text, 400)
+    torch.manual_seed(0)
+    model = SydsGPT(tiny_config(vocab_size=tokenizer.n_vocab, context_length=64, embedding_dim=16))
+    folder = tmp_path / "base"
+    folder.mkdir()
+    tokenizer.save(folder / "tokenizer.json")
+    return save_checkpoint(folder / "checkpoint.pt", model, tokenizer=tokenizer)
+
+
+def finetune(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["finetune", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_names_both_tasks_and_the_base(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for expected in ("classify", "instruct", "--base", "--lora-rank", "examples:"):
+        assert expected in text, expected
+    with pytest.raises(SystemExit):
+        main(["finetune", "instruct", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--no-mask-prompt", "--resume", "--lr X", "--lora-rank R", "word-tasks"):
+        assert expected in text, expected
+
+
+def test_instruct_end_to_end_and_generate_reads_the_result(base: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out), *FAST)
+    assert code == 0, err
+    for name in ("checkpoint.pt", "log.jsonl", "run.json", "loss.png", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [0, 1, 2, 3, 4]
+    assert "held-out response loss" in err and "stopped at the end token" in err and "example answer" in stdout
+    model, tokenizer = load_model_and_tokenizer(out / "checkpoint.pt")
+    assert tokenizer.eot_token == 400 and model.config.vocab_size == 401  # the end token was added
+    code = main(["generate", "--checkpoint", str(out / "checkpoint.pt"), "--prompt", "### Response:\n",
+                 "--max-new-tokens", "3", "--device", "cpu"])
+    assert code == 0
+
+
+def test_masking_can_be_switched_off(base: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(tmp_path / "u"),
+                           "--no-mask-prompt", *FAST)
+    assert code == 0 and "loss on every token" in err
+
+
+def test_resume_continues_exactly(base: Path, tmp_path: Path, capsys) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(whole), *FAST)[0] == 0
+    assert finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), "--stop-after", "2", *FAST)[0] == 0
+    assert load_checkpoint(parts / "checkpoint.pt")["step"] == 2
+    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), *FAST)
+    assert code == 2 and "add --resume" in err
+    assert finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), "--resume", *FAST)[0] == 0
+    a, b = load_checkpoint(whole / "checkpoint.pt")["model"], load_checkpoint(parts / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in read_log(whole / "log.jsonl") if "train_loss" in r] == \
+        [r["train_loss"] for r in read_log(parts / "log.jsonl") if "train_loss" in r]
+
+
+def test_lora_writes_the_adapter_only(base: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("sydsgpt.lora")
+    out = tmp_path / "lora"
+    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out), "--lora-rank", "2", *FAST)
+    assert code == 0, err
+    from safetensors.torch import load_file
+
+    adapter = load_file(out / "adapter.safetensors")
+    # the LoRA matrices, and the embedding (tied to the head) that holds the new end token's row
+    assert any("lora_A" in name for name in adapter) and "model.token_embedding.weight" not in adapter
+    assert all("lora" in name or name.startswith(("token_embedding", "output_projection")) for name in adapter), list(adapter)
+
+
+def _records(tmp_path: Path, records: object) -> Path:
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("records", "match"),
+    [
+        ([{"instruction": "Say hi.", "input": ""}], "output"),
+        ([{"instruction": "Say hi.", "input": "", "output": ""}], "empty"),
+        ({"instruction": "not a list"}, "list"),
+    ],
+)
+def test_bad_instruction_files_are_one_line_errors(base: Path, tmp_path: Path, capsys, records: object, match: str) -> None:
+    code, _, err = finetune(capsys, "instruct", str(_records(tmp_path, records)), "--base", str(base),
+                            "--out", str(tmp_path / "r"), *FAST)
+    assert code == 2 and err.startswith("sydsgpt finetune: error:") and match in err and err.count("\n") == 1, err
+
+
+def test_a_prompt_longer_than_the_context_is_a_clear_error(base: Path, tmp_path: Path, capsys) -> None:
+    long = [{"instruction": "Repeat the word twice. " * 40, "input": "king", "output": "king king"}] * 4
+    code, _, err = finetune(capsys, "instruct", str(_records(tmp_path, long)), "--base", str(base),
+                            "--out", str(tmp_path / "r"), *FAST)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("sydsgpt finetune: error: the prompt of the record") and "longer than the context" in last
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["instruct", "--lr", "-1"], "--lr"),
+        (["instruct", "--lora-rank", "0"], "--lora-rank"),
+        (["instruct", "--val-fraction", "1.5"], "--val-fraction"),
+        (["instruct", "--resume", "--out", "nowhere-dir"], "there is no nowhere-dir"),
+        (["classify", "--device", "cuda:7"], "cuda"),
+    ],
+)
+def test_bad_options_are_one_line_errors(capsys, args: list[str], match: str) -> None:
+    code, _, err = finetune(capsys, *args)
+    assert code == 2 and match in err and err.count("\n") == 1, err
+
+
+def test_an_unknown_task_is_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "translate"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_random_weight_gpt2_finetunes_with_the_same_code(tmp_path: Path, capsys) -> None:
+    # The path readers take with GPT-2 124M/355M, on a tiny GPT-2 that transformers builds offline.
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    out = tmp_path / "run"
+    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(tmp_path / "gpt2"), "--out", str(out), *FAST)
+    assert code == 0, err
+    model, tokenizer = load_model_and_tokenizer(out / "checkpoint.pt")
+    assert tokenizer.name == "gpt2" and tokenizer.eot_token == 50256 and model.config.vocab_size == 50257
+    assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to save
+
+
+def _texts(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "texts.tsv"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+SPAMMY = [f"spam\tWIN a free prize {i} now, call today" for i in range(20)]
+HAMMY = [f"ham\tsee you at the {w} tonight, love" for w in ("king", "queen", "lord", "hand", "night") * 4]
+
+
+def test_classify_end_to_end_and_with_lora(base: Path, tmp_path: Path, capsys) -> None:
+    data = _texts(tmp_path, SPAMMY + HAMMY)
+    for extra, out in (([], tmp_path / "plain"), (["--lora-rank", "2"], tmp_path / "lora")):
+        code, stdout, err = finetune(capsys, "classify", str(data), "--base", str(base), "--out", str(out),
+                                     "--batch-size", "4", "--max-steps", "3", "--eval-interval", "3", "--device", "cpu",
+                                     "--quiet", *extra)
+        assert code == 0, err
+        assert stdout.startswith("test accuracy ") and "trainable parameters" in err
+        for name in ("checkpoint.pt", "log.jsonl", "loss.png", "classifier.json", "tokenizer.json"):
+            assert (out / name).is_file(), name
+    assert (tmp_path / "lora" / "adapter.safetensors").is_file()
+    assert json.loads((tmp_path / "lora" / "classifier.json").read_text())["trainable"] == "lora"
+
+
+@pytest.mark.parametrize(
+    ("lines", "extra", "match"),
+    [
+        (SPAMMY + HAMMY + ["eggs\tgreen eggs"], ["--labels", "ham,spam"], "eggs"),
+        (SPAMMY + HAMMY + ["ham\t   "], [], "empty"),
+        (SPAMMY + HAMMY + ["ham without a tab"], [], "TAB"),
+    ],
+)
+def test_bad_text_files_are_one_line_errors(base: Path, tmp_path: Path, capsys, lines: list[str], extra: list[str],
+                                            match: str) -> None:
+    code, _, err = finetune(capsys, "classify", str(_texts(tmp_path, lines)), "--base", str(base),
+                            "--out", str(tmp_path / "r"), "--device", "cpu", *extra)
+    assert code == 2 and err.startswith("sydsgpt finetune: error:") and match in err and err.count("\n") == 1, err
