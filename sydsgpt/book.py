@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_from_checkpoint
 from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME, atomic_write, file_sha256
 from .logs import read_log
 from .presets import RunPreset, get_run
@@ -50,7 +51,8 @@ BOOK_CHECKPOINT_DIR = Path(__file__).parent / "weights" / BOOK_CHECKPOINT
 """Where the book checkpoint's files ship with the package."""
 WEIGHTS_NAME = "model.safetensors"
 INFO_NAME = "info.json"
-_TIED_NAME = "output_projection.weight"  # the head, the token embedding's tensor when tie_weights
+_TIED_NAME, _TIED_TO = "output_projection.weight", "token_embedding.weight"
+"""With ``tie_weights`` the head is the token embedding's tensor: the weights file stores it once."""
 
 
 def book_tokenizer(out_dir: str | Path | None = None, run: str | RunPreset = "book-ch05") -> Any:
@@ -125,6 +127,18 @@ def train_book_model(
     return BookRun(model.eval(), tokenizer, history, out, True)
 
 
+def held_out(model: nn.Module, tokenizer: Any, run: str) -> tuple[float, float]:
+    """``(loss, bits per byte)`` of ``model`` over the whole held-out split of ``run``'s corpus,
+    cut into sequences of the model's ``context_length`` (how the book reports quality)."""
+    from .corpora import load_corpus
+    from .data import make_loaders
+    from .losses import held_out_bits_per_byte
+
+    spec = get_run(run)
+    _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
+    return held_out_bits_per_byte(model, val_loader, tokenizer)
+
+
 def _run_seconds(log: list[dict[str, Any]]) -> float:
     """Training time of a run from its log: each step's tokens over its measured speed."""
     steps = [r for r in log if r.get("tokens_per_s")]
@@ -146,9 +160,7 @@ def publish_book_checkpoint(
     from safetensors.torch import save_file
 
     from .bench.common import cpu_model
-    from .corpora import load_corpus
-    from .data import make_loaders
-    from .losses import held_out_bits_per_byte
+    from .model import count_parameters
 
     spec = get_run(run)
     run_dir, dest = Path(run_dir), Path(dest)
@@ -157,8 +169,7 @@ def publish_book_checkpoint(
         raise CheckpointError(f"{run_dir} is not the finished {run!r} run; train it with: {spec.command(str(run_dir))}")
     model = model_from_checkpoint(state, run_dir / CHECKPOINT_NAME).eval()
     tokenizer = book_tokenizer(run_dir, spec)
-    _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
-    val_loss, val_bpb = held_out_bits_per_byte(model, val_loader, tokenizer)
+    val_loss, val_bpb = held_out(model, tokenizer, run)
     log = read_log(run_dir / LOG_NAME)
     dest.mkdir(parents=True, exist_ok=True)
     weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
@@ -166,11 +177,9 @@ def publish_book_checkpoint(
         del weights[_TIED_NAME]
     save_file(weights, str(dest / WEIGHTS_NAME), metadata={"run": run})
     tokenizer.save(dest / TOKENIZER_NAME)
-    import torch
-
     info = {
         "run": run, "command": spec.command(f"runs/{run}"), "sha256": file_sha256(dest / WEIGHTS_NAME),
-        "model": model.config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+        "model": model.config.to_dict(), "parameters": count_parameters(model),
         "tokenizer": tokenizer.name, "train": spec.train.to_dict(), "steps": state["step"],
         "tokens_seen": state["tokens_seen"], "train_seconds": round(_run_seconds(log), 3),
         "val_curve": [[r["step"], r["tokens_seen"], round(r["val_loss"], 4)] for r in log if "val_loss" in r],
@@ -204,8 +213,9 @@ def load_book_checkpoint(folder: str | Path = BOOK_CHECKPOINT_DIR, device: str =
         raise CheckpointError(f"{folder / WEIGHTS_NAME} has sha256 {digest}, but {folder / INFO_NAME} records "
                               f"{info['sha256']}: the file is damaged or was replaced; reinstall sydsgpt")
     model = SydsGPT(info["model"])
-    missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=False)
-    if unexpected or set(missing) - ({_TIED_NAME} if model.config.tie_weights else set()):
-        raise CheckpointError(f"{folder / WEIGHTS_NAME} does not fit its info.json model: missing {missing}, unexpected {unexpected}")
+    weights = load_file(folder / WEIGHTS_NAME)
+    if model.config.tie_weights and _TIED_TO in weights:
+        weights[_TIED_NAME] = weights[_TIED_TO]
+    load_weights(model, weights, folder / WEIGHTS_NAME)
     tokenizer = BPETokenizer.load(folder / TOKENIZER_NAME)
     return BookRun(model.to(device).eval(), tokenizer, [], folder, False, info)

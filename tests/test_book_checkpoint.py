@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sydsgpt import presets
-from sydsgpt.book import (BOOK_CHECKPOINT, BOOK_CHECKPOINT_DIR, INFO_NAME, WEIGHTS_NAME, book_tokenizer,
+from sydsgpt.book import (BOOK_CHECKPOINT, BOOK_CHECKPOINT_DIR, INFO_NAME, WEIGHTS_NAME, book_tokenizer, held_out,
                           load_book_checkpoint, publish_book_checkpoint, train_book_model)
 from sydsgpt.checkpoint import CheckpointError
 from sydsgpt.files import file_sha256
@@ -68,8 +68,6 @@ def test_the_committed_tokenizer_is_the_one_the_run_trains() -> None:
 
 @pytest.mark.slow
 def test_the_recorded_bits_per_byte_are_reproduced() -> None:
-    from sydsgpt.bench.quality import held_out
-
     book = load_book_checkpoint()
     loss, bpb = held_out(book.model, book.tokenizer, BOOK_CHECKPOINT)
     assert round(bpb, 4) == pytest.approx(INFO["val_bpb"], abs=2e-4)

@@ -19,22 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..book import load_book_checkpoint, train_book_model
-from ..corpora import load_corpus
-from ..data import make_loaders
-from ..losses import held_out_bits_per_byte
+from ..book import held_out, load_book_checkpoint, train_book_model
+from ..model import count_parameters
 from ..presets import get_run
 
 COLUMNS = ("run", "params", "tokenizer", "steps", "tokens", "train_s", "val_loss", "val_bpb", "how_timed")
 TARGET_BPB, TARGET_SECONDS = 2.5, 120.0
 """Chapter 5's run should reach this many bits per byte within this many seconds of training."""
-
-
-def held_out(model: Any, tokenizer: Any, run: str) -> tuple[float, float]:
-    """``(loss, bits per byte)`` of ``model`` over the whole held-out split of ``run``'s corpus."""
-    spec = get_run(run)
-    _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
-    return held_out_bits_per_byte(model, val_loader, tokenizer)
 
 
 def run(log: Any = print) -> list[dict[str, Any]]:
@@ -47,7 +38,7 @@ def run(log: Any = print) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - start
     loss, bpb = held_out(trained.model, trained.tokenizer, "book-ch05")
     steps = spec.train.max_steps
-    rows.append({"run": "book-ch05", "params": sum(p.numel() for p in trained.model.parameters()),
+    rows.append({"run": "book-ch05", "params": count_parameters(trained.model),
                  "tokenizer": trained.tokenizer.name, "steps": steps,
                  "tokens": steps * spec.train.batch_size * spec.train.seq_len, "train_s": round(seconds, 1),
                  "val_loss": round(loss, 4), "val_bpb": round(bpb, 4),
