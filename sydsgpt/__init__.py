@@ -23,7 +23,8 @@ Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exerci
 from .attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
 from .blocks import GELU, FeedForward, LayerNorm, TransformerBlock
 from .gqa import repeat_kv
-from .model import SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, model_memory_bytes
+from .config import Kernels, SydsGPTConfig
+from .model import SydsGPT, count_parameters, flops_per_token, generate_simple, model_memory_bytes
 from .norms import RMSNorm
 from .presets import PRESETS, get_preset
 from .rope import RotaryEmbedding, apply_rope
@@ -34,6 +35,6 @@ __version__ = "0.1.0"
 __all__ = [
     "KVCache", "MultiHeadAttention", "scaled_dot_product_attention",
     "GELU", "FeedForward", "LayerNorm", "TransformerBlock",
-    "PRESETS", "SydsGPT", "SydsGPTConfig", "count_parameters", "flops_per_token", "generate_simple", "get_preset",
+    "Kernels", "PRESETS", "SydsGPT", "SydsGPTConfig", "count_parameters", "flops_per_token", "generate_simple", "get_preset",
     "model_memory_bytes", "RMSNorm", "RotaryEmbedding", "SwiGLUFeedForward", "apply_rope", "repeat_kv",
 ]

@@ -16,18 +16,15 @@ KV cache), ``H`` heads, ``D`` head dimension.
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import Kernels, SydsGPTConfig, register
 from .gqa import repeat_kv
 from .norms import RMSNorm
 from .rope import RopeTables, apply_rope
-
-AttentionImpl = Literal["explicit", "sdpa"]
-ATTENTION_IMPLS: tuple[str, ...] = ("explicit", "sdpa")
+from .validation import check_positive_int, check_real
 
 
 def causal_mask(num_queries: int, num_keys: int, device: torch.device | None = None) -> torch.Tensor:
@@ -152,6 +149,7 @@ class KVCache:
         return self._k[:, :, : self.length], self._v[:, :, : self.length]
 
 
+@register("attention_type", "multi-head")
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention.
 
@@ -162,22 +160,11 @@ class MultiHeadAttention(nn.Module):
         num_heads: number of heads; must divide ``d_out``.
         dropout: dropout probability on the attention weights.
         qkv_bias: give the query/key/value projections a bias.
-        impl: ``"explicit"`` (the chapter's maths) or ``"sdpa"`` (PyTorch's fused kernel).
-        fused_qkv: while gradients are recorded (training), compute Q, K and V with one
-            matrix product instead of three (same parameters, same result). Without
-            gradients (generation, evaluation) the three products run on the weights as
-            they are: joining the weights copies them on every call, which costs more than
-            one larger product saves when a step is a single token.
 
-    Chapter 7's switches (defaults: GPT-2's attention):
-
-    * ``num_kv_heads``: grouped-query attention, ``H_kv`` key/value heads each shared
-      by ``num_heads / H_kv`` query heads (:mod:`sydsgpt.gqa`); ``None``: ``num_heads``.
-    * ``head_dim``: features per head; ``None``: ``d_out / num_heads``. The queries are
-      ``num_heads * head_dim`` wide, the output projection maps that back to ``d_out``.
-    * ``qk_norm``: RMS-normalise each head's queries and keys (epsilon ``norm_eps``).
-    * ``output_bias``: a bias in the output projection.
-    * RoPE: :meth:`forward`'s ``rope`` tables rotate queries and keys (:mod:`sydsgpt.rope`).
+    :meth:`from_config` builds the layer a model uses: this one, with chapter 7's parts
+    where the config asks for them (grouped-query attention, a head width of its own,
+    QK-norm, no output bias; RoPE arrives through :meth:`forward`'s ``rope``) and the
+    :class:`~sydsgpt.config.Kernels` that compute it.
 
     Shapes: ``(B, T, d_in) -> (B, T, d_out)``.
     """
@@ -188,154 +175,155 @@ class MultiHeadAttention(nn.Module):
         d_out: int,
         context_length: int,
         num_heads: int,
-        dropout: float = 0.0,
-        qkv_bias: bool = False,
-        impl: AttentionImpl = "sdpa",
-        fused_qkv: bool = True,
-        # later: grouped-query attention, head_dim, qk-norm, output bias (chapter 7)
-        *,
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        qk_norm: bool = False,
-        output_bias: bool = True,
-        norm_eps: float = 1e-6,
-        # endlater
+        dropout: float = SydsGPTConfig.dropout,
+        qkv_bias: bool = SydsGPTConfig.qkv_bias,
     ) -> None:
         super().__init__()
-        # later: checks of num_heads, impl and dropout (each error says how to fix it)
-        if head_dim is None and (num_heads < 1 or d_out % num_heads != 0):
+        # later: checks of num_heads and dropout (each error says how to fix it)
+        check_positive_int(num_heads, "num_heads")
+        if d_out % num_heads != 0:
             raise ValueError(
-                f"num_heads ({num_heads}) must be a positive divisor of d_out ({d_out}): "
-                f"each head gets d_out / num_heads features. Try num_heads in "
+                f"num_heads ({num_heads}) must be a divisor of d_out ({d_out}): each head "
+                f"gets d_out / num_heads features. Try num_heads in "
                 f"{[h for h in range(1, min(d_out, 64) + 1) if d_out % h == 0]}."
             )
-        if impl not in ATTENTION_IMPLS:
-            raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_real(dropout, "dropout", low=0.0, high=1.0, high_open=True)
         # endlater
         self.d_in = d_in
         self.d_out = d_out
         self.context_length = context_length
         self.num_heads = num_heads
-        self.head_dim = d_out // num_heads if head_dim is None else head_dim
-        # later: num_kv_heads, the key/value heads: num_heads unless grouped-query (chapter 7)
-        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if self.num_kv_heads < 1 or num_heads % self.num_kv_heads != 0:
-            raise ValueError(
-                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads}): each key/value "
-                f"head serves the same number of query heads. Try num_kv_heads in "
-                f"{[h for h in range(1, num_heads + 1) if num_heads % h == 0]}."
-            )
-        # endlater
-        self.q_dim = num_heads * self.head_dim  # width of all query heads together (d_out for GPT-2)
-        self.kv_dim = self.num_kv_heads * self.head_dim  # width of all key (or value) heads together
-        self.impl: AttentionImpl = impl
-        self.fused_qkv = fused_qkv
-        self.weight_query = nn.Linear(d_in, self.q_dim, bias=qkv_bias)
-        self.weight_key = nn.Linear(d_in, self.kv_dim, bias=qkv_bias)
-        self.weight_value = nn.Linear(d_in, self.kv_dim, bias=qkv_bias)
-        self.output_projection = nn.Linear(self.q_dim, d_out, bias=output_bias)
-        # later: qk-norm (chapter 7)
-        self.q_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
-        # endlater
+        self.head_dim = d_out // num_heads
+        self.weight_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.weight_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.weight_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.output_projection = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
+        # later: chapter 7's parts and the kernels, which from_config sets
+        self.num_kv_heads = num_heads
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
+        self.kernels = Kernels()
+        # endlater
 
-    # later: dropout_p, read by the SDPA fast path (appendix: making it fast)
+    @classmethod
+    def from_config(cls, config: SydsGPTConfig, kernels: Kernels | None = None) -> MultiHeadAttention:
+        """The attention of a model: chapter 2's layer with the chapter 7 parts ``config`` names."""
+        d, heads = config.embedding_dim, config.num_heads
+        q_dim, kv_dim = heads * config.head_size, config.kv_heads * config.head_size
+        layer = cls(d, q_dim, config.context_length, heads, config.dropout, config.qkv_bias)
+        layer.kernels = kernels or Kernels()
+        if kv_dim != q_dim:  # grouped-query attention: fewer, shared key/value heads
+            layer.num_kv_heads = config.kv_heads
+            layer.weight_key = nn.Linear(d, kv_dim, bias=config.qkv_bias)
+            layer.weight_value = nn.Linear(d, kv_dim, bias=config.qkv_bias)
+        if q_dim != d or not config.linear_bias:  # heads of their own width; no output bias
+            layer.output_projection = nn.Linear(q_dim, d, bias=config.linear_bias)
+            layer.d_out = d
+        if config.qk_norm:  # QK-norm: each head's queries and keys RMS-normalised
+            layer.q_norm = RMSNorm(config.head_size, config.norm_eps)
+            layer.k_norm = RMSNorm(config.head_size, config.norm_eps)
+        return layer
+
     @property
-    def dropout_p(self) -> float:
-        """Dropout probability on the attention weights (read from ``self.dropout``, so both impls agree)."""
-        return self.dropout.p
-    # endlater
+    def q_dim(self) -> int:
+        """Width of all query heads together (``d_out`` for GPT-2)."""
+        return self.num_heads * self.head_dim
 
-    # later: loading checkpoints of the original SydsGPT-Pretraining project (a compatibility shim)
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Checkpoints of the original SydsGPT-Pretraining project stored the causal mask
-        # as a buffer; it is derived from the shapes here, so the stored copy is dropped.
-        state_dict.pop(prefix + "causal_mask", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-    # endlater
+    @property
+    def kv_dim(self) -> int:
+        """Width of all key (or value) heads together."""
+        return self.num_kv_heads * self.head_dim
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(B, T, d_in)`` -> queries ``(B, T, q_dim)``, keys and values ``(B, T, kv_dim)``."""
-        if not (self.fused_qkv and torch.is_grad_enabled()):
-            return self.weight_query(x), self.weight_key(x), self.weight_value(x)
+        """``(B, T, d_in)`` -> queries ``(B, T, q_dim)``, keys and values ``(B, T, kv_dim)``.
+
+        With ``kernels.fused_qkv``, while gradients are recorded (training), one matrix
+        product computes all three (same parameters, same result). Without gradients
+        (generation, evaluation) the three products run on the weights as they are:
+        joining the weights copies them on every call, which costs more than one larger
+        product saves when a step is a single token.
+        """
         # later: the fused path, one matrix product for Q, K and V (appendix: making it fast)
-        weight = torch.cat([self.weight_query.weight, self.weight_key.weight, self.weight_value.weight])
-        bias = None
-        if self.weight_query.bias is not None:
-            bias = torch.cat([self.weight_query.bias, self.weight_key.bias, self.weight_value.bias])
-        return F.linear(x, weight, bias).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        if self.kernels.fused_qkv and torch.is_grad_enabled():
+            projections = (self.weight_query, self.weight_key, self.weight_value)
+            weight = torch.cat([p.weight for p in projections])
+            bias = None
+            if self.weight_query.bias is not None:
+                bias = torch.cat([p.bias for p in projections])
+            return F.linear(x, weight, bias).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
         # endlater
+        return self.weight_query(x), self.weight_key(x), self.weight_value(x)
 
     def _split_heads(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
         """``(B, T, heads * D)`` -> ``(B, heads, T, D)`` (``heads`` defaults to ``num_heads``)."""
         b, n, _ = t.shape
         return t.view(b, n, heads or self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None) -> torch.Tensor:
-        """``(B, T, d_in) -> (B, T, d_out)``; with ``kv_cache`` the T tokens follow the cached ones.
-
-        ``rope``: the ``(cos, sin)`` tables of the T tokens' positions (chapter 7), or ``None``.
-        """
-        # later: a check that x is a batch (B, T, d_in) (the error says how to fix it)
+    def _check_input(self, x: torch.Tensor, kv_cache: KVCache | None) -> None:
+        """``x`` must be ``(B, T, d_in)`` and fit the context after the cached tokens."""
         if x.dim() != 3:
             raise ValueError(
-                f"MultiHeadAttention expects input of shape (batch, tokens, {self.d_in}), "
-                f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}. Add a batch dimension with x.unsqueeze(0)."
+                f"MultiHeadAttention expects input of shape (batch, tokens, {self.d_in}), got a "
+                f"{x.dim()}-D tensor of shape {tuple(x.shape)}. Add a batch dimension with "
+                f"x.unsqueeze(0)."
             )
-        # endlater
-        b, t, d = x.shape
-        # later: checks of d_in and of T against context_length (errors say how to fix it)
-        if d != self.d_in:
-            raise ValueError(f"expected {self.d_in} features per token, got {d} (input shape {tuple(x.shape)})")
-        # later: the KV cache (chapter 6): past, the number of tokens already cached
-        # region: kv-cache
-        past = kv_cache.length if kv_cache is not None else 0
-        # endregion: kv-cache
-        # endlater
+        if x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"expected {self.d_in} features per token, got {x.shape[-1]} "
+                f"(input shape {tuple(x.shape)})"
+            )
+        t, past = x.shape[1], kv_cache.length if kv_cache is not None else 0
         if past + t > self.context_length:
             cached = f" ({past} cached + {t} new)" if past else ""
             raise ValueError(
-                f"sequence of {past + t} tokens{cached} is longer than context_length={self.context_length}; "
-                f"crop the input to its last {self.context_length} tokens"
-                + (" or reset the KV cache." if past else ".")
+                f"sequence of {past + t} tokens{cached} is longer than "
+                f"context_length={self.context_length}; crop the input to its last "
+                f"{self.context_length} tokens" + (" or reset the KV cache." if past else ".")
             )
-        # endlater
+
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None
+    ) -> torch.Tensor:
+        """``(B, T, d_in) -> (B, T, d_out)``; with ``kv_cache`` the T tokens follow the cached
+        ones. ``rope``: the ``(cos, sin)`` tables of the T tokens' positions (chapter 7)."""
+        self._check_input(x, kv_cache)
+        b, t, _ = x.shape
         queries, keys, values = self._project_qkv(x)
         q = self._split_heads(queries)  # (B, H, T, D)
-        k, v = self._split_heads(keys, self.num_kv_heads), self._split_heads(values, self.num_kv_heads)  # (B, H_kv, T, D)
-        # later: qk-norm and RoPE (chapter 7)
-        if self.q_norm is not None and self.k_norm is not None:  # QK-norm: each head's queries and keys
+        k = self._split_heads(keys, self.num_kv_heads)  # (B, H_kv, T, D)
+        v = self._split_heads(values, self.num_kv_heads)  # (B, H_kv, T, D)
+        # later: QK-norm and RoPE (chapter 7)
+        if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:  # rotate by position before caching: cached keys keep their rotation
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         # endlater
-        # later: the KV cache (chapter 6): append the new keys and values, attend to all
-        # region: kv-cache-2
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v)  # the cache holds H_kv heads: the memory GQA saves
-        # endregion: kv-cache-2
+        # later: the KV cache (chapter 6)
+        # region: kv-cache
+        if kv_cache is not None:  # append the new keys and values, attend to all of them
+            k, v = kv_cache.update(k, v)  # (B, H_kv, S, D): the cache holds H_kv heads
+        # endregion: kv-cache
         # endlater
         # later: grouped-query attention shares each key/value head (chapter 7)
         groups = self.num_heads // self.num_kv_heads
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, S, D)
         # endlater
-        if self.impl == "explicit":
+        if self.kernels.attention == "explicit":
             context, _ = scaled_dot_product_attention(q, k, v, causal=True, dropout=self.dropout)
-        else:
-            # later: PyTorch's fused SDPA kernel (appendix: making it fast)
-            dropout_p = self.dropout_p if self.training else 0.0
-            if t == k.shape[-2]:  # no cached prefix: plain causal attention
-                context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            # region: kv-cache-3
-            elif t == 1:  # one new token after a cached prefix: it may see every key
-                context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-            else:  # queries are the newest tokens of a longer key sequence
-                allowed = ~causal_mask(t, k.shape[-2], device=x.device)
-                context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
-            # endregion: kv-cache-3
-            # endlater
-        context = context.transpose(1, 2).reshape(b, t, self.q_dim)  # merge heads
+        else:  # PyTorch's fused kernel (appendix: making it fast)
+            context = self._sdpa(q, k, v)
+        context = context.transpose(1, 2).reshape(b, t, self.q_dim)  # merge heads: (B, T, H * D)
         return self.output_projection(context)
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same attention by :func:`torch.nn.functional.scaled_dot_product_attention`:
+        ``(B, H, T, D)`` queries, ``(B, H, S, D)`` keys and values -> ``(B, H, T, D)``."""
+        dropout_p = self.dropout.p if self.training else 0.0
+        t, s = q.shape[-2], k.shape[-2]
+        if t == s:  # no cached prefix: plain causal attention
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if t == 1:  # one new token after a cached prefix: it may see every key
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        allowed = ~causal_mask(t, s, device=q.device)  # the queries are the newest t of s tokens
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)

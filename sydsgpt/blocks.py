@@ -13,15 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionImpl, KVCache, MultiHeadAttention
-from .norms import RMSNorm
+from . import norms, swiglu  # noqa: F401  (chapter 7's layers register their names)
+from .attention import KVCache
+from .config import ATTENTIONS, FEED_FORWARDS, NORMS, Kernels, SydsGPTConfig, register
 from .rope import RopeTables
-from .swiglu import SwiGLUFeedForward, swiglu_hidden_dim
 from .validation import check_features
 
-NORMS: tuple[str, ...] = ("layernorm", "rmsnorm")
 
-
+@register("norm", "layernorm")
 class LayerNorm(nn.Module):
     """Normalise each token's features to mean 0, variance 1, then scale and shift.
 
@@ -38,11 +37,16 @@ class LayerNorm(nn.Module):
         eps: added to the variance so a constant token does not divide by zero.
     """
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, emb_dim: int, eps: float = SydsGPTConfig.norm_eps) -> None:
         super().__init__()
         self.eps = eps
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    @classmethod
+    def from_config(cls, config: SydsGPTConfig) -> LayerNorm:
+        """A layer norm over the model's ``embedding_dim`` features."""
+        return cls(config.embedding_dim, config.norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., d) -> (..., d)``: each token (last dimension) is normalised on its own."""
@@ -50,13 +54,9 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
 
-def make_norm(kind: str, emb_dim: int, eps: float = 1e-5) -> nn.Module:
-    """The norm a config names: ``"layernorm"`` (GPT-2, this chapter) or ``"rmsnorm"`` (chapter 7)."""
-    if kind == "layernorm":
-        return LayerNorm(emb_dim, eps)
-    if kind == "rmsnorm":
-        return RMSNorm(emb_dim, eps)
-    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+def make_norm(config: SydsGPTConfig) -> nn.Module:
+    """The norm ``config.norm`` names (``"layernorm"``: this chapter; ``"rmsnorm"``: chapter 7)."""
+    return NORMS[config.norm].from_config(config)
 
 
 class GELU(nn.Module):
@@ -67,20 +67,34 @@ class GELU(nn.Module):
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
+@register("ffn", "gelu")
 class FeedForward(nn.Module):
     """Position-wise MLP: ``d -> 4d -> GELU -> d``. Shapes ``(B, T, d) -> (B, T, d)``.
 
-    ``hidden_dim`` (default ``hidden_mult * d``) and ``bias`` are chapter 7's switches.
+    Args:
+        emb_dim: features per token ``d``.
+        hidden_dim: the hidden width; ``None``: :meth:`default_hidden_dim` (``4 d``).
+        bias: biases in both linear layers (GPT-2 has them).
     """
 
-    def __init__(self, emb_dim: int, hidden_mult: int = 4, hidden_dim: int | None = None, bias: bool = True) -> None:
+    def __init__(self, emb_dim: int, hidden_dim: int | None = None, bias: bool = True) -> None:
         super().__init__()
-        hidden = hidden_mult * emb_dim if hidden_dim is None else hidden_dim
+        hidden = self.default_hidden_dim(emb_dim) if hidden_dim is None else hidden_dim
         self.layers = nn.Sequential(
             nn.Linear(emb_dim, hidden, bias=bias),
             GELU(),
             nn.Linear(hidden, emb_dim, bias=bias),
         )
+
+    @staticmethod
+    def default_hidden_dim(emb_dim: int) -> int:
+        """GPT-2's hidden width: four times the model's."""
+        return 4 * emb_dim
+
+    @classmethod
+    def from_config(cls, config: SydsGPTConfig) -> FeedForward:
+        """The feed-forward network of a model with ``config``."""
+        return cls(config.embedding_dim, config.ffn_hidden_size, config.linear_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, d) -> (B, T, 4d) -> (B, T, d)``, each token independently."""
@@ -88,68 +102,29 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: ``x + dropout(attention(layer_norm1(x)))`` then ``x + dropout(feed_forward(layer_norm2(x)))``.
+    """Pre-norm block: ``x + dropout(attention(norm1(x)))``, then
+    ``x + dropout(feed_forward(norm2(x)))``. Shapes ``(B, T, d) -> (B, T, d)``.
 
-    Args:
-        emb_dim: features per token ``d``.
-        context_length: longest sequence accepted.
-        num_heads: attention heads (must divide ``emb_dim``).
-        dropout: dropout on attention weights and on both residual branches.
-        qkv_bias: bias in the query/key/value projections.
-        attention: attention implementation, ``"explicit"`` or ``"sdpa"``.
-        fused_qkv: one matrix product for Q, K and V.
-
-    Chapter 7's switches (defaults: GPT-2's block): ``norm`` (``"layernorm"`` or
-    ``"rmsnorm"``) and ``norm_eps``; ``ffn`` (``"gelu"`` or ``"swiglu"``) and its
-    ``ffn_hidden_dim`` (``None``: ``4 d`` for GELU, ``8d/3`` for SwiGLU); ``linear_bias`` (output projection and
-    feed-forward biases); ``num_kv_heads``, ``head_dim``, ``qk_norm``: see
-    :class:`~sydsgpt.attention.MultiHeadAttention`.
+    Every part is the one ``config`` names: GPT-2's layer norm, multi-head attention and
+    GELU feed-forward by default; chapter 7's RMSNorm, grouped-query attention and SwiGLU
+    when the config asks (the tables are in :mod:`sydsgpt.config`). ``kernels`` choose how
+    attention is computed (appendix: making it fast).
     """
 
-    def __init__(
-        self,
-        emb_dim: int,
-        context_length: int,
-        num_heads: int,
-        dropout: float = 0.0,
-        qkv_bias: bool = False,
-        attention: AttentionImpl = "sdpa",
-        fused_qkv: bool = True,
-        # later: chapter 7's switches: norm, feed-forward, biases, attention variants
-        *,
-        norm: str = "layernorm",
-        norm_eps: float = 1e-5,
-        ffn: str = "gelu",
-        ffn_hidden_dim: int | None = None,
-        linear_bias: bool = True,
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        qk_norm: bool = False,
-        # endlater
-    ) -> None:
+    def __init__(self, config: SydsGPTConfig, kernels: Kernels | None = None) -> None:
         super().__init__()
-        # The attribute names stay layer_norm1/2 whichever norm they hold (the state dict keeps its names).
-        self.layer_norm1 = make_norm(norm, emb_dim, norm_eps)
-        self.attention = MultiHeadAttention(
-            emb_dim, emb_dim, context_length, num_heads, dropout, qkv_bias, impl=attention, fused_qkv=fused_qkv,
-            # later: chapter 7's attention switches
-            num_kv_heads=num_kv_heads, head_dim=head_dim, qk_norm=qk_norm, output_bias=linear_bias, norm_eps=norm_eps,
-            # endlater
-        )
-        self.layer_norm2 = make_norm(norm, emb_dim, norm_eps)
-        if ffn == "gelu":
-            self.feed_forward: nn.Module = FeedForward(emb_dim, hidden_dim=ffn_hidden_dim, bias=linear_bias)
-        # later: the SwiGLU feed-forward network (chapter 7)
-        elif ffn == "swiglu":
-            hidden = swiglu_hidden_dim(emb_dim) if ffn_hidden_dim is None else ffn_hidden_dim
-            self.feed_forward = SwiGLUFeedForward(emb_dim, hidden, bias=linear_bias)
-        else:
-            raise ValueError(f"ffn must be 'gelu' or 'swiglu', got {ffn!r}")
-        # endlater
-        self.dropout = nn.Dropout(dropout)
+        # The names stay layer_norm1/2 whichever norm they hold (the state dict keeps its keys).
+        self.layer_norm1 = make_norm(config)
+        self.attention = ATTENTIONS[config.attention_type].from_config(config, kernels)
+        self.layer_norm2 = make_norm(config)
+        self.feed_forward = FEED_FORWARDS[config.ffn].from_config(config)
+        self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None) -> torch.Tensor:
-        """``(B, T, d) -> (B, T, d)``; ``rope``: the RoPE tables of the T tokens' positions (chapter 7)."""
+    def forward(
+        self, x: torch.Tensor, kv_cache: KVCache | None = None, rope: RopeTables | None = None
+    ) -> torch.Tensor:
+        """``(B, T, d) -> (B, T, d)``; ``kv_cache`` (chapter 6) and ``rope`` (chapter 7) are
+        handed to attention."""
         x = x + self.dropout(self.attention(self.layer_norm1(x), kv_cache=kv_cache, rope=rope))
         x = x + self.dropout(self.feed_forward(self.layer_norm2(x)))
         return x

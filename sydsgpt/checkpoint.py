@@ -319,8 +319,20 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: str 
     expected = model.state_dict()
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: its 'model' entry is a {type(state).__name__}, not a state dict")
+    # The original SydsGPT-Pretraining checkpoints store each layer's causal mask; it follows
+    # from the shapes, so it is not a weight here.
+    state = {k: v for k, v in state.items() if not k.endswith(".attention.causal_mask")}
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    padded = ("token_embedding.weight", "output_projection.weight")  # any padding loads
+
+    def fits(name: str, value: torch.Tensor) -> bool:
+        want = expected[name].shape
+        if name in padded and vocab is not None and value.dim() == 2 and value.shape[0] >= vocab:
+            return value.shape[1:] == want[1:]
+        return value.shape == want
+
     problems = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
-                for k, v in state.items() if k in expected and isinstance(v, torch.Tensor) and v.shape != expected[k].shape]
+                for k, v in state.items() if k in expected and isinstance(v, torch.Tensor) and not fits(k, v)]
     if problems:
         raise CheckpointError(
             f"{path}: its tensors do not fit the model its config describes ({len(problems)} problem(s): "

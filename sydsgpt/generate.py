@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .attention import KVCache
-from .model import SydsGPTConfig
+from .config import SydsGPTConfig
 from .sampling import _check_ngram, _check_penalty, _check_temperature, _check_top_k, _check_top_p, select_next_token
 from .tokenizer import text_to_token_ids
 from .validation import check_bool, check_input_ids, check_int, check_keys, check_positive_int, field_names

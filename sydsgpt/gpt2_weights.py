@@ -43,7 +43,8 @@ from typing import Any, Mapping
 import torch
 
 from .hub import read_model_folder, read_weights_file
-from .model import SydsGPT, SydsGPTConfig
+from .config import SydsGPTConfig
+from .model import SydsGPT
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -233,9 +234,10 @@ def _load_into(model: SydsGPT, ours: dict[str, torch.Tensor]) -> None:
         for name in [k for k in ours if k.endswith(("weight_query.bias", "weight_key.bias", "weight_value.bias"))]:
             if ours.pop(name).any():
                 raise ValueError(f"the checkpoint has non-zero {name} but the model was built with qkv_bias=False")
+    rows = model.token_embedding.weight.shape[0]  # vocab_size, or more with a padded vocabulary
     for name in ("token_embedding.weight", "output_projection.weight"):
-        if cfg.padded_vocab_size != cfg.vocab_size:  # padded rows never reach the logits: zeros
-            padded = ours[name].new_zeros(cfg.padded_vocab_size, ours[name].shape[1])
+        if rows != cfg.vocab_size:  # padded rows never reach the logits: zeros
+            padded = ours[name].new_zeros(rows, ours[name].shape[1])
             padded[: ours[name].shape[0]] = ours[name]
             ours[name] = padded
     expected = model.state_dict()

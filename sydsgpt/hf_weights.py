@@ -33,7 +33,8 @@ from typing import Any, Mapping
 import torch
 
 from .hub import download_hf_model, read_model_folder
-from .model import SydsGPT, SydsGPTConfig
+from .config import SydsGPTConfig
+from .model import SydsGPT
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -205,9 +206,10 @@ def hf_to_sydsgpt_state_dict(hf_state: StateDict, model: SydsGPT) -> dict[str, t
         raise ValueError("the model has an untied head (tie_weights=False) but the checkpoint has no lm_head.weight")
     else:
         ours["output_projection.weight"] = head
+    rows = model.token_embedding.weight.shape[0]  # vocab_size, or more with a padded vocabulary
     for name in ("token_embedding.weight", "output_projection.weight"):
-        if name in ours and cfg.padded_vocab_size != ours[name].shape[0]:  # padded rows never reach the logits
-            padded = ours[name].new_zeros(cfg.padded_vocab_size, ours[name].shape[1])
+        if name in ours and rows != ours[name].shape[0]:  # padded rows never reach the logits
+            padded = ours[name].new_zeros(rows, ours[name].shape[1])
             padded[: ours[name].shape[0]] = ours[name]
             ours[name] = padded
     expected = model.state_dict()

@@ -19,6 +19,7 @@ merged layer is a plain matrix product again, as fast as the base model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -186,8 +187,8 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
         parent_name, _, child = name.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
         setattr(parent, child, LoRALinear(linear, config.rank, config.alpha, config.dropout))
-        if child in ("weight_query", "weight_key", "weight_value") and hasattr(parent, "fused_qkv"):
-            parent.fused_qkv = False
+        if child in ("weight_query", "weight_key", "weight_value") and hasattr(parent, "kernels"):
+            parent.kernels = dataclasses.replace(parent.kernels, fused_qkv=False)
     return [prefix + name for name, _ in chosen]
 
 

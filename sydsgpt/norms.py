@@ -8,7 +8,7 @@ learned scale; no mean, no shift:
 ``y = x / sqrt(mean(x^2) + eps) * scale``
 
 :func:`sydsgpt.blocks.make_norm` builds the norm a config names (``"layernorm"`` or
-``"rmsnorm"``). Shapes: ``(..., d) -> (..., d)``, each token (last dimension) on its own.
+``"rmsnorm"``, registered in :data:`sydsgpt.config.NORMS`). Shapes: ``(..., d) -> (..., d)``, each token (last dimension) on its own.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import SydsGPTConfig, register
 from .validation import check_features
 
 
+@register("norm", "rmsnorm")
 class RMSNorm(nn.Module):
     """Root-mean-square normalisation with a learned per-feature ``scale`` (starts at 1).
 
@@ -30,10 +32,15 @@ class RMSNorm(nn.Module):
         eps: added to the mean of squares so an all-zero token does not divide by zero.
     """
 
-    def __init__(self, emb_dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, emb_dim: int, eps: float = SydsGPTConfig.norm_eps) -> None:
         super().__init__()
         self.eps = eps
         self.scale = nn.Parameter(torch.ones(emb_dim))
+
+    @classmethod
+    def from_config(cls, config: SydsGPTConfig) -> RMSNorm:
+        """An RMSNorm over the model's ``embedding_dim`` features."""
+        return cls(config.embedding_dim, config.norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., d) -> (..., d)``."""

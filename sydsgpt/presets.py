@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import SydsGPTConfig
+from .config import SydsGPTConfig
 from .train_config import TrainConfig
 
 _GPT2_COMMON = {"vocab_size": 50257, "context_length": 1024, "dropout": 0.1, "qkv_bias": True, "tie_weights": True}

@@ -25,10 +25,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .config import LLAMA3_SCALING_KEYS
+
 RopeTables = tuple[torch.Tensor, torch.Tensor]
 """``(cos, sin)``, each ``(T, D)``: the rotation for ``T`` positions, both halves of a pair alike."""
-
-LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_context_length")
 
 
 def rope_frequencies(head_dim: int, base: float = 10000.0, scaling: Mapping[str, Any] | None = None) -> torch.Tensor:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import SydsGPTConfig, register
+
 
 def swiglu_hidden_dim(emb_dim: int, multiple_of: int = 8) -> int:
     """The hidden width whose ``3 d h`` weights match GELU's ``8 d^2``: ``8d/3``, rounded up to ``multiple_of``."""
@@ -24,6 +26,7 @@ def swiglu_hidden_dim(emb_dim: int, multiple_of: int = 8) -> int:
     return (h + multiple_of - 1) // multiple_of * multiple_of
 
 
+@register("ffn", "swiglu")
 class SwiGLUFeedForward(nn.Module):
     """``down(SiLU(gate(x)) * up(x))``, token by token.
 
@@ -38,6 +41,13 @@ class SwiGLUFeedForward(nn.Module):
         self.gate_projection = nn.Linear(emb_dim, hidden_dim, bias=bias)
         self.up_projection = nn.Linear(emb_dim, hidden_dim, bias=bias)
         self.down_projection = nn.Linear(hidden_dim, emb_dim, bias=bias)
+
+    default_hidden_dim = staticmethod(swiglu_hidden_dim)
+
+    @classmethod
+    def from_config(cls, config: SydsGPTConfig) -> SwiGLUFeedForward:
+        """The SwiGLU network of a model with ``config``."""
+        return cls(config.embedding_dim, config.ffn_hidden_size, config.linear_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, d) -> (B, T, d)``."""

@@ -10,16 +10,19 @@ from helpers import seeded_randn
 from torch import nn
 
 from sydsgpt.attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from sydsgpt.config import Kernels
 
 IMPLS = ("explicit", "sdpa")
 
 
-def make_mha(impl: str = "explicit", seed: int = 0, **overrides) -> MultiHeadAttention:
+def make_mha(impl: str = "explicit", seed: int = 0, fused_qkv: bool = True, **overrides) -> MultiHeadAttention:
     """A small layer: 8 features in, 12 out, 3 heads of 4, context 10, in eval mode."""
-    kwargs = dict(d_in=8, d_out=12, context_length=10, num_heads=3, dropout=0.0, qkv_bias=True, impl=impl)
+    kwargs = dict(d_in=8, d_out=12, context_length=10, num_heads=3, dropout=0.0, qkv_bias=True)
     kwargs.update(overrides)
     torch.manual_seed(seed)
-    return MultiHeadAttention(**kwargs).eval()
+    mha = MultiHeadAttention(**kwargs).eval()
+    mha.kernels = Kernels(attention=impl, fused_qkv=fused_qkv)
+    return mha
 
 
 def inputs(batch: int = 2, tokens: int = 7, features: int = 8, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
@@ -298,37 +301,29 @@ def test_dropout_is_active_in_training_and_off_in_eval(impl: str) -> None:
 
 def test_dropout_probability_is_read_from_the_dropout_module() -> None:
     mha = make_mha("sdpa", dropout=0.3)
-    assert mha.dropout_p == 0.3
     mha.dropout.p = 0.0  # e.g. switched off for fine-tuning
     mha.train()
     x = inputs()
     assert torch.equal(mha(x), mha(x))
 
 
-def test_legacy_causal_mask_buffer_is_accepted_by_load_state_dict() -> None:
-    source = make_mha(seed=0)
-    state = dict(source.state_dict())
-    state["causal_mask"] = torch.triu(torch.ones(10, 10), diagonal=1)  # what old checkpoints stored
-    target = make_mha(seed=1)
-    result = target.load_state_dict(state, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    x = inputs()
-    assert torch.equal(target(x), source(x))
+def test_an_unknown_state_dict_key_is_refused() -> None:
+    source, target = make_mha(seed=0), make_mha(seed=1)
     with pytest.raises(RuntimeError, match="Unexpected key"):
-        target.load_state_dict({**source.state_dict(), "something_else": torch.zeros(1)})
+        target.load_state_dict({**source.state_dict(), "causal_mask": torch.zeros(1)})
 
 
 def test_num_heads_must_divide_d_out() -> None:
-    with pytest.raises(ValueError, match=r"num_heads \(5\) must be a positive divisor of d_out \(12\).*\[1, 2, 3, 4, 6, 12\]"):
+    with pytest.raises(ValueError, match=r"num_heads \(5\) must be a divisor of d_out \(12\).*\[1, 2, 3, 4, 6, 12\]"):
         MultiHeadAttention(8, 12, 10, num_heads=5)
-    with pytest.raises(ValueError, match="positive divisor"):
+    with pytest.raises(ValueError, match="num_heads must be a positive integer"):
         MultiHeadAttention(8, 12, 10, num_heads=0)
 
 
 def test_other_constructor_arguments_are_checked() -> None:
-    with pytest.raises(ValueError, match="impl must be one of"):
-        MultiHeadAttention(8, 12, 10, 3, impl="flash")
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match="Kernels.attention must be one of"):
+        Kernels(attention="flash")
+    with pytest.raises(ValueError, match=r"dropout must be .*\[0, 1\)"):
         MultiHeadAttention(8, 12, 10, 3, dropout=1.0)
 
 

@@ -213,9 +213,10 @@ def test_bench_generate_hands_its_options_to_the_generation_benchmark(tmp_path: 
 def test_a_decoding_layout_setup_trains_the_model_with_transposed_weights() -> None:
     from sydsgpt.bench.setups import PLAIN_MODEL, Setup
     from sydsgpt.bench.training import _Runner
+    from sydsgpt.config import Kernels
     from sydsgpt.model import SydsGPT
 
-    init = SydsGPT({**TINY_MODEL, **PLAIN_MODEL})
+    init = SydsGPT(TINY_MODEL, Kernels(**PLAIN_MODEL))
     for layout in (False, True):
         runner = _Runner(Setup("x", decoding_layout=layout), TINY_MODEL, init, torch.device("cpu"), lr=1e-3)
         linears = [m for m in runner.model.modules() if isinstance(m, torch.nn.Linear)]

@@ -12,11 +12,20 @@ from torch import nn
 
 from sydsgpt.attention import KVCache
 from sydsgpt.blocks import GELU, FeedForward, LayerNorm, TransformerBlock
+from sydsgpt.config import Kernels, SydsGPTConfig
 
 
-def make_block(attention: str = "sdpa", emb_dim: int = 16, dropout: float = 0.0, **kwargs) -> TransformerBlock:
+def block_config(emb_dim: int = 16, **overrides) -> SydsGPTConfig:
+    """A block's sizes: ``emb_dim`` features, 4 heads, context 12 (a config also names a vocabulary
+    and a depth, which a single block does not use)."""
+    sizes = dict(vocab_size=1, embedding_dim=emb_dim, context_length=12, num_layers=1, num_heads=4)
+    return SydsGPTConfig(**{**sizes, **overrides})
+
+
+def make_block(attention: str = "sdpa", emb_dim: int = 16, fused_qkv: bool = True, **overrides) -> TransformerBlock:
     torch.manual_seed(0)
-    return TransformerBlock(emb_dim, context_length=12, num_heads=4, dropout=dropout, attention=attention, **kwargs).eval()
+    kernels = Kernels(attention=attention, fused_qkv=fused_qkv)
+    return TransformerBlock(block_config(emb_dim, **overrides), kernels).eval()
 
 
 # --- LayerNorm -----------------------------------------------------------------------------
@@ -117,7 +126,7 @@ def test_block_keeps_the_shape(attention: str) -> None:
 def test_block_parameter_count_by_hand() -> None:
     # two LayerNorms 2*2d; Q, K, V 3*d^2 (+3d bias); output projection d^2 + d; feed-forward 8d^2 + 5d
     for d, bias in [(16, False), (16, True), (768, False)]:
-        block = TransformerBlock(d, context_length=8, num_heads=4, qkv_bias=bias)
+        block = TransformerBlock(block_config(d, qkv_bias=bias))
         expected = 4 * d + 3 * d * d + (3 * d if bias else 0) + d * d + d + 8 * d * d + 5 * d
         assert sum(p.numel() for p in block.parameters()) == expected
     assert expected == 12 * 768**2 + 10 * 768 == 7_085_568
@@ -187,13 +196,13 @@ def test_block_dropout_is_active_in_training_only() -> None:
     assert not torch.allclose(block(x), block(x))
 
 
-def test_block_passes_options_to_attention() -> None:
+def test_block_passes_its_config_and_kernels_to_attention() -> None:
     block = make_block("explicit", qkv_bias=True, fused_qkv=False)
-    assert block.attention.impl == "explicit"
+    assert block.attention.kernels.attention == "explicit"
     assert block.attention.weight_query.bias is not None
-    assert block.attention.fused_qkv is False
-    with pytest.raises(ValueError, match="must be a positive divisor"):
-        TransformerBlock(10, context_length=8, num_heads=4)
+    assert block.attention.kernels.fused_qkv is False
+    with pytest.raises(ValueError, match="must be divisible by"):
+        TransformerBlock(block_config(10))
 
 
 # --- why shortcut connections matter --------------------------------------------------------

@@ -18,7 +18,9 @@ from sydsgpt.classify import (
     IGNORE_INDEX, ClassificationDataset, GPTClassifier, balanced_split, bag_of_words_baseline, class_labels,
     class_logits, classifier_train_config, finetune_classifier, load_classifier, majority_baseline, set_trainable,
 )
+from sydsgpt.config import Kernels
 from sydsgpt.losses import batch_loss
+from sydsgpt.model import SydsGPT
 from sydsgpt.lora import LoRAConfig, count_trainable_parameters, read_adapter
 
 from helpers import assert_same_parameters, tiny_config, tiny_model
@@ -249,7 +251,7 @@ def test_the_committed_benchmark_is_a_full_run() -> None:
 def test_a_gpt2_style_model_with_tied_and_padded_head_becomes_a_classifier() -> None:
     """GPT-2 (chapter 4's loader) ties its head to the token embedding and may pad the vocabulary:
     the swap unties the new head and keeps the embedding."""
-    model = tiny_model(tie_weights=True, pad_vocab_multiple=64)
+    model = SydsGPT(tiny_config(tie_weights=True), Kernels(pad_vocab_multiple=64))
     embedding = model.token_embedding.weight.detach().clone()
     classifier = GPTClassifier(model, 2)
     assert classifier.head.weight.shape == (2, D) and classifier.head.weight is not model.token_embedding.weight

@@ -7,7 +7,8 @@ Already proven elsewhere, so not repeated here:
 * SDPA == explicit attention, forward and gradients:
   ``tests/test_attention.py::test_sdpa_and_explicit_agree_forward_and_gradients``;
 * padded vocabulary keeps the logits' shape, values and the loss:
-  ``tests/test_model.py::test_pad_vocab_multiple_keeps_logits_and_loss``;
+  ``tests/test_model.py::test_pad_vocab_multiple_keeps_logits_and_loss`` (and checkpoints load
+  with any padding: ``test_a_checkpoint_loads_whatever_vocabulary_padding_it_was_saved_with``);
 * pre-allocated KV cache == concatenating cache, same generated tokens for every decoding
   strategy: ``tests/test_generate.py::test_cache_gives_the_same_tokens_for_every_strategy``;
 * bf16 autocast's loss is close to float32's, and ``dtype="auto"`` is float32 on CPU:
@@ -29,6 +30,7 @@ import torch
 from helpers import tiny_config
 
 from sydsgpt.bench.training import transfer_weights
+from sydsgpt.config import Kernels
 from sydsgpt.model import SydsGPT
 from sydsgpt.optim import build_optimizer
 from sydsgpt.runtime import auto_amp_dtype, configure_tf32
@@ -50,7 +52,7 @@ def batch(seed: int = 0, batch_size: int = 3, tokens: int = 12) -> tuple[torch.T
 
 def model(switches: dict[str, Any], seed: int = 0, dtype: torch.dtype = torch.float32) -> SydsGPT:
     torch.manual_seed(seed)
-    return SydsGPT({**TINY, **switches}).to(dtype).train()
+    return SydsGPT(TINY, Kernels(**switches)).to(dtype).train()
 
 
 def grads(m: torch.nn.Module) -> torch.Tensor:

@@ -156,7 +156,7 @@ CONFIG_PROBES: list[tuple[str, Callable[[], Any], str]] = [
      "context_length must be a positive integer, got 2.5"),
     ("GenerationConfig(seed='x')", lambda: GenerationConfig(seed="x"), "seed must be an integer or None, got 'x'"),
     ("GenerationConfig(use_cache=1)", lambda: GenerationConfig(use_cache=1), "use_cache must be True or False, got 1"),
-    ("SydsGPTConfig(dropout=1)", lambda: SydsGPTConfig(**tiny_config(dropout=1.0)), "config['dropout'] must be a probability in [0, 1), got 1.0"),
+    ("SydsGPTConfig(dropout=1)", lambda: SydsGPTConfig(**tiny_config(dropout=1.0)), "config['dropout'] must be a finite number in [0, 1), got 1.0"),
     ("SydsGPTConfig(embedding_dim=10, num_heads=4)", lambda: SydsGPTConfig(**tiny_config(embedding_dim=10)), "must be divisible by config['num_heads']"),
 ]
 

@@ -17,6 +17,7 @@ from sydsgpt.gpt2_weights import (
     load_gpt2_weights,
     sydsgpt_config_to_gpt2,
 )
+from sydsgpt.config import Kernels
 from sydsgpt.model import SydsGPT, generate_simple
 
 transformers = pytest.importorskip("transformers")
@@ -107,8 +108,8 @@ def test_import_state_dict_needs_config_or_model(hf_model, ids) -> None:
 
 
 def test_import_into_model_with_other_switches(hf_model, ids) -> None:
-    config = {**gpt2_config_to_sydsgpt(hf_model.config), "attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 64}
-    ours = load_gpt2_weights(hf_model, model=SydsGPT(config))
+    kernels = Kernels(attention="explicit", fused_qkv=False, pad_vocab_multiple=64)
+    ours = load_gpt2_weights(hf_model, model=SydsGPT(gpt2_config_to_sydsgpt(hf_model.config), kernels))
     assert ours.token_embedding.weight.shape[0] == 128
     assert ours(ids).shape[-1] == VOCAB
     with torch.no_grad():
@@ -184,12 +185,12 @@ def test_export_loads_in_transformers(hf_model, ids, tmp_path) -> None:
         assert torch.equal(again.state_dict()[name], tensor), name
 
 
-@pytest.mark.parametrize("overrides", [{"qkv_bias": False}, {"pad_vocab_multiple": 64}])
-def test_export_book_style_models(overrides, ids, tmp_path) -> None:
+@pytest.mark.parametrize(("overrides", "pad"), [({"qkv_bias": False}, 1), ({}, 64)])
+def test_export_book_style_models(overrides, pad, ids, tmp_path) -> None:
     """No query/key/value bias exports as zero bias; vocabulary padding is dropped."""
     torch.manual_seed(2)
     config = tiny_config(vocab_size=VOCAB, embedding_dim=32, context_length=24, num_heads=2, tie_weights=True, **overrides)
-    ours = SydsGPT(config).eval()
+    ours = SydsGPT(config, Kernels(pad_vocab_multiple=pad)).eval()
     with torch.no_grad():
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -205,7 +206,8 @@ def test_export_book_style_models(overrides, ids, tmp_path) -> None:
 def test_export_untied_head_loads_in_transformers(pad, ids, tmp_path) -> None:
     """tie_weights=False exports as tie_word_embeddings=False: transformers keeps our separate head."""
     torch.manual_seed(3)
-    ours = SydsGPT(tiny_config(vocab_size=VOCAB, embedding_dim=32, context_length=24, num_heads=2, pad_vocab_multiple=pad)).eval()
+    config = tiny_config(vocab_size=VOCAB, embedding_dim=32, context_length=24, num_heads=2)
+    ours = SydsGPT(config, Kernels(pad_vocab_multiple=pad)).eval()
     with torch.no_grad():
         ours.output_projection.weight.add_(torch.randn_like(ours.output_projection.weight))  # far from the embedding
     export_gpt2_weights(ours, tmp_path)

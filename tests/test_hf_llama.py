@@ -20,6 +20,7 @@ from sydsgpt.hf_weights import (
 )
 from sydsgpt.files import file_sha256
 from sydsgpt.hub import download_hf_model, verify_files
+from sydsgpt.config import Kernels
 from sydsgpt.model import SydsGPT, SydsGPTConfig, count_parameters
 from sydsgpt.presets import get_preset
 
@@ -115,8 +116,8 @@ def test_import_from_saved_folder(pair, ids, tmp_path) -> None:
 
 def test_import_into_model_with_other_switches(ids) -> None:
     hf = random_hf("qwen3")
-    config = {**hf_config_to_sydsgpt(hf.config), "attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 64}
-    ours = load_hf_weights(hf, model=SydsGPT(config))
+    kernels = Kernels(attention="explicit", fused_qkv=False, pad_vocab_multiple=64)
+    ours = load_hf_weights(hf, model=SydsGPT(hf_config_to_sydsgpt(hf.config), kernels))
     assert ours.token_embedding.weight.shape[0] == 128 and ours(ids).shape[-1] == VOCAB
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), hf_logits(hf, ids), **TOL)

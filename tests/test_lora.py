@@ -81,7 +81,7 @@ def test_training_mode_uses_the_update_too() -> None:
     expected = model(IDS)
     model.train()  # dropout is 0 in the tiny config, so train mode computes the same
     torch.testing.assert_close(model(IDS), expected)
-    assert not model.transformer_blocks[0].attention.fused_qkv
+    assert not model.transformer_blocks[0].attention.kernels.fused_qkv
 
 
 @pytest.mark.parametrize("rank", [1, 4])

@@ -11,6 +11,7 @@ import torch
 from helpers import tiny_config
 
 from sydsgpt.generate import generate, kv_cache_bytes
+from sydsgpt.config import Kernels
 from sydsgpt.model import SydsGPT, SydsGPTConfig, count_parameters, flops_per_token
 from sydsgpt.presets import PRESETS, get_preset
 
@@ -28,8 +29,8 @@ MODERN = {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "linear_bias"
     ({"rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 16}},
      "positions='rope'"),
     ({"positions": "rope", "rope_scaling": {"factor": 8.0}}, "exactly the keys"),
-    ({"num_kv_heads": 0}, "positive integer or None"),
-    ({"norm_eps": 0}, "positive number"),
+    ({"num_kv_heads": 0}, "num_kv_heads'\\] must be a positive integer"),
+    ({"norm_eps": 0}, "norm_eps'\\] must be a finite number > 0"),
     ({"qk_norm": "yes"}, "True or False"),
     ({"embedding_dim": 30}, "or set config\\['head_dim'\\]"),
 ])
@@ -95,7 +96,7 @@ def test_kv_cache_bytes_of_the_real_shapes() -> None:
 @pytest.mark.parametrize("attention", ["sdpa", "explicit"])
 def test_cached_generation_equals_uncached_past_the_context_window(attention: str) -> None:
     torch.manual_seed(0)
-    model = SydsGPT({**TINY, **MODERN, "attention": attention}).eval()
+    model = SydsGPT({**TINY, **MODERN}, Kernels(attention=attention)).eval()
     prompt = torch.randint(0, 61, (2, 6))
     uncached = generate(model, prompt, 22, use_cache=False)  # 28 tokens: the 24-token window slides
     assert torch.equal(generate(model, prompt, 22, use_cache=True), uncached)
@@ -150,21 +151,15 @@ def test_fast_paths_compute_the_same_modern_model() -> None:
     """SDPA vs explicit attention, fused vs separate Q/K/V, a padded vocabulary, the decoding layout."""
     from sydsgpt.generate import use_decoding_layout
 
-    config = {**TINY, **MODERN, "attention": "explicit", "fused_qkv": False}
+    config = {**TINY, **MODERN}
+    plain_kernels = {"attention": "explicit", "fused_qkv": False}
     torch.manual_seed(0)
-    plain = SydsGPT(config).eval()
+    plain = SydsGPT(config, Kernels(**plain_kernels)).eval()
     ids = torch.randint(0, 61, (2, 12))
     expected = plain(ids)
     for switches in ({"attention": "sdpa"}, {"fused_qkv": True}, {"pad_vocab_multiple": 64}):
-        fast = SydsGPT({**config, **switches})
-        state = plain.state_dict()
-        if "pad_vocab_multiple" in switches:
-            state = dict(state)
-            for name in ("token_embedding.weight", "output_projection.weight"):
-                padded = torch.zeros(64, 32)
-                padded[:61] = state[name]
-                state[name] = padded
-        fast.load_state_dict(state)
+        fast = SydsGPT(config, Kernels(**{**plain_kernels, **switches}))
+        fast.load_state_dict(plain.state_dict())  # any vocabulary padding loads
         fast.eval()
         with torch.enable_grad():  # the fused product runs while gradients are recorded
             torch.testing.assert_close(fast(ids), expected, atol=1e-5, rtol=0)

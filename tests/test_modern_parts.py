@@ -10,13 +10,24 @@ import torch
 import torch.nn.functional as F
 
 from sydsgpt.attention import MultiHeadAttention
-from sydsgpt.blocks import TransformerBlock, make_norm
+from sydsgpt.blocks import LayerNorm, TransformerBlock, make_norm
+from sydsgpt.config import Kernels, SydsGPTConfig
 from sydsgpt.gqa import repeat_kv
 from sydsgpt.norms import RMSNorm
 from sydsgpt.rope import RotaryEmbedding, apply_rope, rope_frequencies, rope_tables, rotate_half
 from sydsgpt.swiglu import SwiGLUFeedForward, swiglu_hidden_dim
 
 GEN = torch.Generator().manual_seed(0)
+
+
+def config(d: int, heads: int, **chapter7) -> SydsGPTConfig:
+    """A model config of width ``d`` (context 16) with chapter 7's switches."""
+    return SydsGPTConfig(vocab_size=1, embedding_dim=d, context_length=16, num_layers=1, num_heads=heads, **chapter7)
+
+
+def attention(d: int, heads: int, impl: str = "explicit", **chapter7) -> MultiHeadAttention:
+    """The attention layer a model with those switches builds."""
+    return MultiHeadAttention.from_config(config(d, heads, **chapter7), Kernels(attention=impl))
 
 
 def randn(*shape: int) -> torch.Tensor:
@@ -37,18 +48,19 @@ def test_rmsnorm_by_hand_and_against_torch() -> None:
     with torch.no_grad():
         reference.weight.copy_(norm.scale)
     torch.testing.assert_close(norm(x), reference(x))
-    assert not torch.allclose(norm(x), make_norm("layernorm", 6)(x), atol=1e-2)  # it is not a layer norm
+    assert not torch.allclose(norm(x), LayerNorm(6)(x), atol=1e-2)  # it is not a layer norm
     with pytest.raises(ValueError, match="RMSNorm was built for 6"):
         norm(randn(2, 5))
-    with pytest.raises(ValueError, match="norm must be one of"):
-        make_norm("batchnorm", 6)
+    with pytest.raises(ValueError, match="norm'\\] must be one of \\('layernorm', 'rmsnorm'"):
+        config(6, 1, norm="batchnorm")
+    assert isinstance(make_norm(config(6, 1, norm="rmsnorm")), RMSNorm)
 
 
 def test_rmsnorm_in_bfloat16_computes_the_mean_in_float32() -> None:
     x = (randn(4, 64) * 100).bfloat16()
     out = RMSNorm(64).to(torch.bfloat16)(x)
     assert out.dtype == torch.bfloat16
-    by_hand = x.float() / x.float().pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()  # float32 all the way
+    by_hand = x.float() / x.float().pow(2).mean(dim=-1, keepdim=True).add(1e-5).sqrt()  # float32 all the way
     torch.testing.assert_close(out, by_hand.bfloat16(), atol=0, rtol=0)
 
 
@@ -143,8 +155,8 @@ def test_gqa_equals_mha_with_shared_key_value_weights(impl: str, num_kv_heads: i
     """GQA is multi-head attention whose query heads of a group share one key/value head."""
     torch.manual_seed(0)
     heads, head_dim, d = 4, 6, 24
-    gqa = MultiHeadAttention(d, d, 16, heads, impl=impl, num_kv_heads=num_kv_heads).eval()
-    mha = MultiHeadAttention(d, d, 16, heads, impl=impl).eval()
+    gqa = attention(d, heads, impl, num_kv_heads=num_kv_heads).eval()
+    mha = attention(d, heads, impl).eval()
     group = heads // num_kv_heads
     with torch.no_grad():
         mha.weight_query.weight.copy_(gqa.weight_query.weight)
@@ -155,13 +167,13 @@ def test_gqa_equals_mha_with_shared_key_value_weights(impl: str, num_kv_heads: i
     x = randn(2, 10, d)
     torch.testing.assert_close(gqa(x), mha(x), atol=1e-6, rtol=0)
     assert gqa.weight_key.weight.shape == (num_kv_heads * head_dim, d)
-    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
-        MultiHeadAttention(d, d, 16, heads, num_kv_heads=3)
+    with pytest.raises(ValueError, match="multiple of config\\['num_kv_heads'\\]"):
+        attention(d, heads, num_kv_heads=3)
 
 
 def test_qk_norm_normalises_each_head_and_bounds_the_scores() -> None:
     torch.manual_seed(0)
-    attn = MultiHeadAttention(16, 16, 8, 2, qk_norm=True).eval()
+    attn = attention(16, 2, qk_norm=True).eval()
     assert attn.q_norm.scale.shape == (8,) and attn.k_norm.scale.shape == (8,)
     seen = {}
     attn.q_norm.register_forward_hook(lambda m, i, o: seen.setdefault("q", o))
@@ -171,8 +183,8 @@ def test_qk_norm_normalises_each_head_and_bounds_the_scores() -> None:
 
 
 def test_block_switches_build_the_right_parts() -> None:
-    block = TransformerBlock(32, 16, 4, norm="rmsnorm", ffn="swiglu", linear_bias=False, num_kv_heads=2,
-                             head_dim=16, qk_norm=True)
+    block = TransformerBlock(config(32, 4, norm="rmsnorm", ffn="swiglu", linear_bias=False, num_kv_heads=2,
+                                    head_dim=16, qk_norm=True))
     assert isinstance(block.layer_norm1, RMSNorm) and isinstance(block.feed_forward, SwiGLUFeedForward)
     assert block.attention.output_projection.bias is None and block.attention.weight_query.weight.shape == (64, 32)
     assert block.feed_forward.up_projection.weight.shape == (swiglu_hidden_dim(32), 32)

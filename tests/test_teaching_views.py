@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,106 @@ def test_every_marker_in_the_package_is_balanced() -> None:
             elif stripped.startswith("# endregion: "):
                 assert regions and regions.pop() == stripped.removeprefix("# endregion: "), f"{path}:{number}: unmatched endregion"
         assert depth == 0 and not regions, f"{path}: unclosed markers"
+
+
+# ------------------------------------------------------------------------- every view the book renders
+
+import ast  # noqa: E402
+import builtins  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import textwrap  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def _code_cells(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    sources = ("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    # IPython's magics and shell lines are not Python: each becomes a `pass` (keeping blocks valid).
+    return [re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass", source) for source in sources]
+
+
+def _views_of(notebook: Path) -> list[tuple[str, Any, str | None, bool]]:
+    """``(where, object, region, full)`` for each object of each ``show_source`` call."""
+    trees = [ast.parse(source) for source in _code_cells(notebook)]
+    namespace: dict[str, Any] = {}
+    for tree in trees:  # the notebook's imports give the names its calls use
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                exec(compile(ast.Module([node], []), str(notebook), "exec"), namespace)
+    views = []
+    for tree in trees:
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "show_source"):
+                continue
+            options = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+            for arg in call.args:
+                where = f"{notebook.name}: show_source({ast.unparse(arg)}, {options})"
+                try:
+                    obj = eval(compile(ast.Expression(arg), where, "eval"), namespace)
+                except NameError:  # a loop variable (the solutions page): checked below
+                    continue
+                views.append((where, obj, options.get("region"), options.get("full", False)))
+    return views
+
+
+def _solution_views() -> list[tuple[str, Any, str | None, bool]]:
+    from sydsgpt.exercises import load_all
+    from sydsgpt.exercises.checker import REGISTRY
+
+    load_all()
+    return [(f"solutions: exercise {k}", e.solution, None, False) for k, e in sorted(REGISTRY.items())]
+
+
+VIEWS = [view for notebook in NOTEBOOKS for view in _views_of(notebook)] + _solution_views()
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name the code binds: assignments, parameters, definitions, imports, loop targets."""
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def test_the_book_shows_many_views() -> None:
+    # Guards the collector: if it silently found nothing, the tests below would pass on nothing.
+    assert len(VIEWS) >= 60 and {Path(w.split(":")[0]).name for w, *_ in VIEWS} >= {
+        "02_attention.ipynb", "04_model.ipynb", "05_pretraining.ipynb", "solutions"}
+
+
+@pytest.mark.parametrize(("where", "obj", "region", "full"), VIEWS, ids=[v[0] for v in VIEWS])
+def test_every_view_is_python_and_names_nothing_it_folded_away(where, obj, region, full) -> None:
+    text = teaching_source(obj, region=region, full=full)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        pytest.fail(f"{where} is not valid Python: {exc}\n{text}")
+    module = inspect.getmodule(obj) if not inspect.ismodule(obj) else obj
+    known = _bound_names(tree) | set(vars(module)) | set(dir(builtins)) | {"__class__"}
+    if region is not None:  # a region may use what the code around it defines, unless folded
+        known |= _bound_names(ast.parse(textwrap.dedent(teaching_source(obj))))
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    assert not used - known, f"{where} uses {sorted(used - known)}, defined nowhere it shows"
+
+
+def _package_regions() -> set[str]:
+    marker = re.compile(r"^\s*# region: (?P<name>[\w.-]+)\s*$", re.M)
+    return {m["name"] for path in (ROOT / "sydsgpt").rglob("*.py") for m in marker.finditer(path.read_text())}
+
+
+def test_every_region_in_the_package_is_shown_by_the_book() -> None:
+    shown = {region for _, _, region, _ in VIEWS if region}
+    assert _package_regions() - shown == set(), "regions no notebook shows: remove their markers"

@@ -1,10 +1,10 @@
 """The teaching views chapters 1-3 show: each keeps its section's main line and folds the rest.
 
 Chapter 2 shows ``MultiHeadAttention`` without the KV cache (chapter 6), RoPE, grouped-query
-attention and qk-norm (chapter 7) or the fused paths (the fast-paths appendix); those
-chapters show the same methods with ``full=True`` or a ``kv-cache*`` region. Chapter 3 shows
-``TransformerBlock`` without chapter 7's switches, and chapter 1 shows the two regions of
-``BPETokenizer.train`` and encoding without its cache.
+attention and QK-norm (chapter 7) or the fused paths (the fast-paths appendix); those
+chapters show the same methods with ``full=True`` or the ``kv-cache`` region. Chapter 3 shows
+``TransformerBlock`` building each part the config names, and chapter 1 shows the two
+regions of ``BPETokenizer.train`` and encoding without its cache.
 """
 
 from __future__ import annotations
@@ -28,30 +28,23 @@ def test_chapter_2_attention_shows_the_main_line_only() -> None:
     for kept in ("self._project_qkv(x)", "self._split_heads(queries)",
                  "scaled_dot_product_attention(q, k, v, causal=True", "self.output_projection(context)"):
         assert kept in text, kept
-    for folded in ("kv_cache.update", "kv_cache.length", "apply_rope", "repeat_kv", "self.q_norm",
-                   "F.scaled_dot_product_attention", "raise ValueError"):
+    for folded in ("kv_cache.update", "apply_rope", "repeat_kv", "self.q_norm", "raise ValueError"):
         assert folded not in text, folded
     assert "# ... the KV cache (chapter 6)" in text
-    assert "# ... qk-norm and RoPE (chapter 7)" in text
-    assert "# ... PyTorch's fused SDPA kernel (appendix: making it fast)" in text
+    assert "# ... QK-norm and RoPE (chapter 7)" in text
+    assert "self._sdpa(q, k, v)" in text  # the fused kernel is one call (appendix: making it fast)
 
 
 def test_chapter_7_sees_everything_it_teaches_with_full() -> None:
     text = teaching_source(MultiHeadAttention.forward, full=True)
-    for shown in ("apply_rope(q, rope)", "repeat_kv(k, groups)", "self.q_norm(q)", "kv_cache.update(k, v)",
-                  "F.scaled_dot_product_attention"):
+    for shown in ("apply_rope(q, rope)", "repeat_kv(k, groups)", "self.q_norm(q)", "kv_cache.update(k, v)"):
         assert shown in text, shown
     assert "# later" not in text and "# region" not in text
 
 
-@pytest.mark.parametrize(
-    ("region", "holds"),
-    [("kv-cache", "past = kv_cache.length"), ("kv-cache-2", "k, v = kv_cache.update(k, v)"),
-     ("kv-cache-3", "elif t == 1:")],
-)
-def test_the_kv_cache_regions_hold_the_cache_code(region: str, holds: str) -> None:
-    text = teaching_source(MultiHeadAttention.forward, region=region)
-    assert holds in text
+def test_the_kv_cache_region_holds_the_cache_code() -> None:
+    text = teaching_source(MultiHeadAttention.forward, region="kv-cache")
+    assert "k, v = kv_cache.update(k, v)" in text
     assert "output_projection" not in text  # only the region, not the whole method
 
 
@@ -60,8 +53,9 @@ def test_constructor_view_keeps_the_four_layers_and_folds_chapter_7() -> None:
     for layer in ("self.weight_query = nn.Linear", "self.weight_key = nn.Linear",
                   "self.weight_value = nn.Linear", "self.output_projection = nn.Linear"):
         assert layer in text, layer
-    for folded in ("num_kv_heads: int | None", "RMSNorm", "raise ValueError"):
+    for folded in ("self.num_kv_heads", "RMSNorm", "raise ValueError", "Kernels()"):
         assert folded not in text, folded
+    assert text.startswith("def __init__(\n    self,\n    d_in: int,")
 
 
 def test_the_fused_qkv_product_is_folded_unless_full() -> None:
@@ -69,12 +63,12 @@ def test_the_fused_qkv_product_is_folded_unless_full() -> None:
     assert "torch.cat" in teaching_source(MultiHeadAttention._project_qkv, full=True)
 
 
-def test_chapter_3_block_folds_chapter_7_switches() -> None:
+def test_chapter_3_block_builds_every_part_from_the_config() -> None:
     text = teaching_source(TransformerBlock)
-    assert "FeedForward(emb_dim" in text
+    assert "self.layer_norm1 = make_norm(config)" in text
+    assert "FEED_FORWARDS[config.ffn].from_config(config)" in text
     assert "x = x + self.dropout(self.feed_forward(self.layer_norm2(x)))" in text
-    assert "SwiGLUFeedForward(" not in text and "num_kv_heads=num_kv_heads" not in text
-    assert "# ... the SwiGLU feed-forward network (chapter 7)" in text
+    assert "SwiGLUFeedForward" not in text and "num_kv_heads" not in text
 
 
 def test_chapter_1_bpe_views() -> None:

@@ -16,9 +16,10 @@ VIEWS = {
         ["self.token_embedding = nn.Embedding", "self.position_embedding", "self.transformer_blocks",
          "self.final_layer_norm", "self.output_projection.weight = self.token_embedding.weight",
          "x = self.final_layer_norm(x)", "return logits"],
-        ["RotaryEmbedding(", "norm=cfg.norm", "def make_kv_cache", "def cfg(", "rope = self.rope(positions)",
-         "x = x[:, -1:, :]", "logits[..., : cfg.vocab_size]"],
-        ["# ... rotary position embeddings (chapter 7)", "(chapter 7)", "(chapter 6)", "(appendix: making it fast)"],
+        ["RotaryEmbedding(", "def make_kv_cache", "x = x[:, -1:, :]", "logits[..., :",
+         "_load_from_state_dict"],
+        ["# ... rotary position embeddings, applied inside attention (chapter 7)", "(chapter 6)",
+         "(appendix: making it fast)"],
     ),
     "train_step": (
         train_step,

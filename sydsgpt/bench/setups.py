@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..model import SydsGPTConfig
+from ..config import Kernels
 from ..runtime import resolve_fast_paths
 from ..train_config import TrainConfig
 
 MODEL_SWITCHES = ("attention", "fused_qkv", "pad_vocab_multiple")
-"""Model-config keys that are speed switches (same maths, same parameters)."""
+"""The model's speed switches: the fields of :class:`sydsgpt.config.Kernels`."""
 TRAIN_SWITCHES = ("dtype", "tf32", "compile", "fused_adamw")
 """TrainConfig fields that are speed switches."""
 
@@ -52,13 +52,12 @@ class Setup:
     def switches(self, base_model: Mapping[str, Any]) -> dict[str, Any]:
         """The seven switch values this setup asks for (``"auto"`` / ``None`` where the
         package decides by device; measured rows report what they resolved to)."""
-        model = dict(base_model) if self.defaults else {**base_model, **PLAIN_MODEL}
-        model.update(self.model)
+        kernels = {k: getattr(Kernels(), k) for k in MODEL_SWITCHES} if self.defaults else dict(PLAIN_MODEL)
+        kernels.update(self.model)
         train_defaults = TrainConfig()
         train = {k: getattr(train_defaults, k) for k in TRAIN_SWITCHES} if self.defaults else dict(PLAIN_TRAIN)
         train.update(self.train)
-        cfg = SydsGPTConfig.from_dict(model)
-        return {**{k: getattr(cfg, k) for k in MODEL_SWITCHES}, **train}
+        return {**{k: getattr(Kernels(**kernels), k) for k in MODEL_SWITCHES}, **train}
 
 
 def resolved_switches(switches: Mapping[str, Any], device_kind: str, bf16_supported: bool | None = True) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..generate import use_decoding_layout
+from ..config import Kernels
 from ..model import SydsGPT, flops_per_token
 from ..optim import build_optimizer
 from ..presets import get_preset
@@ -59,7 +60,7 @@ MIB = 2**20
 
 def transfer_weights(source: nn.Module, target: SydsGPT) -> None:
     """Copy ``source``'s weights into ``target``, a model with the same architecture except
-    possibly ``pad_vocab_multiple`` (extra vocabulary rows are set to zero)."""
+    possibly its kernels' ``pad_vocab_multiple`` (extra vocabulary rows are set to zero)."""
     state = {}
     target_state = target.state_dict()
     for name, value in source.state_dict().items():
@@ -97,8 +98,8 @@ class _Runner:
     def __init__(self, setup: Setup, base_model: Mapping[str, Any], init: nn.Module, device: torch.device, lr: float) -> None:
         self.setup = setup
         self.switches = setup.switches(base_model)
-        config = {**base_model, **{k: self.switches[k] for k in MODEL_SWITCHES}}
-        self.model = SydsGPT(config).to(device)
+        kernels = Kernels(**{k: self.switches[k] for k in MODEL_SWITCHES})
+        self.model = SydsGPT(base_model, kernels).to(device)
         transfer_weights(init, self.model)
         if setup.decoding_layout:
             use_decoding_layout(self.model)
@@ -196,9 +197,9 @@ def measure(
     say = log or (lambda _msg: None)
     peak = peak or peak_flops(device)
     torch.manual_seed(seed)
-    init = SydsGPT({**base_model, **PLAIN_MODEL})
+    init = SydsGPT(base_model, Kernels(**PLAIN_MODEL))
     batches = random_batches(base_model["vocab_size"], batch_size, seq_len, 4, seed, device)
-    useful_flops = flops_per_token({**base_model, "pad_vocab_multiple": 1}, seq_len, training=True)
+    useful_flops = flops_per_token(base_model, seq_len, training=True)
     compiles = any(setup.switches(base_model)["compile"] for setup in setups)
     with _empty_compiler_cache() if compiles else nullcontext():
         return _measure_runners(setups, base_model, init, batches, batch_size * seq_len, useful_flops, device,
@@ -288,7 +289,7 @@ def settings(base_model: Mapping[str, Any], batch_size: int, seq_len: int, devic
         "tokens_per_step": batch_size * seq_len,
         "device": str(device),
         "schedule": asdict(schedule),
-        "flops_per_token": flops_per_token({**base_model, "pad_vocab_multiple": 1}, seq_len, training=True),
+        "flops_per_token": flops_per_token(base_model, seq_len, training=True),
         "peak": peak.to_dict(),
         "mfu_definition": "mfu = tokens_per_s * flops_per_token / peak.flops, flops_per_token = 6N + 12 L T d "
                           "(sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",

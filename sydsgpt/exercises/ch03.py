@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..blocks import TransformerBlock
+from ..config import SydsGPTConfig
 from .checker import Case, Exercise, expect_close, expect_equal, register
 
 # ---------------------------------------------------------------- 3.1 post-norm block
@@ -44,9 +45,15 @@ def _run_post_norm_by_hand(candidate) -> None:
     expect_close(out, torch.tensor([6.0]), "post_norm_block(2) with attention 2t, feed-forward t + 1, norm1 t / 2, norm2 t - 1")
 
 
+def _block(emb_dim: int, num_heads: int, **switches) -> TransformerBlock:
+    """A GPT-2 block of width ``emb_dim`` (context 4), with chapter 7's ``switches``."""
+    sizes = dict(vocab_size=1, embedding_dim=emb_dim, context_length=4, num_layers=1, num_heads=num_heads)
+    return TransformerBlock(SydsGPTConfig(**sizes, **switches))
+
+
 def _run_post_norm_real(candidate) -> None:
     torch.manual_seed(0)
-    block = TransformerBlock(8, context_length=4, num_heads=2).eval()
+    block = _block(8, 2).eval()
     x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = candidate(x, block.attention, block.feed_forward, block.layer_norm1, block.layer_norm2)
@@ -162,7 +169,7 @@ def _wrong_scale_init_rescales(block: TransformerBlock, num_layers: int, std: fl
 
 def _scaled_block(seed: int) -> TransformerBlock:
     torch.manual_seed(seed)
-    return TransformerBlock(256, context_length=4, num_heads=4)
+    return _block(256, 4)
 
 
 def _scaled_std_case(num_layers: int) -> Case:
@@ -244,8 +251,7 @@ def _wrong_block_parameters_ignores_qkv_bias(emb_dim: int, hidden_dim: int, qkv_
 
 def _block_parameter_case(emb_dim: int, hidden_dim: int, qkv_bias: bool, linear_bias: bool) -> Case:
     def run(candidate) -> None:
-        block = TransformerBlock(emb_dim, context_length=4, num_heads=4, qkv_bias=qkv_bias,
-                                 ffn_hidden_dim=hidden_dim, linear_bias=linear_bias)
+        block = _block(emb_dim, 4, qkv_bias=qkv_bias, ffn_hidden_dim=hidden_dim, linear_bias=linear_bias)
         expected = sum(p.numel() for p in block.parameters())
         what = f"block_parameters({emb_dim}, {hidden_dim}, qkv_bias={qkv_bias}, linear_bias={linear_bias})"
         expect_equal(int(candidate(emb_dim, hidden_dim, qkv_bias, linear_bias)), expected, what)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import MultiHeadAttention, causal_mask
+from ..config import SydsGPTConfig
 from ..rope import apply_rope, rope_frequencies, rope_tables
 from .checker import Case, Exercise, expect_close, expect_equal, register
 
@@ -264,7 +265,9 @@ def _run_pool_in_attention(candidate) -> None:
     torch.manual_seed(0)
     heads, kv_heads, d = 4, 2, 16
     mha = MultiHeadAttention(d, d, 8, heads).eval()
-    gqa = MultiHeadAttention(d, d, 8, heads, num_kv_heads=kv_heads).eval()
+    sizes = SydsGPTConfig(vocab_size=1, embedding_dim=d, context_length=8, num_layers=1, num_heads=heads,
+                          num_kv_heads=kv_heads)
+    gqa = MultiHeadAttention.from_config(sizes).eval()
     with torch.no_grad():
         for layer in (mha.weight_key, mha.weight_value):
             per_head = _randn(kv_heads, 1, d // heads, d, seed=4).expand(kv_heads, heads // kv_heads, d // heads, d)
@@ -284,7 +287,7 @@ register(
         cases=[
             Case("four one-feature heads by hand", _run_pool_by_hand),
             Case("as many key/value heads as query heads", _run_pool_identity),
-            Case("inside MultiHeadAttention(num_kv_heads=2)", _run_pool_in_attention),
+            Case("inside the attention of a model with num_kv_heads=2", _run_pool_in_attention),
         ],
         solution=_solution_mean_pool,
         wrong_answers=[_wrong_pool_first_head, _wrong_pool_strided, _wrong_pool_sum],
