@@ -16,6 +16,9 @@ KV cache), ``H`` heads, ``D`` head dimension.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -207,8 +210,9 @@ class MultiHeadAttention(nn.Module):
         # endlater
 
     @classmethod
-    def from_config(cls, config: SydsGPTConfig, kernels: Kernels | None = None) -> MultiHeadAttention:
+    def from_config(cls, config: Mapping[str, Any], kernels: Kernels | None = None) -> MultiHeadAttention:
         """The attention of a model: chapter 2's layer with the chapter 7 parts ``config`` names."""
+        config = SydsGPTConfig.from_dict(config)
         d, heads = config.embedding_dim, config.num_heads
         q_dim, kv_dim = heads * config.head_size, config.kv_heads * config.head_size
         layer = cls(d, q_dim, config.context_length, heads, config.dropout, config.qkv_bias)

@@ -8,6 +8,8 @@ connections. Shapes: ``(B, T, d) -> (B, T, d)`` throughout.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +113,9 @@ class TransformerBlock(nn.Module):
     attention is computed (appendix: making it fast).
     """
 
-    def __init__(self, config: SydsGPTConfig, kernels: Kernels | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any], kernels: Kernels | None = None) -> None:
         super().__init__()
+        config = SydsGPTConfig.from_dict(config)  # a dict or a SydsGPTConfig, checked
         # The names stay layer_norm1/2 whichever norm they hold (the state dict keeps its keys).
         self.layer_norm1 = make_norm(config)
         self.attention = ATTENTIONS[config.attention_type].from_config(config, kernels)
