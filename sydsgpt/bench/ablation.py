@@ -25,7 +25,7 @@ from ..presets import get_preset
 from ..runtime import device_type
 from .common import RESULTS_DIR, format_table, write_result
 from .setups import DEVICE_DEFAULTS, MODEL_SWITCHES, TRAIN_SWITCHES, Setup, ablation_setups, resolved_switches
-from .training import COLUMNS, Schedule
+from .training import COLUMNS, Schedule, Workload
 from .training import run as run_training
 
 NOT_MEASURED = "not measured: no GPU was available to this run; run `sydsgpt bench --what ablation --device cuda`"
@@ -65,9 +65,7 @@ def plan(out: str | Path | None, device_kind: str = "cuda", preset: str | None =
 
 def run(
     device: str = "cpu",
-    preset: str = "gpt2-mini",
-    batch_size: int = 4,
-    seq_len: int = 256,
+    workload: Workload | None = None,
     schedule: Schedule = Schedule(),
     quick: bool = False,
     out: str | Path | None = None,
@@ -75,10 +73,11 @@ def run(
 ) -> dict[str, Any]:
     """Run the ablation on ``device`` and return the JSON payload (written to ``out`` if given).
 
-    ``quick=True``: tiny model, one timed step, no ``torch.compile`` row (a smoke test).
+    ``workload``: default, the device's default preset and batch shape. ``quick=True``: tiny
+    model, one timed step, no ``torch.compile`` row (a smoke test).
     """
     setups = ablation_setups(device_type(device), compile=not quick)
-    return run_training(preset, device, batch_size, seq_len, setups=setups, schedule=schedule, quick=quick,
+    return run_training(workload, device, setups=setups, schedule=schedule, quick=quick,
                         out=out, name="ablation", log=log)
 
 

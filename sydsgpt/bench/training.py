@@ -49,11 +49,14 @@ from ..model import SydsGPT, flops_per_token
 from ..optim import build_optimizer
 from ..presets import get_preset
 from ..runtime import configure_tf32, resolve_device, resolve_fast_paths
+from ..validation import check_positive_int
 from ..train import TrainConfig, train_step
 from .common import report
 from .memory import PeakMemory, memory_method
 from .peaks import Peak, mfu, peak_flops
-from .setups import MODEL_SWITCHES, PLAIN_MODEL, TINY_MODEL, TRAIN_SWITCHES, Setup, default_setups
+from .setups import (
+    DEVICE_DEFAULTS, MODEL_SWITCHES, PLAIN_MODEL, TINY_MODEL, TRAIN_SWITCHES, Setup, default_setups,
+)
 
 MIB = 2**20
 
@@ -164,16 +167,42 @@ class Schedule:
 QUICK_SCHEDULE = Schedule(warmup=1, rounds=1, steps_per_round=1)
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What every measured step trains: a model config, a batch shape, a learning rate, a seed."""
+
+    model: Mapping[str, Any]
+    """The model config (each setup adds its kernels)."""
+    batch_size: int = 4
+    seq_len: int = 256
+    """Each step sees ``batch_size * seq_len`` tokens (``seq_len <= model["context_length"]``)."""
+    lr: float = 4e-4
+    seed: int = 0
+    """Seeds the shared initial weights and the random batches."""
+    preset: str = "custom"
+    """The preset ``model`` came from, for the result (:func:`preset_workload`)."""
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.seq_len, "seq_len")
+        if self.seq_len > self.model["context_length"]:
+            raise ValueError(
+                f"seq_len={self.seq_len} is longer than the model's "
+                f"context_length={self.model['context_length']}; use a shorter --seq-len or a "
+                f"model with a longer context"
+            )
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
 def measure(
     setups: Sequence[Setup],
-    base_model: Mapping[str, Any],
+    workload: Workload,
     *,
-    batch_size: int,
-    seq_len: int,
     device: str | torch.device = "cpu",
     schedule: Schedule = Schedule(),
-    lr: float = 4e-4,
-    seed: int = 0,
     peak: Peak | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[dict[str, Any]]:
@@ -181,29 +210,22 @@ def measure(
 
     Args:
         setups: what to compare; the first is the baseline of ``speedup``.
-        base_model: the model config (switch keys are overridden per setup).
-        batch_size, seq_len: each step sees ``batch_size * seq_len`` tokens
-            (``seq_len <= base_model["context_length"]``).
+        workload: the model, batch shape, learning rate and seed every setup trains.
         schedule: warm-up and timed steps.
         peak: the peak FLOP/s for MFU (default :func:`peak_flops` of the device).
         log: progress messages (``None``: quiet).
     """
-    if seq_len > base_model["context_length"]:
-        raise ValueError(
-            f"seq_len={seq_len} is longer than the model's context_length={base_model['context_length']}; "
-            "use a shorter --seq-len or a model with a longer context"
-        )
     device = resolve_device(str(device))
     say = log or (lambda _msg: None)
     peak = peak or peak_flops(device)
-    torch.manual_seed(seed)
-    init = SydsGPT(base_model, Kernels(**PLAIN_MODEL))
-    batches = random_batches(base_model["vocab_size"], batch_size, seq_len, 4, seed, device)
-    useful_flops = flops_per_token(base_model, seq_len, training=True)
-    compiles = any(setup.switches(base_model)["compile"] for setup in setups)
+    torch.manual_seed(workload.seed)
+    init = SydsGPT(workload.model, Kernels(**PLAIN_MODEL))
+    batches = random_batches(
+        workload.model["vocab_size"], workload.batch_size, workload.seq_len, 4, workload.seed, device
+    )
+    compiles = any(setup.switches(workload.model)["compile"] for setup in setups)
     with _empty_compiler_cache() if compiles else nullcontext():
-        return _measure_runners(setups, base_model, init, batches, batch_size * seq_len, useful_flops, device,
-                                schedule, lr, peak, say)
+        return _measure_runners(setups, workload, init, batches, device, schedule, peak, say)
 
 
 @contextmanager
@@ -227,18 +249,20 @@ def _empty_compiler_cache() -> Iterator[None]:
 
 
 def _measure_runners(
-    setups: Sequence[Setup], base_model: Mapping[str, Any], init: nn.Module,
-    batches: list[tuple[torch.Tensor, torch.Tensor]], tokens_per_step: int, useful_flops: int,
-    device: torch.device, schedule: Schedule, lr: float, peak: Peak, say: Callable[[str], None],
+    setups: Sequence[Setup], workload: Workload, init: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, schedule: Schedule,
+    peak: Peak, say: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """The body of :func:`measure`: warm up each setup, time them interleaved, make the rows."""
+    tokens_per_step = workload.tokens_per_step
+    useful_flops = flops_per_token(workload.model, workload.seq_len, training=True)
 
     def batch(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return batches[index % len(batches)]
 
     runners: list[_Runner] = []
     for setup in setups:
-        runner = _Runner(setup, base_model, init, device, lr)
+        runner = _Runner(setup, workload.model, init, device, workload.lr)
         runner.first_step_s = runner.step(batch(0))
         for i in range(1, schedule.warmup):
             runner.step(batch(i))
@@ -280,16 +304,17 @@ def _measure_runners(
     return rows
 
 
-def settings(base_model: Mapping[str, Any], batch_size: int, seq_len: int, device: torch.device, peak: Peak, schedule: Schedule) -> dict[str, Any]:
+def settings(workload: Workload, device: torch.device, peak: Peak, schedule: Schedule) -> dict[str, Any]:
     """The JSON fields that say how the rows were measured."""
+    model = dict(workload.model)
     return {
-        "model": dict(base_model),
-        "batch_size": batch_size,
-        "seq_len": seq_len,
-        "tokens_per_step": batch_size * seq_len,
+        "model": model,
+        "batch_size": workload.batch_size,
+        "seq_len": workload.seq_len,
+        "tokens_per_step": workload.tokens_per_step,
         "device": str(device),
         "schedule": asdict(schedule),
-        "flops_per_token": flops_per_token(base_model, seq_len, training=True),
+        "flops_per_token": flops_per_token(model, workload.seq_len, training=True),
         "peak": peak.to_dict(),
         "mfu_definition": "mfu = tokens_per_s * flops_per_token / peak.flops, flops_per_token = 6N + 12 L T d "
                           "(sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",
@@ -306,10 +331,9 @@ COLUMNS = ["setup", "tokens_per_s", "speedup", "mfu", "step_s", "compile_s", "pe
 
 
 def run(
-    preset: str = "gpt2-mini",
+    workload: Workload | None = None,
     device: str = "cpu",
-    batch_size: int = 4,
-    seq_len: int = 256,
+    *,
     setups: Sequence[Setup] | None = None,
     schedule: Schedule = Schedule(),
     quick: bool = False,
@@ -317,21 +341,35 @@ def run(
     name: str = "training",
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """Measure ``setups`` (default :func:`default_setups`) on ``preset``, print a table and
-    write the JSON result to ``out`` (if given). Returns the JSON payload.
+    """Measure ``setups`` (default :func:`default_setups`) on ``workload`` (default: the
+    preset :data:`DEVICE_DEFAULTS` names for the device), print a table and write the JSON
+    result to ``out`` (if given). Returns the JSON payload.
 
-    ``quick=True`` uses a tiny model, a batch of 2 x 32 tokens and one timed step (and the
-    default setups without ``torch.compile``): a smoke test of the whole benchmark in seconds.
+    ``quick=True`` uses a tiny model, a batch of at most 2 x 32 tokens and one timed step (and
+    the default setups without ``torch.compile``): a smoke test of the whole benchmark in seconds.
     """
-    base = dict(TINY_MODEL) if quick else get_preset(preset, dropout=0.0)
-    if quick:
-        batch_size, seq_len, schedule = min(batch_size, 2), min(seq_len, TINY_MODEL["context_length"]), QUICK_SCHEDULE
     dev = resolve_device(device)
+    workload = workload or preset_workload(DEVICE_DEFAULTS[dev.type][0], dev.type)
+    preset = workload.preset
+    if quick:
+        workload = Workload(dict(TINY_MODEL), min(workload.batch_size, 2),
+                            min(workload.seq_len, TINY_MODEL["context_length"]))
+        schedule = QUICK_SCHEDULE
     peak = peak_flops(dev, matmul_size=1024 if quick else 2048)
     setups = list(setups or default_setups(compile=not quick))
     if log:
-        log(f"{name}: {'tiny model' if quick else preset}, batch {batch_size} x {seq_len} tokens, {dev}, "
-            f"{torch.get_num_threads()} threads; peak {peak.flops / 1e12:.3g} TFLOP/s ({peak.description})")
-    rows = measure(setups, base, batch_size=batch_size, seq_len=seq_len, device=dev, schedule=schedule, peak=peak, log=log)
-    extra = {"preset": "tiny (--quick)" if quick else preset, **settings(base, batch_size, seq_len, dev, peak, schedule)}
+        log(f"{name}: {'tiny model' if quick else preset}, batch {workload.batch_size} x "
+            f"{workload.seq_len} tokens, {dev}, {torch.get_num_threads()} threads; peak "
+            f"{peak.flops / 1e12:.3g} TFLOP/s ({peak.description})")
+    rows = measure(setups, workload, device=dev, schedule=schedule, peak=peak, log=log)
+    extra = {"preset": "tiny (--quick)" if quick else preset,
+             **settings(workload, dev, peak, schedule)}
     return report(rows, COLUMNS, out, name, log, **extra)
+
+
+def preset_workload(preset: str, device_kind: str = "cpu", batch_size: int | None = None,
+                    seq_len: int | None = None) -> Workload:
+    """A named preset (dropout off) at the device's default batch shape, unless given."""
+    _, default_batch, default_seq = DEVICE_DEFAULTS["cuda" if device_kind == "cuda" else "cpu"]
+    model = get_preset(preset, dropout=0.0)
+    return Workload(model, batch_size or default_batch, seq_len or default_seq, preset=preset)

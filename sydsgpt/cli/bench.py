@@ -85,19 +85,20 @@ def run(args: argparse.Namespace) -> int:
     default_preset, default_batch, default_seq = DEVICE_DEFAULTS["cuda" if kind == "cuda" else "cpu"]
     preset, batch_size, seq_len = args.preset or default_preset, args.batch_size or default_batch, args.seq_len or default_seq
     schedule = config_from_args(training.Schedule, args)
+    workload = training.preset_workload(preset, kind, batch_size, seq_len)
     result = "gpu" if kind == "cuda" else "cpu"
     written = []
     for what in WHAT if args.what == "all" else (args.what,):
         print(f"=== {what}", flush=True)
         if what == "train":
             out = args.out / f"training_{result}.json"
-            training.run(preset, args.device, batch_size, seq_len, schedule=schedule, quick=args.quick, out=out)
+            training.run(workload, args.device, schedule=schedule, quick=args.quick, out=out)
         elif what == "ablation":
             out = args.out / f"ablation_{result}.json"
             if args.plan:
                 ablation.plan(out, kind, args.preset, args.batch_size, args.seq_len)
             else:
-                ablation.run(args.device, preset, batch_size, seq_len, schedule, args.quick, out)
+                ablation.run(args.device, workload, schedule, args.quick, out)
         elif what == "generate":
             out = args.out / "generation.json"
             generation.benchmark(preset=args.preset, device=args.device, quick=args.quick, transformers=not args.quick,
