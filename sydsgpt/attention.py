@@ -30,7 +30,9 @@ from .rope import RopeTables, apply_rope
 from .validation import check_positive_int, check_real
 
 
-def causal_mask(num_queries: int, num_keys: int, device: torch.device | None = None) -> torch.Tensor:
+def causal_mask(
+    num_queries: int, num_keys: int, device: torch.device | None = None
+) -> torch.Tensor:
     """Boolean mask of the positions a query may **not** look at.
 
     Query ``i`` sits at absolute position ``num_keys - num_queries + i`` (the queries
@@ -48,7 +50,9 @@ def causal_mask(num_queries: int, num_keys: int, device: torch.device | None = N
             f"num_queries={num_queries}, num_keys={num_keys}: the first queries would see no key at all."
         )
     offset = num_keys - num_queries
-    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).triu(diagonal=offset + 1)
+    return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).triu(
+        diagonal=offset + 1
+    )
 
 
 def scaled_dot_product_attention(
@@ -210,7 +214,9 @@ class MultiHeadAttention(nn.Module):
         # endlater
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], kernels: Kernels | None = None) -> MultiHeadAttention:
+    def from_config(
+        cls, config: Mapping[str, Any], kernels: Kernels | None = None
+    ) -> MultiHeadAttention:
         """The attention of a model: chapter 2's layer with the chapter 7 parts ``config`` names."""
         config = SydsGPTConfig.from_dict(config)
         d, heads = config.embedding_dim, config.num_heads

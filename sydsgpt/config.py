@@ -47,7 +47,9 @@ def register(field: str, name: str) -> Callable[[LayerClass], LayerClass]:
 
     def add(cls: LayerClass) -> LayerClass:
         if not callable(getattr(cls, "from_config", None)):
-            raise TypeError(f"{cls.__name__} needs a from_config(config) classmethod to be registered")
+            raise TypeError(
+                f"{cls.__name__} needs a from_config(config) classmethod to be registered"
+            )
         _TABLES[field][name] = cls
         return cls
 
@@ -215,9 +217,7 @@ class SydsGPTConfig(Mapping):
         if isinstance(config, SydsGPTConfig):
             return config
         if not isinstance(config, Mapping):
-            raise TypeError(
-                f"config must be a dict or SydsGPTConfig, got {type(config).__name__}"
-            )
+            raise TypeError(f"config must be a dict or SydsGPTConfig, got {type(config).__name__}")
         kernel_keys = sorted(set(config) & set(_KERNEL_FIELDS))
         if kernel_keys:
             raise ValueError(

@@ -45,7 +45,9 @@ class GPTDataset(Dataset):
     Items are ``(input_ids, target_ids)``, each a ``LongTensor`` of shape ``(max_length,)``.
     """
 
-    def __init__(self, token_ids: Sequence[int] | torch.Tensor, max_length: int, step_size: int) -> None:
+    def __init__(
+        self, token_ids: Sequence[int] | torch.Tensor, max_length: int, step_size: int
+    ) -> None:
         # later: a check that the sizes are positive
         _check_positive(max_length=max_length, step_size=step_size)
         # endlater
@@ -75,7 +77,9 @@ class GPTDataset(Dataset):
         if index < 0:
             index += self._num_windows
         if not 0 <= index < self._num_windows:
-            raise IndexError(f"window {index} out of range for a dataset of {self._num_windows} windows")
+            raise IndexError(
+                f"window {index} out of range for a dataset of {self._num_windows} windows"
+            )
         # endlater
         start = index * self.step_size
         window = self.token_ids[start : start + self.max_length + 1]
@@ -114,7 +118,9 @@ def create_dataloader(
     if not isinstance(text, str):
         raise TypeError(f"create_dataloader needs the text as a str, got {type(text).__name__}")
     if not text:
-        raise ValueError("the text is empty: give create_dataloader some text to make training windows from")
+        raise ValueError(
+            "the text is empty: give create_dataloader some text to make training windows from"
+        )
     _check_positive(max_length=max_length, step_size=step_size, batch_size=batch_size)
     # endlater
     dataset = GPTDataset(text_to_token_ids(text, tokenizer)[0], max_length, step_size)
@@ -128,8 +134,12 @@ def create_dataloader(
     # endlater
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-        num_workers=num_workers, generator=generator,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        generator=generator,
     )
 
 
@@ -165,7 +175,14 @@ class ResumableBatches:
     """
 
     def __init__(
-        self, dataset: Dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size % world_size != 0:
             raise ValueError(
@@ -222,8 +239,12 @@ class ResumableBatches:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch, "position": self.position, "seed": self.seed, "shuffle": self.shuffle,
-            "num_samples": self.num_samples, "batch_size": self.batch_size,
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -246,7 +267,9 @@ def as_dataset(data: Any, batch_size: int) -> Dataset:
             )
         return data.dataset
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        raise TypeError(f"train data must be a DataLoader or a map-style Dataset of (input_ids, target_ids), got {type(data).__name__}")
+        raise TypeError(
+            f"train data must be a DataLoader or a map-style Dataset of (input_ids, target_ids), got {type(data).__name__}"
+        )
     return data
 
 
@@ -257,13 +280,26 @@ def make_loaders(
     out) and cut each into non-overlapping sequences of ``seq_len`` tokens, in batches of
     ``batch_size`` (the training loader shuffles and drops an incomplete last batch)."""
     train_text, val_text = train_val_split(text, val_fraction)
-    common = {"max_length": seq_len, "step_size": seq_len, "batch_size": batch_size, "tokenizer": tokenizer}
+    common = {
+        "max_length": seq_len,
+        "step_size": seq_len,
+        "batch_size": batch_size,
+        "tokenizer": tokenizer,
+    }
     loaders = []
-    for part, part_text, training in (("training", train_text, True), ("validation", val_text, False)):
+    for part, part_text, training in (
+        ("training", train_text, True),
+        ("validation", val_text, False),
+    ):
         try:
-            loaders.append(create_dataloader(part_text, shuffle=training, drop_last=training, **common))
+            loaders.append(
+                create_dataloader(part_text, shuffle=training, drop_last=training, **common)
+            )
         except ValueError as exc:  # say which part is too short, and what to change
-            share = f"the first {1 - val_fraction:g}" if training else f"the last {val_fraction:g} (val_fraction)"
+            share = (
+                f"the first {1 - val_fraction:g}"
+                if training
+                else f"the last {val_fraction:g} (val_fraction)"
+            )
             raise ValueError(f"the {part} text ({share} of the data) is too short: {exc}") from None
     return loaders[0], loaders[1]
-

@@ -61,7 +61,9 @@ def init_distributed(device_type: str = "cpu") -> DistributedContext:
 def current_context() -> DistributedContext:
     """The context of an already initialised process group (single process if none)."""
     if dist.is_available() and dist.is_initialized():
-        return DistributedContext(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size())
+        return DistributedContext(
+            dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
+        )
     return DistributedContext()
 
 

@@ -28,7 +28,9 @@ import torch
 from torch import nn
 
 
-def shard_model(model: nn.Module, reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None) -> nn.Module:
+def shard_model(
+    model: nn.Module, reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None
+) -> nn.Module:
     """Apply ``fully_shard`` to each transformer block, then to the whole model (in place; returns it).
 
     Args:
@@ -39,7 +41,9 @@ def shard_model(model: nn.Module, reshard_after_forward: bool = True, param_dtyp
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    policy = MixedPrecisionPolicy(
+        param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None
+    )
     for block in model.transformer_blocks:  # type: ignore[union-attr]
         fully_shard(block, reshard_after_forward=reshard_after_forward, mp_policy=policy)
     fully_shard(model, reshard_after_forward=reshard_after_forward, mp_policy=policy)
@@ -50,7 +54,9 @@ def full_state_dict(model: nn.Module) -> dict[str, Any]:
     """The whole (unsharded) state dict of a sharded model, on the CPU; every process must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
 
 
 def local_fraction(model: nn.Module) -> float:
@@ -83,13 +89,23 @@ def full_state_views(model: nn.Module, optimizer: torch.optim.Optimizer) -> tupl
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     optim_state = get_optimizer_state_dict(model, optimizer, options=options)
-    return _FullStateView(full_state_dict(model), getattr(model, "config", None)), _FullStateView(optim_state)
+    return _FullStateView(full_state_dict(model), getattr(model, "config", None)), _FullStateView(
+        optim_state
+    )
 
 
-def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
-                    optim_state: dict[str, Any]) -> None:
+def load_full_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, Any],
+    optim_state: dict[str, Any],
+) -> None:
     """Load a checkpoint written through :func:`full_state_views` into a sharded model and its optimizer."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, model_state, options=options)

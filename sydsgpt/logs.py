@@ -27,7 +27,11 @@ def truncate_log(path: Path, last_step: int) -> list[dict[str, Any]]:
     return records
 
 
-def plot_losses(log: str | Path | Sequence[Mapping[str, Any]], ax: Any = None, title: str = "Training and validation loss") -> Any:
+def plot_losses(
+    log: str | Path | Sequence[Mapping[str, Any]],
+    ax: Any = None,
+    title: str = "Training and validation loss",
+) -> Any:
     """Plot train loss (every step) and validation loss (each evaluation) against tokens seen.
 
     Args:
@@ -55,4 +59,3 @@ def plot_losses(log: str | Path | Sequence[Mapping[str, Any]], ax: Any = None, t
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
-

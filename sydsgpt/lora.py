@@ -58,7 +58,9 @@ class LoRAConfig:
         check_real(self.dropout, "LoRAConfig.dropout", low=0, high=1, high_open=True)
         targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
         if not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ValueError(f"LoRAConfig.targets must be non-empty layer names, got {self.targets!r}")
+            raise ValueError(
+                f"LoRAConfig.targets must be non-empty layer names, got {self.targets!r}"
+            )
         object.__setattr__(self, "targets", targets)
 
     @property
@@ -73,8 +75,12 @@ class LoRAConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> "LoRAConfig":
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown LoRA option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{**values, **({"targets": tuple(values["targets"])} if "targets" in values else {})})
+            raise ValueError(
+                f"unknown LoRA option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(
+            **{**values, **({"targets": tuple(values["targets"])} if "targets" in values else {})}
+        )
 
 
 class LoRALinear(nn.Module):
@@ -133,6 +139,7 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, merged={self.merged}"
+
     # endlater
 
 
@@ -175,13 +182,19 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
     """
     config = config or LoRAConfig()
     if lora_layers(model):
-        raise ValueError("the model already has LoRA layers; apply_lora once (remove_lora first to start over)")
+        raise ValueError(
+            "the model already has LoRA layers; apply_lora once (remove_lora first to start over)"
+        )
     prefix, root = _blocks_root(model)
     linears = [(name, m) for name, m in root.named_modules() if isinstance(m, nn.Linear)]
     chosen = [(name, m) for name, m in linears if set(name.split(".")) & set(config.targets)]
     if not chosen:
-        names = sorted({part for name, _ in linears for part in name.split(".") if not part.isdigit()})
-        raise ValueError(f"no linear layer matches the LoRA targets {list(config.targets)}; parts of the layer names are {names}")
+        names = sorted(
+            {part for name, _ in linears for part in name.split(".") if not part.isdigit()}
+        )
+        raise ValueError(
+            f"no linear layer matches the LoRA targets {list(config.targets)}; parts of the layer names are {names}"
+        )
     model.requires_grad_(False)
     for name, linear in chosen:
         parent_name, _, child = name.rpartition(".")
@@ -218,7 +231,9 @@ def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
 
 def count_trainable_parameters(model: nn.Module) -> int:
     """Parameters that receive gradients (``requires_grad``), each shared tensor counted once."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
+    return sum(
+        p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values()
+    )
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -227,8 +242,12 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_adapter(path: str | os.PathLike[str], model: nn.Module, config: LoRAConfig,
-                 metadata: Mapping[str, Any] | None = None) -> Path:
+def save_adapter(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    config: LoRAConfig,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
     """Write only the trained tensors (:func:`adapter_state_dict`) and the LoRA config as a
     safetensors file (written atomically). ``metadata``: more JSON values to store beside."""
     from safetensors.torch import save
@@ -236,10 +255,14 @@ def save_adapter(path: str | os.PathLike[str], model: nn.Module, config: LoRACon
     from .files import atomic_write
 
     if any(layer.merged for layer in lora_layers(model).values()):
-        raise ValueError("the model's LoRA layers are merged; unmerge_lora(model) before saving the adapter")
+        raise ValueError(
+            "the model's LoRA layers are merged; unmerge_lora(model) before saving the adapter"
+        )
     tensors = {name: t.contiguous().cpu() for name, t in adapter_state_dict(model).items()}
     if not tensors:
-        raise ValueError("the model has no trainable parameters: apply_lora first, there is no adapter to save")
+        raise ValueError(
+            "the model has no trainable parameters: apply_lora first, there is no adapter to save"
+        )
     info = {"lora": config.to_dict(), **(dict(metadata) if metadata else {})}
     return atomic_write(path, save(tensors, metadata={_METADATA_KEY: json.dumps(info)}))
 
@@ -256,9 +279,13 @@ def read_adapter(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
             raw = (f.metadata() or {}).get(_METADATA_KEY)
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"{path} is not a readable safetensors adapter file ({type(exc).__name__}: {exc})") from None
+        raise ValueError(
+            f"{path} is not a readable safetensors adapter file ({type(exc).__name__}: {exc})"
+        ) from None
     if raw is None:
-        raise ValueError(f"{path} has no LoRA metadata: it was not written by sydsgpt.lora.save_adapter")
+        raise ValueError(
+            f"{path} has no LoRA metadata: it was not written by sydsgpt.lora.save_adapter"
+        )
     return tensors, json.loads(raw)
 
 
@@ -276,9 +303,15 @@ def load_adapter(model: nn.Module, path: str | os.PathLike[str]) -> LoRAConfig:
     params = dict(model.named_parameters())
     missing = [name for name in tensors if name not in params]
     if missing:
-        raise ValueError(f"{path} holds tensors this model does not have ({', '.join(missing[:3])}...): "
-                         "load it onto the architecture it was trained on")
-    wrong = [f"{n}: file {tuple(t.shape)}, model {tuple(params[n].shape)}" for n, t in tensors.items() if t.shape != params[n].shape]
+        raise ValueError(
+            f"{path} holds tensors this model does not have ({', '.join(missing[:3])}...): "
+            "load it onto the architecture it was trained on"
+        )
+    wrong = [
+        f"{n}: file {tuple(t.shape)}, model {tuple(params[n].shape)}"
+        for n, t in tensors.items()
+        if t.shape != params[n].shape
+    ]
     if wrong:
         raise ValueError(f"{path} does not fit this model: " + "; ".join(wrong[:3]))
     with torch.no_grad():

@@ -41,12 +41,15 @@ class SydsGPT(nn.Module):
         rows = self.kernels.padded(cfg.vocab_size)  # vocab_size, unless padded (appendix)
         self.token_embedding = nn.Embedding(rows, cfg.embedding_dim)
         self.position_embedding = (
-            nn.Embedding(cfg.context_length, cfg.embedding_dim) if cfg.positions == "learned" else None
+            nn.Embedding(cfg.context_length, cfg.embedding_dim)
+            if cfg.positions == "learned"
+            else None
         )
         # later: rotary position embeddings, applied inside attention (chapter 7)
         self.rope = (
             RotaryEmbedding(cfg.head_size, cfg.rope_theta, cfg.rope_scaling)
-            if cfg.positions == "rope" else None
+            if cfg.positions == "rope"
+            else None
         )
         # endlater
         self.drop_embedding = nn.Dropout(cfg.dropout)
@@ -77,6 +80,7 @@ class SydsGPT(nn.Module):
     def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
         """One empty :class:`KVCache` per layer, for incremental decoding."""
         return [KVCache(self.config.context_length, preallocate) for _ in self.transformer_blocks]
+
     # endlater
 
     def forward(
@@ -135,11 +139,16 @@ class SydsGPT(nn.Module):
         rows = self.token_embedding.weight.shape[0]
         for name in ("token_embedding.weight", "output_projection.weight"):
             saved = state_dict.get(prefix + name)
-            if saved is not None and saved.dim() == 2 and rows != saved.shape[0] >= self.config.vocab_size:
+            if (
+                saved is not None
+                and saved.dim() == 2
+                and rows != saved.shape[0] >= self.config.vocab_size
+            ):
                 useful = saved[: self.config.vocab_size]
                 padding = useful.new_zeros(rows - useful.shape[0], useful.shape[1])
                 state_dict[prefix + name] = torch.cat([useful, padding])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # endlater
 
 
@@ -165,7 +174,9 @@ def count_parameters(config: Mapping[str, Any] | nn.Module, include_position: bo
     return total
 
 
-def model_memory_bytes(config: Mapping[str, Any] | nn.Module, bytes_per_param: int | torch.dtype = 4) -> int:
+def model_memory_bytes(
+    config: Mapping[str, Any] | nn.Module, bytes_per_param: int | torch.dtype = 4
+) -> int:
     """Bytes the parameters take: 4 per parameter in float32, 2 in bfloat16.
 
     ``bytes_per_param`` is a number of bytes or a dtype (``torch.bfloat16``). Activations,
@@ -190,7 +201,9 @@ def matmul_weights(module: nn.Module) -> int:
     return sum(matmul_weights(child) for child in module.children())
 
 
-def flops_per_token(config: Mapping[str, Any], seq_len: int | None = None, training: bool = True) -> int:
+def flops_per_token(
+    config: Mapping[str, Any], seq_len: int | None = None, training: bool = True
+) -> int:
     """Model FLOPs per token: matrix products in the blocks and head, plus attention.
 
     Forward: ``2 N + 4 L T q``, where ``N`` counts the weights a token meets in matrix
@@ -212,8 +225,12 @@ def flops_per_token(config: Mapping[str, Any], seq_len: int | None = None, train
 
 @torch.no_grad()
 def generate_simple(
-    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, context_length: int | None = None,
-    *, context_len: int | None = None,
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    context_length: int | None = None,
+    *,
+    context_len: int | None = None,
 ) -> torch.Tensor:
     """Greedy decoding: append the most likely next token ``max_new_tokens`` times.
 
@@ -233,15 +250,29 @@ def generate_simple(
     if context_length is None:
         config = getattr(model, "config", None)
         if not isinstance(config, SydsGPTConfig):
-            raise TypeError("generate_simple needs context_length for a model without a SydsGPTConfig")
+            raise TypeError(
+                "generate_simple needs context_length for a model without a SydsGPTConfig"
+            )
         context_length = config.context_length
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
-        raise ValueError(f"context_length must be an integer >= 1 (usually config['context_length']), got {context_length!r}")
+    if (
+        isinstance(context_length, bool)
+        or not isinstance(context_length, int)
+        or context_length < 1
+    ):
+        raise ValueError(
+            f"context_length must be an integer >= 1 (usually config['context_length']), got {context_length!r}"
+        )
     check_input_ids(input_ids)
     for _ in range(max_new_tokens):
-        window = input_ids[:, -context_length:]  # crop: the model sees at most context_length tokens
+        window = input_ids[
+            :, -context_length:
+        ]  # crop: the model sees at most context_length tokens
         # SydsGPT can skip the head for every position but the last (the only one used).
         logits = model(window, last_only=True) if isinstance(model, SydsGPT) else model(window)
         logits = logits[:, -1, :]  # (B, vocab)

@@ -87,4 +87,6 @@ def show_source(*objects: Any, region: str | None = None, full: bool = False) ->
 
     if region is not None and len(objects) != 1:
         raise ValueError("show_source(region=...) takes one object")
-    return Code("\n\n".join(teaching_source(obj, region, full) for obj in objects), language="python")
+    return Code(
+        "\n\n".join(teaching_source(obj, region, full) for obj in objects), language="python"
+    )

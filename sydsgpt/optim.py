@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from .train_config import TrainConfig
 
 
-def lr_at_step(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+def lr_at_step(
+    step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
+) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine decay.
 
     Steps ``0 .. warmup_steps-1`` rise linearly to ``peak_lr`` (``peak_lr * (step+1) /
@@ -40,11 +42,19 @@ def make_scheduler(
 
     Call ``scheduler.step()`` after every ``optimizer.step()``.
     """
-    factor = partial(lr_at_step, peak_lr=1.0, warmup_steps=warmup_steps, total_steps=total_steps, min_lr=min_lr_ratio)
+    factor = partial(
+        lr_at_step,
+        peak_lr=1.0,
+        warmup_steps=warmup_steps,
+        total_steps=total_steps,
+        min_lr=min_lr_ratio,
+    )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_optimizer(model: nn.Module, cfg: "TrainConfig", device: torch.device | str | None = None) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, cfg: "TrainConfig", device: torch.device | str | None = None
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings only (not on biases or layer-norm
     parameters), and the fused kernel when ``cfg.fused_adamw`` (default: on CUDA)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -57,9 +67,10 @@ def build_optimizer(model: nn.Module, cfg: "TrainConfig", device: torch.device |
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
-
 def apply_hyperparameters(
-    optimizer: torch.optim.AdamW, scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: "TrainConfig",
+    optimizer: torch.optim.AdamW,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    cfg: "TrainConfig",
     device: torch.device | str | None = None,
 ) -> None:
     """Put ``cfg``'s values back into an optimizer and scheduler that were just loaded from a
@@ -71,7 +82,9 @@ def apply_hyperparameters(
     """
     decay, no_decay = optimizer.param_groups
     decay["weight_decay"], no_decay["weight_decay"] = cfg.weight_decay, 0.0
-    fused = auto_fused_adamw(cfg.fused_adamw, torch.device(device).type) if device is not None else None
+    fused = (
+        auto_fused_adamw(cfg.fused_adamw, torch.device(device).type) if device is not None else None
+    )
     for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
         if fused is not None:
             group["fused"] = fused

@@ -31,7 +31,9 @@ RopeTables = tuple[torch.Tensor, torch.Tensor]
 """``(cos, sin)``, each ``(T, D)``: the rotation for ``T`` positions, both halves of a pair alike."""
 
 
-def rope_frequencies(head_dim: int, base: float = 10000.0, scaling: Mapping[str, Any] | None = None) -> torch.Tensor:
+def rope_frequencies(
+    head_dim: int, base: float = 10000.0, scaling: Mapping[str, Any] | None = None
+) -> torch.Tensor:
     """The ``D / 2`` angular frequencies ``theta_i = base ** (-2 i / D)``, float32.
 
     ``scaling`` (Llama 3.1 / 3.2's ``"llama3"`` rope scaling: ``factor``,
@@ -45,15 +47,23 @@ def rope_frequencies(head_dim: int, base: float = 10000.0, scaling: Mapping[str,
         ``(D / 2,)`` float32 tensor, the fastest pair (``i = 0``, one radian per position) first.
     """
     if head_dim % 2:
-        raise ValueError(f"RoPE rotates pairs of features, so head_dim must be even, got {head_dim}")
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim  # 2i / D
+        raise ValueError(
+            f"RoPE rotates pairs of features, so head_dim must be even, got {head_dim}"
+        )
+    exponents = (
+        torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim
+    )  # 2i / D
     freqs = 1.0 / (base**exponents)
     if scaling is None:
         return freqs
     factor, low, high, original = (float(scaling[k]) for k in LLAMA3_SCALING_KEYS)
     wavelength = 2 * math.pi / freqs
-    scaled = torch.where(wavelength > original / low, freqs / factor, freqs)  # long waves: slowed down
-    blend = (original / wavelength - low) / (high - low)  # 0 at the long end of the band, 1 at the short end
+    scaled = torch.where(
+        wavelength > original / low, freqs / factor, freqs
+    )  # long waves: slowed down
+    blend = (original / wavelength - low) / (
+        high - low
+    )  # 0 at the long end of the band, 1 at the short end
     smoothed = (1 - blend) * scaled / factor + blend * scaled
     in_band = (wavelength >= original / high) & (wavelength <= original / low)
     return torch.where(in_band, smoothed, scaled)
@@ -118,7 +128,9 @@ class RotaryEmbedding(nn.Module):
         scaling: Llama 3's rope scaling, or ``None`` (see :func:`rope_frequencies`).
     """
 
-    def __init__(self, head_dim: int, base: float = 10000.0, scaling: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, head_dim: int, base: float = 10000.0, scaling: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.head_dim = head_dim
         self.freqs = rope_frequencies(head_dim, base, scaling)  # (D/2,) float32, on the CPU

@@ -32,7 +32,9 @@ class DeviceUnavailableError(RuntimeError):
     """The device asked for does not exist on this machine."""
 
 
-def resolve_device(name: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
+def resolve_device(
+    name: str | torch.device = "auto", local_rank: int | None = None
+) -> torch.device:
     """The :class:`torch.device` for a device name.
 
     Args:
@@ -56,7 +58,9 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceUnavailableError(f"device {name!r} was asked for but no CUDA GPU is available; use cpu (or auto)")
+            raise DeviceUnavailableError(
+                f"device {name!r} was asked for but no CUDA GPU is available; use cpu (or auto)"
+            )
         if device.index is None:
             if local_rank is None:
                 from .distributed import current_context
@@ -64,7 +68,9 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int | None = N
                 local_rank = current_context().local_rank
             device = torch.device("cuda", local_rank)
     if device.type == "mps" and not _mps_available():
-        raise DeviceUnavailableError(f"device {name!r} was asked for but Apple MPS is not available; use cpu (or auto)")
+        raise DeviceUnavailableError(
+            f"device {name!r} was asked for but Apple MPS is not available; use cpu (or auto)"
+        )
     return device
 
 
@@ -94,7 +100,9 @@ def device_type(name: str | torch.device) -> str:
 # ---------------------------------------------------------------------------- the "auto" rules
 
 
-def auto_amp_dtype(dtype: str, device_kind: str, bf16_supported: bool | None = None) -> torch.dtype | None:
+def auto_amp_dtype(
+    dtype: str, device_kind: str, bf16_supported: bool | None = None
+) -> torch.dtype | None:
     """The autocast dtype for a ``dtype`` choice on a kind of device (``None``: plain float32).
 
     ``bf16_supported`` says whether the GPU has bfloat16 (default: ask the current GPU; a
@@ -140,8 +148,12 @@ class FastPaths:
 
 
 def resolve_fast_paths(
-    device_kind: str, dtype: str = "auto", tf32: bool | None = None, fused_adamw: bool | None = None,
-    compile: bool = False, bf16_supported: bool | None = None,
+    device_kind: str,
+    dtype: str = "auto",
+    tf32: bool | None = None,
+    fused_adamw: bool | None = None,
+    compile: bool = False,
+    bf16_supported: bool | None = None,
 ) -> FastPaths:
     """Apply this module's rules: what ``dtype``/``tf32``/``fused_adamw``/``compile`` mean on ``device_kind``."""
     return FastPaths(

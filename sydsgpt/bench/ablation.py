@@ -24,36 +24,69 @@ from typing import Any, Callable, Mapping, Sequence
 from ..presets import get_preset
 from ..runtime import device_type
 from .common import RESULTS_DIR, format_table, write_result
-from .setups import DEVICE_DEFAULTS, MODEL_SWITCHES, TRAIN_SWITCHES, Setup, ablation_setups, resolved_switches
+from .setups import (
+    DEVICE_DEFAULTS,
+    MODEL_SWITCHES,
+    TRAIN_SWITCHES,
+    Setup,
+    ablation_setups,
+    resolved_switches,
+)
 from .training import COLUMNS, Schedule, Workload
 from .training import run as run_training
 
 NOT_MEASURED = "not measured: no GPU was available to this run; run `sydsgpt bench --what ablation --device cuda`"
 
 
-def not_measured_rows(setups: Sequence[Setup], base_model: Mapping[str, Any], device_kind: str = "cuda",
-                      reason: str = NOT_MEASURED) -> list[dict[str, Any]]:
+def not_measured_rows(
+    setups: Sequence[Setup],
+    base_model: Mapping[str, Any],
+    device_kind: str = "cuda",
+    reason: str = NOT_MEASURED,
+) -> list[dict[str, Any]]:
     """The rows a run on ``device_kind`` would fill, each marked ``measured: False`` with every number ``None``."""
     numbers = [c for c in COLUMNS if c != "setup"]
     return [
-        {"setup": s.name, **resolved_switches(s.switches(base_model), device_kind), "measured": False,
-         **{c: None for c in numbers}, "note": reason}
+        {
+            "setup": s.name,
+            **resolved_switches(s.switches(base_model), device_kind),
+            "measured": False,
+            **{c: None for c in numbers},
+            "note": reason,
+        }
         for s in setups
     ]
 
 
-def plan(out: str | Path | None, device_kind: str = "cuda", preset: str | None = None, batch_size: int | None = None,
-         seq_len: int | None = None, log: Callable[[str], None] | None = print) -> dict[str, Any]:
+def plan(
+    out: str | Path | None,
+    device_kind: str = "cuda",
+    preset: str | None = None,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
     """Write the ablation's rows for ``device_kind`` without running them (all *not measured*).
 
     ``preset``, ``batch_size``, ``seq_len`` default to the device's (:data:`DEVICE_DEFAULTS`).
     """
     default_preset, default_batch, default_seq = DEVICE_DEFAULTS[device_kind]
-    preset, batch_size, seq_len = preset or default_preset, batch_size or default_batch, seq_len or default_seq
+    preset, batch_size, seq_len = (
+        preset or default_preset,
+        batch_size or default_batch,
+        seq_len or default_seq,
+    )
     base = get_preset(preset, dropout=0.0)
     rows = not_measured_rows(ablation_setups(device_kind), base, device_kind)
-    extra = {"preset": preset, "model": base, "batch_size": batch_size, "seq_len": seq_len,
-             "device": device_kind, "measured": False, "reason": NOT_MEASURED}
+    extra = {
+        "preset": preset,
+        "model": base,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "device": device_kind,
+        "measured": False,
+        "reason": NOT_MEASURED,
+    }
     if log:
         log(format_table(rows, ["setup", *MODEL_SWITCHES, *TRAIN_SWITCHES, "measured"]))
     if out is not None:
@@ -77,15 +110,25 @@ def run(
     model, one timed step, no ``torch.compile`` row (a smoke test).
     """
     setups = ablation_setups(device_type(device), compile=not quick)
-    return run_training(workload, device, setups=setups, schedule=schedule, quick=quick,
-                        out=out, name="ablation", log=log)
+    return run_training(
+        workload,
+        device,
+        setups=setups,
+        schedule=schedule,
+        quick=quick,
+        out=out,
+        name="ablation",
+        log=log,
+    )
 
 
 def load(kind: str = "cpu", folder: str | Path = RESULTS_DIR) -> dict[str, Any]:
     """The committed ablation result for ``"cpu"`` or ``"gpu"`` (``ablation_<kind>.json``)."""
     path = Path(folder) / f"ablation_{kind}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; create it with: sydsgpt bench --what ablation --out {path.parent}")
+        raise FileNotFoundError(
+            f"{path} does not exist; create it with: sydsgpt bench --what ablation --out {path.parent}"
+        )
     return json.loads(path.read_text())
 
 
@@ -104,11 +147,21 @@ def plot_speedups(result: Mapping[str, Any], ax: Any = None, title: str | None =
     bars = ax.barh(names, speedups, color=["tab:blue" if s else "lightgray" for s in speedups])
     for bar, value in zip(bars, speedups):
         label = f"x{value:.2f}" if value else "not measured"
-        ax.text(max(value, 0.02), bar.get_y() + bar.get_height() / 2, " " + label, va="center", fontsize=9)
+        ax.text(
+            max(value, 0.02),
+            bar.get_y() + bar.get_height() / 2,
+            " " + label,
+            va="center",
+            fontsize=9,
+        )
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlim(0, max([1.0, *speedups]) * 1.25)
     ax.set_xlabel("training tokens/s relative to the plain path")
     machine = result.get("machine", {})
-    where = machine.get("gpu") or machine.get("cpu") if result.get("rows") and rows[0].get("measured") else "not measured"
+    where = (
+        machine.get("gpu") or machine.get("cpu")
+        if result.get("rows") and rows[0].get("measured")
+        else "not measured"
+    )
     ax.set_title(title or f"Ablation: {result.get('preset', '')} on {where}")
     return ax

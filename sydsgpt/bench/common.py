@@ -45,7 +45,9 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: Callable[[], None] | None = None) -> float:
+def time_call(
+    fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> float:
     """Best wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
@@ -80,7 +82,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join([line, sep, *body])
 
 
-def write_result(path: str | os.PathLike[str], name: str, rows: Sequence[dict[str, Any]], **extra: Any) -> Path:
+def write_result(
+    path: str | os.PathLike[str], name: str, rows: Sequence[dict[str, Any]], **extra: Any
+) -> Path:
     """Write ``{"benchmark", "machine", "rows", ...}`` as JSON to ``path``; returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +94,12 @@ def write_result(path: str | os.PathLike[str], name: str, rows: Sequence[dict[st
 
 
 def report(
-    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None, out: str | os.PathLike[str] | None, name: str,
-    log: Callable[[str], None] | None = print, **extra: Any,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None,
+    out: str | os.PathLike[str] | None,
+    name: str,
+    log: Callable[[str], None] | None = print,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Print ``rows`` as a table (through ``log``), write them with ``extra`` as the JSON result
     ``out`` (when given), and return the payload ``{"benchmark", **extra, "rows"}``."""

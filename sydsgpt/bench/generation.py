@@ -39,15 +39,34 @@ from .memory import PeakMemory, memory_method
 
 QUICK_PRESET = "gpt2-mini"
 QUICK_NEW_TOKENS = (20, 100)
-COLUMNS = ["new_tokens", "uncached_tok_s", "cached_tok_s", "speedup", "same_tokens",
-           "uncached_peak_mib", "cached_peak_mib", "kv_cache_mib"]
-HF_COLUMNS = ["new_tokens", "sydsgpt_tok_s", "sydsgpt_decoding_layout_tok_s", "transformers_tok_s",
-              "sydsgpt_vs_transformers", "decoding_layout_vs_transformers", "same_tokens",
-              "sydsgpt_peak_mib", "sydsgpt_decoding_layout_peak_mib", "transformers_peak_mib"]
+COLUMNS = [
+    "new_tokens",
+    "uncached_tok_s",
+    "cached_tok_s",
+    "speedup",
+    "same_tokens",
+    "uncached_peak_mib",
+    "cached_peak_mib",
+    "kv_cache_mib",
+]
+HF_COLUMNS = [
+    "new_tokens",
+    "sydsgpt_tok_s",
+    "sydsgpt_decoding_layout_tok_s",
+    "transformers_tok_s",
+    "sydsgpt_vs_transformers",
+    "decoding_layout_vs_transformers",
+    "same_tokens",
+    "sydsgpt_peak_mib",
+    "sydsgpt_decoding_layout_peak_mib",
+    "transformers_peak_mib",
+]
 MIB = 2**20
 
 
-def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float, PeakMemory]:
+def _timed(
+    fn: Callable[[], torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, float, PeakMemory]:
     """``fn()``'s result, its wall-clock seconds and its peak memory."""
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     with PeakMemory(device) as memory:
@@ -98,22 +117,41 @@ def run(
                 f"{prompt_tokens} + {n} tokens exceed the context of {model.config.context_length}: past it the "
                 "cached path re-reads the whole window every step, which is not what this benchmark measures."
             )
-        uncached, t_uncached, mem_uncached = _timed(lambda: generate(model, ids, n, use_cache=False), ids.device)
-        cached, t_cached, mem_cached = _timed(lambda: generate(model, ids, n, use_cache=True, preallocate=preallocate), ids.device)
+        uncached, t_uncached, mem_uncached = _timed(
+            lambda: generate(model, ids, n, use_cache=False), ids.device
+        )
+        cached, t_cached, mem_cached = _timed(
+            lambda: generate(model, ids, n, use_cache=True, preallocate=preallocate), ids.device
+        )
         same = torch.equal(uncached, cached)
-        assert same, f"{n} new tokens: the cached and uncached paths disagree; the KV cache is broken"
+        assert same, (
+            f"{n} new tokens: the cached and uncached paths disagree; the KV cache is broken"
+        )
         row = {
-            "preset": preset, "device": str(ids.device), "prompt_tokens": prompt_tokens, "new_tokens": n,
-            "uncached_s": t_uncached, "cached_s": t_cached,
-            "uncached_tok_s": n / t_uncached, "cached_tok_s": n / t_cached, "speedup": t_uncached / t_cached,
+            "preset": preset,
+            "device": str(ids.device),
+            "prompt_tokens": prompt_tokens,
+            "new_tokens": n,
+            "uncached_s": t_uncached,
+            "cached_s": t_cached,
+            "uncached_tok_s": n / t_uncached,
+            "cached_tok_s": n / t_cached,
+            "speedup": t_uncached / t_cached,
             "same_tokens": same,
-            "uncached_peak_mib": mem_uncached.peak_bytes / MIB, "cached_peak_mib": mem_cached.peak_bytes / MIB,
-            "kv_cache_mib": kv_cache_bytes(model.config, model.config.context_length if preallocate else prompt_tokens + n) / MIB,
+            "uncached_peak_mib": mem_uncached.peak_bytes / MIB,
+            "cached_peak_mib": mem_cached.peak_bytes / MIB,
+            "kv_cache_mib": kv_cache_bytes(
+                model.config, model.config.context_length if preallocate else prompt_tokens + n
+            )
+            / MIB,
         }
         rows.append(row)
         if verbose:
-            print(f"  {n} new tokens: {row['uncached_tok_s']:.1f} tok/s uncached, {row['cached_tok_s']:.1f} cached, "
-                  f"x{row['speedup']:.1f}", flush=True)
+            print(
+                f"  {n} new tokens: {row['uncached_tok_s']:.1f} tok/s uncached, {row['cached_tok_s']:.1f} cached, "
+                f"x{row['speedup']:.1f}",
+                flush=True,
+            )
     return rows
 
 
@@ -151,8 +189,13 @@ def compare_with_transformers(
     def hf_generate(n: int) -> torch.Tensor:
         with torch.no_grad():
             return hf.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0,
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                do_sample=False,
+                use_cache=True,
+                eos_token_id=None,
+                pad_token_id=0,
             )
 
     contenders: dict[str, Callable[[int], torch.Tensor]] = {
@@ -173,23 +216,32 @@ def compare_with_transformers(
                 speed[name].append(n / seconds)
                 peak[name] = max(peak[name], memory.peak_bytes / MIB)
             same = all(torch.equal(tokens["transformers"], out) for out in tokens.values())
-            assert same, f"{n} new tokens, round {round_index + 1}: SydsGPT and transformers generated different tokens"
+            assert same, (
+                f"{n} new tokens, round {round_index + 1}: SydsGPT and transformers generated different tokens"
+            )
         ratio = {
             name: statistics.median(a / b for a, b in zip(speed[name], speed["transformers"]))
             for name in ("sydsgpt", "sydsgpt_decoding_layout")
         }
-        rows.append({
-            "preset": preset, "device": str(ids.device), "new_tokens": n, "repeats": repeats,
-            "sydsgpt_tok_s": statistics.median(speed["sydsgpt"]),
-            "sydsgpt_decoding_layout_tok_s": statistics.median(speed["sydsgpt_decoding_layout"]),
-            "transformers_tok_s": statistics.median(speed["transformers"]),
-            "sydsgpt_vs_transformers": ratio["sydsgpt"],
-            "decoding_layout_vs_transformers": ratio["sydsgpt_decoding_layout"],
-            "same_tokens": same,
-            "sydsgpt_peak_mib": peak["sydsgpt"],
-            "sydsgpt_decoding_layout_peak_mib": peak["sydsgpt_decoding_layout"],
-            "transformers_peak_mib": peak["transformers"],
-        })
+        rows.append(
+            {
+                "preset": preset,
+                "device": str(ids.device),
+                "new_tokens": n,
+                "repeats": repeats,
+                "sydsgpt_tok_s": statistics.median(speed["sydsgpt"]),
+                "sydsgpt_decoding_layout_tok_s": statistics.median(
+                    speed["sydsgpt_decoding_layout"]
+                ),
+                "transformers_tok_s": statistics.median(speed["transformers"]),
+                "sydsgpt_vs_transformers": ratio["sydsgpt"],
+                "decoding_layout_vs_transformers": ratio["sydsgpt_decoding_layout"],
+                "same_tokens": same,
+                "sydsgpt_peak_mib": peak["sydsgpt"],
+                "sydsgpt_decoding_layout_peak_mib": peak["sydsgpt_decoding_layout"],
+                "transformers_peak_mib": peak["transformers"],
+            }
+        )
     return rows
 
 
@@ -217,12 +269,16 @@ def benchmark(
     preset = preset or (QUICK_PRESET if quick else "gpt2-small")
     new_tokens = list(new_tokens or (QUICK_NEW_TOKENS if quick else (50, 200, 500)))
     say = log or (lambda _msg: None)
-    say(f"generation benchmark: {preset}, {device}, {torch.get_num_threads()} threads, prompt {prompt_tokens} tokens, greedy")
+    say(
+        f"generation benchmark: {preset}, {device}, {torch.get_num_threads()} threads, prompt {prompt_tokens} tokens, greedy"
+    )
     model = build_model(preset, device)
     rows = run(new_tokens, preset, prompt_tokens, device, model=model, verbose=log is not None)
     extra: dict[str, Any] = {"memory": memory_method(device), "threads": torch.get_num_threads()}
     if transformers:
-        hf_rows = compare_with_transformers(new_tokens, preset, prompt_tokens, device, model=model, repeats=repeats)
+        hf_rows = compare_with_transformers(
+            new_tokens, preset, prompt_tokens, device, model=model, repeats=repeats
+        )
         say(format_table(hf_rows, HF_COLUMNS))
         extra["transformers"] = hf_rows
     return report(rows, COLUMNS, out, "generation", log, **extra)

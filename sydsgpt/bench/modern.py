@@ -33,10 +33,9 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import torch
-from torch import nn
 
 from ..data import make_loaders
 from ..losses import held_out_bits_per_byte
@@ -44,11 +43,21 @@ from ..model import SydsGPT, count_parameters
 from ..presets import RUNS, get_preset
 from ..runtime import seed_everything
 from ..train import TrainConfig, train
-from .common import RESULTS_DIR, format_table, report
+from .common import format_table, report
 
 BOOK_RUN = RUNS["book-ch05"]
 """Chapter 5's run: the recipe every row follows."""
-COLUMNS = ("setup", "params", "steps", "tokens", "train_s", "tokens_per_s", "wall_tokens_per_s", "val_loss", "val_bpb")
+COLUMNS = (
+    "setup",
+    "params",
+    "steps",
+    "tokens",
+    "train_s",
+    "tokens_per_s",
+    "wall_tokens_per_s",
+    "val_loss",
+    "val_bpb",
+)
 
 CHANGES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("GPT-2 blocks", {}),
@@ -57,8 +66,18 @@ CHANGES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+RoPE", {"positions": "rope"}),
     ("+GQA (2 KV heads)", {"num_kv_heads": 2}),
     ("+QK-norm", {"qk_norm": True}),
-    ("modern blocks", {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "num_kv_heads": 2, "qk_norm": True,
-                       "linear_bias": False, "norm_eps": 1e-6}),
+    (
+        "modern blocks",
+        {
+            "norm": "rmsnorm",
+            "ffn": "swiglu",
+            "positions": "rope",
+            "num_kv_heads": 2,
+            "qk_norm": True,
+            "linear_bias": False,
+            "norm_eps": 1e-6,
+        },
+    ),
 )
 """``(row name, config changes on top of chapter 5's model)``; the first row is the baseline."""
 REPEAT_SEED = 7
@@ -66,32 +85,54 @@ REPEAT_SEED = 7
 its difference from the first row shows how much of a gap one seed's luck can explain."""
 
 
-def match_parameter_count(config: Mapping[str, Any], target: int, multiple_of: int = 8) -> dict[str, Any]:
+def match_parameter_count(
+    config: Mapping[str, Any], target: int, multiple_of: int = 8
+) -> dict[str, Any]:
     """``config`` with the ``ffn_hidden_dim`` (a multiple of ``multiple_of``) whose parameter count is closest to ``target``."""
     d = config["embedding_dim"]
     candidates = range(multiple_of, 8 * d + 1, multiple_of)
-    best = min(candidates, key=lambda h: abs(count_parameters({**config, "ffn_hidden_dim": h}) - target))
+    best = min(
+        candidates, key=lambda h: abs(count_parameters({**config, "ffn_hidden_dim": h}) - target)
+    )
     return {**config, "ffn_hidden_dim": best}
 
 
-def _train_row(config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, Any], tokenizer: Any) -> dict[str, Any]:
+def _train_row(
+    config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, Any], tokenizer: Any
+) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = SydsGPT(dict(config))
     start = time.perf_counter()
     history = train(model, loaders[0], None, cfg, show_progress=False)
     seconds = time.perf_counter() - start
     speeds = [r["tokens_per_s"] for r in history[1:] if "tokens_per_s" in r]
-    step_speeds, late = sorted(speeds), speeds[len(speeds) // 2 :]  # late: the second half of the run
+    step_speeds, late = (
+        sorted(speeds),
+        speeds[len(speeds) // 2 :],
+    )  # late: the second half of the run
     tokens = cfg.max_steps * cfg.batch_size * cfg.seq_len  # type: ignore[operator]
     loss, bpb = held_out_bits_per_byte(model, loaders[1], tokenizer)
-    return {"params": count_parameters(model), "steps": cfg.max_steps, "tokens": tokens, "train_s": round(seconds, 2),
-            "tokens_per_s": step_speeds[len(step_speeds) // 2], "wall_tokens_per_s": round(tokens / seconds, 1),
-            "late_tokens_per_s": sorted(late)[len(late) // 2],
-            "val_loss": round(loss, 4), "val_bpb": round(bpb, 4)}
+    return {
+        "params": count_parameters(model),
+        "steps": cfg.max_steps,
+        "tokens": tokens,
+        "train_s": round(seconds, 2),
+        "tokens_per_s": step_speeds[len(step_speeds) // 2],
+        "wall_tokens_per_s": round(tokens / seconds, 1),
+        "late_tokens_per_s": sorted(late)[len(late) // 2],
+        "val_loss": round(loss, 4),
+        "val_bpb": round(bpb, 4),
+    }
 
 
-def run(seconds_per_row: float = 60.0, max_steps: int = 400, quick: bool = False, threads: int | None = None,
-        seed: int | None = None, log: Any = print) -> dict[str, Any]:
+def run(
+    seconds_per_row: float = 60.0,
+    max_steps: int = 400,
+    quick: bool = False,
+    threads: int | None = None,
+    seed: int | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
     """Train every row of :data:`CHANGES`; returns ``{"rows": [...], ...settings}``.
 
     ``threads``: PyTorch's intra-op threads during the run (``None``: leave as is). On a
@@ -110,7 +151,9 @@ def run(seconds_per_row: float = 60.0, max_steps: int = 400, quick: bool = False
         torch.set_num_threads(threads_before)
 
 
-def _run(seconds_per_row: float, max_steps: int, quick: bool, seed: int | None, log: Any) -> dict[str, Any]:
+def _run(
+    seconds_per_row: float, max_steps: int, quick: bool, seed: int | None, log: Any
+) -> dict[str, Any]:
     from ..book import book_tokenizer
     from ..corpora import load_corpus
 
@@ -120,8 +163,21 @@ def _run(seconds_per_row: float, max_steps: int, quick: bool, seed: int | None, 
 
         text = load_corpus("the-verdict")
         tokenizer = BPETokenizer(name="bpe300-the-verdict").train(text, 300)
-        base = {**get_preset(BOOK_RUN.preset), "embedding_dim": 32, "context_length": 32, "num_layers": 1, "num_heads": 4}
-        cfg = replace(BOOK_RUN.train, batch_size=4, seq_len=32, warmup_steps=2, eval_interval=0, sample_tokens=0)
+        base = {
+            **get_preset(BOOK_RUN.preset),
+            "embedding_dim": 32,
+            "context_length": 32,
+            "num_layers": 1,
+            "num_heads": 4,
+        }
+        cfg = replace(
+            BOOK_RUN.train,
+            batch_size=4,
+            seq_len=32,
+            warmup_steps=2,
+            eval_interval=0,
+            sample_tokens=0,
+        )
     else:
         text = load_corpus(BOOK_RUN.corpus)
         tokenizer = book_tokenizer(run=BOOK_RUN)
@@ -140,34 +196,63 @@ def _run(seconds_per_row: float, max_steps: int, quick: bool, seed: int | None, 
     steps = max(50, min(max_steps, round(seconds_per_row * speed / (cfg.batch_size * cfg.seq_len))))
     if quick:
         steps = 5
-    cfg = replace(cfg, max_steps=steps, warmup_steps=cfg.warmup_steps if steps > 4 * (cfg.warmup_steps or 0) else 1)
-    log(f"token budget: {steps} steps of {cfg.batch_size} x {cfg.seq_len} tokens per row "
-        f"(GPT-2 row at {speed:.0f} tokens/s, target {seconds_per_row:.0f} s per row)")
+    cfg = replace(
+        cfg,
+        max_steps=steps,
+        warmup_steps=cfg.warmup_steps if steps > 4 * (cfg.warmup_steps or 0) else 1,
+    )
+    log(
+        f"token budget: {steps} steps of {cfg.batch_size} x {cfg.seq_len} tokens per row "
+        f"(GPT-2 row at {speed:.0f} tokens/s, target {seconds_per_row:.0f} s per row)"
+    )
 
     rows = []
     for name, changes in CHANGES:
         config = {**base, **changes}
         if changes:
             config = match_parameter_count(config, target)
-        row = {"setup": name, **_train_row(config, cfg, loaders, tokenizer),
-               "ffn_hidden_dim": config.get("ffn_hidden_dim") or 4 * base["embedding_dim"], "config_changes": changes}
+        row = {
+            "setup": name,
+            **_train_row(config, cfg, loaders, tokenizer),
+            "ffn_hidden_dim": config.get("ffn_hidden_dim") or 4 * base["embedding_dim"],
+            "config_changes": changes,
+        }
         rows.append(row)
         log(format_table([row], COLUMNS).splitlines()[-1])
-    repeat = {"setup": f"GPT-2 blocks, seed {REPEAT_SEED}", **_train_row(base, replace(cfg, seed=REPEAT_SEED), loaders, tokenizer),
-              "ffn_hidden_dim": 4 * base["embedding_dim"], "config_changes": {}}
+    repeat = {
+        "setup": f"GPT-2 blocks, seed {REPEAT_SEED}",
+        **_train_row(base, replace(cfg, seed=REPEAT_SEED), loaders, tokenizer),
+        "ffn_hidden_dim": 4 * base["embedding_dim"],
+        "config_changes": {},
+    }
     rows.append(repeat)
     log(format_table([repeat], COLUMNS).splitlines()[-1])
     load_after = os.getloadavg()
     return {
-        "rows": rows, "corpus": "the-verdict" if quick else BOOK_RUN.corpus, "tokenizer": tokenizer.name,
-        "base_model": base, "train": cfg.to_dict(), "steps_per_row": steps, "seconds_per_row_target": seconds_per_row,
-        "calibration": calibration, "loadavg_before": list(load_before), "loadavg_after": list(load_after),
-        "torch_threads": torch.get_num_threads(), "quick": quick,
+        "rows": rows,
+        "corpus": "the-verdict" if quick else BOOK_RUN.corpus,
+        "tokenizer": tokenizer.name,
+        "base_model": base,
+        "train": cfg.to_dict(),
+        "steps_per_row": steps,
+        "seconds_per_row_target": seconds_per_row,
+        "calibration": calibration,
+        "loadavg_before": list(load_before),
+        "loadavg_after": list(load_after),
+        "torch_threads": torch.get_num_threads(),
+        "quick": quick,
     }
 
 
-def benchmark(seconds_per_row: float = 60.0, max_steps: int = 400, quick: bool = False, threads: int | None = None,
-              seed: int | None = None, out: str | Path | None = None, log: Any = print) -> dict[str, Any]:
+def benchmark(
+    seconds_per_row: float = 60.0,
+    max_steps: int = 400,
+    quick: bool = False,
+    threads: int | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
     """:func:`run`, its table printed and its JSON written to ``out`` (when given)."""
     result = run(seconds_per_row, max_steps, quick, threads, seed, log=log or (lambda _msg: None))
     if log:

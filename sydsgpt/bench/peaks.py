@@ -52,7 +52,10 @@ def gpu_peak_flops(device_name: str) -> float | None:
 
 
 def measure_matmul_peak(
-    size: int = 2048, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", repeats: int = 5
+    size: int = 2048,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    repeats: int = 5,
 ) -> float:
     """Best FLOP/s of a ``size x size`` by ``size x size`` matrix product on ``device``.
 
@@ -87,9 +90,15 @@ def peak_flops(device: str | torch.device = "cpu", matmul_size: int = 2048) -> P
         if flops is not None:
             return Peak(flops, "datasheet", f"{name} bf16 dense (datasheet)")
         measured = measure_matmul_peak(8192, torch.bfloat16, device)
-        return Peak(measured, "measured", f"{name}: measured bf16 matmul peak (not in the datasheet table)")
+        return Peak(
+            measured, "measured", f"{name}: measured bf16 matmul peak (not in the datasheet table)"
+        )
     measured = measure_matmul_peak(matmul_size, torch.float32, device)
-    return Peak(measured, "measured", f"MFU vs measured matmul peak: best float32 {matmul_size}x{matmul_size} matmul on this CPU")
+    return Peak(
+        measured,
+        "measured",
+        f"MFU vs measured matmul peak: best float32 {matmul_size}x{matmul_size} matmul on this CPU",
+    )
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, peak: float) -> float:

@@ -20,15 +20,29 @@ TRAIN_SWITCHES = ("dtype", "tf32", "compile", "fused_adamw")
 """TrainConfig fields that are speed switches."""
 
 PLAIN_MODEL: dict[str, Any] = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}
-PLAIN_TRAIN: dict[str, Any] = {"dtype": "float32", "tf32": False, "compile": False, "fused_adamw": False}
+PLAIN_TRAIN: dict[str, Any] = {
+    "dtype": "float32",
+    "tf32": False,
+    "compile": False,
+    "fused_adamw": False,
+}
 
 TINY_MODEL: dict[str, Any] = {
-    "vocab_size": 500, "embedding_dim": 64, "context_length": 32, "num_layers": 2, "num_heads": 4,
-    "dropout": 0.0, "qkv_bias": False, "tie_weights": True,
+    "vocab_size": 500,
+    "embedding_dim": 64,
+    "context_length": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "dropout": 0.0,
+    "qkv_bias": False,
+    "tie_weights": True,
 }
 """The ``--quick`` model: a smoke test of the whole benchmark in seconds (its speed means nothing)."""
 
-DEVICE_DEFAULTS: dict[str, tuple[str, int, int]] = {"cpu": ("gpt2-mini", 4, 256), "cuda": ("gpt2-small", 8, 1024)}
+DEVICE_DEFAULTS: dict[str, tuple[str, int, int]] = {
+    "cpu": ("gpt2-mini", 4, 256),
+    "cuda": ("gpt2-small", 8, 1024),
+}
 """``(preset, batch_size, seq_len)`` measured by default on each kind of device."""
 
 
@@ -52,21 +66,42 @@ class Setup:
     def switches(self, base_model: Mapping[str, Any]) -> dict[str, Any]:
         """The seven switch values this setup asks for (``"auto"`` / ``None`` where the
         package decides by device; measured rows report what they resolved to)."""
-        kernels = {k: getattr(Kernels(), k) for k in MODEL_SWITCHES} if self.defaults else dict(PLAIN_MODEL)
+        kernels = (
+            {k: getattr(Kernels(), k) for k in MODEL_SWITCHES}
+            if self.defaults
+            else dict(PLAIN_MODEL)
+        )
         kernels.update(self.model)
         train_defaults = TrainConfig()
-        train = {k: getattr(train_defaults, k) for k in TRAIN_SWITCHES} if self.defaults else dict(PLAIN_TRAIN)
+        train = (
+            {k: getattr(train_defaults, k) for k in TRAIN_SWITCHES}
+            if self.defaults
+            else dict(PLAIN_TRAIN)
+        )
         train.update(self.train)
         return {**{k: getattr(Kernels(**kernels), k) for k in MODEL_SWITCHES}, **train}
 
 
-def resolved_switches(switches: Mapping[str, Any], device_kind: str, bf16_supported: bool | None = True) -> dict[str, Any]:
+def resolved_switches(
+    switches: Mapping[str, Any], device_kind: str, bf16_supported: bool | None = True
+) -> dict[str, Any]:
     """``switches`` with every ``"auto"`` / ``None`` spelled out by :func:`sydsgpt.runtime.resolve_fast_paths`
     for ``device_kind`` (a plan for an absent GPU assumes it supports bfloat16)."""
-    fast = resolve_fast_paths(device_kind, switches["dtype"], switches["tf32"], switches["fused_adamw"],
-                              switches["compile"], bf16_supported=bf16_supported)
-    return {**dict(switches), "dtype": fast.dtype_name, "tf32": fast.tf32, "fused_adamw": fast.fused_adamw,
-            "compile": fast.compile}
+    fast = resolve_fast_paths(
+        device_kind,
+        switches["dtype"],
+        switches["tf32"],
+        switches["fused_adamw"],
+        switches["compile"],
+        bf16_supported=bf16_supported,
+    )
+    return {
+        **dict(switches),
+        "dtype": fast.dtype_name,
+        "tf32": fast.tf32,
+        "fused_adamw": fast.fused_adamw,
+        "compile": fast.compile,
+    }
 
 
 def default_setups(compile: bool = True) -> list[Setup]:
@@ -79,8 +114,11 @@ def default_setups(compile: bool = True) -> list[Setup]:
     return [
         Setup("plain"),
         Setup("package defaults", defaults=True),
-        Setup("all fast paths", model={"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64},
-              train={"dtype": "bfloat16", "tf32": True, "compile": compile, "fused_adamw": True}),
+        Setup(
+            "all fast paths",
+            model={"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64},
+            train={"dtype": "bfloat16", "tf32": True, "compile": compile, "fused_adamw": True},
+        ),
         Setup("defaults, decoding layout", defaults=True, decoding_layout=True),
     ]
 
@@ -110,5 +148,11 @@ def ablation_setups(device_type: str = "cpu", compile: bool = True) -> list[Setu
             continue
         (model if kind == "model" else train).update(values)
         setups.append(Setup(name, model=dict(model), train=dict(train)))
-    setups.append(Setup("package defaults", defaults=True, note="sydsgpt.model / sydsgpt.train defaults on this device"))
+    setups.append(
+        Setup(
+            "package defaults",
+            defaults=True,
+            note="sydsgpt.model / sydsgpt.train defaults on this device",
+        )
+    )
     return setups

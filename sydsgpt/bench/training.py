@@ -55,7 +55,13 @@ from .common import report
 from .memory import PeakMemory, memory_method
 from .peaks import Peak, mfu, peak_flops
 from .setups import (
-    DEVICE_DEFAULTS, MODEL_SWITCHES, PLAIN_MODEL, TINY_MODEL, TRAIN_SWITCHES, Setup, default_setups,
+    DEVICE_DEFAULTS,
+    MODEL_SWITCHES,
+    PLAIN_MODEL,
+    TINY_MODEL,
+    TRAIN_SWITCHES,
+    Setup,
+    default_setups,
 )
 
 MIB = 2**20
@@ -68,12 +74,18 @@ def transfer_weights(source: nn.Module, target: SydsGPT) -> None:
     target_state = target.state_dict()
     for name, value in source.state_dict().items():
         if name not in target_state:
-            raise KeyError(f"{name} of the source model is missing from the target model: not the same architecture")
+            raise KeyError(
+                f"{name} of the source model is missing from the target model: not the same architecture"
+            )
         wanted = target_state[name].shape
         if value.shape != wanted:
             if value.dim() != 2 or value.shape[1:] != wanted[1:] or value.shape[0] > wanted[0]:
-                raise ValueError(f"cannot copy {name} of shape {tuple(value.shape)} into shape {tuple(wanted)}")
-            value = torch.cat([value, value.new_zeros(wanted[0] - value.shape[0], *value.shape[1:])])
+                raise ValueError(
+                    f"cannot copy {name} of shape {tuple(value.shape)} into shape {tuple(wanted)}"
+                )
+            value = torch.cat(
+                [value, value.new_zeros(wanted[0] - value.shape[0], *value.shape[1:])]
+            )
         state[name] = value
     target.load_state_dict(state)
 
@@ -88,7 +100,9 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
-def random_batches(vocab_size: int, batch_size: int, seq_len: int, count: int, seed: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def random_batches(
+    vocab_size: int, batch_size: int, seq_len: int, count: int, seed: int, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` batches of ``(input_ids, target_ids)``, each ``(batch_size, seq_len)``, shifted by one."""
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab_size, (count, batch_size, seq_len + 1), generator=generator)
@@ -98,7 +112,14 @@ def random_batches(vocab_size: int, batch_size: int, seq_len: int, count: int, s
 class _Runner:
     """A model, its optimizer and its switches, ready to take training steps."""
 
-    def __init__(self, setup: Setup, base_model: Mapping[str, Any], init: nn.Module, device: torch.device, lr: float) -> None:
+    def __init__(
+        self,
+        setup: Setup,
+        base_model: Mapping[str, Any],
+        init: nn.Module,
+        device: torch.device,
+        lr: float,
+    ) -> None:
         self.setup = setup
         self.switches = setup.switches(base_model)
         kernels = Kernels(**{k: self.switches[k] for k in MODEL_SWITCHES})
@@ -111,10 +132,14 @@ class _Runner:
         self.cfg = TrainConfig(lr=lr, device=str(device), **train_options)
         self.device = device
         self.optimizer = build_optimizer(self.model, self.cfg, device)
-        fast = resolve_fast_paths(device.type, self.cfg.dtype, self.cfg.tf32, self.cfg.fused_adamw, self.cfg.compile)
+        fast = resolve_fast_paths(
+            device.type, self.cfg.dtype, self.cfg.tf32, self.cfg.fused_adamw, self.cfg.compile
+        )
         self.amp_dtype = fast.amp_dtype
         self.step_model: nn.Module = (
-            torch.compile(self.model, backend=self.cfg.compile_backend) if self.cfg.compile else self.model
+            torch.compile(self.model, backend=self.cfg.compile_backend)
+            if self.cfg.compile
+            else self.model
         )
         # What "auto" / None resolved to on this device, as the rows report it.
         self.switches.update(
@@ -133,8 +158,12 @@ class _Runner:
         configure_tf32(self.cfg.tf32, self.device)  # process-wide: set it for this setup each time
         start = time.perf_counter()
         loss, _ = train_step(
-            self.step_model, [batch], self.optimizer, grad_clip=self.cfg.grad_clip,
-            amp_dtype=self.amp_dtype, device=self.device,
+            self.step_model,
+            [batch],
+            self.optimizer,
+            grad_clip=self.cfg.grad_clip,
+            amp_dtype=self.amp_dtype,
+            device=self.device,
         )
         seconds = time.perf_counter() - start
         self.losses.append(loss)
@@ -221,7 +250,12 @@ def measure(
     torch.manual_seed(workload.seed)
     init = SydsGPT(workload.model, Kernels(**PLAIN_MODEL))
     batches = random_batches(
-        workload.model["vocab_size"], workload.batch_size, workload.seq_len, 4, workload.seed, device
+        workload.model["vocab_size"],
+        workload.batch_size,
+        workload.seq_len,
+        4,
+        workload.seed,
+        device,
     )
     compiles = any(setup.switches(workload.model)["compile"] for setup in setups)
     with _empty_compiler_cache() if compiles else nullcontext():
@@ -249,9 +283,14 @@ def _empty_compiler_cache() -> Iterator[None]:
 
 
 def _measure_runners(
-    setups: Sequence[Setup], workload: Workload, init: nn.Module,
-    batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, schedule: Schedule,
-    peak: Peak, say: Callable[[str], None],
+    setups: Sequence[Setup],
+    workload: Workload,
+    init: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    schedule: Schedule,
+    peak: Peak,
+    say: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """The body of :func:`measure`: warm up each setup, time them interleaved, make the rows."""
     tokens_per_step = workload.tokens_per_step
@@ -274,7 +313,9 @@ def _measure_runners(
     for r in range(schedule.rounds):
         for runner in runners:
             for i in range(schedule.steps_per_round):
-                runner.times.append(runner.step(batch(schedule.warmup + 1 + r * schedule.steps_per_round + i)))
+                runner.times.append(
+                    runner.step(batch(schedule.warmup + 1 + r * schedule.steps_per_round + i))
+                )
         say(f"  round {r + 1}/{schedule.rounds} done")
 
     rows = []
@@ -282,29 +323,35 @@ def _measure_runners(
         step_s = min(runner.times)
         tokens_per_s = tokens_per_step / step_s
         held = state_bytes(runner.model, runner.optimizer)
-        rows.append({
-            "setup": runner.setup.name,
-            **runner.switches,
-            "measured": True,
-            "tokens_per_s": tokens_per_s,
-            "speedup": min(runners[0].times) / step_s,
-            "mfu": mfu(tokens_per_s, useful_flops, peak.flops),
-            "step_s": step_s,
-            "step_s_median": statistics.median(runner.times),
-            "first_step_s": runner.first_step_s,
-            "compile_s": max(0.0, runner.first_step_s - statistics.median(runner.times)) if runner.switches["compile"] else None,
-            "state_mib": held / MIB,
-            "step_mib": runner.step_bytes / MIB,
-            "peak_mib": (held + runner.step_bytes) / MIB,
-            "first_loss": runner.losses[0],
-            "final_loss": runner.losses[-1],
-            "steps": schedule.total_steps,
-            "note": runner.setup.note,
-        })
+        rows.append(
+            {
+                "setup": runner.setup.name,
+                **runner.switches,
+                "measured": True,
+                "tokens_per_s": tokens_per_s,
+                "speedup": min(runners[0].times) / step_s,
+                "mfu": mfu(tokens_per_s, useful_flops, peak.flops),
+                "step_s": step_s,
+                "step_s_median": statistics.median(runner.times),
+                "first_step_s": runner.first_step_s,
+                "compile_s": max(0.0, runner.first_step_s - statistics.median(runner.times))
+                if runner.switches["compile"]
+                else None,
+                "state_mib": held / MIB,
+                "step_mib": runner.step_bytes / MIB,
+                "peak_mib": (held + runner.step_bytes) / MIB,
+                "first_loss": runner.losses[0],
+                "final_loss": runner.losses[-1],
+                "steps": schedule.total_steps,
+                "note": runner.setup.note,
+            }
+        )
     return rows
 
 
-def settings(workload: Workload, device: torch.device, peak: Peak, schedule: Schedule) -> dict[str, Any]:
+def settings(
+    workload: Workload, device: torch.device, peak: Peak, schedule: Schedule
+) -> dict[str, Any]:
     """The JSON fields that say how the rows were measured."""
     model = dict(workload.model)
     return {
@@ -317,17 +364,27 @@ def settings(workload: Workload, device: torch.device, peak: Peak, schedule: Sch
         "flops_per_token": flops_per_token(model, workload.seq_len, training=True),
         "peak": peak.to_dict(),
         "mfu_definition": "mfu = tokens_per_s * flops_per_token / peak.flops, flops_per_token = 6N + 12 L T d "
-                          "(sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",
+        "(sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",
         "memory": f"state_mib: parameters + optimizer state counted from the tensors; step_mib: {memory_method(device)} "
-                  "during one training step; peak_mib = state_mib + step_mib",
+        "during one training step; peak_mib = state_mib + step_mib",
         "timing": "step_s = fastest timed step (step_s_median: the median); setups interleaved round by round; "
-                  "warm-up (and compile) steps excluded; compile_s = first step - median step, from an empty "
-                  "compiler cache; a later compiled setup may reuse kernels compiled for an earlier one, so its "
-                  "compile_s is smaller",
+        "warm-up (and compile) steps excluded; compile_s = first step - median step, from an empty "
+        "compiler cache; a later compiled setup may reuse kernels compiled for an earlier one, so its "
+        "compile_s is smaller",
     }
 
 
-COLUMNS = ["setup", "tokens_per_s", "speedup", "mfu", "step_s", "compile_s", "peak_mib", "first_loss", "final_loss"]
+COLUMNS = [
+    "setup",
+    "tokens_per_s",
+    "speedup",
+    "mfu",
+    "step_s",
+    "compile_s",
+    "peak_mib",
+    "first_loss",
+    "final_loss",
+]
 
 
 def run(
@@ -352,23 +409,31 @@ def run(
     workload = workload or preset_workload(DEVICE_DEFAULTS[dev.type][0], dev.type)
     preset = workload.preset
     if quick:
-        workload = Workload(dict(TINY_MODEL), min(workload.batch_size, 2),
-                            min(workload.seq_len, TINY_MODEL["context_length"]))
+        workload = Workload(
+            dict(TINY_MODEL),
+            min(workload.batch_size, 2),
+            min(workload.seq_len, TINY_MODEL["context_length"]),
+        )
         schedule = QUICK_SCHEDULE
     peak = peak_flops(dev, matmul_size=1024 if quick else 2048)
     setups = list(setups or default_setups(compile=not quick))
     if log:
-        log(f"{name}: {'tiny model' if quick else preset}, batch {workload.batch_size} x "
+        log(
+            f"{name}: {'tiny model' if quick else preset}, batch {workload.batch_size} x "
             f"{workload.seq_len} tokens, {dev}, {torch.get_num_threads()} threads; peak "
-            f"{peak.flops / 1e12:.3g} TFLOP/s ({peak.description})")
+            f"{peak.flops / 1e12:.3g} TFLOP/s ({peak.description})"
+        )
     rows = measure(setups, workload, device=dev, schedule=schedule, peak=peak, log=log)
-    extra = {"preset": "tiny (--quick)" if quick else preset,
-             **settings(workload, dev, peak, schedule)}
+    extra = {
+        "preset": "tiny (--quick)" if quick else preset,
+        **settings(workload, dev, peak, schedule),
+    }
     return report(rows, COLUMNS, out, name, log, **extra)
 
 
-def preset_workload(preset: str, device_kind: str = "cpu", batch_size: int | None = None,
-                    seq_len: int | None = None) -> Workload:
+def preset_workload(
+    preset: str, device_kind: str = "cpu", batch_size: int | None = None, seq_len: int | None = None
+) -> Workload:
     """A named preset (dropout off) at the device's default batch shape, unless given."""
     _, default_batch, default_seq = DEVICE_DEFAULTS["cuda" if device_kind == "cuda" else "cpu"]
     model = get_preset(preset, dropout=0.0)
