@@ -17,7 +17,6 @@ from sydsgpt.instruct import format_prompt, word_task_records
 from sydsgpt.logs import read_log
 from sydsgpt.model import SydsGPT
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ["--batch-size", "4", "--max-steps", "4", "--eval-interval", "2", "--eval-batches", "1", "--lr", "3e-3",
         "--device", "cpu", "--quiet", "--max-new-tokens", "3"]

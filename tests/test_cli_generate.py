@@ -22,7 +22,6 @@ from sydsgpt.tokenizer import get_gpt2_tokenizer
 CONFIG = tiny_config(vocab_size=50257, context_length=24, num_layers=1, num_heads=2, dropout=0.1, qkv_bias=False)
 PROMPT = "Every effort moves"
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

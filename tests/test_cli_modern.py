@@ -14,7 +14,6 @@ from sydsgpt.cli import main
 from sydsgpt.generate import generate
 from sydsgpt.model import SydsGPT
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_modern_preset_then_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

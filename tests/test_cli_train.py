@@ -19,7 +19,6 @@ from sydsgpt.cli.train import train_config
 from sydsgpt.presets import RUNS
 from sydsgpt.train import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

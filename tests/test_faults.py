@@ -59,7 +59,6 @@ from sydsgpt.optim import lr_at_step
 from sydsgpt.tokenizer import get_gpt2_tokenizer
 from sydsgpt.train import TrainConfig, TrainingDiverged, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 OUTCOMES = ("clear error", "refused", "recovered")
 

@@ -18,7 +18,6 @@ from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.logs import read_log
 from sydsgpt.train import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stop_and_resume_in_process_is_bit_identical(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from sydsgpt.losses import batch_loss, cross_entropy_loss, loader_loss, perplexi
 from sydsgpt.optim import build_optimizer, lr_at_step, make_scheduler
 from sydsgpt.train import TrainConfig, TrainingDiverged, train, train_step
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ------------------------------------------------------------------ loss
 
