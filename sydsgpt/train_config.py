@@ -128,16 +128,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a dict; unknown keys are an error (a typo should not be ignored).
-
-        The key ``context_length`` (this field's name before it became ``seq_len``, as
-        older checkpoints store it) is read as ``seq_len``.
-        """
-        values = dict(values)
-        if "context_length" in values:
-            if "seq_len" in values and values["seq_len"] != values["context_length"]:
-                raise ValueError("give seq_len or its old name context_length, not both")
-            values["seq_len"] = values.pop("context_length")
+        """Build from a dict; unknown keys are an error (a typo should not be ignored)."""
         check_keys(values, field_names(cls), "training option")
         return cls(**values)
 
