@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .files import CHECKPOINT_NAME, atomic_write
+from .files import CHECKPOINT_NAME, LockedRunFolder, atomic_write
 from .lora import ADAPTER_NAME, LoRAConfig, apply_lora, count_trainable_parameters, lora_layers, save_adapter
 from .checkpoint import load_checkpoint, load_weights
 from .model import SydsGPT
@@ -298,7 +298,7 @@ def finetune_classifier(
     model: nn.Module, tokenizer: Any, train_records: Sequence[Record], val_records: Sequence[Record] | None = None, *,
     labels: Sequence[str] | None = None, trainable: str = "last-block", pooling: str = "last",
     lora: LoRAConfig | None = None, last_blocks: int = 1, cfg: TrainConfig | None = None,
-    max_length: int | None = None, out_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
+    max_length: int | None = None, out_dir: str | Path | LockedRunFolder | None = None, resume: bool = False, stop_after: int | None = None,
     show_progress: bool = True, progress_interval: float = 1.0,
 ) -> ClassifierRun:
     """Turn ``model`` (changed in place) into a classifier and train it on ``train_records``.
@@ -309,7 +309,8 @@ def finetune_classifier(
         cfg: the training options (default :func:`classifier_train_config`); text samples are off.
         max_length: tokens per text (default: the longest training text, at most the context).
         out_dir: the run folder (``checkpoint.pt``, ``log.jsonl``, ``run.json`` as for
-            :func:`sydsgpt.train.train`, plus ``classifier.json``; with LoRA ``adapter.safetensors``).
+            :func:`sydsgpt.train.train`, plus ``classifier.json``; with LoRA ``adapter.safetensors``),
+            or the :class:`~sydsgpt.files.LockedRunFolder` of one the caller locked.
         resume, stop_after, show_progress, progress_interval: as for :func:`sydsgpt.train.train`.
     """
     labels = tuple(labels) if labels is not None else class_labels(train_records)
@@ -332,12 +333,12 @@ def finetune_classifier(
     info = {"labels": list(labels), "pooling": pooling, "trainable": trainable, "max_length": max_length,
             "lora": (lora or LoRAConfig()).to_dict() if trainable == "lora" else None,
             "last_blocks": last_blocks if trainable == "last-block" else None}
-    out = Path(out_dir) if out_dir is not None else None
+    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else None if out_dir is None else Path(out_dir)
     if out is not None:
         _check_same_classifier(out, info, resume)
         atomic_write(out / CLASSIFIER_NAME, json.dumps(info, indent=2) + "\n")
     start = time.perf_counter()
-    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out, resume=resume,
+    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out_dir, resume=resume,
                     stop_after=stop_after, show_progress=show_progress, progress_interval=progress_interval,
                     objective=ClassificationObjective())
     train_s = time.perf_counter() - start

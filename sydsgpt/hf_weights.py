@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .hub import download_hf_model, read_model_folder
+from .hub import read_source
 from .model import SydsGPT, SydsGPTConfig
 
 StateDict = Mapping[str, torch.Tensor]
@@ -241,27 +241,6 @@ def sydsgpt_to_hf_state_dict(model: SydsGPT) -> dict[str, torch.Tensor]:
     return state
 
 
-# ---------------------------------------------------------------------------- files and the Hub
-
-
-def _read_source(source: Any) -> tuple[StateDict, dict[str, Any] | None]:
-    """``(state_dict, config_or_None)`` from a transformers model, a state dict, a folder or a Hub name."""
-    if isinstance(source, Mapping):
-        return source, None
-    if hasattr(source, "state_dict") and hasattr(getattr(source, "config", None), "to_dict"):
-        return source.state_dict(), source.config.to_dict()
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be a folder, a Hub model name, a state dict or a transformers model; got {type(source).__name__}")
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return read_model_folder(path, "Llama / Qwen3")
-    name = str(source)
-    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(f"no folder {path}; expected a folder with config.json and model.safetensors, "
-                                f"or a Hub name such as 'Qwen/Qwen3-0.6B'")
-    return read_model_folder(download_hf_model(name), "Llama / Qwen3")
-
-
 # ---------------------------------------------------------------------------- public API
 
 
@@ -282,7 +261,7 @@ def load_hf_weights(
     Returns:
         The model in eval mode.
     """
-    state, hf_config = _read_source(source)
+    state, hf_config = read_source(source, "Llama / Qwen3", "load_hf_weights", "Qwen/Qwen3-0.6B")
     hf_config = dict(config) if config is not None else hf_config
     if model is None:
         if hf_config is None:

@@ -304,6 +304,18 @@ def word_task_records(n: int, seed: int = 0, words: Sequence[str] = WORDS) -> li
 # ---------------------------------------------------------------------------- training
 
 
+def instruction_data(
+    train_records: Sequence[Mapping[str, str]], val_records: Sequence[Mapping[str, str]] | None, tokenizer: Any,
+    context_length: int, batch_size: int, *, mask_prompt: bool = True,
+) -> tuple[InstructionDataset, DataLoader | None]:
+    """The training dataset and the validation loader (``None`` without records) of
+    :func:`finetune_instructions`: every record tokenized and checked against the context."""
+    train_data = InstructionDataset(train_records, tokenizer, context_length, mask_prompt=mask_prompt)
+    val_data = (instruction_loader(val_records, tokenizer, context_length, batch_size, mask_prompt=mask_prompt)
+                if val_records else None)
+    return train_data, val_data
+
+
 def finetune_instructions(
     model: nn.Module,
     tokenizer: Any,
@@ -326,8 +338,7 @@ def finetune_instructions(
     (masked like the training targets). ``out_dir``, ``resume``, ``stop_after`` and
     ``show_progress`` are :func:`~sydsgpt.train.train`'s. Returns the log records.
     """
-    context = model.config.context_length
-    train_data = InstructionDataset(train_records, tokenizer, context, mask_prompt=mask_prompt)
-    val_data = instruction_loader(val_records, tokenizer, context, cfg.batch_size, mask_prompt=mask_prompt) if val_records else None
+    train_data, val_data = instruction_data(train_records, val_records, tokenizer, model.config.context_length,
+                                            cfg.batch_size, mask_prompt=mask_prompt)
     return train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=out_dir, resume=resume,
                  stop_after=stop_after, show_progress=show_progress, objective=NextTokenObjective())

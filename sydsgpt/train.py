@@ -39,7 +39,7 @@ from .checkpoint import (
 from .data import Batch, ResumableBatches, as_dataset
 from .divergence import DivergenceGuard, TrainingDiverged
 from .distributed import DistributedContext, all_reduce_mean, all_reduce_sum, barrier, current_context, gather_objects
-from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, atomic_write, lock_run_folder
+from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, LockedRunFolder, atomic_write, lock_run_folder
 from .interrupts import StopRequests, TrainingInterrupted
 from .logs import truncate_log
 from .losses import NextTokenObjective, loader_loss
@@ -183,7 +183,7 @@ def train(
     cfg: TrainConfig,
     *,
     tokenizer: Any = None,
-    out_dir: str | Path | None = None,
+    out_dir: str | Path | LockedRunFolder | None = None,
     resume: bool | str | Path = False,
     stop_after: int | None = None,
     show_progress: bool = True,
@@ -199,7 +199,8 @@ def train(
         val_data: validation batches (e.g. a DataLoader without shuffling), or ``None``.
         cfg: the :class:`TrainConfig`.
         tokenizer: for the samples printed at each evaluation, and recorded in checkpoints.
-        out_dir: where to write ``log.jsonl`` and ``checkpoint.pt`` (nothing written if None).
+        out_dir: where to write ``log.jsonl`` and ``checkpoint.pt`` (nothing written if None);
+            a :class:`~sydsgpt.files.LockedRunFolder` is a folder the caller already locked.
         resume: ``True`` resumes from ``out_dir/checkpoint.pt``; a path resumes from that file.
         stop_after: end this session after this step (checkpointed; the learning-rate
             schedule still spans the whole run). Resume it later with ``resume=True``.
@@ -214,8 +215,8 @@ def train(
     ``grad_norm``, ``tokens_per_s``, and ``val_loss`` (and ``sample``) when evaluated.
     Under ``torchrun`` the model is wrapped in DDP; every process must call :func:`train`.
 
-    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`: a second run
-    on it is refused; a dead run's lock and temporary files are cleaned up), and the first
+    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`, unless the
+    caller holds its lock already: a second run on it is refused; a dead run's lock and temporary files are cleaned up), and the first
     SIGINT (Ctrl-C) or SIGTERM ends the current step, checkpoints it and raises
     :class:`~sydsgpt.interrupts.TrainingInterrupted`.
 
@@ -229,9 +230,10 @@ def train(
             a changed option of :data:`sydsgpt.resume.RESUME_FIXED`.
     """
     check_positive_int(stop_after, "stop_after", allow_none=True)
-    out = Path(out_dir) if out_dir is not None else None
+    held = isinstance(out_dir, LockedRunFolder)
+    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else None if out_dir is None else Path(out_dir)
     with ExitStack() as guards:
-        if out is not None and current_context().is_main:
+        if out is not None and not held and current_context().is_main:
             guards.enter_context(lock_run_folder(out))
         stop = guards.enter_context(StopRequests())
         return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after, show_progress,

@@ -90,11 +90,11 @@ class TrainConfig:
     fused_adamw: bool | None = None
     """The fused AdamW kernel (``None``: on for CUDA)."""
     fsdp: bool = False
+    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
     threads: int | None = None
     """PyTorch's CPU threads during the run (``None``: leave torch's choice, usually one per core).
     Float sums depend on how work is split across threads, so a run is bit-reproducible only
     with the same thread count: the book's runs pin it."""
-    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches", "threads"):
@@ -109,7 +109,7 @@ class TrainConfig:
             check_real(getattr(self, name), f"TrainConfig.{name}", low=0, high=1, high_open=True)
         check_real(self.grad_clip, "TrainConfig.grad_clip", low=0, low_open=True, allow_none=True,
                    hint="a clip <= 0 would flip or zero the gradient; use None (--grad-clip none) for no clipping")
-        for name in ("eval_at_start", "compile"):
+        for name in ("eval_at_start", "compile", "fsdp"):
             check_bool(getattr(self, name), f"TrainConfig.{name}")
         for name in ("tf32", "fused_adamw"):
             check_bool(getattr(self, name), f"TrainConfig.{name}", allow_none=True)

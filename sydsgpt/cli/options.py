@@ -125,7 +125,9 @@ def add_config_options(
             continue
         kind, nullable = _unwrap_optional(hints[f.name])
         flags = [flag_name(f.name), *aliases.get(f.name, ())]
-        help_text = _plain(docs.get(f.name, f.name.replace("_", " ")))
+        if f.name not in docs:
+            raise TypeError(f"{cls.__name__}.{f.name} has no docstring: it is the option's --help text; write one")
+        help_text = _plain(docs[f.name])
         shown = "auto" if default is None and kind is bool else ("none" if default is None else default)
         help_text += f" (default: {_escape(shown) if isinstance(shown, str) and f.name not in ('device', 'dtype') else shown})"
         options: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
