@@ -27,7 +27,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_fr
 from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME, atomic_write, file_sha256
 from .logs import read_log
 from .presets import RunPreset, get_run
-from .runtime import resolve_device, seed_everything
+from .runtime import cpu_model, resolve_device, seed_everything
 from .train import TrainConfig, train
 
 
@@ -159,7 +159,6 @@ def publish_book_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from .bench.common import cpu_model
     from .model import count_parameters
 
     spec = get_run(run)
