@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from .runtime import DTYPES, Dtype, check_device_name
-from .validation import check_bool, check_int, check_keys, check_positive_int, check_real, field_names
+from .validation import (
+    check_bool, check_choice, check_int, check_keys, check_positive_int, check_real, check_str, field_names,
+)
 
 
 @dataclass
@@ -114,14 +116,12 @@ class TrainConfig:
         for name in ("tf32", "fused_adamw"):
             check_bool(getattr(self, name), f"TrainConfig.{name}", allow_none=True)
         for name in ("sample_prompt", "device", "compile_backend"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"TrainConfig.{name} must be a str, got {getattr(self, name)!r}")
+            check_str(getattr(self, name), f"TrainConfig.{name}")
         if self.sample_tokens and not self.sample_prompt:
             raise ValueError("TrainConfig.sample_prompt must not be empty when TrainConfig.sample_tokens > 0 (a sample continues a prompt); "
                              "give a prompt or set sample_tokens to 0")
         check_device_name(self.device)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        check_choice(self.dtype, "TrainConfig.dtype", DTYPES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
