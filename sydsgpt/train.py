@@ -18,6 +18,7 @@ schedule in :mod:`sydsgpt.optim`, the data order in :mod:`sydsgpt.data`, the log
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import signal
@@ -147,8 +148,6 @@ def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
     ids = getattr(dataset, "token_ids", None)
     if not isinstance(ids, torch.Tensor):
         return None
-    import hashlib
-
     ids = ids.reshape(-1).to(torch.int64)
     digest = hashlib.sha256(str(ids.numel()).encode())
     for part in (ids[:sample], ids[-sample:]):
