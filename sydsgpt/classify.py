@@ -205,14 +205,16 @@ def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | 
     return count_trainable_parameters(classifier)
 
 
-def last_token_logits(classifier: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def last_token_logits(classifier: nn.Module, input_ids: torch.Tensor,
+                      lengths: torch.Tensor) -> torch.Tensor:
     """``(B, num_classes)``: each text's logits at its last real token (``lengths - 1``)."""
     logits = classifier(input_ids)  # (B, T, C)
     return logits[torch.arange(len(lengths), device=logits.device), lengths.to(logits.device) - 1]
 
 
 @torch.no_grad()
-def class_logits(classifier: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def class_logits(classifier: nn.Module, input_ids: torch.Tensor,
+                 lengths: torch.Tensor) -> torch.Tensor:
     """:func:`last_token_logits` without a graph for gradients (predictions)."""
     return last_token_logits(classifier, input_ids, lengths)
 
@@ -333,14 +335,14 @@ def finetune_classifier(
     info = {"labels": list(labels), "pooling": pooling, "trainable": trainable, "max_length": max_length,
             "lora": (lora or LoRAConfig()).to_dict() if trainable == "lora" else None,
             "last_blocks": last_blocks if trainable == "last-block" else None}
-    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else None if out_dir is None else Path(out_dir)
+    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else out_dir and Path(out_dir)
     if out is not None:
         _check_same_classifier(out, info, resume)
         atomic_write(out / CLASSIFIER_NAME, json.dumps(info, indent=2) + "\n")
     start = time.perf_counter()
-    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out_dir, resume=resume,
-                    stop_after=stop_after, show_progress=show_progress, progress_interval=progress_interval,
-                    objective=ClassificationObjective())
+    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out_dir,
+                    resume=resume, stop_after=stop_after, show_progress=show_progress,
+                    progress_interval=progress_interval, objective=ClassificationObjective())
     train_s = time.perf_counter() - start
     if out is not None and trainable == "lora":
         save_adapter(out / ADAPTER_NAME, classifier, lora or LoRAConfig(), metadata=info)

@@ -207,14 +207,14 @@ class ResumableBatches:
         return self
 
     def __next__(self) -> Batch:
-        """This process's shard of the next global batch: ``(input_ids, target_ids)``, each ``(b, T)``
-        (items of another shape are collated with ``default_collate``)."""
+        """This process's shard of the next global batch: ``(input_ids, target_ids)``, each
+        ``(b, T)`` (items of another shape are collated with ``default_collate``)."""
         indices = self.global_batch_indices()
         self.position += 1
         per_rank = self.batch_size // self.world_size
         mine = indices[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
         items = [self.dataset[i] for i in mine]
-        if all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):  # (input_ids, target_ids) pairs
+        if all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):  # (x, y) pairs
             return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
         return default_collate(items)  # other objectives' items: tuples or dicts of tensors
 

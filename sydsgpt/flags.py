@@ -40,7 +40,8 @@ def flag_name(name: str) -> str:
 
 
 def option_flag(cls: type, name: str, value: Any) -> tuple[str, str | None]:
-    """``(flag, text)`` that sets field ``name`` of ``cls`` to ``value`` (``text`` is None for a bare flag)."""
+    """``(flag, text)`` that sets field ``name`` of ``cls`` to ``value`` (``text`` is None for a
+    bare flag)."""
     kind, _ = unwrap_optional(typing.get_type_hints(cls)[name])
     flag = flag_name(name)
     if kind is bool and value is not None:

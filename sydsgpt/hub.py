@@ -81,12 +81,12 @@ def verify_files(folder: str | os.PathLike[str], expected: Mapping[str, tuple[in
 
 
 def looks_like_hub_name(name: str) -> bool:
-    """Whether ``name`` can be a Hub repository (``gpt2``, ``Qwen/Qwen3-0.6B``), not a local path."""
+    """Whether ``name`` can be a Hub repository (``gpt2``, ``Qwen/Qwen3-0.6B``), not a path."""
     return bool(_HUB_NAME.match(name)) and not name.startswith(".")
 
 
-def download_hf_model(repo_id: str, folder: str | os.PathLike[str] | None = None, revision: str | None = None,
-                      loader: str = "load_hf_weights") -> Path:
+def download_hf_model(repo_id: str, folder: str | os.PathLike[str] | None = None,
+                      revision: str | None = None, loader: str = "load_hf_weights") -> Path:
     """Download a model repository's config, weights and tokenizer from the Hugging Face Hub.
 
     Needs ``huggingface_hub`` and network access (and, for Llama, an accepted licence and
@@ -103,9 +103,9 @@ def download_hf_model(repo_id: str, folder: str | os.PathLike[str] | None = None
         The folder with the files, ready for :func:`load_hf_weights`.
     """
     how_to = (
-        f"Without network access, download {', '.join(HUB_FILES[:2])} (or {LEGACY_WEIGHTS}) and tokenizer.json "
-        f"from https://huggingface.co/{repo_id} on another machine, put them in one folder and pass that "
-        f"folder: {loader}('path/to/folder')."
+        f"Without network access, download {', '.join(HUB_FILES[:2])} (or {LEGACY_WEIGHTS}) and "
+        f"tokenizer.json from https://huggingface.co/{repo_id} on another machine, put them in one "
+        f"folder and pass that folder: {loader}('path/to/folder')."
     )
     try:
         from huggingface_hub import HfApi, snapshot_download
@@ -131,7 +131,9 @@ def download_hf_model(repo_id: str, folder: str | os.PathLike[str] | None = None
     return path
 
 
-def read_source(source: Any, format_name: str, loader: str, hub_example: str) -> tuple[Mapping[str, torch.Tensor], dict[str, Any] | None]:
+def read_source(
+    source: Any, format_name: str, loader: str, hub_example: str
+) -> tuple[Mapping[str, torch.Tensor], dict[str, Any] | None]:
     """``(state_dict, config_or_None)`` from any source a weights loader accepts.
 
     Args:
@@ -144,23 +146,24 @@ def read_source(source: Any, format_name: str, loader: str, hub_example: str) ->
     """
     if isinstance(source, Mapping):
         return source, None
-    if hasattr(source, "state_dict") and hasattr(getattr(source, "config", None), "to_dict"):  # a transformers model
-        return source.state_dict(), source.config.to_dict()
-    accepted = (f"a folder with config.json and model.safetensors, a weights file with config.json beside it, "
-                f"or a Hub name such as {hub_example!r}")
+    if hasattr(source, "state_dict") and hasattr(getattr(source, "config", None), "to_dict"):
+        return source.state_dict(), source.config.to_dict()  # a transformers model
+    accepted = (f"a folder with config.json and model.safetensors, a weights file with config.json "
+                f"beside it, or a Hub name such as {hub_example!r}")
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be a folder, a weights file, a Hub model name, a state dict or a transformers "
-                        f"model; got {type(source).__name__}")
+        raise TypeError(f"source must be a folder, a weights file, a Hub model name, a state dict or a "
+                        f"transformers model; got {type(source).__name__}")
     path = Path(source).expanduser()
     if path.is_dir():
         return read_model_folder(path, format_name)
     if path.is_file():
         config_file = path.parent / "config.json"
         if not path.name.endswith((".safetensors", ".bin", ".index.json")):
-            raise ValueError(f"{path} is not a weights file (.safetensors or .bin); expected {accepted}")
+            raise ValueError(f"{path} is not a weights file (.safetensors or .bin); "
+                             f"expected {accepted}")
         if not config_file.is_file():
-            raise FileNotFoundError(f"no config.json beside {path}; the {format_name} config.json must sit in the "
-                                    "same folder as the weights")
+            raise FileNotFoundError(f"no config.json beside {path}; the {format_name} config.json "
+                                    "must sit in the same folder as the weights")
         return read_weights_file(path), json.loads(config_file.read_text())
     if not looks_like_hub_name(str(source)):
         raise FileNotFoundError(f"no folder or file {path}; expected {accepted}")

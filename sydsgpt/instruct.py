@@ -305,14 +305,22 @@ def word_task_records(n: int, seed: int = 0, words: Sequence[str] = WORDS) -> li
 
 
 def instruction_data(
-    train_records: Sequence[Mapping[str, str]], val_records: Sequence[Mapping[str, str]] | None, tokenizer: Any,
-    context_length: int, batch_size: int, *, mask_prompt: bool = True,
+    train_records: Sequence[Mapping[str, str]],
+    val_records: Sequence[Mapping[str, str]] | None,
+    tokenizer: Any,
+    context_length: int,
+    batch_size: int,
+    *,
+    mask_prompt: bool = True,
 ) -> tuple[InstructionDataset, DataLoader | None]:
     """The training dataset and the validation loader (``None`` without records) of
     :func:`finetune_instructions`: every record tokenized and checked against the context."""
-    train_data = InstructionDataset(train_records, tokenizer, context_length, mask_prompt=mask_prompt)
-    val_data = (instruction_loader(val_records, tokenizer, context_length, batch_size, mask_prompt=mask_prompt)
-                if val_records else None)
+    train_data = InstructionDataset(train_records, tokenizer, context_length,
+                                    mask_prompt=mask_prompt)
+    val_data = None
+    if val_records:
+        val_data = instruction_loader(val_records, tokenizer, context_length, batch_size,
+                                      mask_prompt=mask_prompt)
     return train_data, val_data
 
 
@@ -333,12 +341,13 @@ def finetune_instructions(
 
     The model must already know the end token (:func:`add_end_token`). The same loop and
     objective as pretraining (:class:`~sydsgpt.losses.NextTokenObjective`, which does not
-    grade the :data:`IGNORE_INDEX` targets): AdamW, warm-up and cosine schedule, clipping, the JSON-lines log,
-    checkpoints and exact resume; ``val_loss`` in the log is the held-out response loss
+    grade the :data:`IGNORE_INDEX` targets): AdamW, warm-up and cosine schedule, clipping,
+    the JSON-lines log, checkpoints and exact resume; ``val_loss`` in the log is the held-out response loss
     (masked like the training targets). ``out_dir``, ``resume``, ``stop_after`` and
     ``show_progress`` are :func:`~sydsgpt.train.train`'s. Returns the log records.
     """
-    train_data, val_data = instruction_data(train_records, val_records, tokenizer, model.config.context_length,
-                                            cfg.batch_size, mask_prompt=mask_prompt)
+    train_data, val_data = instruction_data(train_records, val_records, tokenizer,
+                                            model.config.context_length, cfg.batch_size,
+                                            mask_prompt=mask_prompt)
     return train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=out_dir, resume=resume,
                  stop_after=stop_after, show_progress=show_progress, objective=NextTokenObjective())

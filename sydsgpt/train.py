@@ -40,7 +40,9 @@ from .checkpoint import (
 from .data import Batch, ResumableBatches, as_dataset
 from .divergence import DivergenceGuard, TrainingDiverged
 from .distributed import DistributedContext, all_reduce_mean, all_reduce_sum, barrier, current_context, gather_objects
-from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, LockedRunFolder, atomic_write, lock_run_folder
+from .files import (
+    CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, LockedRunFolder, atomic_write, lock_run_folder,
+)
 from .interrupts import StopRequests, TrainingInterrupted
 from .logs import truncate_log
 from .losses import NextTokenObjective, loader_loss
@@ -215,7 +217,8 @@ def train(
     Under ``torchrun`` the model is wrapped in DDP; every process must call :func:`train`.
 
     While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`, unless the
-    caller holds its lock already: a second run on it is refused; a dead run's lock and temporary files are cleaned up), and the first
+    caller holds its lock already: a second run on it is refused; a dead run's lock and
+    temporary files are cleaned up), and the first
     SIGINT (Ctrl-C) or SIGTERM ends the current step, checkpoints it and raises
     :class:`~sydsgpt.interrupts.TrainingInterrupted`.
 
@@ -230,13 +233,13 @@ def train(
     """
     check_positive_int(stop_after, "stop_after", allow_none=True)
     held = isinstance(out_dir, LockedRunFolder)
-    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else None if out_dir is None else Path(out_dir)
+    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else out_dir and Path(out_dir)
     with ExitStack() as guards:
         if out is not None and not held and current_context().is_main:
             guards.enter_context(lock_run_folder(out))
         stop = guards.enter_context(StopRequests())
-        return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after, show_progress,
-                      progress_interval, stop, objective or NextTokenObjective())
+        return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after,
+                      show_progress, progress_interval, stop, objective or NextTokenObjective())
 
 
 def _train(
@@ -327,8 +330,8 @@ def _train(
     def evaluate(record: dict[str, Any]) -> None:
         if val_data is not None:
             metrics: dict[str, float] = {}
-            record["val_loss"] = loader_loss(raw, val_data, cfg.eval_batches, device, amp_dtype, ctx,
-                                             objective=objective, metrics=metrics)
+            record["val_loss"] = loader_loss(raw, val_data, cfg.eval_batches, device, amp_dtype,
+                                             ctx, objective=objective, metrics=metrics)
             record.update({f"val_{name}": value for name, value in metrics.items()})
         if tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded):  # FSDP: every process runs the model
             with autocast(device, amp_dtype):

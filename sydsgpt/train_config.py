@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from .runtime import DTYPES, Dtype, check_device_name
 from .validation import (
-    check_bool, check_choice, check_int, check_keys, check_positive_int, check_real, check_str, field_names,
+    check_bool, check_choice, check_int, check_keys, check_positive_int, check_real, check_str,
+    field_names,
 )
 
 
@@ -92,7 +93,8 @@ class TrainConfig:
     fused_adamw: bool | None = None
     """The fused AdamW kernel (``None``: on for CUDA)."""
     fsdp: bool = False
-    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
+    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2
+    instead of DDP."""
     threads: int | None = None
     """PyTorch's CPU threads during the run (``None``: leave torch's choice, usually one per core).
     Float sums depend on how work is split across threads, so a run is bit-reproducible only

@@ -155,7 +155,8 @@ def check_choice(value: Any, name: str, choices: Iterable[Any], allow_none: bool
     if value is None and allow_none:
         return
     if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}{' or None' if allow_none else ''}, got {value!r}")
+        or_none = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be one of {choices}{or_none}, got {value!r}")
 
 
 def check_str(value: Any, name: str, allow_empty: bool = True) -> None:

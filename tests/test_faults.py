@@ -263,7 +263,7 @@ def unexpected_error(env: Env) -> None:
     def broken(name: Any) -> str:
         raise ZeroDivisionError("division by zero")
 
-    env.monkeypatch.setattr(corpora, "load_corpus", broken)
+    env.monkeypatch.setattr("sydsgpt.cli.train.load_corpus", broken)
     env.cli_error(["train", *env.train_args("--max-steps", "2")], 1,
                   "ZeroDivisionError: division by zero (unexpected: run again with --debug for the traceback and please report it)")
 

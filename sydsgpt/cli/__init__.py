@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """``parser`` itself, or the parsers of its subcommands (recursively) when it has some."""
-    nested = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not nested:
         return [parser]
     unique = {id(p): p for action in nested for p in action.choices.values()}  # aliases: one parser

@@ -32,7 +32,9 @@ from typing import Any, Sequence
 
 from ..book import load_book_checkpoint
 from ..checkpoint import load_model_and_tokenizer
-from ..classify import TRAINABLE, POOLINGS, balanced_split, classifier_train_config, finetune_classifier
+from ..classify import (
+    POOLINGS, TRAINABLE, balanced_split, classifier_train_config, finetune_classifier,
+)
 from ..corpora import load_instructions, load_labelled_texts
 from ..files import CHECKPOINT_NAME, TOKENIZER_NAME
 from ..gpt2_weights import load_gpt2_weights
@@ -52,9 +54,9 @@ from .runs import check_run_folder, finish_run, last_val_loss, run_folder
 WORD_TASKS = "word-tasks"
 """The DATA name of :func:`sydsgpt.instruct.word_task_records` (checkable answers)."""
 WORD_TASK_RECORDS = 1000
-BASE_HELP = ("the pretrained model: book (the book's checkpoint), a checkpoint file from sydsgpt train (.pt), "
-             "a GPT-2 folder (config.json + model.safetensors), or a Hub name such as gpt2, gpt2-medium "
-             "(needs the internet)")
+BASE_HELP = ("the pretrained model: book (the book's checkpoint), a checkpoint file from sydsgpt "
+             "train (.pt), a GPT-2 folder (config.json + model.safetensors), or a Hub name such as "
+             "gpt2, gpt2-medium (needs the internet)")
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 """A ``--base`` file with one of these suffixes is a checkpoint of ``sydsgpt train``."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -110,7 +112,8 @@ def _common_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> N
     run.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (same data, base and options)")
     run.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                      help="end this session after STEP steps (checkpointed); --resume continues it")
-    run.add_argument("--val-fraction", type=float, default=0.1, help="share of the records held out (default: 0.1)")
+    run.add_argument("--val-fraction", type=float, default=0.1,
+                     help="share of the records held out (default: 0.1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig,
                        skip=SKIPPED, defaults=defaults)
@@ -133,8 +136,8 @@ def check_base(spec: str) -> None:
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
         return
     if path.exists():
-        raise UsageError(f"--base {spec}: a {'file' if path.is_file() else 'path'} of a kind that is not a model; "
-                         f"--base is {BASE_HELP}")
+        kind = "file" if path.is_file() else "path"
+        raise UsageError(f"--base {spec}: a {kind} of a kind that is not a model; --base is {BASE_HELP}")
     if not looks_like_hub_name(spec):
         raise UsageError(f"--base {spec}: no such file or folder; --base is {BASE_HELP}")
 
@@ -213,8 +216,9 @@ def _run_instruct(args: argparse.Namespace) -> int:
     base_model, base_tokenizer = load_base(args.base)
     model, tokenizer = add_end_token(base_model, base_tokenizer)
     # every record tokenized and checked against the context before anything is written
-    train_data, val_data = instruction_data(train_records, val_records, tokenizer, model.config.context_length,
-                                            cfg.batch_size, mask_prompt=args.mask_prompt)
+    train_data, val_data = instruction_data(train_records, val_records, tokenizer,
+                                            model.config.context_length, cfg.batch_size,
+                                            mask_prompt=args.mask_prompt)
     lora = _lora_config(args)
     if lora is not None:
         seed_everything(cfg.seed)  # the adapters' initial values
@@ -224,17 +228,19 @@ def _run_instruct(args: argparse.Namespace) -> int:
             model.output_projection.weight.requires_grad_(True)
     with run_folder(out) as folder:
         _save_tokenizer(tokenizer, out)
-        _say(f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held out); "
-             f"loss on {'the response only' if args.mask_prompt else 'every token'}; out: {out}")
-        history = train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=folder, resume=args.resume,
-                        stop_after=args.stop_after, show_progress=not args.quiet, objective=NextTokenObjective())
+        graded = "the response only" if args.mask_prompt else "every token"
+        _say(f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held "
+             f"out); loss on {graded}; out: {out}")
+        history = train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=folder,
+                        resume=args.resume, stop_after=args.stop_after, show_progress=not args.quiet,
+                        objective=NextTokenObjective())
         if lora is not None:
             save_adapter(out / ADAPTER_NAME, model, lora)
         scored = val_records[:50]
         score = exact_match(model, tokenizer, scored, args.max_new_tokens)
         finish_run(out, history, "Finetuning loss", loss_name="held-out response loss",
-                   extra=f"; on {len(scored)} held-out records: {score['stopped']:.0%} stopped at the end token, "
-                   f"{score['exact_match']:.0%} exact matches")
+                   extra=f"; on {len(scored)} held-out records: {score['stopped']:.0%} stopped at "
+                   f"the end token, {score['exact_match']:.0%} exact matches")
     print(f"example answer to {scored[0]['instruction']!r}: {score['answers'][0]!r}")
     return 0
 
@@ -254,13 +260,15 @@ def _run_classify(args: argparse.Namespace) -> int:
         lora = LoRAConfig()
     with run_folder(out) as folder:
         _save_tokenizer(tokenizer, out)
-        _say(f"finetuning a classifier ({trainable}, {args.pooling} pooling) on {len(train_records):,} texts "
-             f"({len(val_records):,} validation, {len(test_records):,} test); out: {out}")
-        result = finetune_classifier(model, tokenizer, train_records, val_records, labels=labels, trainable=trainable,
-                                     pooling=args.pooling, lora=lora, cfg=cfg, max_length=args.max_length,
-                                     out_dir=folder, resume=args.resume, show_progress=not args.quiet,
-                                     stop_after=args.stop_after)
-        finish_run(out, result.history, "Finetuning loss",
-                   extra=f"; {result.trainable_params:,} trainable parameters, {result.train_s:.0f} s")
+        _say(f"finetuning a classifier ({trainable}, {args.pooling} pooling) on "
+             f"{len(train_records):,} texts ({len(val_records):,} validation, "
+             f"{len(test_records):,} test); out: {out}")
+        result = finetune_classifier(
+            model, tokenizer, train_records, val_records, labels=labels, trainable=trainable,
+            pooling=args.pooling, lora=lora, cfg=cfg, max_length=args.max_length, out_dir=folder,
+            resume=args.resume, show_progress=not args.quiet, stop_after=args.stop_after,
+        )
+        finish_run(out, result.history, "Finetuning loss", extra=f"; {result.trainable_params:,} "
+                   f"trainable parameters, {result.train_s:.0f} s")
     print(f"test accuracy {result.accuracy(test_records):.4f} on {len(test_records):,} texts")
     return 0

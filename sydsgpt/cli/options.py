@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 from ..flags import escape, flag_name, option_flag, unescape, unwrap_optional
 
-__all__ = ["add_config_options", "config_from_args", "field_docs", "flag_name", "option_flag", "unescape"]
+__all__ = ["add_config_options", "config_from_args", "field_docs", "flag_name", "option_flag",
+           "unescape"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,7 +107,8 @@ def add_config_options(
         kind, nullable = unwrap_optional(hints[f.name])
         flags = [flag_name(f.name), *aliases.get(f.name, ())]
         if f.name not in docs:
-            raise TypeError(f"{cls.__name__}.{f.name} has no docstring: it is the option's --help text; write one")
+            raise TypeError(f"{cls.__name__}.{f.name} has no docstring: it is the option's --help "
+                            "text; write one")
         help_text = _plain(docs[f.name])
         shown = "auto" if default is None and kind is bool else ("none" if default is None else default)
         help_text += f" (default: {escape(shown) if isinstance(shown, str) and f.name not in ('device', 'dtype') else shown})"
