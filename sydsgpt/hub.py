@@ -31,6 +31,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 LEGACY_WEIGHTS = "pytorch_model.bin"
 """Fetched only from a repository that has no safetensors weights (older GPT-2 uploads)."""
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".json", ".txt", ".gguf")
+"""A name ending so is a (missing) file, never a Hub repository."""
 
 
 def read_weights_file(path: Path) -> dict:
@@ -82,7 +84,7 @@ def verify_files(folder: str | os.PathLike[str], expected: Mapping[str, tuple[in
 
 def looks_like_hub_name(name: str) -> bool:
     """Whether ``name`` can be a Hub repository (``gpt2``, ``Qwen/Qwen3-0.6B``), not a path."""
-    return bool(_HUB_NAME.match(name)) and not name.startswith(".")
+    return bool(_HUB_NAME.match(name)) and not name.lower().endswith(FILE_SUFFIXES)
 
 
 def download_hf_model(repo_id: str, folder: str | os.PathLike[str] | None = None,

@@ -144,7 +144,8 @@ def test_every_option_is_checked_before_anything_is_loaded_or_written(base: Path
 def test_a_base_of_an_unknown_kind_says_what_is_accepted(tmp_path: Path, capsys) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a model")
-    for spec, what in ((notes, "not a model"), (tmp_path / "missing.pt", "no such file or folder")):
+    for spec, what in ((notes, "not a model"), (tmp_path / "missing.pt", "no such file or folder"),
+                       ("missing.pt", "no such file or folder")):
         code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(spec), "--out", str(tmp_path / "r"))
         assert code == 2 and what in err and "a checkpoint file from sydsgpt train (.pt)" in err, err
         assert "GPT-2 folder" in err and "Hub name" in err and err.count("\n") == 1

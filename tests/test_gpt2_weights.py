@@ -296,8 +296,9 @@ def test_hub_offline_error_says_what_to_do(tmp_path, monkeypatch) -> None:
 
 
 def test_bad_local_sources(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="no folder or file"):
-        load_gpt2_weights(tmp_path / "missing")
+    for missing in (tmp_path / "missing", "missing-weights.safetensors"):  # not Hub names
+        with pytest.raises(FileNotFoundError, match="no folder or file"):
+            load_gpt2_weights(missing)
     (tmp_path / "notes.txt").write_text("not weights")
     with pytest.raises(ValueError, match="notes.txt is not a weights file .*a Hub name such as 'gpt2'"):
         load_gpt2_weights(tmp_path / "notes.txt")
