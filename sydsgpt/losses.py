@@ -61,7 +61,7 @@ class NextTokenObjective:
     metric_names: tuple[str, ...] = ()
 
     def tokens(self, batch: Batch) -> int:
-        return batch[1].numel()
+        return batch[1].numel()  # (B, T) targets: as many as input tokens
 
 
 def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
@@ -88,7 +88,7 @@ def loader_loss(
     objective: Objective | None = None,
     metrics: dict[str, float] | None = None,
 ) -> float:
-    """Mean loss per graded token over the first ``num_batches`` batches of ``loader``.
+    """Mean loss per graded token (or text, pair, ...) over the first ``num_batches`` batches.
 
     The model is evaluated in eval mode (no dropout), then put back in its previous mode.
     Under DDP the batches are shared out across processes and the result is the same on all.
