@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import save_file
 
 from .hub import read_source
 from .model import SydsGPT, SydsGPTConfig
@@ -318,8 +319,6 @@ def export_gpt2_weights(model: SydsGPT, folder: str | os.PathLike[str]) -> Path:
     Returns:
         The folder.
     """
-    from safetensors.torch import save_file
-
     gpt2_config = sydsgpt_config_to_gpt2(model.config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

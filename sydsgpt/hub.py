@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import load_file
 
 from .files import file_sha256
 
@@ -41,8 +42,6 @@ def read_weights_file(path: Path) -> dict:
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         return {k: v for shard in shards for k, v in read_weights_file(path.parent / shard).items()}
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 
