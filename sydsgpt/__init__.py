@@ -6,15 +6,16 @@ The modules follow the book's table of contents:
 2. ``attention``: scaled dot-product and multi-head attention
 3. ``blocks``: layer norm, GELU, feed-forward, the transformer block
 4. ``model``, ``presets``, ``gpt2_weights``: the full model, its named sizes, GPT-2 weights
-5. ``losses``, ``optim``, ``train_config``, ``train``, ``logs``, ``checkpoint``, ``distributed``,
-   ``book``: pretraining (DDP under torchrun), the book's own runs and the book checkpoint
-   (its weights ship in ``weights/book-checkpoint``)
+5. ``objectives``, ``losses``, ``optim``, ``train_config``, ``train``, ``divergence``, ``logs``,
+   ``checkpoint``, ``distributed``, ``book``: pretraining (any objective, DDP under torchrun),
+   the book's own runs and the book checkpoint (its weights ship in ``weights/book-checkpoint``)
 6. ``sampling``, ``generate``: choosing each token, the decoding loop and the KV cache
 7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and Qwen3, their weights
 8. ``classify``, ``instruct``, ``lora``: finetuning a classifier, an instruction follower, LoRA
 
 Shared by all: ``runtime`` (device, precision, threads, seeding: every "auto" rule),
-``validation`` (config and input checks), ``files`` (a run folder's file names, atomic writes),
+``validation`` (config and input checks), ``files`` (a run folder's file names, atomic writes,
+its lock), ``flags`` (how a config field is spelled on the command line),
 ``notebook`` (the book's teaching views of this source).
 Appendix: ``bench`` (Making it fast). ``exercises`` holds every chapter's exercise checks;
 ``cli`` is the ``sydsgpt`` command.

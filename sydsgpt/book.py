@@ -21,13 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .bpe import BPETokenizer
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_from_checkpoint
+from .corpora import load_corpus
+from .data import make_loaders, train_val_split
 from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME, atomic_write, file_sha256
 from .logs import read_log
+from .losses import held_out_bits_per_byte
+from .model import SydsGPT, count_parameters
 from .presets import RunPreset, get_run
-from .runtime import resolve_device, seed_everything
+from .runtime import cpu_model, resolve_device, seed_everything
+from .tokenizer import resolve_tokenizer
 from .train import TrainConfig, train
 
 
@@ -58,11 +65,6 @@ _TIED_NAME, _TIED_TO = "output_projection.weight", "token_embedding.weight"
 def book_tokenizer(out_dir: str | Path | None = None, run: str | RunPreset = "book-ch05") -> Any:
     """The run's tokenizer (deterministic: a BPE trained on the corpus's training split, or
     GPT-2's); loaded from ``out_dir/tokenizer.json`` if it was saved there."""
-    from .bpe import BPETokenizer
-    from .corpora import load_corpus
-    from .data import train_val_split
-    from .tokenizer import resolve_tokenizer
-
     spec = get_run(run) if isinstance(run, str) else run
     saved = Path(out_dir) / TOKENIZER_NAME if out_dir is not None else None
     if saved is not None and saved.is_file() and spec.tokenizer != "gpt2":
@@ -96,10 +98,6 @@ def train_book_model(
     Returns:
         A :class:`BookRun`; its model is in eval mode, on ``cfg.device``.
     """
-    from .corpora import load_corpus
-    from .data import make_loaders
-    from .model import SydsGPT
-
     spec = get_run(run) if isinstance(run, str) else run
     cfg = cfg or spec.train
     out = Path(out_dir)
@@ -130,10 +128,6 @@ def train_book_model(
 def held_out(model: nn.Module, tokenizer: Any, run: str) -> tuple[float, float]:
     """``(loss, bits per byte)`` of ``model`` over the whole held-out split of ``run``'s corpus,
     cut into sequences of the model's ``context_length`` (how the book reports quality)."""
-    from .corpora import load_corpus
-    from .data import make_loaders
-    from .losses import held_out_bits_per_byte
-
     spec = get_run(run)
     _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
     return held_out_bits_per_byte(model, val_loader, tokenizer)
@@ -157,11 +151,6 @@ def publish_book_checkpoint(
     run's periodic validation losses (``[step, tokens_seen, loss]``, each over the run's
     ``eval_batches`` batches). Returns the info dict.
     """
-    from safetensors.torch import save_file
-
-    from .bench.common import cpu_model
-    from .model import count_parameters
-
     spec = get_run(run)
     run_dir, dest = Path(run_dir), Path(dest)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
@@ -197,10 +186,7 @@ def load_book_checkpoint(folder: str | Path = BOOK_CHECKPOINT_DIR, device: str =
         CheckpointError: a file is missing, or the weights do not hash to ``info.json``'s
             sha256 (a damaged or replaced file).
     """
-    from safetensors.torch import load_file
 
-    from .bpe import BPETokenizer
-    from .model import SydsGPT
 
     folder = Path(folder)
     missing = [name for name in (WEIGHTS_NAME, TOKENIZER_NAME, INFO_NAME) if not (folder / name).is_file()]

@@ -37,7 +37,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .bpe import BPETokenizer
 from .files import CHECKPOINT_NAME, TOKENIZER_NAME, atomic_write
+from .model import SydsGPT
+from .tokenizer import get_gpt2_tokenizer
 
 FORMAT_VERSION = 1
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "CheckpointMismatchError", "load_checkpoint", "load_model",
@@ -277,9 +280,6 @@ def load_model_and_tokenizer(
     a tokenizer other than GPT-2's, the ``tokenizer.json`` that training saved beside it;
     else GPT-2's.
     """
-    from .bpe import BPETokenizer
-    from .tokenizer import get_gpt2_tokenizer
-
     checkpoint = load_checkpoint(path, map_location=device)
     checkpoint_path = path
     identity = checkpoint.get("tokenizer") or {"name": "gpt2"}
@@ -303,7 +303,6 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "the
     Raises:
         CheckpointError: naming ``path``: its config is invalid or its tensors do not fit it.
     """
-    from .model import SydsGPT
 
     try:
         model = SydsGPT(checkpoint["config"])

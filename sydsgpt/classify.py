@@ -7,10 +7,10 @@ model only the *last* token has seen the whole text, so that is the position use
 (``pooling="last"``); ``pooling="mean"`` averages every token's logits instead.
 
 Training reuses chapter 5's loop unchanged (:func:`sydsgpt.train.train`: AdamW, the
-schedule, the log, checkpoints, resume, the progress bar). The trick is in the targets
-(:class:`ClassificationDataset`): every position's target is ``-100`` (cross-entropy's
-*ignore index*) except the last real token's, which is the label, so the language-model
-loss *is* the classification loss.
+schedule, the log, checkpoints, resume, the progress bar) with another objective:
+:class:`ClassificationObjective` takes ``(input_ids, length, label)`` batches
+(:class:`ClassificationDataset`) and computes the cross-entropy of each text's class
+logits at its last real token against its label (and the accuracy, for the log).
 
 - :func:`balanced_split`: equal numbers of each class in train / validation / test, seeded;
 - :func:`set_trainable`: train the head only, the last block too, everything, or LoRA;
@@ -33,8 +33,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .files import CHECKPOINT_NAME, atomic_write
+from .files import CHECKPOINT_NAME, LockedRunFolder, atomic_write
 from .lora import ADAPTER_NAME, LoRAConfig, apply_lora, count_trainable_parameters, lora_layers, save_adapter
+from .checkpoint import load_checkpoint, load_weights
+from .model import SydsGPT
+from .objectives import ObjectiveOutput, to_device
 from .runtime import seed_everything
 from .train import TrainConfig, train
 
@@ -43,8 +46,6 @@ Record = tuple[str, str]
 TRAINABLE = ("head", "last-block", "all", "lora")
 """What :func:`set_trainable` can leave trainable (the rest is frozen)."""
 POOLINGS = ("last", "mean")
-IGNORE_INDEX = -100
-"""``F.cross_entropy``'s default ``ignore_index``: targets with this value add nothing to the loss."""
 CLASSIFIER_NAME = "classifier.json"
 """The file in a run folder that says how its classifier was built (labels, pooling, ...)."""
 
@@ -95,12 +96,12 @@ def default_pad_id(tokenizer: Any) -> int:
 
 
 class ClassificationDataset(Dataset):
-    """Labelled texts as fixed-length training pairs for :func:`sydsgpt.train.train`.
+    """Labelled texts as fixed-length examples for :class:`ClassificationObjective`.
 
     Each text is tokenized, cut to its first ``max_length`` tokens and padded with ``pad_id``
-    to ``max_length``. Item ``i`` is ``(input_ids, target_ids)``, both ``(max_length,)``:
-    ``target_ids`` is :data:`IGNORE_INDEX` everywhere except at the text's last token, which
-    holds the label's index in ``labels``.
+    to ``max_length``. Item ``i`` is ``(input_ids, length, label)``: the ``(max_length,)``
+    ids, the number of real tokens (the class is read at token ``length - 1``) and the
+    label's index in ``labels``.
 
     Attributes: ``token_ids`` ``(N, max_length)``, ``lengths`` ``(N,)`` (tokens before
     padding), ``label_ids`` ``(N,)``, ``truncated`` (how many texts were cut).
@@ -131,10 +132,8 @@ class ClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.token_ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        target = torch.full((self.max_length,), IGNORE_INDEX, dtype=torch.long)
-        target[self.lengths[i] - 1] = self.label_ids[i]  # the one position the loss sees
-        return self.token_ids[i], target
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.token_ids[i], self.lengths[i], self.label_ids[i]
 
 
 class GPTClassifier(nn.Module):
@@ -206,11 +205,40 @@ def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | 
     return count_trainable_parameters(classifier)
 
 
-@torch.no_grad()
-def class_logits(classifier: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def last_token_logits(classifier: nn.Module, input_ids: torch.Tensor,
+                      lengths: torch.Tensor) -> torch.Tensor:
     """``(B, num_classes)``: each text's logits at its last real token (``lengths - 1``)."""
     logits = classifier(input_ids)  # (B, T, C)
     return logits[torch.arange(len(lengths), device=logits.device), lengths.to(logits.device) - 1]
+
+
+@torch.no_grad()
+def class_logits(classifier: nn.Module, input_ids: torch.Tensor,
+                 lengths: torch.Tensor) -> torch.Tensor:
+    """:func:`last_token_logits` without a graph for gradients (predictions)."""
+    return last_token_logits(classifier, input_ids, lengths)
+
+
+class ClassificationObjective:
+    """One label per text: batches of ``(input_ids (B, T), lengths (B,), labels (B,))``.
+
+    The loss is the cross-entropy of each text's class logits at its last real token
+    (:func:`last_token_logits`) against its label, averaged over the texts (``count``);
+    ``accuracy`` is the share of texts whose largest logit is their label.
+    """
+
+    metric_names = ("accuracy",)
+
+    def __call__(self, model: nn.Module, batch: Sequence[torch.Tensor],
+                 device: torch.device | str | None = None) -> ObjectiveOutput:
+        input_ids, lengths, labels = to_device(tuple(batch), device)
+        logits = last_token_logits(model, input_ids, lengths)  # (B, C)
+        loss = nn.functional.cross_entropy(logits, labels)
+        accuracy = (logits.detach().argmax(-1) == labels).float().mean()
+        return ObjectiveOutput(loss, count=len(labels), metrics={"accuracy": accuracy})
+
+    def tokens(self, batch: Sequence[torch.Tensor]) -> int:
+        return batch[0].numel()
 
 
 @torch.no_grad()
@@ -272,7 +300,7 @@ def finetune_classifier(
     model: nn.Module, tokenizer: Any, train_records: Sequence[Record], val_records: Sequence[Record] | None = None, *,
     labels: Sequence[str] | None = None, trainable: str = "last-block", pooling: str = "last",
     lora: LoRAConfig | None = None, last_blocks: int = 1, cfg: TrainConfig | None = None,
-    max_length: int | None = None, out_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
+    max_length: int | None = None, out_dir: str | Path | LockedRunFolder | None = None, resume: bool = False, stop_after: int | None = None,
     show_progress: bool = True, progress_interval: float = 1.0,
 ) -> ClassifierRun:
     """Turn ``model`` (changed in place) into a classifier and train it on ``train_records``.
@@ -283,7 +311,8 @@ def finetune_classifier(
         cfg: the training options (default :func:`classifier_train_config`); text samples are off.
         max_length: tokens per text (default: the longest training text, at most the context).
         out_dir: the run folder (``checkpoint.pt``, ``log.jsonl``, ``run.json`` as for
-            :func:`sydsgpt.train.train`, plus ``classifier.json``; with LoRA ``adapter.safetensors``).
+            :func:`sydsgpt.train.train`, plus ``classifier.json``; with LoRA ``adapter.safetensors``),
+            or the :class:`~sydsgpt.files.LockedRunFolder` of one the caller locked.
         resume, stop_after, show_progress, progress_interval: as for :func:`sydsgpt.train.train`.
     """
     labels = tuple(labels) if labels is not None else class_labels(train_records)
@@ -306,13 +335,14 @@ def finetune_classifier(
     info = {"labels": list(labels), "pooling": pooling, "trainable": trainable, "max_length": max_length,
             "lora": (lora or LoRAConfig()).to_dict() if trainable == "lora" else None,
             "last_blocks": last_blocks if trainable == "last-block" else None}
-    out = Path(out_dir) if out_dir is not None else None
+    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else out_dir and Path(out_dir)
     if out is not None:
         _check_same_classifier(out, info, resume)
         atomic_write(out / CLASSIFIER_NAME, json.dumps(info, indent=2) + "\n")
     start = time.perf_counter()
-    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out, resume=resume,
-                    stop_after=stop_after, show_progress=show_progress, progress_interval=progress_interval)
+    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out_dir,
+                    resume=resume, stop_after=stop_after, show_progress=show_progress,
+                    progress_interval=progress_interval, objective=ClassificationObjective())
     train_s = time.perf_counter() - start
     if out is not None and trainable == "lora":
         save_adapter(out / ADAPTER_NAME, classifier, lora or LoRAConfig(), metadata=info)
@@ -322,9 +352,6 @@ def finetune_classifier(
 def load_classifier(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GPTClassifier, dict[str, Any]]:
     """The classifier a :func:`finetune_classifier` run folder holds (eval mode, on ``device``),
     and its ``classifier.json`` (``labels``, ``pooling``, ``trainable``, ``max_length``, ``lora``)."""
-    from .checkpoint import load_checkpoint, load_weights
-    from .model import SydsGPT
-
     out = Path(out_dir)
     if not (out / CLASSIFIER_NAME).is_file():
         raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder (finetune_classifier(..., out_dir=...))")

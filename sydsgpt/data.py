@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .tokenizer import text_to_token_ids
 from .validation import check_positive_int
@@ -224,13 +224,16 @@ class ResumableBatches:
         return self
 
     def __next__(self) -> Batch:
-        """This process's shard of the next global batch: ``(input_ids, target_ids)``, each ``(b, T)``."""
+        """This process's shard of the next global batch: ``(input_ids, target_ids)``, each
+        ``(b, T)`` (items of another shape are collated with ``default_collate``)."""
         indices = self.global_batch_indices()
         self.position += 1
         per_rank = self.batch_size // self.world_size
         mine = indices[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
         items = [self.dataset[i] for i in mine]
-        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        if all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):  # (x, y) pairs
+            return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        return default_collate(items)  # other objectives' items: tuples or dicts of tensors
 
     @property
     def progress(self) -> float:

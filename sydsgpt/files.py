@@ -26,6 +26,7 @@ import socket
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -114,7 +115,18 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 RUN_FILES = (CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME, LOSS_PLOT_NAME)
 """The files a run folder holds (their temporary files are the stale ones)."""
-_HELD: dict[Path, int] = {}  # folders this process has locked -> nesting depth
+
+
+@dataclass(frozen=True)
+class LockedRunFolder:
+    """A run folder whose lock this process holds (what :func:`lock_run_folder` yields).
+
+    Pass it as ``out_dir`` to :func:`sydsgpt.train.train` to train into a folder you locked
+    before writing into it (the command line writes the tokenizer first): the folder is
+    locked once, for the whole command."""
+
+    path: Path
+    lock: Path
 
 
 def _pid_alive(pid: int) -> bool:
@@ -130,26 +142,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextmanager
-def lock_run_folder(folder: str | os.PathLike[str], announce: Callable[[str], None] | None = None) -> Iterator[Path]:
+def lock_run_folder(
+    folder: str | os.PathLike[str], announce: Callable[[str], None] | None = None
+) -> Iterator[LockedRunFolder]:
     """Hold ``folder/run.lock`` (holding this process's id) while the block runs.
 
     A lock whose process is no longer running (on this machine) is stale: it is taken over and
-    ``announce`` is told. Taking the lock also removes stale temporary files. Nested use in one
-    process is allowed (the command line locks before it writes the tokenizer, then
-    :func:`sydsgpt.train.train` locks again).
+    ``announce`` is told. Taking the lock also removes stale temporary files. A folder is
+    locked once: a second lock on it, even from this process, is refused (pass the
+    :class:`LockedRunFolder` on instead).
 
     Raises:
-        RunFolderLocked: a running process holds the lock.
+        RunFolderLocked: a running process (this one included) holds the lock.
     """
     folder = Path(folder).resolve()
     announce = announce or (lambda message: print(message, file=sys.stderr))
-    if folder in _HELD:
-        _HELD[folder] += 1
-        try:
-            yield folder / LOCK_NAME
-        finally:
-            _HELD[folder] -= 1
-        return
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     me = f"{os.getpid()} {socket.gethostname()}\n"
@@ -175,15 +182,13 @@ def lock_run_folder(folder: str | os.PathLike[str], announce: Callable[[str], No
         break
     else:  # pragma: no cover - another process took the stale lock between our two tries
         raise RunFolderLocked(f"{folder} is in use by another run (lock file {lock}); choose another --out")
-    _HELD[folder] = 1
     try:
         removed = remove_stale_temp_files(folder)
         if removed:
             announce(f"removed {len(removed)} stale temporary file(s) left by an interrupted save in {folder}: "
                      + ", ".join(p.name for p in removed))
-        yield lock
+        yield LockedRunFolder(folder, lock)
     finally:
-        del _HELD[folder]
         try:
             if lock.read_text() == me:
                 lock.unlink()

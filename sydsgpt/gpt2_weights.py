@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import save_file
 
-from .hub import read_model_folder, read_weights_file
+from .hub import read_source
 from .config import SydsGPTConfig
 from .model import SydsGPT
 
@@ -248,57 +249,6 @@ def _load_into(model: SydsGPT, ours: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(ours, strict=True)
 
 
-# ---------------------------------------------------------------------------- files and the Hub
-
-
-def _download(repo_id: str) -> Path:
-    """Fetch a GPT-2 model from the Hugging Face Hub (cached); clear errors when that is impossible."""
-    how_to = (
-        f"Without network access, download config.json and model.safetensors (or pytorch_model.bin) "
-        f"from https://huggingface.co/{repo_id} on another machine, put them in one folder and pass "
-        f"that folder: load_gpt2_weights('path/to/folder')."
-    )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise ImportError(f"downloading {repo_id!r} needs the huggingface_hub package (pip install huggingface_hub). {how_to}") from exc
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors*"]))
-        if not (folder / "model.safetensors").is_file() and not (folder / "model.safetensors.index.json").is_file():
-            folder = Path(snapshot_download(repo_id, allow_patterns=["config.json", "pytorch_model.bin"]))
-    except Exception as exc:  # offline, unknown repo, gated repo, ...
-        raise RuntimeError(
-            f"{repo_id!r} is not a local folder, and downloading it from the Hugging Face Hub failed "
-            f"({type(exc).__name__}: {exc}). {how_to}"
-        ) from exc
-    return folder
-
-
-def _read_source(source: Any) -> tuple[StateDict, dict[str, Any] | None]:
-    """``(gpt2_state_dict, gpt2_config_or_None)`` from any supported source."""
-    if isinstance(source, Mapping):
-        return source, None
-    if hasattr(source, "state_dict") and hasattr(getattr(source, "config", None), "to_dict"):  # a transformers model
-        return source.state_dict(), source.config.to_dict()
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(
-            f"source must be a folder, a weights file, a Hub model name, a state dict or a transformers model; "
-            f"got {type(source).__name__}"
-        )
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return read_model_folder(path, "GPT-2")
-    if path.is_file():
-        config_file = path.parent / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"no config.json beside {path}; GPT-2's config.json must sit in the same folder")
-        return read_weights_file(path), json.loads(config_file.read_text())
-    name = str(source)
-    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"no folder or file {path}; expected a folder with config.json and model.safetensors")
-    return read_model_folder(_download(name), "GPT-2")
-
-
 # ---------------------------------------------------------------------------- public API
 
 
@@ -322,7 +272,7 @@ def load_gpt2_weights(
         The model in eval mode (as ``from_pretrained`` returns it), dropout set to
         GPT-2's value when the model is built here.
     """
-    state, gpt2_config = _read_source(source)
+    state, gpt2_config = read_source(source, "GPT-2", "load_gpt2_weights", "gpt2")
     gpt2_config = dict(config) if config is not None else gpt2_config
     if model is None:
         if gpt2_config is None:
@@ -371,8 +321,6 @@ def export_gpt2_weights(model: SydsGPT, folder: str | os.PathLike[str]) -> Path:
     Returns:
         The folder.
     """
-    from safetensors.torch import save_file
-
     gpt2_config = sydsgpt_config_to_gpt2(model.config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

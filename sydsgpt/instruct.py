@@ -31,13 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .bpe import END_OF_TEXT
+from .bpe import END_OF_TEXT, BPETokenizer
 from .generate import end_of_text_id, generate
+from .losses import NextTokenObjective
+from .model import SydsGPT
+from .objectives import IGNORE_INDEX
 from .train import train
 from .train_config import TrainConfig
-
-IGNORE_INDEX = -100
-"""The target id :func:`torch.nn.functional.cross_entropy` skips (its ``ignore_index`` default)."""
 
 # region: template
 PROMPT_TEMPLATE = (
@@ -90,9 +90,6 @@ def add_end_token(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
     Returns:
         ``(model, tokenizer)``: new objects when a token was added (the inputs are untouched).
     """
-    from .bpe import BPETokenizer
-    from .model import SydsGPT
-
     if end_of_text_id(tokenizer) is not None:
         return model, tokenizer
     if not isinstance(tokenizer, BPETokenizer):
@@ -307,6 +304,26 @@ def word_task_records(n: int, seed: int = 0, words: Sequence[str] = WORDS) -> li
 # ---------------------------------------------------------------------------- training
 
 
+def instruction_data(
+    train_records: Sequence[Mapping[str, str]],
+    val_records: Sequence[Mapping[str, str]] | None,
+    tokenizer: Any,
+    context_length: int,
+    batch_size: int,
+    *,
+    mask_prompt: bool = True,
+) -> tuple[InstructionDataset, DataLoader | None]:
+    """The training dataset and the validation loader (``None`` without records) of
+    :func:`finetune_instructions`: every record tokenized and checked against the context."""
+    train_data = InstructionDataset(train_records, tokenizer, context_length,
+                                    mask_prompt=mask_prompt)
+    val_data = None
+    if val_records:
+        val_data = instruction_loader(val_records, tokenizer, context_length, batch_size,
+                                      mask_prompt=mask_prompt)
+    return train_data, val_data
+
+
 def finetune_instructions(
     model: nn.Module,
     tokenizer: Any,
@@ -322,14 +339,15 @@ def finetune_instructions(
 ) -> list[dict[str, Any]]:
     """Finetune ``model`` on instruction records with :func:`sydsgpt.train.train`.
 
-    The model must already know the end token (:func:`add_end_token`). The same loop as
-    pretraining: AdamW, warm-up and cosine schedule, clipping, the JSON-lines log,
-    checkpoints and exact resume; ``val_loss`` in the log is the held-out response loss
+    The model must already know the end token (:func:`add_end_token`). The same loop and
+    objective as pretraining (:class:`~sydsgpt.losses.NextTokenObjective`, which does not
+    grade the :data:`IGNORE_INDEX` targets): AdamW, warm-up and cosine schedule, clipping,
+    the JSON-lines log, checkpoints and exact resume; ``val_loss`` in the log is the held-out response loss
     (masked like the training targets). ``out_dir``, ``resume``, ``stop_after`` and
     ``show_progress`` are :func:`~sydsgpt.train.train`'s. Returns the log records.
     """
-    context = model.config.context_length
-    train_data = InstructionDataset(train_records, tokenizer, context, mask_prompt=mask_prompt)
-    val_data = instruction_loader(val_records, tokenizer, context, cfg.batch_size, mask_prompt=mask_prompt) if val_records else None
+    train_data, val_data = instruction_data(train_records, val_records, tokenizer,
+                                            model.config.context_length, cfg.batch_size,
+                                            mask_prompt=mask_prompt)
     return train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=out_dir, resume=resume,
-                 stop_after=stop_after, show_progress=show_progress)
+                 stop_after=stop_after, show_progress=show_progress, objective=NextTokenObjective())

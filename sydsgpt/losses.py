@@ -3,8 +3,9 @@
 - :func:`cross_entropy_loss`: mean next-token cross-entropy of ``(B, T, V)`` logits;
 - :func:`perplexity`: ``exp`` of it, the number of tokens the model hesitates between;
 - :func:`bits_per_byte`: the same loss per byte of text, so tokenizers of any size compare;
-- :func:`batch_loss`, :func:`loader_loss`: the model's loss on a batch, or over a loader
-  (e.g. the validation split);
+- :func:`batch_loss`: the model's loss on a batch; :class:`NextTokenObjective`, the same as
+  the training loop's default :class:`~sydsgpt.objectives.Objective`;
+- :func:`loader_loss`: an objective's mean loss over a loader (e.g. the validation split);
 - :func:`held_out_bits_per_byte`: loss and bits per byte over a whole loader (how the book
   reports held-out quality).
 """
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import DistributedContext, all_reduce_sum, current_context
+from .objectives import IGNORE_INDEX, Objective, ObjectiveOutput, to_device
 from .runtime import autocast
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -42,6 +44,25 @@ def batch_loss(model: nn.Module, input_ids: torch.Tensor, target_ids: torch.Tens
     return cross_entropy_loss(model(input_ids), target_ids)
 
 
+class NextTokenObjective:
+    """Predict every next token: ``(input_ids, target_ids)`` batches, each ``(B, T)``.
+
+    The loss is :func:`batch_loss`; targets equal to :data:`~sydsgpt.objectives.IGNORE_INDEX`
+    are not graded (instruction finetuning masks the prompt and the padding so), and
+    ``count`` is the number of graded targets. Pretraining's default objective.
+    """
+
+    def __call__(self, model: nn.Module, batch: Batch, device: torch.device | str | None = None
+                 ) -> ObjectiveOutput:
+        input_ids, target_ids = to_device(batch, device)
+        loss = batch_loss(model, input_ids, target_ids)
+        return ObjectiveOutput(loss, count=(target_ids != IGNORE_INDEX).sum())
+
+    metric_names: tuple[str, ...] = ()
+
+    def tokens(self, batch: Batch) -> int:
+        return batch[1].numel()  # (B, T) targets: as many as input tokens
+
 
 def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
     """Convert a mean loss in nats per token into bits per byte of text.
@@ -63,18 +84,29 @@ def loader_loss(
     device: torch.device | str | None = None,
     amp_dtype: torch.dtype | None = None,
     ctx: DistributedContext | None = None,
+    *,
+    objective: Objective | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> float:
-    """Mean cross-entropy per token over the first ``num_batches`` batches of ``loader``.
+    """Mean loss per graded token (or text, pair, ...) over the first ``num_batches`` batches.
 
     The model is evaluated in eval mode (no dropout), then put back in its previous mode.
     Under DDP the batches are shared out across processes and the result is the same on all.
+    ``objective`` (default :class:`NextTokenObjective`) turns a batch into a loss; each
+    batch weighs by the number of things it grades. ``metrics``, if given, is filled with
+    the objective's other metrics, averaged the same way.
     """
+    objective = objective or NextTokenObjective()
     ctx = ctx or current_context()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss * tokens, tokens)
-    for i, (input_ids, target_ids) in enumerate(loader):
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss * count, count)
+    # later: the objective's other metrics, weighed like the loss (chapter 8)
+    names = objective.metric_names
+    metric_sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    # endlater
+    for i, batch in enumerate(loader):
         if num_batches is not None and i >= num_batches:
             break
         # later: under DDP, each process takes every world_size-th batch (appendix: scaling up)
@@ -82,16 +114,26 @@ def loader_loss(
             continue
         # endlater
         with autocast(device, amp_dtype):
-            loss = batch_loss(model, input_ids, target_ids, device)
-        sums[0] += loss.double() * target_ids.numel()
-        sums[1] += target_ids.numel()
+            out = objective(model, batch, device)
+        sums[0] += out.loss.double() * out.count
+        sums[1] += out.count
+        # later: the objective's other metrics, weighed like the loss (chapter 8)
+        for j, name in enumerate(names):
+            metric_sums[j] += torch.as_tensor(out.metrics[name], device=device).double() * out.count
+        # endlater
     model.train(was_training)
     total, count = all_reduce_sum(sums, ctx).tolist()
     if count == 0:
         raise ValueError(
-            "the loader yielded no batches: the text is probably shorter than one sequence of "
-            "context_length + 1 tokens; use more text or a shorter context_length."
+            "the loader yielded no batches (or nothing to grade in them): the text is probably "
+            "shorter than one sequence of context_length + 1 tokens; use more text or a shorter "
+            "context_length."
         )
+    # later: the objective's other metrics, weighed like the loss (chapter 8)
+    if metrics is not None and names:
+        weighted = all_reduce_sum(metric_sums, ctx).tolist()
+        metrics.update({name: value / count for name, value in zip(names, weighted)})
+    # endlater
     return total / count
 
 

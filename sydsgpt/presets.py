@@ -15,11 +15,11 @@ A name works everywhere a preset does: ``SydsGPT(get_preset("book-ch05"))``,
 from __future__ import annotations
 
 import shlex
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SydsGPTConfig
+from .flags import option_flag
 from .train_config import TrainConfig
 
 _GPT2_COMMON = {"vocab_size": 50257, "context_length": 1024, "dropout": 0.1, "qkv_bias": True, "tie_weights": True}
@@ -75,21 +75,13 @@ MODERN_PRESETS: dict[str, dict[str, Any]] = {
 """Modern presets: Llama 3.2 1B, Qwen3 0.6B, and the book's CPU-sized modern model."""
 PRESETS.update(MODERN_PRESETS)
 
-PRESET_ALIASES: dict[str, str] = {"book": "gpt2-mini"}
-"""Old preset names that still work (with a warning): ``book`` was ``gpt2-mini``'s first name."""
-
-
 def preset_names() -> list[str]:
-    """Every preset name a user may give (current names and old aliases)."""
-    return sorted({*PRESETS, *PRESET_ALIASES})
+    """Every preset name, sorted."""
+    return sorted(PRESETS)
 
 
 def get_preset(name: str, **overrides: Any) -> dict[str, Any]:
     """A copy of preset ``name`` with ``overrides`` applied (validated)."""
-    if name in PRESET_ALIASES:
-        new = PRESET_ALIASES[name]
-        warnings.warn(f"preset {name!r} is now called {new!r}; the old name will go away", DeprecationWarning, stacklevel=2)
-        name = new
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     config = {**PRESETS[name], **overrides}
@@ -142,8 +134,6 @@ class RunPreset:
         return " \\\n".join(lines)
 
     def _command(self, out: str) -> str:
-        from .cli.options import option_flag
-
         words = ["sydsgpt", "train", self.corpus, "--preset", self.preset, "--tokenizer", self.tokenizer]
         if self.val_fraction != 0.1:
             words += ["--val-fraction", str(self.val_fraction)]

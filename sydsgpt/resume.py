@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from .checkpoint import CheckpointMismatchError
-
-if TYPE_CHECKING:
-    from .train_config import TrainConfig
+from .train_config import TrainConfig
 
 RESUME_FIXED: tuple[str, ...] = ("batch_size", "seq_len", "grad_accum_steps", "seed")
 """:class:`TrainConfig` fields a resumed run cannot change: they decide which tokens each step sees
@@ -26,15 +24,13 @@ field may change on resume and applies from the next step; the change is recorde
 in ``run.json``."""
 
 
-def resume_changes(saved: Mapping[str, Any] | None, cfg: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+def resume_changes(saved: Mapping[str, Any] | None, cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """``{field: (checkpoint's value, this run's value)}`` for every option that differs from the
     checkpoint's training config (``saved``); nothing for a checkpoint without one.
 
     Raises:
         CheckpointMismatchError: a field of :data:`RESUME_FIXED` differs.
     """
-    from .train_config import TrainConfig  # the config reads older checkpoints' key names
-
     if not saved:
         return {}
     try:

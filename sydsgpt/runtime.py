@@ -12,13 +12,16 @@ and the command line all ask it, so ``auto`` means the same thing everywhere:
 =================  =========================================================================
 
 :func:`resolve_fast_paths` turns a request (``"auto"`` / ``None`` or an explicit value)
-into what a run on a given device actually uses.
+into what a run on a given device actually uses; :func:`cpu_model` names the machine (for
+results and the book checkpoint's info).
 """
 
 from __future__ import annotations
 
+import platform
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
@@ -200,3 +203,14 @@ def seed_everything(seed: int) -> None:
         np.random.seed(seed % 2**32)
     except ImportError:  # pragma: no cover - numpy is a dependency
         pass
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

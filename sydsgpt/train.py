@@ -4,7 +4,8 @@ The training loop a practitioner would use, and the one config that controls it:
 
 - :class:`TrainConfig` (defined in :mod:`sydsgpt.train_config`): every knob of a run, stored
   in every checkpoint; the command line's ``sydsgpt train`` options are derived from its fields;
-- :func:`train_step`: one optimizer step (gradient accumulation, bf16 autocast, clipping,
+- :func:`train_step`: one optimizer step on any :class:`~sydsgpt.objectives.Objective`
+  (gradient accumulation, bf16 autocast, clipping,
   a :class:`TrainingDiverged` error on a NaN/inf loss);
 - :func:`train`: the loop (periodic evaluation and samples, a tqdm bar, a JSON-lines log
   of every step, atomic checkpoints, exact resume, DDP under ``torchrun``).
@@ -17,14 +18,15 @@ schedule in :mod:`sydsgpt.optim`, the data order in :mod:`sydsgpt.data`, the log
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import signal
 import sys
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -32,45 +34,25 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import (
-    CheckpointMismatchError, capture_rng_state, check_compatible, first_non_finite, load_checkpoint, load_weights,
+    CheckpointMismatchError, capture_rng_state, check_compatible, load_checkpoint, load_weights,
     restore_rng_state, save_checkpoint, tokenizer_identity, unwrap_model,
 )
 from .data import Batch, ResumableBatches, as_dataset
+from .divergence import DivergenceGuard, TrainingDiverged
 from .distributed import DistributedContext, all_reduce_mean, all_reduce_sum, barrier, current_context, gather_objects
-from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, atomic_write, lock_run_folder
+from .files import (
+    CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, LockedRunFolder, atomic_write, lock_run_folder,
+)
 from .interrupts import StopRequests, TrainingInterrupted
 from .logs import truncate_log
-from .losses import batch_loss, loader_loss
+from .losses import NextTokenObjective, loader_loss
 from .model import generate_simple
+from .objectives import Objective
 from .optim import apply_hyperparameters, build_optimizer, make_scheduler
 from .resume import record_changes, resume_changes
 from .runtime import autocast, configure_threads, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
 from .train_config import TrainConfig
 from .validation import check_positive_int, check_token_range
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite (the weights were not updated with
-    it), or a weight or optimizer moment did after an update (``tensor`` names it; nothing was
-    saved from that step)."""
-
-    def __init__(self, step: int | None, loss: float, grad_norm: float, checkpoint: str | None = None,
-                 tensor: str | None = None) -> None:
-        self.step, self.loss, self.grad_norm, self.checkpoint, self.tensor = step, loss, grad_norm, checkpoint, tensor
-        where = f"at step {step}" if step is not None else "in this step"
-        if tensor is None:
-            message = (
-                f"training diverged {where}: loss is {loss}, gradient norm is {grad_norm}. "
-                "The optimizer did not apply this step. "
-            )
-        else:
-            message = (
-                f"training diverged {where}: {tensor} is not finite after the update (loss was {loss}, "
-                f"gradient norm {grad_norm}). Nothing from this step was saved. "
-            )
-        message += f"The last good checkpoint is {checkpoint}. " if checkpoint else "No checkpoint was written yet. "
-        message += "Try a lower learning rate (--lr), a longer warm-up (--warmup-steps) or gradient clipping (--grad-clip)."
-        super().__init__(message)
-
 
 # ---------------------------------------------------------------------------- one step
 
@@ -80,9 +62,16 @@ def _ddp_inside(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
     return inner if isinstance(inner, nn.parallel.DistributedDataParallel) else None
 
 
+def gradient_sync(model: nn.Module, last: bool) -> AbstractContextManager[Any]:
+    """Under DDP, ``model.no_sync()`` except for the ``last`` micro-batch of a step (so the
+    gradients are averaged across processes once per step); without DDP, nothing."""
+    ddp = _ddp_inside(model)
+    return nullcontext() if ddp is None or last else ddp.no_sync()
+
+
 def train_step(
     model: nn.Module,
-    micro_batches: Sequence[Batch],
+    micro_batches: Sequence[Any],
     optimizer: torch.optim.Optimizer,
     *,
     scheduler: Any = None,
@@ -91,12 +80,17 @@ def train_step(
     device: torch.device | str | None = None,
     ctx: DistributedContext | None = None,
     step: int | None = None,
+    objective: Objective | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """One optimizer step on ``micro_batches`` (gradient accumulation over them).
 
-    Each micro-batch's loss is divided by their number before ``backward()``, so the
-    accumulated gradient is that of the mean loss over all of them. Under DDP the gradients
-    are averaged across processes on the last micro-batch only (``no_sync`` before).
+    ``objective`` (default :class:`~sydsgpt.losses.NextTokenObjective`: ``(input_ids,
+    target_ids)`` batches) turns each micro-batch into a loss. Each loss is divided by the
+    number of micro-batches before ``backward()``, so the accumulated gradient is that of
+    their mean loss. Under DDP the gradients are averaged across processes on the last
+    micro-batch only (:func:`gradient_sync`). ``metrics``, if given, is filled with the
+    objective's other metrics (means over micro-batches and processes).
 
     Returns:
         ``(loss, grad_norm)``: the mean loss (over micro-batches and processes) and the
@@ -106,21 +100,22 @@ def train_step(
     """
     ctx = ctx or current_context()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    # later: the DDP wrapper, if any (appendix: scaling up)
-    ddp = _ddp_inside(model)
-    # endlater
+    objective = objective or NextTokenObjective()
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
     loss_sum = torch.zeros((), device=device)
-    for i, (input_ids, target_ids) in enumerate(micro_batches):
-        # later: under DDP, inside ddp.no_sync() except on the last micro-batch (appendix: scaling up)
-        sync = nullcontext() if ddp is None or i == n - 1 else ddp.no_sync()
-        with sync:
-        # endlater
+    # later: the objective's other metrics for the log (chapter 8)
+    batch_metrics = []
+    # endlater
+    for i, batch in enumerate(micro_batches):
+        with gradient_sync(model, last=i == n - 1):  # DDP: sync once per step
             with autocast(device, amp_dtype):
-                loss = batch_loss(model, input_ids, target_ids, device)
-            (loss / n).backward()
-        loss_sum += loss.detach().float()
+                out = objective(model, batch, device)
+            (out.loss / n).backward()
+        loss_sum += out.loss.detach().float()
+        # later: the objective's other metrics for the log (chapter 8)
+        batch_metrics.append(out.metrics)
+        # endlater
     mean_loss = all_reduce_mean(loss_sum / n, ctx)
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else math.inf)
     loss_value, norm_value = mean_loss.item(), grad_norm.item()
@@ -130,7 +125,22 @@ def train_step(
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
+    # later: the objective's other metrics for the log (chapter 8)
+    if metrics is not None:
+        metrics.update(_mean_metrics(objective.metric_names, batch_metrics, device, ctx))
+    # endlater
     return loss_value, norm_value
+
+
+def _mean_metrics(names: Sequence[str], batch_metrics: Sequence[Mapping[str, Any]],
+                  device: torch.device, ctx: DistributedContext) -> dict[str, float]:
+    """Each metric of ``names``, averaged over micro-batches and processes."""
+    if not names:
+        return {}
+    sums = torch.zeros(len(names), device=device)
+    for values in batch_metrics:
+        sums += torch.stack([torch.as_tensor(values[k], device=device).float() for k in names])
+    return dict(zip(names, all_reduce_mean(sums / len(batch_metrics), ctx).tolist()))
 
 
 def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
@@ -140,8 +150,6 @@ def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
     ids = getattr(dataset, "token_ids", None)
     if not isinstance(ids, torch.Tensor):
         return None
-    import hashlib
-
     ids = ids.reshape(-1).to(torch.int64)
     digest = hashlib.sha256(str(ids.numel()).encode())
     for part in (ids[:sample], ids[-sample:]):
@@ -176,13 +184,14 @@ def train(
     cfg: TrainConfig,
     *,
     tokenizer: Any = None,
-    out_dir: str | Path | None = None,
+    out_dir: str | Path | LockedRunFolder | None = None,
     resume: bool | str | Path = False,
     stop_after: int | None = None,
     show_progress: bool = True,
     progress_interval: float = 1.0,
+    objective: Objective | None = None,
 ) -> list[dict[str, Any]]:
-    """Pretrain ``model`` and return the log records (one dict per step, plus step 0).
+    """Train ``model`` and return the log records (one dict per step, plus step 0).
 
     Args:
         model: a :class:`~sydsgpt.model.SydsGPT` (seed before building it for a reproducible init).
@@ -191,44 +200,52 @@ def train(
         val_data: validation batches (e.g. a DataLoader without shuffling), or ``None``.
         cfg: the :class:`TrainConfig`.
         tokenizer: for the samples printed at each evaluation, and recorded in checkpoints.
-        out_dir: where to write ``log.jsonl`` and ``checkpoint.pt`` (nothing written if None).
+        out_dir: where to write ``log.jsonl`` and ``checkpoint.pt`` (nothing written if None);
+            a :class:`~sydsgpt.files.LockedRunFolder` is a folder the caller already locked.
         resume: ``True`` resumes from ``out_dir/checkpoint.pt``; a path resumes from that file.
         stop_after: end this session after this step (checkpointed; the learning-rate
             schedule still spans the whole run). Resume it later with ``resume=True``.
         show_progress: the tqdm progress bar (rank 0 only).
         progress_interval: seconds between refreshes of the bar (a notebook keeps every
             refresh in its output: use tens of seconds there).
+        objective: what turns a batch into a loss (default
+            :class:`~sydsgpt.losses.NextTokenObjective`); ``train_data`` and ``val_data``
+            hold its batches. Its metrics are logged as ``train_<name>`` / ``val_<name>``.
 
     Each record has ``step``, ``epoch``, ``tokens_seen``, ``lr``, ``train_loss``,
     ``grad_norm``, ``tokens_per_s``, and ``val_loss`` (and ``sample``) when evaluated.
     Under ``torchrun`` the model is wrapped in DDP; every process must call :func:`train`.
 
-    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`: a second run
-    on it is refused; a dead run's lock and temporary files are cleaned up), and the first
+    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`, unless the
+    caller holds its lock already: a second run on it is refused; a dead run's lock and
+    temporary files are cleaned up), and the first
     SIGINT (Ctrl-C) or SIGTERM ends the current step, checkpoints it and raises
     :class:`~sydsgpt.interrupts.TrainingInterrupted`.
 
     Raises:
-        TrainingDiverged: a NaN/inf loss, or a NaN/inf weight or optimizer moment after an
-            update (checked before every save); the last checkpoint on disk is left intact.
+        TrainingDiverged: a NaN/inf loss or a loss spike, or before a save a NaN/inf or
+            absurdly large weight (:mod:`sydsgpt.divergence`); the last checkpoint on disk is
+            left intact and passed the same checks.
         TrainingInterrupted: SIGINT/SIGTERM; the current step was checkpointed (if ``out_dir``).
         RunFolderLocked: another running process uses ``out_dir``.
         CheckpointMismatchError: resuming from a checkpoint of another model/tokenizer, or with
             a changed option of :data:`sydsgpt.resume.RESUME_FIXED`.
     """
     check_positive_int(stop_after, "stop_after", allow_none=True)
-    out = Path(out_dir) if out_dir is not None else None
+    held = isinstance(out_dir, LockedRunFolder)
+    out = out_dir.path if isinstance(out_dir, LockedRunFolder) else out_dir and Path(out_dir)
     with ExitStack() as guards:
-        if out is not None and current_context().is_main:
+        if out is not None and not held and current_context().is_main:
             guards.enter_context(lock_run_folder(out))
         stop = guards.enter_context(StopRequests())
-        return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after, show_progress, progress_interval, stop)
+        return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after,
+                      show_progress, progress_interval, stop, objective or NextTokenObjective())
 
 
 def _train(
     model: nn.Module, train_data: DataLoader | Dataset, val_data: Iterable[Batch] | None, cfg: TrainConfig, tokenizer: Any,
     out: Path | None, resume: bool | str | Path, stop_after: int | None, show_progress: bool, progress_interval: float,
-    stop: StopRequests,
+    stop: StopRequests, objective: Objective,
 ) -> list[dict[str, Any]]:
     """:func:`train`'s body, run while the output folder is locked and signals are caught."""
     ctx = current_context()
@@ -312,7 +329,10 @@ def _train(
 
     def evaluate(record: dict[str, Any]) -> None:
         if val_data is not None:
-            record["val_loss"] = loader_loss(raw, val_data, cfg.eval_batches, device, amp_dtype, ctx)
+            metrics: dict[str, float] = {}
+            record["val_loss"] = loader_loss(raw, val_data, cfg.eval_batches, device, amp_dtype,
+                                             ctx, objective=objective, metrics=metrics)
+            record.update({f"val_{name}": value for name, value in metrics.items()})
         if tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded):  # FSDP: every process runs the model
             with autocast(device, amp_dtype):
                 sample = sample_text(raw, tokenizer, cfg.sample_prompt, cfg.sample_tokens, device)
@@ -347,26 +367,31 @@ def _train(
     bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", mininterval=progress_interval,
                disable=not (show_progress and ctx.is_main), file=sys.stderr)
     smoothed_tps = None
+    guard = DivergenceGuard(raw, ctx, device)
     try:
         while step < end:
             start = time.perf_counter()
             micro_batches = [next(batches) for _ in range(cfg.grad_accum_steps)]
+            step_metrics: dict[str, float] = {}
             lr = optimizer.param_groups[0]["lr"]
             try:
                 loss, grad_norm = train_step(
                     step_model, micro_batches, optimizer, scheduler=scheduler, grad_clip=cfg.grad_clip,
-                    amp_dtype=amp_dtype, device=device, ctx=ctx, step=step + 1,
+                    amp_dtype=amp_dtype, device=device, ctx=ctx, step=step + 1, objective=objective,
+                    metrics=step_metrics,
                 )
+                guard.after_step(step + 1, loss, grad_norm)
             except TrainingDiverged as exc:
-                raise TrainingDiverged(exc.step, exc.loss, exc.grad_norm, last_checkpoint, exc.tensor) from None
+                raise exc.naming(last_checkpoint) from None
             step += 1
-            n_tokens = sum(y.numel() for _, y in micro_batches) * ctx.world_size
+            n_tokens = sum(objective.tokens(b) for b in micro_batches) * ctx.world_size
             tokens_seen += n_tokens
             tps = n_tokens / max(time.perf_counter() - start, 1e-9)
             smoothed_tps = tps if smoothed_tps is None else 0.9 * smoothed_tps + 0.1 * tps
             record = {
                 "step": step, "epoch": round(batches.progress, 4), "tokens_seen": tokens_seen, "lr": lr,
                 "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1),
+                **{f"train_{name}": value for name, value in step_metrics.items()},
             }
             if changes:  # the first step of a resumed session that changed options
                 record["changed"] = {k: [a, b] for k, (a, b) in changes.items()}
@@ -379,9 +404,10 @@ def _train(
             report(record)
             interrupted = stop_requested(stop, ctx, device)
             if step == end or (checkpoint_every and step % checkpoint_every == 0) or interrupted:
-                bad = first_non_finite(raw, optimizer)
-                if bad is not None:
-                    raise TrainingDiverged(step, loss, grad_norm, last_checkpoint, tensor=bad)
+                try:
+                    guard.before_save(step, loss, grad_norm, raw, optimizer)
+                except TrainingDiverged as exc:
+                    raise exc.naming(last_checkpoint) from None
             if checkpoint_path is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0) or interrupted):
                 rng_states = gather_objects(capture_rng_state(), ctx)
                 saved_model, saved_optimizer = full_state_views(raw, optimizer) if sharded else (raw, optimizer)

@@ -12,7 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from .runtime import DTYPES, Dtype, check_device_name
-from .validation import check_bool, check_int, check_keys, check_positive_int, check_real, field_names
+from .validation import (
+    check_bool, check_choice, check_int, check_keys, check_positive_int, check_real, check_str,
+    field_names,
+)
 
 
 @dataclass
@@ -90,11 +93,12 @@ class TrainConfig:
     fused_adamw: bool | None = None
     """The fused AdamW kernel (``None``: on for CUDA)."""
     fsdp: bool = False
+    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2
+    instead of DDP."""
     threads: int | None = None
     """PyTorch's CPU threads during the run (``None``: leave torch's choice, usually one per core).
     Float sums depend on how work is split across threads, so a run is bit-reproducible only
     with the same thread count: the book's runs pin it."""
-    """Under torchrun, shard weights, gradients and optimizer state across processes with FSDP2 instead of DDP."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches", "threads"):
@@ -109,35 +113,24 @@ class TrainConfig:
             check_real(getattr(self, name), f"TrainConfig.{name}", low=0, high=1, high_open=True)
         check_real(self.grad_clip, "TrainConfig.grad_clip", low=0, low_open=True, allow_none=True,
                    hint="a clip <= 0 would flip or zero the gradient; use None (--grad-clip none) for no clipping")
-        for name in ("eval_at_start", "compile"):
+        for name in ("eval_at_start", "compile", "fsdp"):
             check_bool(getattr(self, name), f"TrainConfig.{name}")
         for name in ("tf32", "fused_adamw"):
             check_bool(getattr(self, name), f"TrainConfig.{name}", allow_none=True)
         for name in ("sample_prompt", "device", "compile_backend"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"TrainConfig.{name} must be a str, got {getattr(self, name)!r}")
+            check_str(getattr(self, name), f"TrainConfig.{name}")
         if self.sample_tokens and not self.sample_prompt:
             raise ValueError("TrainConfig.sample_prompt must not be empty when TrainConfig.sample_tokens > 0 (a sample continues a prompt); "
                              "give a prompt or set sample_tokens to 0")
         check_device_name(self.device)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        check_choice(self.dtype, "TrainConfig.dtype", DTYPES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        """Build from a dict; unknown keys are an error (a typo should not be ignored).
-
-        The key ``context_length`` (this field's name before it became ``seq_len``, as
-        older checkpoints store it) is read as ``seq_len``.
-        """
-        values = dict(values)
-        if "context_length" in values:
-            if "seq_len" in values and values["seq_len"] != values["context_length"]:
-                raise ValueError("give seq_len or its old name context_length, not both")
-            values["seq_len"] = values.pop("context_length")
+        """Build from a dict; unknown keys are an error (a typo should not be ignored)."""
         check_keys(values, field_names(cls), "training option")
         return cls(**values)
 

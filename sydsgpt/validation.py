@@ -6,6 +6,8 @@
   (counts that may be 0, seeds).
 * :func:`check_real`: a finite real number inside a domain (a learning rate > 0, a
   probability in ``[0, 1)``, ...); :func:`check_bool`: ``True``/``False`` (optionally ``None``).
+* :func:`check_choice`: one of a fixed set of names; :func:`check_str`: a string (optionally
+  not empty).
 * :func:`check_input_ids`: the ``(batch, tokens)`` integer tensor every model call takes.
 """
 
@@ -145,3 +147,20 @@ def mapping_of(values: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(values, Mapping):
         raise TypeError(f"{what} must be a dict, got {type(values).__name__}")
     return values
+
+
+def check_choice(value: Any, name: str, choices: Iterable[Any], allow_none: bool = False) -> None:
+    """``value`` must be one of ``choices`` (``None`` too if ``allow_none``)."""
+    choices = tuple(choices)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or value not in choices:
+        or_none = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be one of {choices}{or_none}, got {value!r}")
+
+
+def check_str(value: Any, name: str, allow_empty: bool = True) -> None:
+    """``value`` must be a ``str`` (a non-empty one unless ``allow_empty``)."""
+    if not isinstance(value, str) or (not allow_empty and not value):
+        expected = "a str" if allow_empty else "a non-empty str"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sydsgpt.data import GPTDataset
+from sydsgpt.files import file_sha256
 from sydsgpt.model import SydsGPT
 from sydsgpt.train import TrainConfig
 
@@ -143,3 +145,38 @@ def logged(out: Path, key: str) -> dict[int, float]:
 
     return {r["step"]: r[key] for r in read_log(out / "log.jsonl") if key in r}
 
+
+# ---------------------------------------------------------------------------- the Hugging Face Hub, offline
+
+
+def fake_hub(monkeypatch: Any, source: Path, sha_override: dict[str, str] | None = None,
+             fail: Exception | None = None) -> None:
+    """A stand-in ``huggingface_hub`` that "downloads" from a local folder and publishes its real sizes and
+    hashes (``sha_override``: other published hashes; ``fail``: what ``model_info`` raises)."""
+    hub = types.ModuleType("huggingface_hub")
+    files = sorted(p.name for p in source.iterdir())
+
+    class HfApi:
+        def model_info(self, repo_id, revision=None, files_metadata=False):
+            if fail is not None:
+                raise fail
+            siblings = [types.SimpleNamespace(
+                rfilename=n, size=(source / n).stat().st_size,
+                lfs=types.SimpleNamespace(sha256=(sha_override or {}).get(n, file_sha256(source / n))))
+                for n in files]
+            return types.SimpleNamespace(sha="0" * 40, siblings=siblings)
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, local_dir=None):
+        import fnmatch
+        import shutil
+        import tempfile
+
+        out = Path(local_dir) if local_dir is not None else Path(tempfile.mkdtemp())  # the cache
+        out.mkdir(parents=True, exist_ok=True)
+        for n in files:
+            if any(fnmatch.fnmatch(n, p) for p in allow_patterns):
+                shutil.copy(source / n, out / n)
+        return str(out)
+
+    hub.HfApi, hub.snapshot_download = HfApi, snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)

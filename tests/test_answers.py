@@ -61,7 +61,7 @@ def test_untouched_chapter_is_not_attempted(chapter: int) -> None:
 
 
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_reference_answers_pass(chapter: int, tmp_path: Path, one_thread: None) -> None:
+def test_reference_answers_pass(chapter: int, tmp_path: Path) -> None:
     path = _filled(chapter, tmp_path, {e.key: e.solution for e in exercises_in_chapter(chapter)})
     results = check_answers(path)
     assert results and all(r.status == PASSED for r in results), [(r.key, r.status, r.detail) for r in results]
@@ -69,7 +69,7 @@ def test_reference_answers_pass(chapter: int, tmp_path: Path, one_thread: None) 
 
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
 def test_each_wrong_answer_fails_and_names_the_exercise(
-    chapter: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+    chapter: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for exercise in exercises_in_chapter(chapter):
         for n, wrong in enumerate(exercise.wrong_answers):

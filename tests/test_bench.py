@@ -19,7 +19,6 @@ from sydsgpt.cli import main
 from sydsgpt.model import SydsGPT, count_parameters, flops_per_token
 from sydsgpt.presets import get_preset
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ------------------------------------------------------------------ MFU and peaks
 

@@ -14,7 +14,6 @@ from sydsgpt.cli import main
 from sydsgpt.model import count_parameters
 from sydsgpt.presets import get_preset
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_match_parameter_count_picks_the_closest_width() -> None:

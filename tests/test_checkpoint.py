@@ -27,7 +27,6 @@ from sydsgpt.checkpoint import (
 from sydsgpt.optim import build_optimizer, make_scheduler
 from sydsgpt.train import train, train_step
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOKENIZER = {"name": "toy", "n_vocab": TRAIN_TINY["vocab_size"]}
 

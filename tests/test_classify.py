@@ -1,5 +1,5 @@
-"""sydsgpt.classify: balanced seeded splits, the -100 targets that make chapter 5's loss the
-classification loss, the head swap and its pooling, what each freezing choice trains
+"""sydsgpt.classify: balanced seeded splits, the classification objective (the class logits at
+the last real token against a label), the head swap and its pooling, what each freezing choice trains
 (exact counts), finetuning with checkpoints and exact resume, and the baselines."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from sydsgpt.classify import (
-    IGNORE_INDEX, ClassificationDataset, GPTClassifier, balanced_split, bag_of_words_baseline, class_labels,
+    ClassificationDataset, ClassificationObjective, GPTClassifier, balanced_split, bag_of_words_baseline, class_labels,
     class_logits, classifier_train_config, finetune_classifier, load_classifier, majority_baseline, set_trainable,
 )
 from sydsgpt.config import Kernels
-from sydsgpt.losses import batch_loss
+from sydsgpt.logs import read_log
 from sydsgpt.model import SydsGPT
 from sydsgpt.lora import LoRAConfig, count_trainable_parameters, read_adapter
 
@@ -71,13 +71,12 @@ def test_balanced_split_errors(records: list[tuple[str, str]], fractions: tuple[
         balanced_split(records, fractions)
 
 
-def test_targets_are_ignored_except_at_the_last_real_token() -> None:
+def test_an_example_is_padded_ids_its_length_and_its_label() -> None:
     data = ClassificationDataset([("xyz", "xy"), ("abc", "abcabcab")], TOKENIZER, ("abc", "xyz"), max_length=5, pad_id=7)
-    ids, target = data[0]
-    assert ids.tolist() == TOKENIZER.encode("xy") + [7, 7, 7]
-    assert target.tolist() == [IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
-    ids, target = data[1]  # cut to its first 5 tokens: the label sits at the last kept one
-    assert ids.tolist() == TOKENIZER.encode("abcab") and target.tolist() == [IGNORE_INDEX] * 4 + [0]
+    ids, length, label = data[0]
+    assert ids.tolist() == TOKENIZER.encode("xy") + [7, 7, 7] and (length, label) == (2, 1)
+    ids, length, label = data[1]  # cut to its first 5 tokens: the class is read at the last kept one
+    assert ids.tolist() == TOKENIZER.encode("abcab") and (length, label) == (5, 0)
     assert data.truncated == 1 and data.lengths.tolist() == [2, 5] and data.label_ids.tolist() == [1, 0]
 
 
@@ -88,13 +87,15 @@ def test_unknown_labels_and_empty_texts_are_clear_errors() -> None:
         ClassificationDataset([("ham", "")], TOKENIZER, ("ham", "spam"), 4)
 
 
-def test_the_language_model_loss_on_these_targets_is_the_classification_loss() -> None:
+def test_the_objective_is_the_cross_entropy_at_the_last_real_token() -> None:
     classifier = GPTClassifier(tiny_model(), 2)
     data = ClassificationDataset(toy_records(6), TOKENIZER, ("abc", "xyz"), max_length=10)
-    inputs, targets = zip(*(data[i] for i in range(len(data))))
-    loss = batch_loss(classifier, torch.stack(inputs), torch.stack(targets))
-    by_hand = F.cross_entropy(class_logits(classifier, data.token_ids, data.lengths), data.label_ids)
-    torch.testing.assert_close(loss, by_hand)
+    batch = [torch.stack(column) for column in zip(*(data[i] for i in range(len(data))))]
+    out = ClassificationObjective()(classifier, batch)
+    logits = class_logits(classifier, data.token_ids, data.lengths)
+    torch.testing.assert_close(out.loss, F.cross_entropy(logits, data.label_ids))
+    assert out.count == 6 and out.metrics["accuracy"] == (logits.argmax(-1) == data.label_ids).float().mean()
+    assert ClassificationObjective().tokens(batch) == 6 * 10
 
 
 def test_the_head_swap_and_last_token_pooling_ignore_the_padding() -> None:
@@ -156,6 +157,7 @@ def test_finetuning_learns_a_toy_task_and_writes_its_run_folder(tmp_path: Path) 
     assert run.labels == class_labels(train) == ("abc", "xyz") and run.max_length == 9
     assert run.accuracy(test) >= 0.9 and run.predict(["aabbc", "zzyx"]) == ["abc", "xyz"]
     assert run.history[-1]["step"] == 3 * len(train) // 8 and "val_loss" in run.history[-1]
+    assert run.history[-1]["val_accuracy"] >= 0.9 and "train_accuracy" in run.history[-1]
     assert run.trainable_params == count_trainable_parameters(run.classifier)
     info = json.loads((tmp_path / "classifier.json").read_text())
     assert info == {"labels": ["abc", "xyz"], "pooling": "last", "trainable": "all", "max_length": 9, "lora": None,
@@ -173,6 +175,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> N
     finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "parts", stop_after=3, **common)
     resumed = finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "parts", resume=True, **common)
     assert_same_parameters(whole.classifier, resumed.classifier)
+    resumed_log = read_log(tmp_path / "parts" / "log.jsonl")
+    assert [r.get("train_loss") for r in whole.history] == [r.get("train_loss") for r in resumed_log]
+    assert [r.get("val_accuracy") for r in whole.history] == [r.get("val_accuracy") for r in resumed_log]
     with pytest.raises(ValueError, match="cannot resume .*trainable"):
         finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "parts", resume=True,
                             **{**common, "trainable": "all"})

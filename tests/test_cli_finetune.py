@@ -17,7 +17,6 @@ from sydsgpt.instruct import format_prompt, word_task_records
 from sydsgpt.logs import read_log
 from sydsgpt.model import SydsGPT
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ["--batch-size", "4", "--max-steps", "4", "--eval-interval", "2", "--eval-batches", "1", "--lr", "3e-3",
         "--device", "cpu", "--quiet", "--max-new-tokens", "3"]
@@ -130,6 +129,37 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(base: Path, tmp_path:
                             "--out", str(tmp_path / "r"), *FAST)
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("sydsgpt finetune: error: the prompt of the record") and "longer than the context" in last
+    assert not (tmp_path / "r").exists(), "nothing may be written for a run that cannot start (tokenizer.json was)"
+
+
+def test_every_option_is_checked_before_anything_is_loaded_or_written(base: Path, tmp_path: Path, capsys) -> None:
+    # --max-new-tokens is used only at the end: it used to be refused after the whole run
+    out = tmp_path / "r"
+    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out),
+                            *FAST, "--max-new-tokens", "0")
+    assert code == 2 and "--max-new-tokens must be a positive integer, got 0" in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_a_base_of_an_unknown_kind_says_what_is_accepted(tmp_path: Path, capsys) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model")
+    for spec, what in ((notes, "not a model"), (tmp_path / "missing.pt", "no such file or folder"),
+                       ("missing.pt", "no such file or folder")):
+        code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(spec), "--out", str(tmp_path / "r"))
+        assert code == 2 and what in err and "a checkpoint file from sydsgpt train (.pt)" in err, err
+        assert "GPT-2 folder" in err and "Hub name" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_lora_runs_with_the_same_seed_give_the_same_weights(base: Path, tmp_path: Path, capsys) -> None:
+    # the adapters' initial values come from the seed (they were made before anything was seeded)
+    for name in ("a", "b"):
+        code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(tmp_path / name),
+                                "--lora-rank", "4", "--seed", "3", *FAST)
+        assert code == 0, err
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in ("a", "b"))
+    assert any("lora_A" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize(

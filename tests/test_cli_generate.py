@@ -22,7 +22,6 @@ from sydsgpt.tokenizer import get_gpt2_tokenizer
 CONFIG = tiny_config(vocab_size=50257, context_length=24, num_layers=1, num_heads=2, dropout=0.1, qkv_bias=False)
 PROMPT = "Every effort moves"
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +57,10 @@ def test_original_checkpoint_greedy_text(model: SydsGPT, original_checkpoint: Pa
 
 def test_sampling_options_seed_and_no_cache(model: SydsGPT, original_checkpoint: Path, capsys) -> None:
     opts = ["--temperature", "0.9", "--top-k", "20", "--top-p", "0.95", "--repetition-penalty", "1.2",
-            "--no-repeat-ngram", "2", "--seed", "11", "--max-new-tokens", "10"]
+            "--no-repeat-ngram-size", "2", "--seed", "11", "--max-new-tokens", "10"]
     base = ["--checkpoint", str(original_checkpoint), "--prompt", PROMPT, *opts]
     _, first, _ = cli(capsys, *base)
-    _, again, _ = cli(capsys, *base, "--no-cache")
+    _, again, _ = cli(capsys, *base, "--no-use-cache")
     expected = generate_text(model, get_gpt2_tokenizer(), PROMPT, 10, temperature=0.9, top_k=20, top_p=0.95,
                              repetition_penalty=1.2, no_repeat_ngram_size=2, seed=11)
     assert first == again == PROMPT + expected + "\n"
@@ -112,7 +111,7 @@ def test_help_has_examples(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     out = capsys.readouterr().out
-    assert "Examples:" in out and "--repetition-penalty" in out and "--no-cache" in out
+    assert "Examples:" in out and "--repetition-penalty" in out and "--no-use-cache" in out
 
 
 def test_entry_point_streams_in_a_subprocess(model: SydsGPT, original_checkpoint: Path) -> None:

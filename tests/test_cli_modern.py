@@ -14,15 +14,14 @@ from sydsgpt.cli import main
 from sydsgpt.generate import generate
 from sydsgpt.model import SydsGPT
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_modern_preset_then_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "tiny.txt"
     text.write_text(TINY_TEXT)
     out = tmp_path / "run"
-    code = main(["train", str(text), "--preset", "book-modern", "--tokenizer", "bpe:280", "--steps", "2",
-                 "--batch-size", "2", "--context-length", "16", "--eval-interval", "0", "--sample-tokens", "0",
+    code = main(["train", str(text), "--preset", "book-modern", "--tokenizer", "bpe:280", "--max-steps", "2",
+                 "--batch-size", "2", "--seq-len", "16", "--eval-interval", "0", "--sample-tokens", "0",
                  "--device", "cpu", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err

@@ -19,7 +19,6 @@ from sydsgpt.cli.train import train_config
 from sydsgpt.presets import RUNS
 from sydsgpt.train import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -33,7 +32,7 @@ def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert text.index("Pretrain a SydsGPT model") < text.index("examples:") < text.index("options:")
-    for expected in ("torchrun --standalone", "--resume", "bpe:N", "--grad-accum", "--warmup", "--compile", "--dtype",
+    for expected in ("torchrun --standalone", "--resume", "bpe:N", "--grad-accum-steps", "--warmup-steps", "--compile", "--dtype",
                      "model:", "training (sydsgpt.train.TrainConfig):", "gpt2-small", RUNS["book-ch05"].command("runs/book-ch05")):
         assert expected in text, expected
 
@@ -49,12 +48,6 @@ def test_every_training_option_is_derived_from_trainconfig(capsys: pytest.Captur
     assert train_config(args) == TrainConfig()
 
 
-def test_old_flags_still_work() -> None:
-    args = build_parser().parse_args(["train", "d", "--steps", "7", "--context-length", "9", "--warmup", "2", "--grad-accum", "3"])
-    cfg = train_config(args)
-    assert (cfg.max_steps, cfg.seq_len, cfg.warmup_steps, cfg.grad_accum_steps) == (7, 9, 2, 3)
-
-
 def test_none_and_booleans_parse() -> None:
     args = build_parser().parse_args(["train", "d", "--grad-clip", "none", "--no-tf32", "--compile", "--sample-prompt", "A:\\nB"])
     cfg = train_config(args)
@@ -66,7 +59,7 @@ def test_none_and_booleans_parse() -> None:
 def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
     out = tmp_path / "run"
-    code, err = run(capsys, *cli_args(text, model_cfg, out, "--steps", "30", "--eval-interval", "15", "--lr", "5e-3", "--warmup", "3"))
+    code, err = run(capsys, *cli_args(text, model_cfg, out, "--max-steps", "30", "--eval-interval", "15", "--lr", "5e-3", "--warmup-steps", "3"))
     assert code == 0, err
     assert "done: step 30" in err
     assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "log.jsonl", "run.json", "loss.png", "tokenizer.json"}
@@ -80,14 +73,14 @@ def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert json.loads((out / "run.json").read_text())["train"]["eval_interval"] == 15
 
     # the same output directory again: refused without --resume (bad usage: exit status 2)
-    code, err = run(capsys, *cli_args(text, model_cfg, out, "--steps", "30"))
+    code, err = run(capsys, *cli_args(text, model_cfg, out, "--max-steps", "30"))
     assert code == 2 and "already exists: add --resume" in err
     # resuming with another model or tokenizer: a clear error
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**CLI_MODEL, "embedding_dim": 32}))
-    code, err = run(capsys, *cli_args(text, other, out, "--steps", "30", "--resume"))
+    code, err = run(capsys, *cli_args(text, other, out, "--max-steps", "30", "--resume"))
     assert code == 2 and "'embedding_dim': checkpoint has 16, this run has 32" in err
-    code, err = run(capsys, *cli_args(text, model_cfg, out, "--steps", "30", "--resume", "--tokenizer", "gpt2"))
+    code, err = run(capsys, *cli_args(text, model_cfg, out, "--max-steps", "30", "--resume", "--tokenizer", "gpt2"))
     assert code == 2 and "tokenizer: checkpoint was trained with {'name': 'bpe280-tiny', 'n_vocab': 280}" in err
 
 
@@ -95,14 +88,14 @@ def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ("extra", "message"),
     [
         (["--resume"], "there is no"),
-        (["--context-length", "64"], "longer than the model's context_length 16"),
+        (["--seq-len", "64"], "longer than the model's context_length 16"),
         (["--tokenizer", "bpe:abc"], "needs an integer N > 256"),
         (["--tokenizer", "missing.json"], "neither 'gpt2', 'bpe:N' nor an existing"),
     ],
 )
 def test_misuse_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
-    code, err = run(capsys, *cli_args(text, model_cfg, tmp_path / "run", "--steps", "2", *extra))
+    code, err = run(capsys, *cli_args(text, model_cfg, tmp_path / "run", "--max-steps", "2", *extra))
     assert code == 2 and message in err and err.count("\n") == 1, err  # bad usage: one line, exit status 2
 
 

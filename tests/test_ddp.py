@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
     # batch 4 = 2 rows per process; gradient accumulation on top (no_sync on the first micro-batch)
-    common = ["--steps", "6", "--grad-accum", "2", "--eval-interval", "3", "--lr", "3e-3"]
+    common = ["--max-steps", "6", "--grad-accum-steps", "2", "--eval-interval", "3", "--lr", "3e-3"]
     single, double = tmp_path / "single", tmp_path / "ddp"
     ddp = start_cli(cli_args(text, model_cfg, double, *common), launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])
     single_run = start_cli(cli_args(text, model_cfg, single, *common))

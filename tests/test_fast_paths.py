@@ -36,7 +36,6 @@ from sydsgpt.optim import build_optimizer
 from sydsgpt.runtime import auto_amp_dtype, configure_tf32
 from sydsgpt.train import TrainConfig, train_step
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = tiny_config(tie_weights=True)
 PLAIN = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}

@@ -59,7 +59,6 @@ from sydsgpt.optim import lr_at_step
 from sydsgpt.tokenizer import get_gpt2_tokenizer
 from sydsgpt.train import TrainConfig, TrainingDiverged, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 OUTCOMES = ("clear error", "refused", "recovered")
 
@@ -198,11 +197,11 @@ CLI_OPTION_PROBES: list[tuple[list[str], int, str]] = [
     (["--weight-decay", "-1"], 2, "--weight-decay must be a finite number >= 0, got -1.0"),
     (["--eval-batches", "0"], 2, "--eval-batches must be a positive integer, got 0"),
     (["--epochs", "0"], 2, "--epochs must be a positive integer, got 0"),
-    (["--max-steps", "many"], 2, "argument --max-steps/--steps: 'many' is not a valid int (or none)"),
+    (["--max-steps", "many"], 2, "argument --max-steps: 'many' is not a valid int (or none)"),
     (["--stop-after", "0"], 2, "--stop-after must be a positive integer, got 0"),
     (["--val-fraction", "1.5"], 2, "val_fraction must be strictly between 0 and 1, got 1.5"),
     (["--device", "foo"], 2, "unknown device 'foo'"),
-    (["--context-length", "64"], 2, "--seq-len 64 is longer than the model's context_length 16"),
+    (["--seq-len", "64"], 2, "--seq-len 64 is longer than the model's context_length 16"),
     (["--tokenizer", "bpe:abc"], 2, "needs an integer N > 256"),
     (["--no-such-option"], 2, "unrecognized arguments: --no-such-option"),
 ]
@@ -210,7 +209,7 @@ CLI_OPTION_PROBES: list[tuple[list[str], int, str]] = [
 
 def _cli_option_probe(extra: list[str], code: int, message: str) -> Callable[[Env], None]:
     def run(env: Env) -> None:
-        env.cli_error(["train", *env.train_args("--steps", "2", *extra)], code, message)
+        env.cli_error(["train", *env.train_args("--max-steps", "2", *extra)], code, message)
         assert not (env.out / "tokenizer.json").exists()  # nothing was written
 
     return run
@@ -264,8 +263,8 @@ def unexpected_error(env: Env) -> None:
     def broken(name: Any) -> str:
         raise ZeroDivisionError("division by zero")
 
-    env.monkeypatch.setattr(corpora, "load_corpus", broken)
-    env.cli_error(["train", *env.train_args("--steps", "2")], 1,
+    env.monkeypatch.setattr("sydsgpt.cli.train.load_corpus", broken)
+    env.cli_error(["train", *env.train_args("--max-steps", "2")], 1,
                   "ZeroDivisionError: division by zero (unexpected: run again with --debug for the traceback and please report it)")
 
 
@@ -566,9 +565,9 @@ def resume_past_the_end(env: Env) -> None:
 
 @probe("resume", "refused", "sydsgpt train twice into one --out, without --resume", "exit 2, one line; the first run's files untouched")
 def same_out_without_resume(env: Env) -> None:
-    assert env.cli("train", *env.train_args("--steps", "2"))[0] == 0
+    assert env.cli("train", *env.train_args("--max-steps", "2"))[0] == 0
     before = (env.out / CHECKPOINT_NAME).read_bytes()
-    env.cli_error(["train", *env.train_args("--steps", "2")], 2, "already exists: add --resume")
+    env.cli_error(["train", *env.train_args("--max-steps", "2")], 2, "already exists: add --resume")
     assert (env.out / CHECKPOINT_NAME).read_bytes() == before
 
 
@@ -584,29 +583,29 @@ def resume_on_other_data(env: Env) -> None:
 
 @probe("resume", "refused", "sydsgpt train --resume with another --batch-size", "exit 2, one line listing the difference; checkpoint untouched")
 def cli_resume_with_other_batch_size(env: Env) -> None:
-    assert env.cli("train", *env.train_args("--steps", "4", "--stop-after", "2"))[0] == 0
+    assert env.cli("train", *env.train_args("--max-steps", "4", "--stop-after", "2"))[0] == 0
     before = (env.out / CHECKPOINT_NAME).read_bytes()
-    env.cli_error(["train", *env.train_args("--steps", "4", "--batch-size", "8", "--resume")], 2, "--resume cannot change batch_size: 4 -> 8")
+    env.cli_error(["train", *env.train_args("--max-steps", "4", "--batch-size", "8", "--resume")], 2, "--resume cannot change batch_size: 4 -> 8")
     assert (env.out / CHECKPOINT_NAME).read_bytes() == before
 
 
 @probe("resume", "clear error", "sydsgpt train --resume from a damaged checkpoint", "exit 1, one line naming the file")
 def cli_resume_from_damaged_checkpoint(env: Env) -> None:
-    assert env.cli("train", *env.train_args("--steps", "4", "--stop-after", "2"))[0] == 0
+    assert env.cli("train", *env.train_args("--max-steps", "4", "--stop-after", "2"))[0] == 0
     path = env.out / CHECKPOINT_NAME
     offset, size = _tensor_bytes_offset(path)
     data = bytearray(path.read_bytes())
     data[offset + size // 3] ^= 0x10
     path.write_bytes(bytes(data))
-    env.cli_error(["train", *env.train_args("--steps", "4", "--resume")], 1, f"{path} is corrupted")
+    env.cli_error(["train", *env.train_args("--max-steps", "4", "--resume")], 1, f"{path} is corrupted")
 
 
 @probe("resume", "refused", "sydsgpt train --resume with another model config", "exit 2, one line (the multi-line list joined)")
 def cli_resume_with_other_model(env: Env) -> None:
-    assert env.cli("train", *env.train_args("--steps", "2"))[0] == 0
+    assert env.cli("train", *env.train_args("--max-steps", "2"))[0] == 0
     other = env.tmp / "other.json"
     other.write_text(json.dumps({**CLI_MODEL, "num_layers": 2}))
-    env.cli_error(["train", *cli_args(env.text, other, env.out, "--steps", "4", "--resume")], 2,
+    env.cli_error(["train", *cli_args(env.text, other, env.out, "--max-steps", "4", "--resume")], 2,
                   "the checkpoint does not match this run: - model config 'num_layers': checkpoint has 1, this run has 2")
 
 
@@ -685,7 +684,7 @@ def disk_full_during_save(env: Env) -> None:
         real_save(obj, f, *args, **kwargs)
 
     env.monkeypatch.setattr(checkpoint_module.torch, "save", save_then_fill_up)
-    args = env.train_args("--steps", "4", "--checkpoint-interval", "2", "--eval-interval", "0")
+    args = env.train_args("--max-steps", "4", "--checkpoint-interval", "2", "--eval-interval", "0")
     env.cli_error(["train", *args], 1, f"No space left on device (the previous version, if any, is intact): {env.out / CHECKPOINT_NAME}",
                   "free some disk space")
     assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 2
@@ -736,7 +735,7 @@ def disk_full_log(env: Env) -> None:
         return _FullDisk(f, room=5) if self.name == "log.jsonl" and args[:1] == ("a",) else f
 
     env.monkeypatch.setattr(Path, "open", open_log)
-    env.cli_error(["train", *env.train_args("--steps", "8", "--eval-interval", "2")], 1,
+    env.cli_error(["train", *env.train_args("--max-steps", "8", "--eval-interval", "2")], 1,
                   f"No space left on device: {env.out / 'log.jsonl'}", "free some disk space")
     assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 4
 
@@ -755,13 +754,13 @@ def _deny(env: Env, err: int, message: str) -> None:
 @probe("disk", "clear error", "an output folder the user cannot write to (EACCES)", "exit 1, one line naming the file and the fix")
 def permission_denied(env: Env) -> None:
     _deny(env, errno.EACCES, "Permission denied")
-    env.cli_error(["train", *env.train_args("--steps", "2")], 1, f"Permission denied: {env.out.resolve() / LOCK_NAME}", "choose a folder you can write to")
+    env.cli_error(["train", *env.train_args("--max-steps", "2")], 1, f"Permission denied: {env.out.resolve() / LOCK_NAME}", "choose a folder you can write to")
 
 
 @probe("disk", "clear error", "a read-only file system (EROFS)", "exit 1, one line naming the file")
 def read_only_file_system(env: Env) -> None:
     _deny(env, errno.EROFS, "Read-only file system")
-    env.cli_error(["train", *env.train_args("--steps", "2")], 1, f"Read-only file system: {env.out.resolve() / LOCK_NAME}", "read-only")
+    env.cli_error(["train", *env.train_args("--max-steps", "2")], 1, f"Read-only file system: {env.out.resolve() / LOCK_NAME}", "read-only")
 
 
 # ---------------------------------------------------------------------------- concurrency
@@ -770,7 +769,7 @@ def read_only_file_system(env: Env) -> None:
 @probe("disk", "clear error", "--out names an existing file", "exit 2, one line naming it and the fix")
 def out_is_a_file(env: Env) -> None:
     env.out.write_text("not a folder")
-    env.cli_error(["train", *env.train_args("--steps", "2")], 2, f"File exists: {env.out.resolve()}", "choose another --out")
+    env.cli_error(["train", *env.train_args("--max-steps", "2")], 2, f"File exists: {env.out.resolve()}", "choose another --out")
 
 
 def _lock_held_by(env: Env, pid: int) -> None:
@@ -783,7 +782,7 @@ def folder_in_use(env: Env) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         _lock_held_by(env, holder.pid)
-        env.cli_error(["train", *env.train_args("--steps", "2")], 1, f"is in use by another run (process {holder.pid}")
+        env.cli_error(["train", *env.train_args("--max-steps", "2")], 1, f"is in use by another run (process {holder.pid}")
         assert sorted(p.name for p in env.out.iterdir()) == [LOCK_NAME]
     finally:
         holder.kill()
@@ -795,7 +794,7 @@ def stale_lock(env: Env) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     _lock_held_by(env, gone.pid)
-    code, err = env.cli("train", *env.train_args("--steps", "2"))
+    code, err = env.cli("train", *env.train_args("--max-steps", "2"))
     assert code == 0, err
     assert f"took over the stale lock {env.out.resolve() / LOCK_NAME} (process {gone.pid} is no longer running)" in err
     assert not (env.out / LOCK_NAME).exists()
@@ -808,7 +807,7 @@ def stale_temp_files(env: Env) -> None:
     stale.write_bytes(b"\0" * 1000)
     keep = env.out / ".notes.tmp"
     keep.write_text("mine")
-    code, err = env.cli("train", *env.train_args("--steps", "2"))
+    code, err = env.cli("train", *env.train_args("--max-steps", "2"))
     assert code == 0, err
     assert "removed 1 stale temporary file(s) left by an interrupted save" in err and ".checkpoint.pt.k3j4h5.tmp" in err
     assert not stale.exists() and keep.read_text() == "mine"
@@ -835,10 +834,10 @@ def _signal_and_wait(proc: subprocess.Popen[str], sig: int, expected_code: int) 
 @probe("concurrency", "refused", "two real sydsgpt train runs on one --out at once; then SIGTERM to the first",
        "the second exits 1 (folder in use); the first saves its step and exits 143", slow=True)
 def two_runs_one_folder(env: Env) -> None:
-    first = start_cli(env.train_args("--steps", "100000", "--eval-interval", "0", "--checkpoint-interval", "100000"))
+    first = start_cli(env.train_args("--max-steps", "100000", "--eval-interval", "0", "--checkpoint-interval", "100000"))
     try:
         _wait_for(env.out / "log.jsonl", first)
-        env.cli_error(["train", *env.train_args("--steps", "2")], 1, f"is in use by another run (process {first.pid}")
+        env.cli_error(["train", *env.train_args("--max-steps", "2")], 1, f"is in use by another run (process {first.pid}")
     except BaseException:
         first.kill()
         raise
@@ -899,7 +898,7 @@ def interrupted_without_out_dir(env: Env) -> None:
 
 @probe("signals", "recovered", "Ctrl-C (SIGINT) to a real sydsgpt train process", "exit 130, one line naming the checkpoint; --resume finishes", slow=True)
 def ctrl_c_cli(env: Env) -> None:
-    args = env.train_args("--steps", "100000", "--eval-interval", "0", "--checkpoint-interval", "100000")
+    args = env.train_args("--max-steps", "100000", "--eval-interval", "0", "--checkpoint-interval", "100000")
     proc = start_cli(args)
     try:
         _wait_for(env.out / "log.jsonl", proc)
@@ -913,7 +912,7 @@ def ctrl_c_cli(env: Env) -> None:
         f"sydsgpt train: interrupted by SIGINT: checkpoint of step {step} saved to {env.out / CHECKPOINT_NAME}; "
         "continue with the same command plus --resume"
     )
-    code, err = env.cli("train", *env.train_args("--steps", str(step + 2), "--eval-interval", "0", "--checkpoint-interval", "100000", "--resume"))
+    code, err = env.cli("train", *env.train_args("--max-steps", str(step + 2), "--eval-interval", "0", "--checkpoint-interval", "100000", "--resume"))
     assert code == 0, err
     assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == step + 2
 

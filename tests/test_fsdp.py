@@ -22,7 +22,7 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 @pytest.mark.slow
 def test_two_fsdp2_processes_stopped_and_resumed_match_one_process(tmp_path: Path) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
-    common = ["--steps", "6", "--grad-accum", "2", "--eval-interval", "3", "--lr", "3e-3", "--dropout", "0", "--sample-tokens", "4"]
+    common = ["--max-steps", "6", "--grad-accum-steps", "2", "--eval-interval", "3", "--lr", "3e-3", "--dropout", "0", "--sample-tokens", "4"]
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
     first = start_cli(cli_args(text, model_cfg, sharded, *common, "--fsdp", "--stop-after", "3"), launcher=TORCHRUN)
     one = start_cli(cli_args(text, model_cfg, single, *common))

@@ -26,7 +26,6 @@ GEN_TINY = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT}
 """The decoding tests' model (tiny_config with a 64-id vocabulary, 32 features)."""
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

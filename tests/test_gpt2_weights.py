@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import hf_logits, tiny_config
+from helpers import fake_hub, hf_logits, tiny_config
 
 from sydsgpt.gpt2_weights import (
     export_gpt2_weights,
@@ -272,45 +272,40 @@ def test_config_missing_sizes_and_mixed_dropouts() -> None:
 # ------------------------------------------------------------------------- sources and the Hub
 
 
-def test_hub_name_downloads_with_snapshot_download(hf_model, ids, tmp_path, monkeypatch) -> None:
-    """Offline stand-in for the Hub: a repo folder with only pytorch_model.bin makes the
-    loader ask again for the .bin after finding no safetensors."""
-    huggingface_hub = pytest.importorskip("huggingface_hub")
+def test_hub_name_downloads_through_the_one_hub_downloader(hf_model, ids, tmp_path, monkeypatch) -> None:
+    """Offline stand-in for the Hub: a repository with only pytorch_model.bin (older GPT-2
+    uploads) is fetched with it, and every file is checked against the published sha256."""
     torch.save(hf_model.state_dict(), tmp_path / "pytorch_model.bin")
     (tmp_path / "config.json").write_text(hf_model.config.to_json_string())
-    calls = []
-
-    def fake_snapshot_download(repo_id, allow_patterns):
-        calls.append((repo_id, tuple(allow_patterns)))
-        return str(tmp_path)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    fake_hub(monkeypatch, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(load_gpt2_weights("openai-community/gpt2")(ids), hf_logits(hf_model, ids), **TOL)
-    assert [c[0] for c in calls] == ["openai-community/gpt2"] * 2
-    assert "pytorch_model.bin" in calls[1][1]
+    fake_hub(monkeypatch, tmp_path, sha_override={"pytorch_model.bin": "f" * 64})
+    with pytest.raises(ValueError, match="pytorch_model.bin has sha256"):
+        load_gpt2_weights("gpt2")
 
 
-def test_hub_offline_error_says_what_to_do(monkeypatch) -> None:
-    huggingface_hub = pytest.importorskip("huggingface_hub")
-
-    def offline(*args, **kwargs):
-        raise OSError("We couldn't connect to 'https://huggingface.co'")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(RuntimeError, match="config.json and model.safetensors .*pytorch_model.bin.*folder") as info:
+def test_hub_offline_error_says_what_to_do(tmp_path, monkeypatch) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    fake_hub(monkeypatch, tmp_path, fail=OSError("We couldn't connect to 'https://huggingface.co'"))
+    with pytest.raises(RuntimeError, match="config.json, model.safetensors .*pytorch_model.bin.*folder") as info:
         load_gpt2_weights("gpt2")
     assert "https://huggingface.co/gpt2" in str(info.value) and "couldn't connect" in str(info.value)
+    assert "load_gpt2_weights('path/to/folder')" in str(info.value)
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(ImportError, match="pip install huggingface_hub.*config.json"):
         load_gpt2_weights("gpt2")
 
 
 def test_bad_local_sources(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="no folder or file"):
-        load_gpt2_weights(tmp_path / "missing")
+    for missing in (tmp_path / "missing", "missing-weights.safetensors"):  # not Hub names
+        with pytest.raises(FileNotFoundError, match="no folder or file"):
+            load_gpt2_weights(missing)
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(ValueError, match="notes.txt is not a weights file .*a Hub name such as 'gpt2'"):
+        load_gpt2_weights(tmp_path / "notes.txt")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="must hold config.json and one of .*model.safetensors.*found \\['config.json'\\]"):
+    with pytest.raises(FileNotFoundError, match="must hold config.json and one of .*model.safetensors.*found \\['config.json', 'notes.txt'\\]"):
         load_gpt2_weights(tmp_path)
     with pytest.raises(TypeError, match="source must be"):
         load_gpt2_weights(42)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import hf_logits
+from helpers import fake_hub, hf_logits
 
 from sydsgpt.generate import generate
 from sydsgpt.hf_weights import (
@@ -229,40 +229,10 @@ def test_verify_files_catches_truncation_and_corruption(tmp_path) -> None:
         verify_files(tmp_path, {"b.bin": (None, None)})
 
 
-def _fake_hub(monkeypatch, source: Path, sha_override: dict[str, str] | None = None, fail: Exception | None = None):
-    """A stand-in huggingface_hub that "downloads" from a local folder and publishes its real sizes and hashes."""
-    hub = types.ModuleType("huggingface_hub")
-    files = sorted(p.name for p in source.iterdir())
-
-    class HfApi:
-        def model_info(self, repo_id, revision=None, files_metadata=False):
-            if fail is not None:
-                raise fail
-            siblings = [types.SimpleNamespace(
-                rfilename=n, size=(source / n).stat().st_size,
-                lfs=types.SimpleNamespace(sha256=(sha_override or {}).get(n, file_sha256(source / n))))
-                for n in files]
-            return types.SimpleNamespace(sha="0" * 40, siblings=siblings)
-
-    def snapshot_download(repo_id, revision=None, allow_patterns=None, local_dir=None):
-        import fnmatch
-        import shutil
-
-        out = Path(local_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for n in files:
-            if any(fnmatch.fnmatch(n, p) for p in allow_patterns):
-                shutil.copy(source / n, out / n)
-        return str(out)
-
-    hub.HfApi, hub.snapshot_download = HfApi, snapshot_download
-    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
-
-
 def test_download_path_on_locally_saved_files(monkeypatch, tmp_path, ids) -> None:
     hf = random_hf("qwen3")
     hf.save_pretrained(tmp_path / "hub")
-    _fake_hub(monkeypatch, tmp_path / "hub")
+    fake_hub(monkeypatch, tmp_path / "hub")
     folder = download_hf_model("Qwen/Tiny", tmp_path / "local")
     assert (folder / "model.safetensors").is_file()
     with torch.no_grad():
@@ -271,14 +241,14 @@ def test_download_path_on_locally_saved_files(monkeypatch, tmp_path, ids) -> Non
 
 def test_download_rejects_a_corrupted_file(monkeypatch, tmp_path) -> None:
     random_hf("llama").save_pretrained(tmp_path / "hub")
-    _fake_hub(monkeypatch, tmp_path / "hub", sha_override={"model.safetensors": "f" * 64})
+    fake_hub(monkeypatch, tmp_path / "hub", sha_override={"model.safetensors": "f" * 64})
     with pytest.raises(ValueError, match="model.safetensors has sha256"):
         download_hf_model("meta-llama/Tiny", tmp_path / "local")
 
 
 def test_download_offline_and_without_the_package_are_clear_errors(monkeypatch, tmp_path) -> None:
     random_hf("llama").save_pretrained(tmp_path / "hub")
-    _fake_hub(monkeypatch, tmp_path / "hub", fail=OSError("network is unreachable"))
+    fake_hub(monkeypatch, tmp_path / "hub", fail=OSError("network is unreachable"))
     with pytest.raises(RuntimeError, match=r"failed \(OSError: network is unreachable\).*load_hf_weights\('path/to/folder'\)"):
         download_hf_model("Qwen/Qwen3-0.6B")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)

@@ -19,7 +19,6 @@ from sydsgpt.instruct import (
 from sydsgpt.model import SydsGPT
 from sydsgpt.train import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 RECORD = {"instruction": "Name a colour.", "input": "", "output": "Red."}
 

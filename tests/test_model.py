@@ -129,6 +129,8 @@ def test_config_round_trip_and_presets() -> None:
         get_preset("gpt3")
     with pytest.raises(ValueError, match="num_heads"):
         get_preset("gpt2-mini", num_heads=5)
+    with pytest.raises(ValueError, match="unknown preset 'book'"):  # gpt2-mini's first name, gone in 0.x
+        get_preset("book")
 
 
 # ------------------------------------------------------------------------- sizes

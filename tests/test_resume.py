@@ -18,7 +18,6 @@ from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.logs import read_log
 from sydsgpt.train import train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stop_and_resume_in_process_is_bit_identical(tmp_path: Path) -> None:
@@ -44,7 +43,7 @@ def test_stop_and_resume_in_process_is_bit_identical(tmp_path: Path) -> None:
 def test_sigkilled_cli_run_resumes_bit_identically(tmp_path: Path) -> None:
     text, model_cfg = write_cli_inputs(tmp_path)
     steps = 60
-    common = ["--steps", str(steps), "--eval-interval", "25", "--checkpoint-interval", "1", "--dropout", "0.1"]
+    common = ["--max-steps", str(steps), "--eval-interval", "25", "--checkpoint-interval", "1", "--dropout", "0.1"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     checkpoint = killed / "checkpoint.pt"
     with open(tmp_path / "killed.err", "w") as err:

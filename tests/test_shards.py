@@ -110,7 +110,7 @@ def test_train_and_validation_windows_come_from_disjoint_tokens(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_train_on_a_prepared_folder_resumes_to_the_same_weights(tmp_path: Path, one_thread: None) -> None:
+def test_train_on_a_prepared_folder_resumes_to_the_same_weights(tmp_path: Path) -> None:
     """`sydsgpt train DIR`: stopped after 3 steps and resumed, it ends with the weights of an uninterrupted run."""
     from sydsgpt.cli import main
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from helpers import VOCAB, config, datasets, train_model
+from helpers import SEQ, VOCAB, config, datasets, patterned_ids, train_model
 
 from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.data import ResumableBatches
 from sydsgpt.logs import plot_losses, read_log
 from sydsgpt.losses import batch_loss, cross_entropy_loss, loader_loss, perplexity
+from sydsgpt.objectives import Objective, ObjectiveOutput
 from sydsgpt.optim import build_optimizer, lr_at_step, make_scheduler
 from sydsgpt.train import TrainConfig, TrainingDiverged, train, train_step
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ------------------------------------------------------------------ loss
 
@@ -221,15 +221,42 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Pa
     assert torch.isfinite(model.token_embedding.weight).all(), "the NaN step must not reach the weights"
 
 
-def test_trainconfig_reads_the_old_name_of_seq_len() -> None:
-    # Checkpoints written before the rename store "context_length" in their train_config.
-    old = {**TrainConfig(seq_len=64).to_dict()}
-    old["context_length"] = old.pop("seq_len")
-    assert TrainConfig.from_dict(old) == TrainConfig(seq_len=64)
-    with pytest.raises(ValueError, match="not both"):
-        TrainConfig.from_dict({"seq_len": 8, "context_length": 16})
-    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['lr_max'\]"):
-        TrainConfig.from_dict({"lr_max": 1.0})
+def test_trainconfig_from_dict_refuses_unknown_keys() -> None:
+    assert TrainConfig.from_dict(TrainConfig(seq_len=64).to_dict()) == TrainConfig(seq_len=64)
+    for key in ("lr_max", "context_length"):  # context_length: seq_len's name before 0.x
+        with pytest.raises(ValueError, match=rf"unknown training option\(s\) \['{key}'\]"):
+            TrainConfig.from_dict({key: 1.0})
+
+
+def test_a_huge_learning_rate_stops_before_a_checkpoint_holds_exploded_weights(tmp_path: Path) -> None:
+    # lr=1e6: step 1's loss is normal, its update throws the weights to ~1e6, step 2's loss is
+    # NaN. The checkpoint of step 1 must not be saved (and named as good) with those weights.
+    train_data, val = datasets()
+    cfg = config(max_steps=4, lr=1e6, warmup_steps=0, eval_interval=0, checkpoint_interval=1)
+    with pytest.raises(TrainingDiverged) as info:
+        train(train_model(), train_data, val, cfg, out_dir=tmp_path, show_progress=False)
+    assert info.value.step == 1 and "a weight reached" in str(info.value)
+    assert "No checkpoint was written yet" in str(info.value)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_loss_spike_stops_and_names_the_last_sane_checkpoint(tmp_path: Path) -> None:
+    # A finite loss far above its recent level is divergence too (before it turns into NaN).
+    model = train_model()
+    calls = {"n": 0}
+
+    def blow_up_after_eight_steps(module, inputs, output):
+        calls["n"] += 1
+        return output * 1000.0 if calls["n"] > 8 else output
+
+    train_data, val = datasets()
+    model.register_forward_hook(blow_up_after_eight_steps)
+    cfg = config(max_steps=12, eval_interval=0, checkpoint_interval=2)
+    with pytest.raises(TrainingDiverged, match=r"at step 9: the loss .* is far above its recent level"
+                       r".*last good checkpoint is .*checkpoint\.pt") as info:
+        train(model, train_data, val, cfg, out_dir=tmp_path, show_progress=False)
+    assert math.isfinite(info.value.loss)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 8
 
 
 def test_bits_per_byte_from_a_loss() -> None:
@@ -240,3 +267,60 @@ def test_bits_per_byte_from_a_loss() -> None:
     assert bits_per_byte(math.log(2), 25, 100) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="num_bytes >= 1"):
         bits_per_byte(1.0, 10, 0)
+
+
+# ------------------------------------------------------------------ other objectives
+
+
+class PairwiseObjective:
+    """A toy preference loss: batches of ``(chosen, rejected)`` sequences ``(B, T)``; the loss is
+    ``-log sigmoid(log p(chosen) - log p(rejected))`` (sums of next-token log-probabilities)."""
+
+    metric_names = ("accuracy",)
+
+    def __call__(self, model, batch, device=None):
+        chosen, rejected = (t.to(device) if device is not None else t for t in batch["pair"])
+        both = torch.cat([chosen, rejected])  # (2B, T)
+        logp = model(both[:, :-1]).log_softmax(-1).gather(-1, both[:, 1:, None]).squeeze(-1).sum(-1)
+        margin = logp[: len(chosen)] - logp[len(chosen) :]  # (B,)
+        return ObjectiveOutput(-torch.nn.functional.logsigmoid(margin).mean(), count=len(chosen),
+                               metrics={"accuracy": (margin > 0).float().mean()})
+
+    def tokens(self, batch) -> int:
+        return batch["pair"][0].numel() * 2
+
+
+class Pairs(torch.utils.data.Dataset):
+    """Dict items: a patterned sequence is preferred to a shuffled copy of it."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.chosen = patterned_ids(n * (SEQ + 1), seed).view(n, SEQ + 1)
+        self.rejected = torch.stack([row[torch.randperm(SEQ + 1, generator=g)] for row in self.chosen])
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pair": (self.chosen[i], self.rejected[i])}
+
+
+def test_a_pairwise_objective_trains_through_the_same_loop_and_resumes_exactly(tmp_path: Path) -> None:
+    objective = PairwiseObjective()
+    assert isinstance(objective, Objective)
+    val = DataLoader(Pairs(16, 1), batch_size=4)
+    cfg = config(max_steps=30, eval_interval=10, grad_accum_steps=2, lr=1e-2)
+    history = train(train_model(), Pairs(64, 0), val, cfg, out_dir=tmp_path / "a", show_progress=False,
+                    objective=objective)
+    assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.3
+    assert history[-1]["val_accuracy"] > history[0]["val_accuracy"]
+    assert "train_accuracy" in history[5] and history[30]["tokens_seen"] == 30 * 2 * 4 * 2 * (SEQ + 1)
+    # stopped at step 13 and resumed: the same weights as the straight run
+    model = train_model()
+    train(model, Pairs(64, 0), val, cfg, out_dir=tmp_path / "b", stop_after=13, show_progress=False,
+          objective=objective)
+    model = train_model()
+    train(model, Pairs(64, 0), val, cfg, out_dir=tmp_path / "b", resume=True, show_progress=False,
+          objective=objective)
+    straight = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    assert all(torch.equal(straight[k], v) for k, v in model.state_dict().items())

@@ -3,6 +3,8 @@ line stays, the plumbing of later chapters folds into one comment line each."""
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 
 from sydsgpt.losses import loader_loss
@@ -23,15 +25,17 @@ VIEWS = {
     ),
     "train_step": (
         train_step,
-        ["optimizer.zero_grad(set_to_none=True)", "(loss / n).backward()", "clip_grad_norm_", "optimizer.step()",
-         "scheduler.step()", "with autocast(device, amp_dtype):"],
-        ["else ddp.no_sync()", "_ddp_inside", "with sync:"],
-        ["# ... under DDP, inside ddp.no_sync() except on the last micro-batch (appendix: scaling up)"],
+        ["optimizer.zero_grad(set_to_none=True)", "(out.loss / n).backward()", "clip_grad_norm_",
+         "optimizer.step()", "scheduler.step()", "with autocast(device, amp_dtype):",
+         "out = objective(model, batch, device)", "with gradient_sync(model, last=i == n - 1):"],
+        ["batch_metrics", "metrics.update("],
+        ["# ... the objective's other metrics for the log (chapter 8)"],
     ),
     "loader_loss": (
         loader_loss,
-        ["model.eval()", "batch_loss(model, input_ids, target_ids, device)", "model.train(was_training)"],
-        ["ctx.world_size != ctx.rank"],
+        ["model.eval()", "out = objective(model, batch, device)", "model.train(was_training)",
+         "sums[0] += out.loss.double() * out.count"],
+        ["ctx.world_size != ctx.rank", "metric_sums"],
         ["# ... under DDP, each process takes every world_size-th batch (appendix: scaling up)"],
     ),
 }
@@ -47,6 +51,7 @@ def test_the_view_keeps_the_main_line_and_folds_the_plumbing(name: str) -> None:
         assert text not in view, f"the teaching view of {name} still shows {text!r}"
     for text in folds:
         assert text in view, f"the teaching view of {name} has no fold line {text!r}"
+    ast.parse(view)  # the view is valid Python
     full = teaching_source(obj, full=True)
     for text in dropped:
         assert text in full, f"full=True must show {text!r} in {name}"

@@ -13,19 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..runtime import cpu_model
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where the committed results live (``sydsgpt bench --out sydsgpt/bench/results`` refreshes them)."""
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, Any]:

@@ -12,8 +12,11 @@ import argparse
 import importlib
 import sys
 
+from ..interrupts import TrainingInterrupted
 from .errors import EXIT_STATUS_HELP, Parser, debug_requested, report
 
+DEBUG_HELP = "show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)"
+"""``--debug``, added once to every subcommand (to each task of ``finetune``)."""
 SUBCOMMANDS: dict[str, str] = {
     "prepare": "Tokenize a large corpus into token shards (appendix: Scaling up).",
     "train": "Pretrain a model on a dataset (chapter 5).",
@@ -45,10 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_STATUS_HELP,
         )
         module.configure(sub)
-        sub.add_argument("--debug", action="store_true",
-                         help="show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)")
+        for leaf in _leaf_parsers(sub):  # finetune's options are its tasks' (classify, instruct)
+            leaf.add_argument("--debug", action="store_true", help=DEBUG_HELP)
         sub.set_defaults(_run=module.run, _parser=sub)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` itself, or the parsers of its subcommands (recursively) when it has some."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not nested:
+        return [parser]
+    unique = {id(p): p for action in nested for p in action.choices.values()}  # aliases: one parser
+    return [leaf for p in unique.values() for leaf in _leaf_parsers(p)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from ..interrupts import TrainingInterrupted
-
     try:
         return int(args._run(args) or 0)
     except TrainingInterrupted as exc:

@@ -7,8 +7,9 @@
                                      with instruction, input, output)
 
 --base is the pretrained model: `book` (the book's checkpoint), a checkpoint file from
-`sydsgpt train`, a GPT-2 folder (config.json + model.safetensors), or a Hugging Face Hub
-name such as gpt2 or gpt2-medium (downloaded once; needs the internet). --lora-rank R
+`sydsgpt train` (.pt), a GPT-2 folder (config.json + model.safetensors), or a Hugging Face
+Hub name such as gpt2 or gpt2-medium (downloaded once; needs the internet). Every option is
+checked before anything is loaded or written. --lora-rank R
 trains low-rank adapters instead of the weights. The run writes into --out, as
 `sydsgpt train` does: log.jsonl, checkpoint.pt (resumable: add --resume), run.json,
 loss.png, and tokenizer.json (instruct, a BPE tokenizer: with its end token) or
@@ -27,18 +28,39 @@ import argparse
 import random
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME
+from ..book import load_book_checkpoint
+from ..checkpoint import load_model_and_tokenizer
+from ..classify import (
+    POOLINGS, TRAINABLE, balanced_split, classifier_train_config, finetune_classifier,
+)
+from ..corpora import load_instructions, load_labelled_texts
+from ..files import CHECKPOINT_NAME, TOKENIZER_NAME
+from ..gpt2_weights import load_gpt2_weights
+from ..hub import looks_like_hub_name
+from ..instruct import add_end_token, exact_match, instruction_data, word_task_records
+from ..losses import NextTokenObjective
+from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
+from ..runtime import resolve_device, seed_everything
+from ..tokenizer import get_gpt2_tokenizer
+from ..train import train
 from ..train_config import TrainConfig
+from ..validation import check_positive_int, check_real
 from .errors import EXIT_STATUS_HELP, UsageError
 from .options import add_config_options, config_from_args
+from .runs import check_run_folder, finish_run, last_val_loss, run_folder
 
 WORD_TASKS = "word-tasks"
 """The DATA name of :func:`sydsgpt.instruct.word_task_records` (checkable answers)."""
 WORD_TASK_RECORDS = 1000
-BASE_HELP = ("the pretrained model: book (the book's checkpoint), a checkpoint file from sydsgpt train, a GPT-2 "
-             "folder (config.json + model.safetensors), or a Hub name such as gpt2, gpt2-medium (needs the internet)")
+BASE_HELP = ("the pretrained model: book (the book's checkpoint), a checkpoint file from sydsgpt "
+             "train (.pt), a GPT-2 folder (config.json + model.safetensors), or a Hub name such as "
+             "gpt2, gpt2-medium (needs the internet)")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+"""A ``--base`` file with one of these suffixes is a checkpoint of ``sydsgpt train``."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+"""A ``--base`` file with one of these suffixes is a GPT-2 weights file (config.json beside it)."""
 SKIPPED = ("seq_len", "fsdp", "sample_prompt", "sample_tokens")
 """TrainConfig fields without an option here: the data decides the sequence length; samples are shown at the end."""
 DEFAULTS = TrainConfig(epochs=1, batch_size=8, lr=1e-4, warmup_steps=10, weight_decay=0.0, eval_interval=50,
@@ -59,9 +81,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           help="sms-spam (default) or a TAB-separated file of label<TAB>text lines")
     classify.add_argument("--labels", default=None, metavar="A,B",
                           help="the labels, in order (default: those of the data, sorted); another label in the data is an error")
-    classify.add_argument("--trainable", choices=("head", "last-block", "all", "lora"), default="last-block",
+    classify.add_argument("--trainable", choices=TRAINABLE, default="last-block",
                           help="what is trained: the new head only, also the last block (default), all weights, or LoRA adapters")
-    classify.add_argument("--pooling", choices=("last", "mean"), default="last",
+    classify.add_argument("--pooling", choices=POOLINGS, default="last",
                           help="classify from the last token's features (default) or their mean over the text")
     classify.add_argument("--max-length", type=int, default=None, metavar="N",
                           help="tokens per text (longer ones are cut); default: the longest training text, at most the context")
@@ -76,8 +98,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     instruct.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
                           help="most tokens of each answer in the final score on the validation records (default: 64)")
     instruct.set_defaults(_task=_run_instruct)
-    from ..classify import classifier_train_config
-
     _common_options(classify, classifier_train_config())
     _common_options(instruct, DEFAULTS)
 
@@ -92,10 +112,9 @@ def _common_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> N
     run.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt (same data, base and options)")
     run.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                      help="end this session after STEP steps (checkpointed); --resume continues it")
-    run.add_argument("--val-fraction", type=float, default=0.1, help="share of the instruction records held out (default: 0.1)")
+    run.add_argument("--val-fraction", type=float, default=0.1,
+                     help="share of the records held out (default: 0.1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--debug", action="store_true",
-                     help="show the full traceback of an error instead of one line (or set SYDSGPT_DEBUG=1)")
     add_config_options(parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig,
                        skip=SKIPPED, defaults=defaults)
     parser.set_defaults(_parser=parser)
@@ -109,48 +128,57 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- shared steps
 
 
+def check_base(spec: str) -> None:
+    """``--base SPEC`` must name a kind of base :func:`load_base` reads (checked before loading)."""
+    path = Path(spec).expanduser()
+    if spec == "book" or (path.is_file() and path.suffix in CHECKPOINT_SUFFIXES):
+        return
+    if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
+        return
+    if path.exists():
+        kind = "file" if path.is_file() else "path"
+        raise UsageError(f"--base {spec}: a {kind} of a kind that is not a model; --base is {BASE_HELP}")
+    if not looks_like_hub_name(spec):
+        raise UsageError(f"--base {spec}: no such file or folder; --base is {BASE_HELP}")
+
+
 def load_base(spec: str, device: Any = "cpu") -> tuple[Any, Any]:
     """The pretrained model (on ``device``) and its tokenizer that ``--base SPEC`` names."""
-    from ..checkpoint import load_model_and_tokenizer
-    from ..gpt2_weights import load_gpt2_weights
-    from ..tokenizer import get_gpt2_tokenizer
-
+    check_base(spec)
     if spec == "book":
-        from ..book import load_book_checkpoint
-
-        run = load_book_checkpoint()
-        return run.model.to(device), run.tokenizer
-    path = Path(spec)
-    if path.is_file() and path.suffix in (".pt", ".pth"):
+        book = load_book_checkpoint()
+        return book.model.to(device), book.tokenizer
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         return load_model_and_tokenizer(path, device)
     return load_gpt2_weights(spec).to(device), get_gpt2_tokenizer()
 
 
 def _prepare(args: argparse.Namespace, task: str) -> tuple[TrainConfig, Path]:
-    """The training config and the output folder, checked before anything is loaded or written."""
-    from ..runtime import resolve_device
-    from ..validation import check_positive_int
-
+    """The training config and the output folder, every option checked before anything is
+    loaded or written."""
     cfg = config_from_args(TrainConfig, args, sample_tokens=0)
     check_positive_int(args.stop_after, "--stop-after", allow_none=True)
     check_positive_int(args.lora_rank, "--lora-rank", allow_none=True)
-    if not 0.0 < args.val_fraction < 1.0:
-        raise UsageError(f"--val-fraction must be strictly between 0 and 1, got {args.val_fraction}")
+    check_real(args.lora_alpha, "--lora-alpha", low=0, low_open=True, allow_none=True)
+    check_real(args.val_fraction, "--val-fraction", low=0, high=1, low_open=True, high_open=True)
+    if task == "instruct":
+        check_positive_int(args.max_new_tokens, "--max-new-tokens")
+    else:
+        check_positive_int(args.max_length, "--max-length", allow_none=True)
+    check_base(args.base)
     resolve_device(cfg.device, 0)
     out = Path(args.out or Path("runs") / f"finetune-{task}")
-    if (out / CHECKPOINT_NAME).exists() and not args.resume:
-        raise FileExistsError(f"{out / CHECKPOINT_NAME} already exists: add --resume to continue that run, or choose another --out")
-    if args.resume and not (out / CHECKPOINT_NAME).exists():
-        raise FileNotFoundError(f"--resume: there is no {out / CHECKPOINT_NAME} to continue from; run without --resume first")
+    check_run_folder(out, args.resume)
     return cfg, out
 
 
-def _lora_config(args: argparse.Namespace) -> Any:
+def _lora_config(args: argparse.Namespace) -> LoRAConfig | None:
     if args.lora_rank is None:
         return None
-    from ..lora import LoRAConfig
-
-    return LoRAConfig(rank=args.lora_rank) if args.lora_alpha is None else LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha)
+    if args.lora_alpha is None:
+        return LoRAConfig(rank=args.lora_rank)
+    return LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha)
 
 
 def split_records(records: Sequence[Any], val_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
@@ -161,19 +189,6 @@ def split_records(records: Sequence[Any], val_fraction: float, seed: int) -> tup
     if n_val < 1:
         raise UsageError(f"{len(order)} record(s) cannot be split into training and validation records; give at least 2")
     return order[:-n_val], order[-n_val:]
-
-
-def _save_plot(out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..logs import plot_losses
-
-    ax = plot_losses(out / LOG_NAME, title="Finetuning loss")
-    ax.figure.savefig(out / LOSS_PLOT_NAME, dpi=100, bbox_inches="tight")
-    plt.close(ax.figure)
 
 
 def _save_tokenizer(tokenizer: Any, out: Path) -> None:
@@ -195,38 +210,37 @@ def _run_instruct(args: argparse.Namespace) -> int:
     with the loss on the response tokens only (--no-mask-prompt: on every token). At the
     end it scores greedy answers on the held-out records: the share that stop at the end
     token, and the share that equal the record's output exactly."""
-    from ..corpora import load_instructions
-    from ..instruct import add_end_token, exact_match, finetune_instructions, word_task_records
-
     cfg, out = _prepare(args, "instruct")
     records = word_task_records(WORD_TASK_RECORDS, seed=cfg.seed) if args.data == WORD_TASKS else load_instructions(args.data)
     train_records, val_records = split_records(records, args.val_fraction, cfg.seed)
     base_model, base_tokenizer = load_base(args.base)
     model, tokenizer = add_end_token(base_model, base_tokenizer)
+    # every record tokenized and checked against the context before anything is written
+    train_data, val_data = instruction_data(train_records, val_records, tokenizer,
+                                            model.config.context_length, cfg.batch_size,
+                                            mask_prompt=args.mask_prompt)
     lora = _lora_config(args)
     if lora is not None:
-        from ..lora import apply_lora
-
+        seed_everything(cfg.seed)  # the adapters' initial values
         apply_lora(model, lora)
         if tokenizer is not base_tokenizer:  # the new end token's rows must learn too (saved with the adapter)
             model.token_embedding.weight.requires_grad_(True)
             model.output_projection.weight.requires_grad_(True)
-    _save_tokenizer(tokenizer, out)
-    _say(f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held out); "
-         f"loss on {'the response only' if args.mask_prompt else 'every token'}; out: {out}")
-    history = finetune_instructions(model, tokenizer, train_records, val_records, cfg, mask_prompt=args.mask_prompt,
-                                    out_dir=out, resume=args.resume, stop_after=args.stop_after, show_progress=not args.quiet)
-    _save_plot(out)
-    if lora is not None:
-        from ..lora import save_adapter
-
-        save_adapter(out / "adapter.safetensors", model, lora)
-    scored = val_records[:50]
-    score = exact_match(model, tokenizer, scored, args.max_new_tokens)
-    last_val = next((r["val_loss"] for r in reversed(history) if "val_loss" in r), None)
-    _say(f"done: step {history[-1]['step']}, held-out response loss {last_val if last_val is None else round(last_val, 4)}; "
-         f"on {len(scored)} held-out records: {score['stopped']:.0%} stopped at the end token, "
-         f"{score['exact_match']:.0%} exact matches; checkpoint {out / CHECKPOINT_NAME}")
+    with run_folder(out) as folder:
+        _save_tokenizer(tokenizer, out)
+        graded = "the response only" if args.mask_prompt else "every token"
+        _say(f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held "
+             f"out); loss on {graded}; out: {out}")
+        history = train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=folder,
+                        resume=args.resume, stop_after=args.stop_after, show_progress=not args.quiet,
+                        objective=NextTokenObjective())
+        if lora is not None:
+            save_adapter(out / ADAPTER_NAME, model, lora)
+        scored = val_records[:50]
+        score = exact_match(model, tokenizer, scored, args.max_new_tokens)
+        finish_run(out, history, "Finetuning loss", loss_name="held-out response loss",
+                   extra=f"; on {len(scored)} held-out records: {score['stopped']:.0%} stopped at "
+                   f"the end token, {score['exact_match']:.0%} exact matches")
     print(f"example answer to {scored[0]['instruction']!r}: {score['answers'][0]!r}")
     return 0
 
@@ -235,27 +249,26 @@ def _run_classify(args: argparse.Namespace) -> int:
     """a classification head replaces the model's output head (sydsgpt.classify); the data
     is cut into balanced, seeded training, validation and test splits, and the test
     accuracy is printed at the end."""
-    from ..classify import balanced_split, finetune_classifier
-    from ..corpora import load_labelled_texts
-
     cfg, out = _prepare(args, "classify")
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     records = load_labelled_texts(args.data, labels)
     train_records, val_records, test_records = balanced_split(records, seed=cfg.seed)
     model, tokenizer = load_base(args.base)
-    _save_tokenizer(tokenizer, out)
     lora = _lora_config(args)
     trainable = "lora" if lora is not None else args.trainable
     if trainable == "lora" and lora is None:
-        from ..lora import LoRAConfig
-
         lora = LoRAConfig()
-    _say(f"finetuning a classifier ({trainable}, {args.pooling} pooling) on {len(train_records):,} texts "
-         f"({len(val_records):,} validation, {len(test_records):,} test); out: {out}")
-    result = finetune_classifier(model, tokenizer, train_records, val_records, labels=labels, trainable=trainable,
-                                 pooling=args.pooling, lora=lora, cfg=cfg, max_length=args.max_length, out_dir=out,
-                                 resume=args.resume, show_progress=not args.quiet, stop_after=args.stop_after)
-    _save_plot(out)
-    _say(f"done: {result.trainable_params:,} trainable parameters, {result.train_s:.0f} s; checkpoint {out / CHECKPOINT_NAME}")
+    with run_folder(out) as folder:
+        _save_tokenizer(tokenizer, out)
+        _say(f"finetuning a classifier ({trainable}, {args.pooling} pooling) on "
+             f"{len(train_records):,} texts ({len(val_records):,} validation, "
+             f"{len(test_records):,} test); out: {out}")
+        result = finetune_classifier(
+            model, tokenizer, train_records, val_records, labels=labels, trainable=trainable,
+            pooling=args.pooling, lora=lora, cfg=cfg, max_length=args.max_length, out_dir=folder,
+            resume=args.resume, show_progress=not args.quiet, stop_after=args.stop_after,
+        )
+        finish_run(out, result.history, "Finetuning loss", extra=f"; {result.trainable_params:,} "
+                   f"trainable parameters, {result.train_s:.0f} s")
     print(f"test accuracy {result.accuracy(test_records):.4f} on {len(test_records):,} texts")
     return 0

@@ -29,8 +29,6 @@ from .options import add_config_options, config_from_args, unescape
 
 SKIPPED = ("eos_id",)
 """GenerationConfig fields with no option: the end-of-text id comes from the tokenizer (see --ignore-eos)."""
-OLD_FLAGS = {"no_repeat_ngram_size": ["--no-repeat-ngram"], "use_cache": ["--cache"]}
-"""Flags of earlier versions that still work (``--no-cache`` among them)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "checkpoint when the checkpoint names a tokenizer other than GPT-2's, else GPT-2's")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     add_config_options(parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"), GenerationConfig,
-                       skip=SKIPPED, aliases=OLD_FLAGS)
+                       skip=SKIPPED)
 
 
 def load_for_generation(path: str, device: str = "auto", tokenizer_path: str | None = None) -> tuple[Any, Any]:

@@ -5,8 +5,9 @@ A dataclass field becomes an option: its name gives the flag (``max_steps`` ->
 gives ``--flag`` / ``--no-flag``; a ``Literal`` gives the choices), its default the
 default, and its docstring (or its line in the class docstring's ``Attributes:``
 section) the help text. :func:`config_from_args` builds the dataclass back from the
-parsed arguments, and :func:`option_flag` writes a value as a flag (for printing a
-command line that reproduces a run).
+parsed arguments. How a field is spelled as a flag (:func:`~sydsgpt.flags.flag_name`,
+:func:`~sydsgpt.flags.option_flag`) lives in :mod:`sydsgpt.flags`, which the presets
+also use to print the command line that reproduces a run.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import functools
 import inspect
 import re
 import textwrap
-import types
 import typing
-from typing import Any, Callable, Iterable, Literal, Mapping, Union
+from typing import Any, Callable, Iterable, Literal, Mapping
+
+from ..flags import escape, flag_name, option_flag, unescape, unwrap_optional
+
+__all__ = ["add_config_options", "config_from_args", "field_docs", "flag_name", "option_flag",
+           "unescape"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,25 +64,6 @@ def _plain(text: str) -> str:
     return text.replace("``", "").replace("%", "%%")
 
 
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    """``(T, True)`` for ``T | None``, else ``(annotation, False)``."""
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
-            return args[0], True
-    return annotation, False
-
-
-def unescape(text: str) -> str:
-    """``"\\n"`` typed on a command line means a newline."""
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
-
-
-def _escape(text: str) -> str:
-    return text.encode("unicode_escape").decode("latin-1")
-
-
 def _parser_for(kind: Any, nullable: bool, name: str) -> Callable[[str], Any]:
     base = {int: int, float: float, str: unescape}.get(kind, str)
 
@@ -92,11 +78,6 @@ def _parser_for(kind: Any, nullable: bool, name: str) -> Callable[[str], Any]:
 
     parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its errors
     return parse
-
-
-def flag_name(name: str) -> str:
-    """The flag of field ``name``: ``max_steps`` -> ``--max-steps``."""
-    return "--" + name.replace("_", "-")
 
 
 def add_config_options(
@@ -123,11 +104,14 @@ def add_config_options(
         default = getattr(defaults, f.name) if defaults is not None else f.default
         if default is dataclasses.MISSING:
             continue
-        kind, nullable = _unwrap_optional(hints[f.name])
+        kind, nullable = unwrap_optional(hints[f.name])
         flags = [flag_name(f.name), *aliases.get(f.name, ())]
-        help_text = _plain(docs.get(f.name, f.name.replace("_", " ")))
+        if f.name not in docs:
+            raise TypeError(f"{cls.__name__}.{f.name} has no docstring: it is the option's --help "
+                            "text; write one")
+        help_text = _plain(docs[f.name])
         shown = "auto" if default is None and kind is bool else ("none" if default is None else default)
-        help_text += f" (default: {_escape(shown) if isinstance(shown, str) and f.name not in ('device', 'dtype') else shown})"
+        help_text += f" (default: {escape(shown) if isinstance(shown, str) and f.name not in ('device', 'dtype') else shown})"
         options: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
@@ -151,16 +135,3 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> A
         for f in dataclasses.fields(cls):
             text = re.sub(rf"\b{cls.__name__}\.{f.name}\b", flag_name(f.name), text)
         raise ValueError(text) from None
-
-
-def option_flag(cls: type, name: str, value: Any) -> tuple[str, str | None]:
-    """``(flag, text)`` that sets field ``name`` of ``cls`` to ``value`` (``text`` is None for a bare flag)."""
-    kind, _ = _unwrap_optional(typing.get_type_hints(cls)[name])
-    flag = flag_name(name)
-    if kind is bool and value is not None:
-        return (flag if value else "--no-" + flag[2:]), None
-    if value is None:
-        return flag, "none"
-    if isinstance(value, str):
-        return flag, _escape(value)
-    return flag, str(value)

@@ -11,8 +11,7 @@ While it runs, --out holds run.lock (a second run on it is refused). Ctrl-C or S
 finishes the current step, saves its checkpoint and stops; add --resume to continue.
 
 Every training option below is a field of sydsgpt.train.TrainConfig (its default and
-help come from there). Older spellings still work: --steps, --context-length, --warmup,
---grad-accum.
+help come from there).
 
 examples:
   # chapter 5's run (a 1,024-id BPE tokenizer, the 0.9M-parameter book-ch05 model,
@@ -38,21 +37,27 @@ examples:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME, lock_run_folder
+from .. import distributed
+from ..bpe import BPETokenizer
+from ..corpora import CORPORA, load_corpus
+from ..data import make_loaders, train_val_split
+from ..files import TOKENIZER_NAME
+from ..model import SydsGPT, SydsGPTConfig
 from ..presets import RUNS, get_preset, preset_names
-from ..tokenizer import TOKENIZER_SPEC_HELP
 from ..resume import RESUME_FIXED
+from ..runtime import device_type, resolve_device, seed_everything
+from ..shards import DATASET_TOKENIZER_NAME, dataset_tokenizer, is_prepared_dataset, prepared_loaders, read_manifest
+from ..tokenizer import TOKENIZER_SPEC_HELP, resolve_tokenizer
+from ..train import train as train_loop
 from ..train_config import TrainConfig
+from ..validation import check_positive_int
 from .options import add_config_options, config_from_args, flag_name
-
-OLD_FLAGS = {"max_steps": ["--steps"], "seq_len": ["--context-length"], "warmup_steps": ["--warmup"],
-             "grad_accum_steps": ["--grad-accum"]}
-"""Flags of earlier versions that still work."""
+from .runs import check_run_folder, finish_run, run_folder
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default: 0.1)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    add_config_options(parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig, aliases=OLD_FLAGS)
+    add_config_options(parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig)
 
 
 def description() -> str:
@@ -88,16 +93,11 @@ def description() -> str:
 
 
 def _data_name(data: str) -> str:
-    from ..corpora import CORPORA
-
     return data if data in CORPORA else Path(data).stem
 
 
 def _tokenizer(spec: str, train_text: str, data_name: str, out: Path, resume: bool) -> Any:
     """GPT-2's tokenizer, a saved BPE, or a BPE trained now (``bpe:N``) and saved in ``out``."""
-    from ..bpe import BPETokenizer
-    from ..tokenizer import resolve_tokenizer
-
     saved = out / TOKENIZER_NAME
     if spec.startswith("bpe:") and resume and saved.is_file():
         return BPETokenizer.load(saved)
@@ -111,8 +111,6 @@ def _tokenizer(spec: str, train_text: str, data_name: str, out: Path, resume: bo
 def _prepared_tokenizer(folder: str, spec: str, out: Path) -> Any:
     """A prepared dataset's own tokenizer (a BPE one is copied into ``out``); ``--tokenizer`` may
     only name it (``gpt2``, the default, or the dataset's file)."""
-    from ..shards import DATASET_TOKENIZER_NAME, dataset_tokenizer, read_manifest
-
     saved = read_manifest(folder)["tokenizer"]["spec"]
     if spec != "gpt2" and Path(spec).resolve() != (Path(folder) / DATASET_TOKENIZER_NAME).resolve():
         raise ValueError(f"{folder} is a prepared dataset: it is already tokenized (with {saved}); leave out --tokenizer")
@@ -125,10 +123,6 @@ def _prepared_tokenizer(folder: str, spec: str, out: Path) -> Any:
 
 def model_config(args: argparse.Namespace, n_vocab: int) -> dict[str, Any]:
     """The model config from ``--preset``/``--config``, sized to the tokenizer."""
-    import json
-
-    from ..model import SydsGPTConfig
-
     if args.config:
         try:
             config = json.loads(Path(args.config).read_text())
@@ -157,74 +151,55 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     """Train; returns 0 on success. Errors propagate to :func:`sydsgpt.cli.main`, which reports them
     (:mod:`sydsgpt.cli.errors`)."""
-    from .. import distributed
-    from ..corpora import load_corpus
-    from ..data import make_loaders, train_val_split
-    from ..logs import plot_losses
-    from ..model import SydsGPT
-    from ..runtime import device_type, resolve_device, seed_everything
-    from ..shards import is_prepared_dataset, prepared_loaders
-    from ..validation import check_positive_int
-    from ..train import train as train_loop
-
     out = Path(args.out or Path("runs") / _data_name(args.data))
-    locks = ExitStack()
+    cfg = train_config(args)
+    check_positive_int(args.stop_after, "--stop-after", allow_none=True)
+    resolve_device(cfg.device, 0)  # a missing GPU is an error before anything is written
+    model_config(args, 1)  # and so is a bad model option, before a tokenizer is trained
+    check_run_folder(out, args.resume)
+    ctx = distributed.init_distributed(device_type(cfg.device))
     try:
-        cfg = train_config(args)
-        check_positive_int(args.stop_after, "--stop-after", allow_none=True)
-        resolve_device(cfg.device, 0)  # a missing GPU is an error before anything is written
-        model_config(args, 1)  # and so is a bad model option, before a tokenizer is trained
-        if (out / CHECKPOINT_NAME).exists() and not args.resume:
-            raise FileExistsError(f"{out / CHECKPOINT_NAME} already exists: add --resume to continue that run, or choose another --out")
-        if args.resume and not (out / CHECKPOINT_NAME).exists():
-            raise FileNotFoundError(f"--resume: there is no {out / CHECKPOINT_NAME} to continue from; run without --resume first")
-        ctx = distributed.init_distributed(device_type(cfg.device))
-        if ctx.is_main:  # before anything is written into --out (the tokenizer, the log)
-            locks.enter_context(lock_run_folder(out))
-        prepared = is_prepared_dataset(args.data)
-        if prepared:  # a folder from sydsgpt prepare: its shards and its tokenizer
-            tokenizer = _prepared_tokenizer(args.data, args.tokenizer, out)
-        else:
-            text = load_corpus(args.data)
-            train_text, _ = train_val_split(text, args.val_fraction)
-        if not prepared and args.tokenizer.startswith("bpe:") and ctx.enabled:
-            # one process trains the BPE, the others then load it
-            if ctx.is_main:
-                tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
-            distributed.barrier(ctx)
-            if not ctx.is_main:
-                tokenizer = _tokenizer(str(out / TOKENIZER_NAME), train_text, _data_name(args.data), out, args.resume)
-        elif not prepared:
-            tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
-        config = model_config(args, tokenizer.n_vocab)
-        seed_everything(cfg.seed)
-        model = SydsGPT(config)
-        seq_len = cfg.seq_len or config["context_length"]
-        if prepared:
-            train_loader, val_loader = prepared_loaders(args.data, seq_len, cfg.batch_size)
-        else:
-            train_loader, val_loader = make_loaders(text, tokenizer, seq_len, cfg.batch_size, args.val_fraction)
-        if ctx.is_main:
-            n_params = sum(p.numel() for p in model.parameters())
-            print(f"model: {n_params:,} parameters; tokenizer {tokenizer.name} ({tokenizer.n_vocab} ids); "
-                  f"{len(train_loader.dataset):,} training sequences; {ctx.world_size} process(es); out: {out}", file=sys.stderr)
-        history = train_loop(
-            model, train_loader, val_loader, cfg, tokenizer=tokenizer, out_dir=out, resume=args.resume,
-            stop_after=args.stop_after, show_progress=not args.quiet,
-        )
-        if ctx.is_main:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            ax = plot_losses(out / LOG_NAME)
-            ax.figure.savefig(out / LOSS_PLOT_NAME, dpi=100, bbox_inches="tight")
-            plt.close(ax.figure)
-            last_val = next((r["val_loss"] for r in reversed(history) if "val_loss" in r), None)
-            print(f"done: step {history[-1]['step']}, val loss {last_val if last_val is None else round(last_val, 4)}; "
-                  f"checkpoint {out / CHECKPOINT_NAME}", file=sys.stderr)
+        # locked before anything is written into --out (the tokenizer, the log)
+        with run_folder(out, lock=ctx.is_main) as folder:
+            _train(args, cfg, out, folder, ctx)
     finally:
-        locks.close()
         distributed.cleanup()
     return 0
+
+
+def _train(args: argparse.Namespace, cfg: TrainConfig, out: Path, folder: Any, ctx: Any) -> None:
+    """:func:`run`'s body, in the locked run folder."""
+    prepared = is_prepared_dataset(args.data)
+    if prepared:  # a folder from sydsgpt prepare: its shards and its tokenizer
+        tokenizer = _prepared_tokenizer(args.data, args.tokenizer, out)
+    else:
+        text = load_corpus(args.data)
+        train_text, _ = train_val_split(text, args.val_fraction)
+    if not prepared and args.tokenizer.startswith("bpe:") and ctx.enabled:
+        # one process trains the BPE, the others then load it
+        if ctx.is_main:
+            tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
+        distributed.barrier(ctx)
+        if not ctx.is_main:
+            tokenizer = _tokenizer(str(out / TOKENIZER_NAME), train_text, _data_name(args.data), out, args.resume)
+    elif not prepared:
+        tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
+    config = model_config(args, tokenizer.n_vocab)
+    seed_everything(cfg.seed)
+    model = SydsGPT(config)
+    seq_len = cfg.seq_len or config["context_length"]
+    if prepared:
+        train_loader, val_loader = prepared_loaders(args.data, seq_len, cfg.batch_size)
+    else:
+        train_loader, val_loader = make_loaders(text, tokenizer, seq_len, cfg.batch_size, args.val_fraction)
+    if ctx.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"model: {n_params:,} parameters; tokenizer {tokenizer.name} ({tokenizer.n_vocab} ids); "
+              f"{len(train_loader.dataset):,} training sequences; {ctx.world_size} process(es); out: {out}",
+              file=sys.stderr)
+    history = train_loop(
+        model, train_loader, val_loader, cfg, tokenizer=tokenizer, out_dir=folder, resume=args.resume,
+        stop_after=args.stop_after, show_progress=not args.quiet,
+    )
+    if ctx.is_main:
+        finish_run(out, history, "Training and validation loss")
