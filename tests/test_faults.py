@@ -867,17 +867,26 @@ class _SignalAt(torch.utils.data.Dataset):
         return self.inner[index]
 
 
-def _signal_probe(signum: int) -> Callable[[Env], None]:
+def _signal_probe(signum: int, start_ignored: bool = False) -> Callable[[Env], None]:
     def run(env: Env) -> None:
+        if start_ignored:  # as `nohup pytest &` or a CI runner starts the process
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                return _signal_probe(signum)(env)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         train_data, val = datasets()
         cfg = config(max_steps=12, eval_interval=100)  # no checkpoint before the end unless interrupted
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         with pytest.raises(TrainingInterrupted) as info:
             train(train_model(), _SignalAt(train_data, 4 * 5 + 1, signum), val, cfg, out_dir=env.out, show_progress=False)
         assert info.value.step == 6 and info.value.exit_code == 128 + signum
         assert str(info.value) == (f"interrupted by {signal.Signals(signum).name}: checkpoint of step 6 saved to "
                                    f"{env.out / CHECKPOINT_NAME}; continue with train(..., resume=True)")
         assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 6
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+        # the handlers are put back as they were (not as a terminal starts them: under nohup,
+        # `&` or a CI runner SIGINT may be ignored)
+        assert {sig: signal.getsignal(sig) for sig in before} == before
         history = train(train_model(seed=5), train_data, val, cfg, out_dir=env.out, resume=True, show_progress=False)
         assert [r["step"] for r in history] == list(range(13))
 
@@ -888,6 +897,10 @@ for _sig in (signal.SIGINT, signal.SIGTERM):
     PROBES.append(Probe(f"signals: {_sig.name} mid-step", "signals", "recovered", f"{_sig.name} while a step runs (in-process)",
                         "the step finishes, its checkpoint is saved, TrainingInterrupted names it; resume completes the run",
                         _signal_probe(_sig)))
+PROBES.append(Probe("signals: SIGINT mid-step, started with SIGINT ignored", "signals", "recovered",
+                    "SIGINT while a step runs in a process started with SIGINT ignored (nohup, `&`)",
+                    "as above, and the handlers are put back as they were before (SIG_IGN), "
+                    "not as a terminal starts them", _signal_probe(signal.SIGINT, start_ignored=True)))
 
 
 @probe("signals", "clear error", "SIGINT while training without an output folder (Python API)", "TrainingInterrupted saying nothing was saved")
