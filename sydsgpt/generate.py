@@ -16,6 +16,7 @@ Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -30,6 +31,10 @@ from .validation import check_bool, check_input_ids, check_int, check_keys, chec
 
 
 # --------------------------------------------------------------------------- configuration
+
+class IgnoredOptionWarning(UserWarning):
+    """A generation option is set but changes nothing (top-k at temperature 0)."""
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -73,10 +78,30 @@ class GenerationConfig:
         check_int(self.eos_id, "eos_id", minimum=0, allow_none=True)
         for name in ("use_cache", "preallocate"):
             check_bool(getattr(self, name), name)
+        ignored = self.ignored_options()
+        if ignored:
+            warnings.warn(self.ignored_message(ignored), IgnoredOptionWarning, stacklevel=3)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def ignored_options(self) -> list[str]:
+        """The options set here that change nothing: at temperature 0 (greedy) the sampling
+        options ``top_k``, ``top_p`` and ``seed``."""
+        if not self.greedy:
+            return []
+        return [name for name in ("top_k", "top_p", "seed") if getattr(self, name) is not None]
+
+    @staticmethod
+    def ignored_message(names: Sequence[str], flags: Sequence[str] | None = None) -> str:
+        """Why ``names`` (spelled ``flags`` when given, e.g. ``--top-k``) do nothing; the fix."""
+        shown = ", ".join(flags or names)
+        temperature = "--temperature" if flags else "temperature"
+        verb = "has" if len(names) == 1 else "have"
+        return (f"{shown} {verb} no effect at temperature 0, which is greedy "
+                f"decoding (always the most likely token); to sample, set {temperature} above 0 "
+                f"(e.g. 0.8), or leave {shown} out")
 
     @classmethod
     def from_options(cls, config: "GenerationConfig | Mapping[str, Any] | None" = None, **options: Any) -> "GenerationConfig":

@@ -898,9 +898,10 @@ for _sig in (signal.SIGINT, signal.SIGTERM):
                         "the step finishes, its checkpoint is saved, TrainingInterrupted names it; resume completes the run",
                         _signal_probe(_sig)))
 PROBES.append(Probe("signals: SIGINT mid-step, started with SIGINT ignored", "signals", "recovered",
-                    "SIGINT while a step runs in a process started with SIGINT ignored (nohup, `&`)",
+                    "SIGINT while a step runs in a process started with SIGINT ignored (`&`)",
                     "as above, and the handlers are put back as they were before (SIG_IGN), "
-                    "not as a terminal starts them", _signal_probe(signal.SIGINT, start_ignored=True)))
+                    "not as a terminal starts them",
+                    _signal_probe(signal.SIGINT, start_ignored=True)))
 
 
 @probe("signals", "clear error", "SIGINT while training without an output folder (Python API)", "TrainingInterrupted saying nothing was saved")
@@ -1059,6 +1060,18 @@ def gpt2_export_untied(env: Env) -> None:
     assert json.loads((env.tmp / "hf" / "config.json").read_text())["tie_word_embeddings"] is False
     tensors = load_file(str(env.tmp / "hf" / "model.safetensors"))
     assert torch.equal(tensors["lm_head.weight"], model.output_projection.weight)
+
+
+# ---------------------------------------------------------------------------- silent results, hangs, unnamed files
+# The cases of issue 26 (each failed before: a silent wrong result, a hang, or an error that
+# did not say where). Rows about training and finetuning sit with their areas above.
+
+
+@probe("cli", "clear error", "sydsgpt generate --top-k 5 at the default temperature (greedy)",
+       "exit 2, one line: --top-k has no effect at temperature 0, set --temperature; nothing loaded")
+def generate_top_k_while_greedy(env: Env) -> None:
+    env.cli_error(["generate", "--checkpoint", str(env.tmp / "none.pt"), "--prompt", "Hi", "--top-k", "5"],
+                  2, "--top-k has no effect at temperature 0", "set --temperature above 0")
 
 
 # ---------------------------------------------------------------------------- running the table
