@@ -1062,16 +1062,35 @@ def gpt2_export_untied(env: Env) -> None:
     assert torch.equal(tensors["lm_head.weight"], model.output_projection.weight)
 
 
-# ---------------------------------------------------------------------------- silent results, hangs, unnamed files
+# -------------------------------------------------------- silent results, hangs, unnamed files
 # The cases of issue 26 (each failed before: a silent wrong result, a hang, or an error that
 # did not say where). Rows about training and finetuning sit with their areas above.
 
 
 @probe("cli", "clear error", "sydsgpt generate --top-k 5 at the default temperature (greedy)",
-       "exit 2, one line: --top-k has no effect at temperature 0, set --temperature; nothing loaded")
+       "exit 2, one line: --top-k has no effect at temperature 0, set --temperature; "
+       "nothing loaded")
 def generate_top_k_while_greedy(env: Env) -> None:
-    env.cli_error(["generate", "--checkpoint", str(env.tmp / "none.pt"), "--prompt", "Hi", "--top-k", "5"],
-                  2, "--top-k has no effect at temperature 0", "set --temperature above 0")
+    missing = str(env.tmp / "none.pt")
+    env.cli_error(["generate", "--checkpoint", missing, "--prompt", "Hi", "--top-k", "5"], 2,
+                  "--top-k has no effect at temperature 0", "set --temperature above 0")
+
+
+@probe("checker", "recovered", "sydsgpt check on a notebook whose answer cell never ends "
+       "(a loop after a correct function)",
+       "the cell is stopped at --time-limit, its exercise fails saying so; "
+       "exit 1 in about a second instead of hanging")
+def check_cell_never_ends(env: Env) -> None:
+    cell = ("# exercise 2.1\ndef masked_softmax(scores, mask):\n    return scores\n"
+            "while True:\n    pass\n")
+    path = env.tmp / "02_mine.ipynb"
+    notebook = {"cells": [{"cell_type": "code", "source": cell}]}
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    start = time.monotonic()
+    env.capsys.readouterr()
+    assert main(["check", str(path), "--time-limit", "0.3"]) == 1
+    assert time.monotonic() - start < 10
+    assert "the answer cell was still running after 0.3 s" in env.capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- running the table
