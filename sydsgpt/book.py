@@ -61,7 +61,7 @@ def book_tokenizer(out_dir: str | Path | None = None, run: str | RunPreset = "bo
     from .bpe import BPETokenizer
     from .corpora import load_corpus
     from .data import train_val_split
-    from .tokenizer import resolve_tokenizer
+    from .bpe import resolve_tokenizer
 
     spec = get_run(run) if isinstance(run, str) else run
     saved = Path(out_dir) / TOKENIZER_NAME if out_dir is not None else None

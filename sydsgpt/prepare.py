@@ -223,7 +223,8 @@ def encode_piece(piece: list[Segment], eot: int, dtype: str, tokenizer: Any = No
 
 def load_tokenizer(spec: str) -> Any:
     """The tokenizer a prepare spec names: ``gpt2`` or a saved BPETokenizer file (it needs ``<|endoftext|>``)."""
-    from .tokenizer import END_OF_TEXT, resolve_tokenizer
+    from .bpe import resolve_tokenizer
+    from .tokenizer import END_OF_TEXT
 
     if spec.startswith("bpe:"):
         raise ValueError("sydsgpt prepare needs a ready tokenizer: gpt2, or a BPETokenizer saved as JSON "

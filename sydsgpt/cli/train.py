@@ -45,7 +45,7 @@ from typing import Any
 
 from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, TOKENIZER_NAME, lock_run_folder
 from ..presets import RUNS, get_preset, preset_names
-from ..tokenizer import TOKENIZER_SPEC_HELP
+from ..bpe import TOKENIZER_SPEC_HELP
 from ..resume import RESUME_FIXED
 from ..train_config import TrainConfig
 from .options import add_config_options, config_from_args, flag_name
@@ -96,7 +96,7 @@ def _data_name(data: str) -> str:
 def _tokenizer(spec: str, train_text: str, data_name: str, out: Path, resume: bool) -> Any:
     """GPT-2's tokenizer, a saved BPE, or a BPE trained now (``bpe:N``) and saved in ``out``."""
     from ..bpe import BPETokenizer
-    from ..tokenizer import resolve_tokenizer
+    from ..bpe import resolve_tokenizer
 
     saved = out / TOKENIZER_NAME
     if spec.startswith("bpe:") and resume and saved.is_file():
