@@ -26,10 +26,11 @@ import json
 import multiprocessing
 import os
 import sys
+import zlib
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from .files import TEMP_SUFFIX
 from .shards import (DATASET_TOKENIZER_NAME, FORMAT, MANIFEST_NAME, VERSION, ShardWriter, read_manifest, token_dtype,
                      write_manifest)
-from .tokenizer import check_streamable, split_at_boundary
+from .tokenizer import check_streamable, partial_suffix, special_regex, split_at_boundary
 from .validation import check_positive_int
 
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
@@ -63,10 +64,18 @@ class PrepareConfig:
     """Worker processes that tokenize."""
     chunk_size: int = 1 << 20
     """Characters of text per work piece (memory is a few pieces per worker)."""
+    separator: str | None = None
+    """A string that separates documents inside the text, such as <|endoftext|> in TinyStories:
+    each one ends a document (an end-of-text id takes its place). Without it, text spelling one
+    of the tokenizer's special tokens is refused."""
 
     def __post_init__(self) -> None:
         for name in ("shard_tokens", "val_tokens", "jobs", "chunk_size"):
             check_positive_int(getattr(self, name), f"PrepareConfig.{name}")
+        sep = self.separator
+        if sep is not None and (not isinstance(sep, str) or not sep):
+            raise ValueError(f"PrepareConfig.separator must be a non-empty string or None, got "
+                             f"{self.separator!r}")
 
 
 # ---------------------------------------------------------------------------- readers
@@ -96,29 +105,71 @@ def input_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+def _opener(path: Path) -> Any:
+    return gzip.open if path.name.lower().endswith(".gz") else open
+
+
+def not_utf8(path: Path) -> ValueError:
+    """The error for a file that is not UTF-8: its first bad byte, by line and column."""
+    with _opener(path)(path, "rb") as f:
+        for number, raw in enumerate(f, 1):  # no UTF-8 character holds the byte of "\n"
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return ValueError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                    f"{exc.start + 1}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return ValueError(f"{path}: not UTF-8 text; save it as UTF-8")
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with any lone surrogate (``"\\ud83d"`` in JSON) replaced by U+FFFD, as tiktoken
+    does: such text has no UTF-8 bytes, so it could be neither counted nor encoded byte by byte."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def read_text_file(path: Path, chunk_size: int) -> Iterator[Segment]:
-    """A text file as one document, read ``chunk_size`` characters at a time (newlines as ``read_text`` gives them)."""
-    with open(path, encoding="utf-8") as f:
-        chunk = f.read(chunk_size)
-        while chunk:
-            following = f.read(chunk_size)
-            yield chunk, not following
-            chunk = following
+    """A text file as one document, read ``chunk_size`` characters at a time (newlines as
+    ``read_text`` gives them). Not UTF-8: ``ValueError`` naming the file, line and byte."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            chunk = f.read(chunk_size)
+            while chunk:
+                following = f.read(chunk_size)
+                yield chunk, not following
+                chunk = following
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
 
 
 def read_jsonl(path: Path, text_field: str) -> Iterator[Segment]:
-    """One document per line of a ``.jsonl`` (or gzip-compressed ``.jsonl.gz``) file; empty texts are skipped."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(f"{path}:{number}: expected a JSON object with the field {text_field!r} "
-                                 "(choose the field with --text-field)")
-            if record[text_field]:
-                yield str(record[text_field]), True
+    """One document per line of a ``.jsonl`` (or gzip-compressed ``.jsonl.gz``) file; empty texts
+    are skipped. A bad line or a damaged file: ``ValueError`` naming the file (and line)."""
+    number = 0
+    try:
+        with _opener(path)(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not a line of JSON ({exc.msg} at column "
+                                     f"{exc.colno}); each line must be one JSON object") from None
+                if not isinstance(record, dict) or text_field not in record:
+                    raise ValueError(f"{path}:{number}: expected a JSON object with the field "
+                                     f"{text_field!r} (choose the field with --text-field)")
+                if record[text_field]:
+                    yield _valid_text(str(record[text_field])), True
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: the gzip file is truncated or damaged after line {number} "
+                         f"({exc}); download or compress it again") from None
 
 
 def read_parquet(path: Path, text_field: str, batch_rows: int = 1024) -> Iterator[Segment]:
@@ -127,14 +178,23 @@ def read_parquet(path: Path, text_field: str, batch_rows: int = 1024) -> Iterato
         import pyarrow.parquet as pq
     except ImportError:
         raise ImportError(f"reading {path} needs the package pyarrow, which is not installed: pip install pyarrow") from None
-    table = pq.ParquetFile(path)
-    if text_field not in table.schema_arrow.names:
-        raise ValueError(f"{path} has no column {text_field!r} (its columns: {', '.join(table.schema_arrow.names)}); "
+    import pyarrow
+
+    try:
+        table = pq.ParquetFile(path)
+        names = table.schema_arrow.names
+        if text_field in names:
+            batches = table.iter_batches(batch_size=batch_rows, columns=[text_field])
+            for batch in batches:
+                for text in batch.column(0).to_pylist():
+                    if text:
+                        yield str(text), True
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc}); download it again"
+                         ) from None
+    if text_field not in names:
+        raise ValueError(f"{path} has no column {text_field!r} (its columns: {', '.join(names)}); "
                          "choose it with --text-field")
-    for batch in table.iter_batches(batch_size=batch_rows, columns=[text_field]):
-        for text in batch.column(0).to_pylist():
-            if text:
-                yield str(text), True
 
 
 def read_segments(path: Path, text_field: str = "text", chunk_size: int = 1 << 20) -> Iterator[Segment]:
@@ -158,18 +218,59 @@ def iter_documents(paths: Iterable[str | os.PathLike[str]], text_field: str = "t
                 parts = []
 
 
-def iter_pieces(files: list[Path], text_field: str, chunk_size: int) -> Iterator[list[Segment]]:
+def split_documents(segments: Iterable[Segment], path: Path, separator: str | None = None,
+                    specials: Collection[str] = ()) -> Iterator[Segment]:
+    """The segments of one file, each ``separator`` in the text ending a document there (the
+    separator itself dropped); text spelling one of ``specials`` (the tokenizer's special
+    tokens) other than the separator is refused, naming the file and how to allow it.
+    A separator cut across two segments is found all the same."""
+    watched = set(specials) | ({separator} if separator else set())
+    if not watched:
+        yield from segments
+        return
+    finder = special_regex(watched)
+    carry = ""
+    for text, ends in segments:
+        carry += text
+        start = 0
+        for match in finder.finditer(carry):
+            if match.group() != separator:
+                raise ValueError(
+                    f"{path} contains {match.group()!r}, the text of one of the tokenizer's "
+                    "special tokens, which would be encoded as ordinary text; if it separates "
+                    f"documents, pass --separator '{match.group()}' (PrepareConfig.separator), "
+                    "else remove it")
+            yield carry[start : match.start()], True
+            start = match.end()
+        rest = carry[start:]
+        if ends:
+            if rest:  # a text that ends with its separator has no empty document after it
+                yield rest, True
+            carry = ""
+            continue
+        hold = partial_suffix(rest, watched)
+        if len(rest) > hold:
+            yield rest[: len(rest) - hold], False
+        carry = rest[len(rest) - hold :]
+    if carry:
+        yield carry, True
+
+
+def iter_pieces(files: list[Path], text_field: str, chunk_size: int, separator: str | None = None,
+                specials: Collection[str] = ()) -> Iterator[list[Segment]]:
     """Pack the documents of ``files`` into work pieces of about ``chunk_size`` characters.
 
     A document longer than a piece is cut only at pre-token boundaries, so encoding its
     segments one by one gives its ids. The pieces are the same on every run with the same
     files and ``chunk_size``: a resumed prepare finds its place by piece number.
+    ``separator`` and ``specials``: see :func:`split_documents`.
     """
     piece: list[Segment] = []
     size = 0
     for path in files:
         carry = ""
-        for text, ends in read_segments(path, text_field, chunk_size):
+        segments = read_segments(path, text_field, chunk_size)
+        for text, ends in split_documents(segments, path, separator, specials):
             text = carry + text
             carry = ""
             start = 0
@@ -307,15 +408,36 @@ def _settings(files: list[Path], cfg: PrepareConfig) -> dict[str, Any]:
     return {"inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in files], **config}
 
 
+def _ours(name: str) -> bool:
+    """A file name that prepare itself writes into its folder (before or besides the manifest)."""
+    return name in (MANIFEST_NAME, DATASET_TOKENIZER_NAME) or name.endswith(TEMP_SUFFIX)
+
+
 def _start_manifest(out: Path, files: list[Path], cfg: PrepareConfig, tokenizer: Any) -> dict[str, Any]:
+    """The manifest to continue: the one in ``out`` when its settings are these, else a new one.
+
+    A run that failed (a bad input, since fixed) starts over; an unfinished run with other
+    settings, or a folder of other files, is refused (nothing there is changed)."""
     settings = _settings(files, cfg)
     if (out / MANIFEST_NAME).is_file():
         manifest = read_manifest(out)
-        if manifest["settings"] != settings:
-            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-            raise ValueError(f"{out} holds a dataset prepared with other settings ({', '.join(changed)} differ); "
-                             "use another --out, or delete that folder to start over")
-        return manifest
+        changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+        if not changed:
+            manifest.pop("failed", None)
+            return manifest
+        if manifest["complete"] or (manifest["shards"] and "failed" not in manifest):
+            raise ValueError(f"{out} holds a dataset prepared with other settings "
+                             f"({', '.join(changed)} differ); use another --out, or delete that "
+                             "folder to start over")
+        for shard in manifest["shards"]:  # the failed run's shards: made again from the new inputs
+            (out / shard["name"]).unlink(missing_ok=True)
+    elif out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+        if others:
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            shown = ", ".join(others[:3]) + more
+            raise FileExistsError(f"--out {out} is a folder of other files ({shown}), not a "
+                                  "prepared dataset; choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     spec = "gpt2" if cfg.tokenizer == "gpt2" else DATASET_TOKENIZER_NAME
     if spec != "gpt2":
@@ -373,8 +495,10 @@ def prepare(
         return stop_after is not None and sharder.new_train_shards >= stop_after
 
     number, stopped = -1, False
+    pieces = iter_pieces(files, cfg.text_field, cfg.chunk_size, cfg.separator,
+                         tokenizer.special_tokens_set)
     try:
-        for number, piece in enumerate(iter_pieces(files, cfg.text_field, cfg.chunk_size)):
+        for number, piece in enumerate(pieces):
             if number < resume_piece:
                 stats["pieces_skipped"] += 1
                 continue
@@ -391,8 +515,11 @@ def prepare(
             sharder.finish((number + 1, 0))
         else:
             sharder.abort()
-    except BaseException:
+    except BaseException as exc:
         sharder.abort()
+        if isinstance(exc, Exception):  # a bad input: once it is fixed, the next run starts over
+            manifest["failed"] = f"{type(exc).__name__}: {exc}"
+            write_manifest(out, manifest)
         raise
     finally:
         bar.close()

@@ -25,6 +25,7 @@ second each.
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 from helpers import CLI_MODEL, SEQ, TINY_TEXT, cli_args, config, datasets, start_cli, tiny_config, train_model, write_cli_inputs
@@ -1091,6 +1093,133 @@ def check_cell_never_ends(env: Env) -> None:
     assert main(["check", str(path), "--time-limit", "0.3"]) == 1
     assert time.monotonic() - start < 10
     assert "the answer cell was still running after 0.3 s" in env.capsys.readouterr().out
+
+
+EOT_TEXT = "<|endoftext|>"
+STORIES = "".join(f"Story {i}: a cat sat on the mat and looked around.{EOT_TEXT}\n"
+                  for i in range(60))
+"""Documents separated by <|endoftext|>, as in CS336's tinystories_sample.txt."""
+
+
+@probe("tokenizer", "clear error",
+       "encode_iterable on a text with <|endoftext|> separators (as encode)",
+       "ValueError saying how to allow it; with allowed_special='all' exactly tiktoken's ids "
+       "(it used to encode the separator's spelling silently)")
+def streaming_special_tokens(env: Env) -> None:
+    from sydsgpt.tokenizer import encode_iterable
+
+    gpt2 = get_gpt2_tokenizer()
+    chunks = [STORIES[i : i + 5] for i in range(0, len(STORIES), 5)]
+    with pytest.raises(ValueError, match="pass allowed_special="):
+        list(encode_iterable(gpt2, chunks))
+    streamed = list(encode_iterable(gpt2, chunks, allowed_special="all"))
+    assert streamed == gpt2.encode(STORIES, allowed_special="all")
+
+
+def _prepare_args(env: Env, *inputs: Path, out: str = "prepared") -> list[str]:
+    return ["prepare", *map(str, inputs), "--out", str(env.tmp / out), "--val-tokens", "100",
+            "--shard-tokens", "200", "--quiet"]
+
+
+@probe("data", "clear error", "sydsgpt prepare on documents separated by <|endoftext|>, without "
+       "--separator", "exit 2, one line naming the file and --separator '<|endoftext|>'; with it "
+       "the separators are document boundaries, the ids tiktoken's")
+def prepare_separator(env: Env) -> None:
+    from sydsgpt.shards import read_manifest
+
+    path = env.tmp / "stories.txt"
+    path.write_text(STORIES, encoding="utf-8")
+    env.cli_error(_prepare_args(env, path), 2, f"{path} contains '<|endoftext|>'",
+                  "pass --separator '<|endoftext|>'")
+    assert env.cli(*_prepare_args(env, path), "--separator", EOT_TEXT)[0] == 0
+    out = env.tmp / "prepared"
+    shards = read_manifest(out)["shards"]
+    ids = [int(i) for s in shards for i in np.fromfile(out / s["name"], dtype=np.uint16)]
+    assert ids == get_gpt2_tokenizer().encode(STORIES, allowed_special="all") + [50256]
+
+
+@probe("data", "recovered", "sydsgpt prepare fails on a bad input, which is then fixed",
+       "the same command starts over and completes (it used to be refused: inputs differ)")
+def prepare_after_failure(env: Env) -> None:
+    good, bad = env.tmp / "good.txt", env.tmp / "bad.txt"
+    good.write_text(TINY_TEXT * 3, encoding="utf-8")
+    bad.write_bytes("caf\u00e9".encode("latin-1"))
+    env.cli_error(_prepare_args(env, good, bad), 2, f"{bad}:1: not UTF-8 text")
+    bad.write_text("caf\u00e9", encoding="utf-8")
+    assert env.cli(*_prepare_args(env, good, bad))[0] == 0
+
+
+@probe("data", "refused", "sydsgpt prepare --out a folder full of unrelated files",
+       "exit 2, one line naming the folder and some of its files; nothing written there")
+def prepare_into_other_files(env: Env) -> None:
+    text = env.tmp / "good.txt"
+    text.write_text(TINY_TEXT * 3, encoding="utf-8")
+    home = env.tmp / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("mine")
+    env.cli_error(_prepare_args(env, text, out="home"), 2,
+                  f"--out {home} is a folder of other files (thesis.tex), not a prepared dataset")
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
+
+
+def _damaged_input(kind: str, path: Path) -> str:
+    """Write a damaged input of ``kind`` at ``path``; the error must start like the result."""
+    if kind == "latin-1 .txt":
+        path.write_bytes("ok\ncaf\u00e9\n".encode("latin-1"))
+        return f"{path}:2: not UTF-8 text (byte 0xe9 at column 4)"
+    if kind == "malformed .jsonl line":
+        path.write_text('{"text": "fine"}\n{text: 1}\n', encoding="utf-8")
+        return f"{path}:2: not a line of JSON (Expecting property name enclosed in double quotes"
+    if kind == "truncated .jsonl.gz":
+        line = json.dumps({"text": TINY_TEXT}) + "\n"
+        whole = gzip.compress((line * 50).encode())
+        path.write_bytes(whole[: len(whole) // 2])
+        return f"{path}: the gzip file is truncated or damaged after line"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [TINY_TEXT] * 20}), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:4] + b"\0" * (len(data) - 12) + data[-8:])
+    return f"{path}: not a readable Parquet file"
+
+
+def _damaged_input_probe(kind: str, name: str) -> Callable[[Env], None]:
+    def run(env: Env) -> None:
+        good = env.tmp / "good.txt"
+        good.write_text(TINY_TEXT * 3, encoding="utf-8")
+        message = _damaged_input(kind, env.tmp / name)
+        env.cli_error(_prepare_args(env, good, env.tmp / name, good), 2, message)
+
+    return run
+
+
+for _kind, _name in [("latin-1 .txt", "latin1.txt"), ("malformed .jsonl line", "bad.jsonl"),
+                     ("truncated .jsonl.gz", "cut.jsonl.gz"),
+                     ("corrupt Parquet file", "bad.parquet")]:
+    PROBES.append(Probe(f"data: prepare with a {_kind} among other inputs", "data", "clear error",
+                        f"sydsgpt prepare good.txt {_name} good.txt, {_name} a {_kind}",
+                        "exit 2, one line naming the file (and the line where there is one)",
+                        _damaged_input_probe(_kind, _name)))
+
+
+@probe("data", "recovered", "a lone surrogate escape (\\ud83d) in a .jsonl document",
+       "prepared like tiktoken encodes it (U+FFFD), bytes counted (it used to crash the count)")
+def prepare_lone_surrogate(env: Env) -> None:
+    path = env.tmp / "emoji.jsonl"
+    path.write_text(json.dumps({"text": "half an emoji \ud83d. " + TINY_TEXT * 3}) + "\n")
+    assert env.cli(*_prepare_args(env, path))[0] == 0
+
+
+@probe("cli", "clear error", "sydsgpt bench --what train --batch-size 0",
+       "exit 2, one line: --batch-size must be a positive integer; nothing run or written "
+       "(0 used to mean the default)")
+def bench_batch_size_zero(env: Env) -> None:
+    out = env.tmp / "bench"
+    argv = ["bench", "--what", "train", "--batch-size", "0", "--quick", "--out", str(out)]
+    env.cli_error(argv, 2,
+                  "--batch-size must be a positive integer, got 0")
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------- running the table
