@@ -25,9 +25,11 @@ from torch import nn
 
 from .attention import KVCache
 from .model import SydsGPTConfig
-from .sampling import _check_ngram, _check_penalty, _check_temperature, _check_top_k, _check_top_p, select_next_token
+from .sampling import select_next_token
 from .tokenizer import text_to_token_ids
-from .validation import check_bool, check_input_ids, check_int, check_keys, check_positive_int, field_names
+from .validation import (check_bool, check_input_ids, check_int, check_keys, check_ngram_size,
+                         check_positive_int, check_repetition_penalty, check_temperature,
+                         check_top_k, check_top_p, field_names)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -66,13 +68,13 @@ class GenerationConfig:
     context_length: int | None = None
 
     def __post_init__(self) -> None:
-        _check_temperature(self.temperature)
+        check_temperature(self.temperature)
         if self.top_k is not None:
-            _check_top_k(self.top_k)
+            check_top_k(self.top_k)
         if self.top_p is not None:
-            _check_top_p(self.top_p)
-        _check_penalty(self.repetition_penalty)
-        _check_ngram(self.no_repeat_ngram_size)
+            check_top_p(self.top_p)
+        check_repetition_penalty(self.repetition_penalty)
+        check_ngram_size(self.no_repeat_ngram_size)
         check_positive_int(self.context_length, "context_length", allow_none=True)
         check_int(self.seed, "seed", allow_none=True)
         check_int(self.eos_id, "eos_id", minimum=0, allow_none=True)

@@ -500,3 +500,32 @@ def test_a_model_in_decoding_layout_still_trains_like_the_plain_one() -> None:
     for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert fast.output_projection.weight is fast.token_embedding.weight
+
+
+# ---------------------------------------------------------------------------- layering
+
+
+def _package_imports(module: str) -> set[str]:
+    """The ``sydsgpt`` modules that ``sydsgpt.<module>`` imports anywhere in its file
+    (function-level and ``TYPE_CHECKING`` imports included)."""
+    import ast
+    from pathlib import Path
+
+    import sydsgpt
+
+    path = Path(sydsgpt.__file__).parent / f"{module.replace('.', '/')}.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sydsgpt."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("low, high", [("tokenizer", "bpe"), ("sampling", "generate")])
+def test_no_import_circle(low: str, high: str) -> None:
+    """The decoding loop imports the sampling functions and the BPE imports the tokenizer layer,
+    never the other way round (not even inside a function or for type checking)."""
+    assert low in _package_imports(high)
+    assert high not in _package_imports(low)
