@@ -1097,6 +1097,23 @@ def check_cell_never_ends(env: Env) -> None:
     assert "the answer cell was still running after 0.3 s" in env.capsys.readouterr().out
 
 
+@probe("checker", "clear error", "an exercise 6.1 answer with > where min-p asks for >= (at least)",
+       "the case exactly on the threshold fails, naming the likely mistake (every case passed it)")
+def min_p_strictly_above(env: Env) -> None:
+    from sydsgpt.exercises.checker import explain_mistakes, get_exercise
+
+    def min_p(logits: Any, p: float) -> Any:
+        probs = torch.softmax(logits, dim=-1)
+        threshold = p * probs.max(dim=-1, keepdim=True).values
+        return logits.masked_fill(probs <= threshold, float("-inf"))
+
+    exercise = get_exercise("6.1")
+    report = explain_mistakes(exercise, run_checks(exercise, min_p))
+    assert [r.name for r in report.results if not r.passed] == [
+        "exactly on the threshold: 'at least' keeps it"]
+    assert "a token exactly at min_p times the top" in report.summary()
+
+
 EOT_TEXT = "<|endoftext|>"
 STORIES = "".join(f"Story {i}: a cat sat on the mat and looked around.{EOT_TEXT}\n"
                   for i in range(60))
