@@ -409,7 +409,8 @@ def _settings(files: list[Path], cfg: PrepareConfig) -> dict[str, Any]:
 
 
 def _ours(name: str) -> bool:
-    """A file name that prepare itself writes into its folder (before or besides the manifest)."""
+    """A file name that prepare itself writes into its folder (before or besides the manifest);
+    hidden files (``.DS_Store``) do not make a folder someone else's either."""
     return name in (MANIFEST_NAME, DATASET_TOKENIZER_NAME) or name.endswith(TEMP_SUFFIX)
 
 
@@ -432,7 +433,8 @@ def _start_manifest(out: Path, files: list[Path], cfg: PrepareConfig, tokenizer:
         for shard in manifest["shards"]:  # the failed run's shards: made again from the new inputs
             (out / shard["name"]).unlink(missing_ok=True)
     elif out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+        others = sorted(p.name for p in out.iterdir()
+                        if not _ours(p.name) and not p.name.startswith("."))
         if others:
             more = f" and {len(others) - 3} more" if len(others) > 3 else ""
             shown = ", ".join(others[:3]) + more

@@ -314,6 +314,7 @@ def test_an_out_folder_of_other_files_is_refused(tmp_path: Path) -> None:
     untouched = ["notes.md", "photo.jpg", "thesis.tex", "todo.txt"]
     assert sorted(p.name for p in out.iterdir()) == untouched
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"")  # hidden files do not count
     prepare([path], tmp_path / "empty", tiny(), show_progress=False)  # an empty folder is fine
 
 

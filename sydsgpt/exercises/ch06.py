@@ -95,7 +95,8 @@ register(
                         [[True, True, True], [True, False, False]]),
             # exactly on the threshold: min_p = 1 keeps the top token and the tokens tied with it
             _min_p_case("exactly on the threshold: 'at least' keeps it",
-                        [[0.4, 0.4, 0.2], [1.0, 0.0, 0.0]], 1.0, [[True, True, False], [True, False, False]]),
+                        [[0.4, 0.4, 0.2], [1.0, 0.0, 0.0]], 1.0,
+                        [[True, True, False], [True, False, False]]),
         ],
         solution=_solution_min_p,
         wrong_answers=[_wrong_min_p_absolute, _wrong_min_p_on_logits, _wrong_min_p_zero,
