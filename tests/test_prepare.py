@@ -14,7 +14,8 @@ import pytest
 
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.corpora import load_corpus
-from sydsgpt.prepare import PrepareConfig, input_files, iter_documents, iter_pieces, prepare
+from sydsgpt.prepare import PrepareConfig, iter_pieces, prepare
+from sydsgpt.readers import input_files, iter_documents
 from sydsgpt.files import file_sha256
 from sydsgpt.shards import read_manifest
 from sydsgpt.tokenizer import get_gpt2_tokenizer
