@@ -34,7 +34,7 @@ from .losses import held_out_bits_per_byte
 from .model import SydsGPT, count_parameters
 from .presets import RunPreset, get_run
 from .runtime import cpu_model, resolve_device, seed_everything
-from .tokenizer import resolve_tokenizer
+from .bpe import resolve_tokenizer
 from .train import TrainConfig, train
 
 

@@ -19,15 +19,17 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import AbstractSet, Any, Collection, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Collection, Iterable, Iterator, Literal, Mapping, Sequence
 
 import regex
+
+from .files import atomic_write
+from .tokenizer import (END_OF_TEXT, AllowedSpecial, encode_iterable, get_gpt2_tokenizer,
+                        special_regex, special_token_error, special_token_sets)
 
 #: GPT-2's pre-tokenization pattern (tiktoken's ``gpt2``/``r50k_base`` spelling): contractions,
 #: optional space + letters, optional space + digits, optional space + other symbols, whitespace.
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-
-END_OF_TEXT = "<|endoftext|>"
 
 Pair = tuple[int, int]
 _FORMAT = "sydsgpt-bpe"
@@ -71,11 +73,6 @@ class _Greatest:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Greatest) and self.key == other.key
-
-
-def _special_regex(specials: Collection[str]) -> "regex.Pattern[str]":
-    # Longest first, so a special token that is a prefix of another never wins wrongly.
-    return regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
 
 
 class BPETokenizer:
@@ -164,7 +161,7 @@ class BPETokenizer:
             )
         # endlater
         # region: bpe-setup
-        pieces = _special_regex(specials).split(text) if specials else [text]
+        pieces = special_regex(specials).split(text) if specials else [text]
         chunk_counts = Counter(chunk for piece in pieces for chunk in self.pretokenize(piece))
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
         freqs = list(chunk_counts.values())
@@ -291,7 +288,7 @@ class BPETokenizer:
     def encode(
         self,
         text: str,
-        allowed_special: Literal["all", "none", "none_raise"] | AbstractSet[str] = "none_raise",
+        allowed_special: AllowedSpecial = "none_raise",
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[int]:
         """Encode ``text`` to token ids, handling special tokens exactly like tiktoken.
@@ -304,41 +301,29 @@ class BPETokenizer:
                 ``"all"`` (default: every special token not allowed) or a collection;
                 ``()`` encodes them as ordinary text.
         """
-        if allowed_special == "all":
-            allowed = set(self.special_tokens)
-        elif allowed_special in ("none", "none_raise"):
-            allowed = set()
-            if allowed_special == "none":
-                disallowed_special = ()
-        else:
-            allowed = set(allowed_special)
-        disallowed = set(self.special_tokens) - allowed if disallowed_special == "all" else set(disallowed_special)
+        allowed, disallowed = special_token_sets(self, allowed_special, disallowed_special)
         if disallowed:
-            found = _special_regex(disallowed).search(text)
+            found = special_regex(disallowed).search(text)
             if found:
-                raise ValueError(
-                    f"the text contains the special token {found.group()!r}, which is not allowed. To encode it "
-                    f"as its special id pass allowed_special={{{found.group()!r}}} (or 'all'); to encode it as "
-                    "plain text pass disallowed_special=() (or allowed_special='none')."
-                )
-        allowed &= set(self.special_tokens)
+                raise ValueError(special_token_error(found.group()))
         if not allowed:
             return self.encode_ordinary(text)
         out: list[int] = []
         start = 0
-        for match in _special_regex(allowed).finditer(text):
+        for match in special_regex(allowed).finditer(text):
             out.extend(self.encode_ordinary(text[start : match.start()]))
             out.append(self.special_tokens[match.group()])
             start = match.end()
         out.extend(self.encode_ordinary(text[start:]))
         return out
 
-    def encode_iterable(self, chunks: Iterable[str]) -> Iterator[int]:
-        """Encode a stream of text chunks lazily; equal to ``encode_ordinary("".join(chunks))``
-        (see :func:`sydsgpt.tokenizer.encode_iterable`)."""
-        from .tokenizer import encode_iterable
-
-        return encode_iterable(self, chunks)
+    def encode_iterable(
+        self, chunks: Iterable[str], allowed_special: AllowedSpecial = "none_raise",
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> Iterator[int]:
+        """Encode a stream of text chunks lazily; equal to ``encode("".join(chunks), ...)`` with
+        the same special-token arguments (see :func:`sydsgpt.tokenizer.encode_iterable`)."""
+        return encode_iterable(self, chunks, allowed_special, disallowed_special)
 
     # -------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -369,8 +354,6 @@ class BPETokenizer:
             "merges": [[left, right, new_id] for (left, right), new_id in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        from .files import atomic_write
-
         return atomic_write(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
@@ -429,9 +412,35 @@ class BPETokenizer:
     @classmethod
     def from_gpt2(cls) -> "BPETokenizer":
         """GPT-2's tokenizer as merges (50,000 merges + ``<|endoftext|>``; needs tiktoken's files)."""
-        from .tokenizer import get_gpt2_tokenizer
-
         return cls.from_tiktoken(get_gpt2_tokenizer())
+
+
+# ------------------------------------------------------------------ tokenizer specs
+
+TOKENIZER_SPEC_HELP = ("gpt2 (GPT-2's), bpe:N (train an N-id byte-level BPE on the training text) "
+                       "or the path of a saved BPETokenizer JSON")
+"""What a tokenizer *spec* (``sydsgpt train --tokenizer``, :class:`~sydsgpt.presets.RunPreset`)
+may be."""
+
+
+def resolve_tokenizer(spec: str, train_text: str | None = None, corpus_name: str = "text") -> Any:
+    """The tokenizer a spec names: ``gpt2``, ``bpe:N`` (trained now on ``train_text``; its
+    name is ``bpe<N>-<corpus_name>``) or the path of a saved :class:`~sydsgpt.bpe.BPETokenizer`."""
+    if spec == "gpt2":
+        return get_gpt2_tokenizer()
+    if spec.startswith("bpe:"):
+        size = spec.split(":", 1)[1]
+        if not size.isdigit() or int(size) <= 256:
+            raise ValueError("tokenizer bpe:N needs an integer N > 256 (the byte tokens come "
+                             f"first), got {spec!r}")
+        if train_text is None:
+            raise ValueError(f"tokenizer {spec!r} is trained on the training text: pass train_text")
+        return BPETokenizer(name=f"bpe{size}-{corpus_name}").train(train_text, int(size))
+    if not os.path.isfile(spec):
+        raise FileNotFoundError(f"tokenizer {spec!r} is neither 'gpt2', 'bpe:N' nor an existing "
+                                "BPETokenizer JSON file")
+    return BPETokenizer.load(spec)
+
 
 
 def _as_id(value: Any) -> int:

@@ -16,6 +16,7 @@ Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -24,12 +25,18 @@ from torch import nn
 
 from .attention import KVCache
 from .config import SydsGPTConfig
-from .sampling import _check_ngram, _check_penalty, _check_temperature, _check_top_k, _check_top_p, select_next_token
+from .sampling import select_next_token
 from .tokenizer import text_to_token_ids
-from .validation import check_bool, check_input_ids, check_int, check_keys, check_positive_int, field_names
+from .validation import (check_bool, check_input_ids, check_int, check_keys, check_ngram_size,
+                         check_positive_int, check_repetition_penalty, check_temperature,
+                         check_top_k, check_top_p, field_names)
 
 
 # --------------------------------------------------------------------------- configuration
+
+class IgnoredOptionWarning(UserWarning):
+    """A generation option is set but changes nothing (top-k at temperature 0)."""
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -61,22 +68,42 @@ class GenerationConfig:
     context_length: int | None = None
 
     def __post_init__(self) -> None:
-        _check_temperature(self.temperature)
+        check_temperature(self.temperature)
         if self.top_k is not None:
-            _check_top_k(self.top_k)
+            check_top_k(self.top_k)
         if self.top_p is not None:
-            _check_top_p(self.top_p)
-        _check_penalty(self.repetition_penalty)
-        _check_ngram(self.no_repeat_ngram_size)
+            check_top_p(self.top_p)
+        check_repetition_penalty(self.repetition_penalty)
+        check_ngram_size(self.no_repeat_ngram_size)
         check_positive_int(self.context_length, "context_length", allow_none=True)
         check_int(self.seed, "seed", allow_none=True)
         check_int(self.eos_id, "eos_id", minimum=0, allow_none=True)
         for name in ("use_cache", "preallocate"):
             check_bool(getattr(self, name), name)
+        ignored = self.ignored_options()
+        if ignored:
+            warnings.warn(self.ignored_message(ignored), IgnoredOptionWarning, stacklevel=3)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def ignored_options(self) -> list[str]:
+        """The options set here that change nothing: at temperature 0 (greedy) the sampling
+        options ``top_k``, ``top_p`` and ``seed``."""
+        if not self.greedy:
+            return []
+        return [name for name in ("top_k", "top_p", "seed") if getattr(self, name) is not None]
+
+    @staticmethod
+    def ignored_message(names: Sequence[str], flags: Sequence[str] | None = None) -> str:
+        """Why ``names`` (spelled ``flags`` when given, e.g. ``--top-k``) do nothing; the fix."""
+        shown = ", ".join(flags or names)
+        temperature = "--temperature" if flags else "temperature"
+        verb = "has" if len(names) == 1 else "have"
+        return (f"{shown} {verb} no effect at temperature 0, which is greedy "
+                f"decoding (always the most likely token); to sample, set {temperature} above 0 "
+                f"(e.g. 0.8), or leave {shown} out")
 
     @classmethod
     def from_options(cls, config: "GenerationConfig | Mapping[str, Any] | None" = None, **options: Any) -> "GenerationConfig":

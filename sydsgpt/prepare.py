@@ -2,9 +2,10 @@
 
 ``sydsgpt prepare INPUT... --out DIR`` runs :func:`prepare`. The pipeline:
 
-1. **Readers** stream documents from ``.txt`` files (a file is one document), ``.jsonl`` /
-   ``.jsonl.gz`` (one JSON object per line, its ``text_field`` a document) and Parquet
-   (the ``text_field`` column, via ``pyarrow``); a folder means every such file in it.
+1. **Readers** (:mod:`sydsgpt.readers`) stream documents from ``.txt`` files (a file is one
+   document), ``.jsonl`` / ``.jsonl.gz`` (one JSON object per line, its ``text_field`` a
+   document) and Parquet (the ``text_field`` column, via ``pyarrow``); a folder means every
+   such file in it. A ``separator`` string (``<|endoftext|>``) may split them further.
 2. **Pieces**: the documents are packed into work pieces of about ``chunk_size``
    characters; a longer document is cut at pre-token boundaries
    (:func:`sydsgpt.tokenizer.split_at_boundary`), so its ids equal encoding it whole.
@@ -21,15 +22,13 @@ ended; run the same command again and the finished shards are kept, their pieces
 
 from __future__ import annotations
 
-import gzip
-import json
 import multiprocessing
 import os
 import sys
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -37,15 +36,9 @@ from tqdm import tqdm
 from .files import TEMP_SUFFIX
 from .shards import (DATASET_TOKENIZER_NAME, FORMAT, MANIFEST_NAME, VERSION, ShardWriter, read_manifest, token_dtype,
                      write_manifest)
+from .readers import Segment, input_files, read_segments, split_documents
 from .tokenizer import check_streamable, split_at_boundary
 from .validation import check_positive_int
-
-SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
-"""The file types the readers understand."""
-
-Segment = tuple[str, bool]
-"""A stretch of one document's text, and whether the document ends with it."""
-
 
 @dataclass
 class PrepareConfig:
@@ -63,113 +56,38 @@ class PrepareConfig:
     """Worker processes that tokenize."""
     chunk_size: int = 1 << 20
     """Characters of text per work piece (memory is a few pieces per worker)."""
+    separator: str | None = None
+    """A string that separates documents inside the text, such as <|endoftext|> in TinyStories:
+    each one ends a document (an end-of-text id takes its place). Without it, text spelling one
+    of the tokenizer's special tokens is refused."""
 
     def __post_init__(self) -> None:
         for name in ("shard_tokens", "val_tokens", "jobs", "chunk_size"):
             check_positive_int(getattr(self, name), f"PrepareConfig.{name}")
+        sep = self.separator
+        if sep is not None and (not isinstance(sep, str) or not sep):
+            raise ValueError(f"PrepareConfig.separator must be a non-empty string or None, got "
+                             f"{self.separator!r}")
 
 
-# ---------------------------------------------------------------------------- readers
+# ---------------------------------------------------------------------------- pieces
 
 
-def _kind(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
-
-
-def input_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The files to read: each path itself, or every readable file under a folder (sorted)."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) and not p.name.startswith("."))
-            if not found:
-                raise FileNotFoundError(f"folder {path} has no {', '.join(SUFFIXES)} files")
-            files.extend(found)
-        elif path.is_file():
-            if _kind(path) is None:
-                raise ValueError(f"{path}: cannot read this file type; expected one of {', '.join(SUFFIXES)}")
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"input {path} does not exist")
-    return files
-
-
-def read_text_file(path: Path, chunk_size: int) -> Iterator[Segment]:
-    """A text file as one document, read ``chunk_size`` characters at a time (newlines as ``read_text`` gives them)."""
-    with open(path, encoding="utf-8") as f:
-        chunk = f.read(chunk_size)
-        while chunk:
-            following = f.read(chunk_size)
-            yield chunk, not following
-            chunk = following
-
-
-def read_jsonl(path: Path, text_field: str) -> Iterator[Segment]:
-    """One document per line of a ``.jsonl`` (or gzip-compressed ``.jsonl.gz``) file; empty texts are skipped."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(f"{path}:{number}: expected a JSON object with the field {text_field!r} "
-                                 "(choose the field with --text-field)")
-            if record[text_field]:
-                yield str(record[text_field]), True
-
-
-def read_parquet(path: Path, text_field: str, batch_rows: int = 1024) -> Iterator[Segment]:
-    """The ``text_field`` column of a Parquet file, ``batch_rows`` rows at a time (needs ``pyarrow``)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError(f"reading {path} needs the package pyarrow, which is not installed: pip install pyarrow") from None
-    table = pq.ParquetFile(path)
-    if text_field not in table.schema_arrow.names:
-        raise ValueError(f"{path} has no column {text_field!r} (its columns: {', '.join(table.schema_arrow.names)}); "
-                         "choose it with --text-field")
-    for batch in table.iter_batches(batch_size=batch_rows, columns=[text_field]):
-        for text in batch.column(0).to_pylist():
-            if text:
-                yield str(text), True
-
-
-def read_segments(path: Path, text_field: str = "text", chunk_size: int = 1 << 20) -> Iterator[Segment]:
-    """The documents of one file as segments (see each reader)."""
-    kind = _kind(path)
-    if kind == ".txt":
-        return read_text_file(path, chunk_size)
-    if kind == ".parquet":
-        return read_parquet(path, text_field)
-    return read_jsonl(path, text_field)
-
-
-def iter_documents(paths: Iterable[str | os.PathLike[str]], text_field: str = "text") -> Iterator[str]:
-    """Every document of ``paths`` as one string (for small corpora and tests; :func:`prepare` streams)."""
-    parts: list[str] = []
-    for path in input_files(paths):
-        for text, ends in read_segments(path, text_field):
-            parts.append(text)
-            if ends:
-                yield "".join(parts)
-                parts = []
-
-
-def iter_pieces(files: list[Path], text_field: str, chunk_size: int) -> Iterator[list[Segment]]:
+def iter_pieces(files: list[Path], text_field: str, chunk_size: int, separator: str | None = None,
+                specials: Collection[str] = ()) -> Iterator[list[Segment]]:
     """Pack the documents of ``files`` into work pieces of about ``chunk_size`` characters.
 
     A document longer than a piece is cut only at pre-token boundaries, so encoding its
     segments one by one gives its ids. The pieces are the same on every run with the same
     files and ``chunk_size``: a resumed prepare finds its place by piece number.
+    ``separator`` and ``specials``: see :func:`split_documents`.
     """
     piece: list[Segment] = []
     size = 0
     for path in files:
         carry = ""
-        for text, ends in read_segments(path, text_field, chunk_size):
+        segments = read_segments(path, text_field, chunk_size)
+        for text, ends in split_documents(segments, path, separator, specials):
             text = carry + text
             carry = ""
             start = 0
@@ -223,7 +141,8 @@ def encode_piece(piece: list[Segment], eot: int, dtype: str, tokenizer: Any = No
 
 def load_tokenizer(spec: str) -> Any:
     """The tokenizer a prepare spec names: ``gpt2`` or a saved BPETokenizer file (it needs ``<|endoftext|>``)."""
-    from .tokenizer import END_OF_TEXT, resolve_tokenizer
+    from .bpe import resolve_tokenizer
+    from .tokenizer import END_OF_TEXT
 
     if spec.startswith("bpe:"):
         raise ValueError("sydsgpt prepare needs a ready tokenizer: gpt2, or a BPETokenizer saved as JSON "
@@ -306,15 +225,38 @@ def _settings(files: list[Path], cfg: PrepareConfig) -> dict[str, Any]:
     return {"inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in files], **config}
 
 
+def _ours(name: str) -> bool:
+    """A file name that prepare itself writes into its folder (before or besides the manifest);
+    hidden files (``.DS_Store``) do not make a folder someone else's either."""
+    return name in (MANIFEST_NAME, DATASET_TOKENIZER_NAME) or name.endswith(TEMP_SUFFIX)
+
+
 def _start_manifest(out: Path, files: list[Path], cfg: PrepareConfig, tokenizer: Any) -> dict[str, Any]:
+    """The manifest to continue: the one in ``out`` when its settings are these, else a new one.
+
+    A run that failed (a bad input, since fixed) starts over; an unfinished run with other
+    settings, or a folder of other files, is refused (nothing there is changed)."""
     settings = _settings(files, cfg)
     if (out / MANIFEST_NAME).is_file():
         manifest = read_manifest(out)
-        if manifest["settings"] != settings:
-            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-            raise ValueError(f"{out} holds a dataset prepared with other settings ({', '.join(changed)} differ); "
-                             "use another --out, or delete that folder to start over")
-        return manifest
+        changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+        if not changed:
+            manifest.pop("failed", None)
+            return manifest
+        if manifest["complete"] or (manifest["shards"] and "failed" not in manifest):
+            raise ValueError(f"{out} holds a dataset prepared with other settings "
+                             f"({', '.join(changed)} differ); use another --out, or delete that "
+                             "folder to start over")
+        for shard in manifest["shards"]:  # the failed run's shards: made again from the new inputs
+            (out / shard["name"]).unlink(missing_ok=True)
+    elif out.is_dir():
+        others = sorted(p.name for p in out.iterdir()
+                        if not _ours(p.name) and not p.name.startswith("."))
+        if others:
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            shown = ", ".join(others[:3]) + more
+            raise FileExistsError(f"--out {out} is a folder of other files ({shown}), not a "
+                                  "prepared dataset; choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     spec = "gpt2" if cfg.tokenizer == "gpt2" else DATASET_TOKENIZER_NAME
     if spec != "gpt2":
@@ -372,8 +314,10 @@ def prepare(
         return stop_after is not None and sharder.new_train_shards >= stop_after
 
     number, stopped = -1, False
+    pieces = iter_pieces(files, cfg.text_field, cfg.chunk_size, cfg.separator,
+                         tokenizer.special_tokens_set)
     try:
-        for number, piece in enumerate(iter_pieces(files, cfg.text_field, cfg.chunk_size)):
+        for number, piece in enumerate(pieces):
             if number < resume_piece:
                 stats["pieces_skipped"] += 1
                 continue
@@ -390,8 +334,11 @@ def prepare(
             sharder.finish((number + 1, 0))
         else:
             sharder.abort()
-    except BaseException:
+    except BaseException as exc:
         sharder.abort()
+        if isinstance(exc, Exception):  # a bad input: once it is fixed, the next run starts over
+            manifest["failed"] = f"{type(exc).__name__}: {exc}"
+            write_manifest(out, manifest)
         raise
     finally:
         bar.close()

@@ -12,52 +12,29 @@ Shapes: ``B`` batch, ``T`` tokens, ``V`` vocabulary. Every logits function accep
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import torch
 
-if TYPE_CHECKING:
-    from .generate import GenerationConfig
+from .validation import (check_ngram_size, check_repetition_penalty, check_temperature, check_top_k,
+                         check_top_p)
 
 NEG_INF = float("-inf")
 
 
-# --------------------------------------------------------------------------- validation
+class SamplingOptions(Protocol):
+    """What :func:`select_next_token` reads from its config.
+    :class:`~sydsgpt.generate.GenerationConfig` has all of it, and sampling needs nothing else
+    from the decoding loop's module."""
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature >= 0:  # also catches NaN
-        raise ValueError(
-            f"temperature must be >= 0, got {temperature}. Use 0 for greedy decoding, "
-            "values below 1 for safer text, above 1 for more varied text."
-        )
-    if not math.isfinite(temperature):  # logits / inf is uniform noise, not "very varied" text
-        raise ValueError(f"temperature must be a finite number, got {temperature}; values around 0.5-1.5 are typical")
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float
+    no_repeat_ngram_size: int
 
-
-def _check_top_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be an integer >= 1 (the number of tokens kept), got {k!r}; use None to switch it off.")
-
-
-def _check_top_p(p: float) -> None:
-    if not 0 < p <= 1:
-        raise ValueError(
-            f"top_p must be in (0, 1] (the probability mass kept), got {p}; 1 keeps every token, "
-            "0.9 is a common choice; use None to switch it off."
-        )
-
-
-def _check_penalty(penalty: float) -> None:
-    if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), got {penalty}")
-    if not math.isfinite(penalty):
-        raise ValueError(f"repetition_penalty must be a finite number (1 = no penalty, 1.2 is typical), got {penalty}")
-
-
-def _check_ngram(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {n!r}")
+    @property
+    def greedy(self) -> bool: ...
 
 
 # --------------------------------------------------------------------------- logits transforms
@@ -71,7 +48,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
     Shapes: ``(..., V) -> (..., V)``.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if temperature == 0:
         raise ValueError("temperature 0 means greedy decoding: take logits.argmax(-1) instead of dividing by 0.")
     return logits / temperature
@@ -85,7 +62,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Shapes: ``(..., V) -> (..., V)``.
     """
-    _check_top_k(k)
+    check_top_k(k)
     if k >= logits.shape[-1]:
         return logits.clone()
     order = torch.sort(logits, dim=-1, descending=True, stable=True).indices  # (..., V)
@@ -102,7 +79,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
     Shapes: ``(..., V) -> (..., V)``.
     """
-    _check_top_p(p)
+    check_top_p(p)
     if p >= 1:
         return logits.clone()
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
@@ -126,7 +103,7 @@ def apply_repetition_penalty(
         logits: ``(V,)`` or ``(B, V)``.
         seen_ids: ``(T,)`` or ``(B, T)`` token ids (prompt and generated so far).
     """
-    _check_penalty(penalty)
+    check_repetition_penalty(penalty)
     seen_ids = torch.as_tensor(seen_ids, dtype=torch.long, device=logits.device)
     if seen_ids.shape[-1] == 0:
         return logits.clone()
@@ -146,7 +123,7 @@ def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor | Sequence[int
         logits: ``(V,)`` or ``(B, V)``.
         ids: ``(T,)`` or ``(B, T)`` token ids so far.
     """
-    _check_ngram(n)
+    check_ngram_size(n)
     ids = torch.as_tensor(ids, dtype=torch.long, device=logits.device)
     if n == 0 or ids.shape[-1] < n:
         return logits.clone()
@@ -166,7 +143,7 @@ def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor | Sequence[int
 def select_next_token(
     logits: torch.Tensor,
     ids: torch.Tensor,
-    config: "GenerationConfig",
+    config: SamplingOptions,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Choose the next token of each sequence.

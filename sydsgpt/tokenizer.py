@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from typing import AbstractSet, Any, Collection, Iterable, Iterator, Literal, Sequence, Union
 
 import torch
 
@@ -84,29 +84,6 @@ def token_ids_to_text(ids: torch.Tensor | Sequence[int], tokenizer: Any = None) 
     return tokenizer.decode([int(i) for i in ids])
 
 
-TOKENIZER_SPEC_HELP = "gpt2 (GPT-2's), bpe:N (train an N-id byte-level BPE on the training text) or the path of a saved BPETokenizer JSON"
-"""What a tokenizer *spec* (``sydsgpt train --tokenizer``, :class:`~sydsgpt.presets.RunPreset`) may be."""
-
-
-def resolve_tokenizer(spec: str, train_text: str | None = None, corpus_name: str = "text") -> Any:
-    """The tokenizer a spec names: ``gpt2``, ``bpe:N`` (trained now on ``train_text``; its
-    name is ``bpe<N>-<corpus_name>``) or the path of a saved :class:`~sydsgpt.bpe.BPETokenizer`."""
-    from .bpe import BPETokenizer
-
-    if spec == "gpt2":
-        return get_gpt2_tokenizer()
-    if spec.startswith("bpe:"):
-        size = spec.split(":", 1)[1]
-        if not size.isdigit() or int(size) <= 256:
-            raise ValueError(f"tokenizer bpe:N needs an integer N > 256 (the byte tokens come first), got {spec!r}")
-        if train_text is None:
-            raise ValueError(f"tokenizer {spec!r} is trained on the training text: pass train_text")
-        return BPETokenizer(name=f"bpe{size}-{corpus_name}").train(train_text, int(size))
-    if not os.path.isfile(spec):
-        raise FileNotFoundError(f"tokenizer {spec!r} is neither 'gpt2', 'bpe:N' nor an existing BPETokenizer JSON file")
-    return BPETokenizer.load(spec)
-
-
 # ---------------------------------------------------------------------------- streaming
 
 
@@ -170,15 +147,107 @@ def iter_safe_pieces(chunks: Iterable[str], min_chars: int = 1) -> Iterator[str]
         yield carry
 
 
-def encode_iterable(tokenizer: Any, chunks: Iterable[str]) -> Iterator[int]:
+AllowedSpecial = Union[Literal["all", "none", "none_raise"], AbstractSet[str]]
+"""``encode``'s ``allowed_special``: ``"all"``, a set of special-token texts, ``"none_raise"``
+(the default: none allowed, and finding one is an error) or ``"none"`` (none, and no check)."""
+
+
+def special_token_sets(
+    tokenizer: Any, allowed_special: AllowedSpecial = "none_raise",
+    disallowed_special: Literal["all"] | Collection[str] = "all",
+) -> tuple[set[str], set[str]]:
+    """``(allowed, disallowed)``: the special-token texts that become their id, and those whose
+    text in the input is an error, as ``encode``'s two arguments of that name say (tiktoken's
+    contract; ``"none"`` and ``"none_raise"`` are :class:`~sydsgpt.bpe.BPETokenizer`'s
+    spellings)."""
+    specials = set(getattr(tokenizer, "special_tokens_set", ()))
+    if allowed_special == "all":
+        allowed = set(specials)
+    elif isinstance(allowed_special, str):
+        if allowed_special not in ("none", "none_raise"):
+            raise ValueError("allowed_special must be 'all', 'none', 'none_raise' or a set of "
+                             f"special tokens, got {allowed_special!r}")
+        allowed = set()
+        if allowed_special == "none":
+            disallowed_special = ()
+    else:
+        allowed = set(allowed_special)
+    disallowed = specials - allowed if disallowed_special == "all" else set(disallowed_special)
+    return allowed & specials, disallowed
+
+
+def special_token_error(found: str) -> str:
+    """The message for special-token text found where it is not allowed, saying both fixes."""
+    return (f"the text contains the special token {found!r}, which is not allowed. To encode it "
+            f"as its special id pass allowed_special={{{found!r}}} (or 'all'); to encode it as "
+            "plain text pass disallowed_special=() (or allowed_special='none').")
+
+
+def special_regex(specials: Collection[str]) -> Any:
+    """A regular expression matching any of ``specials``, longest first (so a special token that is
+    a prefix of another never wins wrongly)."""
+    import regex
+
+    return regex.compile("|".join(regex.escape(s) for s in sorted(specials, key=len, reverse=True)))
+
+
+def partial_suffix(text: str, specials: Collection[str]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of one of ``specials`` (it must
+    wait for the next chunk: the rest of the special token may be there)."""
+    for size in range(min(max(map(len, specials), default=1) - 1, len(text)), 0, -1):
+        tail = text[-size:]
+        if any(s.startswith(tail) for s in specials):
+            return size
+    return 0
+
+
+def encode_iterable(
+    tokenizer: Any, chunks: Iterable[str], allowed_special: AllowedSpecial = "none_raise",
+    disallowed_special: Literal["all"] | Collection[str] = "all",
+) -> Iterator[int]:
     """Encode a stream of text chunks (e.g. a file read piece by piece) to ids, lazily.
 
-    Gives exactly ``tokenizer.encode_ordinary("".join(chunks))`` (special-token text is
-    ordinary text) while holding only about one chunk at a time: chunks are re-cut at
+    Gives exactly ``tokenizer.encode("".join(chunks), allowed_special, disallowed_special)``,
+    with the same special-token contract: by default the text of a special token
+    (``<|endoftext|>``) is an error (``ValueError`` saying how to allow it); an allowed one
+    becomes its id, also when it is cut across chunks; ``allowed_special="none"`` encodes
+    it as plain text. Only about one chunk is held at a time: chunks are re-cut at
     pre-token boundaries (:func:`iter_safe_pieces`) and each piece is encoded on its own.
     Works with a tiktoken ``Encoding`` and a :class:`~sydsgpt.bpe.BPETokenizer` whose
     pre-tokenizer is GPT-2's (``ValueError`` for another pattern).
     """
     check_streamable(tokenizer)
-    for piece in iter_safe_pieces(chunks):
-        yield from tokenizer.encode_ordinary(piece)
+    allowed, disallowed = special_token_sets(tokenizer, allowed_special, disallowed_special)
+    watched = allowed | disallowed
+    if not watched:
+        for piece in iter_safe_pieces(chunks):
+            yield from tokenizer.encode_ordinary(piece)
+        return
+    finder = special_regex(watched)
+    ids = {s: tokenizer.encode(s, allowed_special={s}, disallowed_special=()) for s in allowed}
+    carry = ""
+    for chunk in chunks:
+        carry += chunk
+        start, stop = 0, len(carry)
+        for match in finder.finditer(carry):
+            found = match.group()
+            longer = any(len(s) > len(found) and s.startswith(found) for s in watched)
+            if longer and len(carry) - match.start() < max(map(len, watched)):
+                stop = match.start()  # a longer special token may start here: wait for more text
+                break
+            if found in disallowed:
+                raise ValueError(special_token_error(found))
+            yield from tokenizer.encode_ordinary(carry[start : match.start()])
+            yield from ids[found]
+            start = match.end()
+        rest = carry[start:stop]
+        hold = partial_suffix(rest, watched)
+        head, tail = split_at_boundary(rest[: len(rest) - hold])
+        if head:
+            yield from tokenizer.encode_ordinary(head)
+        carry = tail + rest[len(rest) - hold :] + carry[stop:]
+    if carry:
+        found = finder.search(carry)
+        if found and found.group() in disallowed:
+            raise ValueError(special_token_error(found.group()))
+        yield from tokenizer.encode(carry, allowed_special=allowed, disallowed_special=disallowed)

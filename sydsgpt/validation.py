@@ -164,3 +164,51 @@ def check_str(value: Any, name: str, allow_empty: bool = True) -> None:
     if not isinstance(value, str) or (not allow_empty and not value):
         expected = "a str" if allow_empty else "a non-empty str"
         raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- decoding options
+# (chapter 6: sydsgpt.sampling's filters and sydsgpt.generate.GenerationConfig check with these)
+
+
+def check_temperature(temperature: float) -> None:
+    """``temperature`` must be a finite number ``>= 0`` (0 is greedy decoding)."""
+    if not temperature >= 0:  # also catches NaN
+        raise ValueError(
+            f"temperature must be >= 0, got {temperature}. Use 0 for greedy decoding, "
+            "values below 1 for safer text, above 1 for more varied text."
+        )
+    if not math.isfinite(temperature):  # logits / inf is uniform noise, not "very varied" text
+        raise ValueError(f"temperature must be a finite number, got {temperature}; values around "
+                         "0.5-1.5 are typical")
+
+
+def check_top_k(k: int) -> None:
+    """``k`` (top-k) must be an integer ``>= 1``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (the number of tokens kept), got {k!r}; "
+                         "use None to switch it off.")
+
+
+def check_top_p(p: float) -> None:
+    """``p`` (top-p) must be in ``(0, 1]``."""
+    if not 0 < p <= 1:
+        raise ValueError(
+            f"top_p must be in (0, 1] (the probability mass kept), got {p}; 1 keeps every token, "
+            "0.9 is a common choice; use None to switch it off."
+        )
+
+
+def check_repetition_penalty(penalty: float) -> None:
+    """``penalty`` must be a finite number ``> 0`` (1 is no penalty)."""
+    if not penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), "
+                         f"got {penalty}")
+    if not math.isfinite(penalty):
+        raise ValueError("repetition_penalty must be a finite number (1 = no penalty, 1.2 is "
+                         f"typical), got {penalty}")
+
+
+def check_ngram_size(n: int) -> None:
+    """``n`` (no_repeat_ngram_size) must be an integer ``>= 0`` (0 is off)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {n!r}")

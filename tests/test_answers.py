@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,31 @@ def test_a_cell_that_raises_is_failed(tmp_path: Path) -> None:
     path.write_text(json.dumps(notebook), encoding="utf-8")
     status = {r.key: (r.status, r.detail) for r in check_answers(path)}
     assert status["2.1"][0] == FAILED and "SyntaxError" in status["2.1"][1]
+
+
+def test_a_cell_that_never_ends_is_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    """A correct function followed by a loop that never ends (a reader's self-test): the cell is
+    stopped at the time limit and its exercise fails saying so; the other cells still run."""
+    first, second = exercises_in_chapter(2)[:2]
+    looping = _answer_source(first.key, first.solution) + "\nwhile True:\n    pass\n"
+    cells = [looping, _answer_source(second.key, second.solution)]
+    notebook = {"cells": [{"cell_type": "code", "source": s.splitlines(True)} for s in cells]}
+    path = tmp_path / "02_looping.ipynb"
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    start = time.monotonic()
+    assert main(["check", str(path), "--time-limit", "0.5"]) == 1
+    assert time.monotonic() - start < 20
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "failed" in rows[first.key]
+    assert "the answer cell was still running after 0.5 s" in rows[first.key]
+    assert "passed" in rows[second.key]
+    script = tmp_path / "answers.py"
+    script.write_text(looping, encoding="utf-8")
+    with pytest.raises(AnswersError, match=r"still running after 0\.5 s, so it was stopped"):
+        check_answers(script, time_limit=0.5)
+    assert main(["check", str(path), "--time-limit", "0"]) == 2
+    assert "--time-limit must be a number of seconds > 0" in capsys.readouterr().err
 
 
 def test_pytest_answers_option(tmp_path: Path) -> None:

@@ -50,6 +50,17 @@ def tiktoken_gpt2():
     return get_gpt2_tokenizer()
 
 
+VERDICT_SPECIALS = [END_OF_TEXT, "<|pad|>"]
+
+
+@pytest.fixture(scope="module")
+def verdict() -> BPETokenizer:
+    """The BPE of 700 ids trained on The Verdict (442 merges + 2 special tokens), trained once
+    for every test here that needs a real trained tokenizer."""
+    return BPETokenizer(name="verdict-700").train(load_corpus("the-verdict"), 700,
+                                                  special_tokens=VERDICT_SPECIALS)
+
+
 def naive_train(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
     """Reference trainer: recount every pair of the whole corpus before each merge."""
     words = [list(chunk.encode("utf-8")) for chunk in regex.findall(GPT2_SPLIT_PATTERN, text)]
@@ -101,22 +112,21 @@ def test_incremental_training_matches_a_naive_recount() -> None:
     assert BPETokenizer().train(text, vocab_size).merges == naive_train(text, vocab_size)
 
 
-def test_training_is_deterministic() -> None:
-    text = load_corpus("the-verdict")
-    first = BPETokenizer().train(text, 600).merges
-    assert list(first.items()) == list(BPETokenizer().train(text, 600).merges.items())
-    assert len(first) == 600 - 256
+def test_training_is_deterministic(verdict: BPETokenizer) -> None:
+    again = BPETokenizer().train(load_corpus("the-verdict"), 700, special_tokens=VERDICT_SPECIALS)
+    assert list(again.merges.items()) == list(verdict.merges.items())
+    assert len(verdict.merges) == 700 - 256 - 2
 
 
-def test_a_smaller_vocabulary_is_a_prefix_of_a_larger_one() -> None:
+def test_a_smaller_vocabulary_is_a_prefix_of_a_larger_one(verdict: BPETokenizer) -> None:
     text = load_corpus("the-verdict")
-    big = BPETokenizer().train(text, 700, special_tokens=[END_OF_TEXT])
-    small = big.truncated(200)
-    assert list(small.merges.items()) == list(BPETokenizer().train(text, 456).merges.items())
+    small = verdict.truncated(200)
+    trained = BPETokenizer().train(text, 456)
+    assert list(small.merges.items()) == list(trained.merges.items())
     assert small.special_tokens == {} and small.n_vocab == 456
-    assert small.encode(text[:500]) == BPETokenizer().train(text, 456).encode(text[:500])
-    with pytest.raises(ValueError, match="between 0 and 443"):
-        big.truncated(444)
+    assert small.encode(text[:500]) == trained.encode(text[:500])
+    with pytest.raises(ValueError, match="between 0 and 442"):
+        verdict.truncated(443)
 
 
 def test_equal_counts_break_towards_the_greatest_byte_pair() -> None:
@@ -162,8 +172,9 @@ def test_verbose_training_reports_each_merge(capsys: pytest.CaptureFixture[str])
     assert lines[-1] == "no pairs left to merge after 3 merges" and len(lines) == 4
 
 
-def test_encode_cache_is_bounded_and_optional(monkeypatch: pytest.MonkeyPatch) -> None:
-    tok = BPETokenizer().train(load_corpus("the-verdict"), 400)
+def test_encode_cache_is_bounded_and_optional(verdict: BPETokenizer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = verdict
     text = load_corpus("the-verdict")[:3000]
     expected = tok.encode(text)
     tok.clear_cache()
@@ -186,8 +197,8 @@ def test_training_tinyshakespeare_is_fast() -> None:
     assert len(tok.merges) == 744
 
 
-def test_trained_tokenizer_round_trips_any_text() -> None:
-    tok = BPETokenizer().train(load_corpus("the-verdict"), 500)
+def test_trained_tokenizer_round_trips_any_text(verdict: BPETokenizer) -> None:
+    tok = verdict
     for text in VARIED_TEXTS:
         ids = tok.encode(text)
         assert tok.decode(ids) == text
@@ -276,8 +287,8 @@ def test_eot_token_missing_is_an_attribute_error() -> None:
 # --------------------------------------------------------------- save / load
 
 
-def test_save_load_round_trips_a_trained_tokenizer(tmp_path: Path) -> None:
-    tok = BPETokenizer(name="verdict-400").train(load_corpus("the-verdict"), 400, special_tokens=[END_OF_TEXT, "<|pad|>"])
+def test_save_load_round_trips_a_trained_tokenizer(tmp_path: Path, verdict: BPETokenizer) -> None:
+    tok = verdict
     loaded = BPETokenizer.load(tok.save(tmp_path / "tok.json"))
     assert list(loaded.merges.items()) == list(tok.merges.items())
     assert loaded.vocab == tok.vocab and loaded.special_tokens == tok.special_tokens

@@ -100,6 +100,25 @@ def test_bad_options_are_clear_errors(original_checkpoint: Path, capsys, args: l
     assert re.search(match, err), err
 
 
+@pytest.mark.parametrize("args, shown", [
+    (["--top-k", "5"], "--top-k has no effect"),
+    (["--top-p", "0.9", "--seed", "2"], "--top-p, --seed have no effect"),
+    (["--temperature", "0", "--top-k", "5"], "--top-k has no effect"),
+])
+def test_sampling_options_without_temperature_are_refused(tmp_path: Path, capsys, args: list[str],
+                                                          shown: str) -> None:
+    """--top-k at the default temperature (0, greedy) would change nothing: refused in one line,
+    before the checkpoint is even read (the path here does not exist)."""
+    missing = str(tmp_path / "nope.pt")
+    code, out, err = cli(capsys, "--checkpoint", missing, "--prompt", PROMPT, *args)
+    assert code == 2 and out == "", err
+    flags = shown.split(" ha")[0]
+    assert err.splitlines() == [
+        f"sydsgpt generate: error: {shown} at temperature 0, which is greedy decoding (always the "
+        "most likely token); to sample, set --temperature above 0 (e.g. 0.8), "
+        f"or leave {flags} out"]
+
+
 def test_missing_checkpoint_and_empty_prompt(original_checkpoint: Path, tmp_path: Path, capsys) -> None:
     code, _, err = cli(capsys, "--checkpoint", str(tmp_path / "nope.pt"), "--prompt", PROMPT)
     assert code == 2 and "no checkpoint at" in err

@@ -109,3 +109,23 @@ def test_the_mutation_guard_is_off_only_for_exercises_that_ask_for_in_place_chan
     in_place = sorted(key for key, exercise in REGISTRY.items() if exercise.in_place)
     assert in_place == ["3.3", "5.2"]
     assert all("in place" in REGISTRY[key].title for key in in_place)
+
+
+# Boundary cases: a plausible wrong answer that every other case lets through, and the one case
+# that sits exactly on the boundary it gets wrong. Each row proves its case is needed.
+BOUNDARY_CASES = {
+    "1.1": ("_wrong_decode_strict", "ids that end in the middle of a character"),
+    "4.2": ("_wrong_last_logits_counts_tokens",
+            "a real token with the padding's id (0): the lengths say where"),
+    "6.1": ("_wrong_min_p_strict", "exactly on the threshold: 'at least' keeps it"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(BOUNDARY_CASES))
+def test_a_boundary_case_is_what_catches_its_wrong_answer(key: str) -> None:
+    exercise = get_exercise(key)
+    wrong_name, case_name = BOUNDARY_CASES[key]
+    wrong = next(w for w in exercise.wrong_answers if w.__name__ == wrong_name)
+    report = run_checks(exercise, wrong)
+    failed = [r.name for r in report.results if not r.passed]
+    assert failed == [case_name], f"{key}: {wrong_name} fails {failed}\n{report.summary()}"

@@ -25,6 +25,7 @@ second each.
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 from helpers import CLI_MODEL, SEQ, TINY_TEXT, cli_args, config, datasets, start_cli, tiny_config, train_model, write_cli_inputs
@@ -476,7 +478,9 @@ def tensors_do_not_fit(env: Env) -> None:
 def pickled_object(env: Env) -> None:
     path = env.tmp / "evil.pt"
     torch.save({"model": {}, "config": {}, "payload": Probe}, path)
-    with pytest.raises(CheckpointError, match="contains Python objects other than tensors"):
+    trust = r"If you trust the file, open it yourself with torch.load\(path, weights_only=False\)"
+    refused = "contains Python objects other than tensors.*" + trust
+    with pytest.raises(CheckpointError, match=refused):
         load_checkpoint(path)
 
 
@@ -866,17 +870,26 @@ class _SignalAt(torch.utils.data.Dataset):
         return self.inner[index]
 
 
-def _signal_probe(signum: int) -> Callable[[Env], None]:
+def _signal_probe(signum: int, start_ignored: bool = False) -> Callable[[Env], None]:
     def run(env: Env) -> None:
+        if start_ignored:  # as `nohup pytest &` or a CI runner starts the process
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                return _signal_probe(signum)(env)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         train_data, val = datasets()
         cfg = config(max_steps=12, eval_interval=100)  # no checkpoint before the end unless interrupted
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         with pytest.raises(TrainingInterrupted) as info:
             train(train_model(), _SignalAt(train_data, 4 * 5 + 1, signum), val, cfg, out_dir=env.out, show_progress=False)
         assert info.value.step == 6 and info.value.exit_code == 128 + signum
         assert str(info.value) == (f"interrupted by {signal.Signals(signum).name}: checkpoint of step 6 saved to "
                                    f"{env.out / CHECKPOINT_NAME}; continue with train(..., resume=True)")
         assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 6
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
+        # the handlers are put back as they were (not as a terminal starts them: under nohup,
+        # `&` or a CI runner SIGINT may be ignored)
+        assert {sig: signal.getsignal(sig) for sig in before} == before
         history = train(train_model(seed=5), train_data, val, cfg, out_dir=env.out, resume=True, show_progress=False)
         assert [r["step"] for r in history] == list(range(13))
 
@@ -887,6 +900,11 @@ for _sig in (signal.SIGINT, signal.SIGTERM):
     PROBES.append(Probe(f"signals: {_sig.name} mid-step", "signals", "recovered", f"{_sig.name} while a step runs (in-process)",
                         "the step finishes, its checkpoint is saved, TrainingInterrupted names it; resume completes the run",
                         _signal_probe(_sig)))
+PROBES.append(Probe("signals: SIGINT mid-step, started with SIGINT ignored", "signals", "recovered",
+                    "SIGINT while a step runs in a process started with SIGINT ignored (`&`)",
+                    "as above, and the handlers are put back as they were before (SIG_IGN), "
+                    "not as a terminal starts them",
+                    _signal_probe(signal.SIGINT, start_ignored=True)))
 
 
 @probe("signals", "clear error", "SIGINT while training without an output folder (Python API)", "TrainingInterrupted saying nothing was saved")
@@ -1045,6 +1063,181 @@ def gpt2_export_untied(env: Env) -> None:
     assert json.loads((env.tmp / "hf" / "config.json").read_text())["tie_word_embeddings"] is False
     tensors = load_file(str(env.tmp / "hf" / "model.safetensors"))
     assert torch.equal(tensors["lm_head.weight"], model.output_projection.weight)
+
+
+# -------------------------------------------------------- silent results, hangs, unnamed files
+# The cases of issue 26 (each failed before: a silent wrong result, a hang, or an error that
+# did not say where). Rows about training and finetuning sit with their areas above.
+
+
+@probe("cli", "clear error", "sydsgpt generate --top-k 5 at the default temperature (greedy)",
+       "exit 2, one line: --top-k has no effect at temperature 0, set --temperature; "
+       "nothing loaded")
+def generate_top_k_while_greedy(env: Env) -> None:
+    missing = str(env.tmp / "none.pt")
+    env.cli_error(["generate", "--checkpoint", missing, "--prompt", "Hi", "--top-k", "5"], 2,
+                  "--top-k has no effect at temperature 0", "set --temperature above 0")
+
+
+@probe("checker", "recovered", "sydsgpt check on a notebook whose answer cell never ends "
+       "(a loop after a correct function)",
+       "the cell is stopped at --time-limit, its exercise fails saying so; "
+       "exit 1 in about a second instead of hanging")
+def check_cell_never_ends(env: Env) -> None:
+    cell = ("# exercise 2.1\ndef masked_softmax(scores, mask):\n    return scores\n"
+            "while True:\n    pass\n")
+    path = env.tmp / "02_mine.ipynb"
+    notebook = {"cells": [{"cell_type": "code", "source": cell}]}
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    start = time.monotonic()
+    env.capsys.readouterr()
+    assert main(["check", str(path), "--time-limit", "0.3"]) == 1
+    assert time.monotonic() - start < 10
+    assert "the answer cell was still running after 0.3 s" in env.capsys.readouterr().out
+
+
+@probe("checker", "clear error", "an exercise 6.1 answer with > where min-p asks for >= (at least)",
+       "the case exactly on the threshold fails, naming the likely mistake (every case passed it)")
+def min_p_strictly_above(env: Env) -> None:
+    from sydsgpt.exercises.checker import explain_mistakes, get_exercise
+
+    def min_p(logits: Any, p: float) -> Any:
+        probs = torch.softmax(logits, dim=-1)
+        threshold = p * probs.max(dim=-1, keepdim=True).values
+        return logits.masked_fill(probs <= threshold, float("-inf"))
+
+    exercise = get_exercise("6.1")
+    report = explain_mistakes(exercise, run_checks(exercise, min_p))
+    assert [r.name for r in report.results if not r.passed] == [
+        "exactly on the threshold: 'at least' keeps it"]
+    assert "a token exactly at min_p times the top" in report.summary()
+
+
+EOT_TEXT = "<|endoftext|>"
+STORIES = "".join(f"Story {i}: a cat sat on the mat and looked around.{EOT_TEXT}\n"
+                  for i in range(60))
+"""Documents separated by <|endoftext|>, as in CS336's tinystories_sample.txt."""
+
+
+@probe("tokenizer", "clear error",
+       "encode_iterable on a text with <|endoftext|> separators (as encode)",
+       "ValueError saying how to allow it; with allowed_special='all' exactly tiktoken's ids "
+       "(it used to encode the separator's spelling silently)")
+def streaming_special_tokens(env: Env) -> None:
+    from sydsgpt.tokenizer import encode_iterable
+
+    gpt2 = get_gpt2_tokenizer()
+    chunks = [STORIES[i : i + 5] for i in range(0, len(STORIES), 5)]
+    with pytest.raises(ValueError, match="pass allowed_special="):
+        list(encode_iterable(gpt2, chunks))
+    streamed = list(encode_iterable(gpt2, chunks, allowed_special="all"))
+    assert streamed == gpt2.encode(STORIES, allowed_special="all")
+
+
+def _prepare_args(env: Env, *inputs: Path, out: str = "prepared") -> list[str]:
+    return ["prepare", *map(str, inputs), "--out", str(env.tmp / out), "--val-tokens", "100",
+            "--shard-tokens", "200", "--quiet"]
+
+
+@probe("data", "clear error", "sydsgpt prepare on documents separated by <|endoftext|>, without "
+       "--separator", "exit 2, one line naming the file and --separator '<|endoftext|>'; with it "
+       "the separators are document boundaries, the ids tiktoken's")
+def prepare_separator(env: Env) -> None:
+    from sydsgpt.shards import read_manifest
+
+    path = env.tmp / "stories.txt"
+    path.write_text(STORIES, encoding="utf-8")
+    env.cli_error(_prepare_args(env, path), 2, f"{path} contains '<|endoftext|>'",
+                  "pass --separator '<|endoftext|>'")
+    assert env.cli(*_prepare_args(env, path), "--separator", EOT_TEXT)[0] == 0
+    out = env.tmp / "prepared"
+    shards = read_manifest(out)["shards"]
+    ids = [int(i) for s in shards for i in np.fromfile(out / s["name"], dtype=np.uint16)]
+    assert ids == get_gpt2_tokenizer().encode(STORIES, allowed_special="all") + [50256]
+
+
+@probe("data", "recovered", "sydsgpt prepare fails on a bad input, which is then fixed",
+       "the same command starts over and completes (it used to be refused: inputs differ)")
+def prepare_after_failure(env: Env) -> None:
+    good, bad = env.tmp / "good.txt", env.tmp / "bad.txt"
+    good.write_text(TINY_TEXT * 3, encoding="utf-8")
+    bad.write_bytes("caf\u00e9".encode("latin-1"))
+    env.cli_error(_prepare_args(env, good, bad), 2, f"{bad}:1: not UTF-8 text")
+    bad.write_text("caf\u00e9", encoding="utf-8")
+    assert env.cli(*_prepare_args(env, good, bad))[0] == 0
+
+
+@probe("data", "refused", "sydsgpt prepare --out a folder full of unrelated files",
+       "exit 2, one line naming the folder and some of its files; nothing written there")
+def prepare_into_other_files(env: Env) -> None:
+    text = env.tmp / "good.txt"
+    text.write_text(TINY_TEXT * 3, encoding="utf-8")
+    home = env.tmp / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("mine")
+    env.cli_error(_prepare_args(env, text, out="home"), 2,
+                  f"--out {home} is a folder of other files (thesis.tex), not a prepared dataset")
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"]
+
+
+def _damaged_input(kind: str, path: Path) -> str:
+    """Write a damaged input of ``kind`` at ``path``; the error must start like the result."""
+    if kind == "latin-1 .txt":
+        path.write_bytes("ok\ncaf\u00e9\n".encode("latin-1"))
+        return f"{path}:2: not UTF-8 text (byte 0xe9 at column 4)"
+    if kind == "malformed .jsonl line":
+        path.write_text('{"text": "fine"}\n{text: 1}\n', encoding="utf-8")
+        return f"{path}:2: not a line of JSON (Expecting property name enclosed in double quotes"
+    if kind == "truncated .jsonl.gz":
+        line = json.dumps({"text": TINY_TEXT}) + "\n"
+        whole = gzip.compress((line * 50).encode())
+        path.write_bytes(whole[: len(whole) // 2])
+        return f"{path}: the gzip file is truncated or damaged after line"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [TINY_TEXT] * 20}), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:4] + b"\0" * (len(data) - 12) + data[-8:])
+    return f"{path}: not a readable Parquet file"
+
+
+def _damaged_input_probe(kind: str, name: str) -> Callable[[Env], None]:
+    def run(env: Env) -> None:
+        good = env.tmp / "good.txt"
+        good.write_text(TINY_TEXT * 3, encoding="utf-8")
+        message = _damaged_input(kind, env.tmp / name)
+        env.cli_error(_prepare_args(env, good, env.tmp / name, good), 2, message)
+
+    return run
+
+
+for _kind, _name in [("latin-1 .txt", "latin1.txt"), ("malformed .jsonl line", "bad.jsonl"),
+                     ("truncated .jsonl.gz", "cut.jsonl.gz"),
+                     ("corrupt Parquet file", "bad.parquet")]:
+    PROBES.append(Probe(f"data: prepare with a {_kind} among other inputs", "data", "clear error",
+                        f"sydsgpt prepare good.txt {_name} good.txt, {_name} a {_kind}",
+                        "exit 2, one line naming the file (and the line where there is one)",
+                        _damaged_input_probe(_kind, _name)))
+
+
+@probe("data", "recovered", "a lone surrogate escape (\\ud83d) in a .jsonl document",
+       "prepared like tiktoken encodes it (U+FFFD), bytes counted (it used to crash the count)")
+def prepare_lone_surrogate(env: Env) -> None:
+    path = env.tmp / "emoji.jsonl"
+    path.write_text(json.dumps({"text": "half an emoji \ud83d. " + TINY_TEXT * 3}) + "\n")
+    assert env.cli(*_prepare_args(env, path))[0] == 0
+
+
+@probe("cli", "clear error", "sydsgpt bench --what train --batch-size 0",
+       "exit 2, one line: --batch-size must be a positive integer; nothing run or written "
+       "(0 used to mean the default)")
+def bench_batch_size_zero(env: Env) -> None:
+    out = env.tmp / "bench"
+    argv = ["bench", "--what", "train", "--batch-size", "0", "--quick", "--out", str(out)]
+    env.cli_error(argv, 2,
+                  "--batch-size must be a positive integer, got 0")
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------- running the table

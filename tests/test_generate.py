@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from torch import nn
 
 from sydsgpt.attention import KVCache
 from sydsgpt.generate import (
-    GenerationConfig, generate, generate_text, kv_cache_bytes, stream, stream_text, use_decoding_layout,
+    GenerationConfig, IgnoredOptionWarning, generate, generate_text, kv_cache_bytes, stream,
+    stream_text, use_decoding_layout,
 )
 from sydsgpt.sampling import (
     apply_repetition_penalty, apply_temperature, block_repeated_ngrams, select_next_token, top_k_filter, top_p_filter,
@@ -171,12 +173,27 @@ def test_generation_config_errors(options: dict, match: str) -> None:
         GenerationConfig(**options)
 
 
+def test_sampling_options_at_temperature_zero_warn() -> None:
+    """top_k, top_p and seed only act when sampling: at temperature 0 they warn, once per config."""
+    with pytest.warns(IgnoredOptionWarning) as caught:
+        config = GenerationConfig(top_k=5)
+    assert config.ignored_options() == ["top_k"] and len(caught) == 1
+    assert str(caught[0].message) == (
+        "top_k has no effect at temperature 0, which is greedy decoding (always the most likely "
+        "token); to sample, set temperature above 0 (e.g. 0.8), or leave top_k out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sampling, or nothing set: no warning
+        assert GenerationConfig(temperature=0.7, top_k=5, top_p=0.9, seed=1).ignored_options() == []
+        penalties = GenerationConfig(repetition_penalty=1.2, no_repeat_ngram_size=2)
+        assert penalties.ignored_options() == []
+
+
 def test_unknown_option_is_named() -> None:
     with pytest.raises(TypeError, match=r"unknown generation option\(s\) \['temprature'\]"):
         GenerationConfig.from_options(temprature=0.7)
     base = GenerationConfig(temperature=0.7, top_k=5)
     assert GenerationConfig.from_options(base, top_k=9) == GenerationConfig(temperature=0.7, top_k=9)
-    assert GenerationConfig.from_options({"top_p": 0.9}).top_p == 0.9
+    assert GenerationConfig.from_options({"temperature": 1.0, "top_p": 0.9}).top_p == 0.9
 
 
 @pytest.mark.parametrize(
@@ -207,8 +224,11 @@ def test_greedy_equals_generate_simple_also_past_the_context(model: SydsGPT, pro
     for use_cache in (True, False):
         assert torch.equal(generate(model, prompt, 20, use_cache=use_cache), expected)
     assert torch.equal(generate(model, prompt, 10, context_len=8), generate_simple(model, prompt, 10, 8))
-    # temperature 0 is greedy: the sampling filters and the seed change nothing
-    assert torch.equal(generate(model, prompt, 20, temperature=0.0, top_k=3, top_p=0.5, seed=1), expected)
+    # temperature 0 is greedy: the sampling filters and the seed change nothing (and say so)
+    ignored = "top_k, top_p, seed have no effect at temperature 0"
+    with pytest.warns(IgnoredOptionWarning, match=ignored):
+        out = generate(model, prompt, 20, temperature=0.0, top_k=3, top_p=0.5, seed=1)
+    assert torch.equal(out, expected)
 
 
 STRATEGIES = {
@@ -479,3 +499,32 @@ def test_a_model_in_decoding_layout_still_trains_like_the_plain_one() -> None:
     for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert fast.output_projection.weight is fast.token_embedding.weight
+
+
+# ---------------------------------------------------------------------------- layering
+
+
+def _package_imports(module: str) -> set[str]:
+    """The ``sydsgpt`` modules that ``sydsgpt.<module>`` imports anywhere in its file
+    (function-level and ``TYPE_CHECKING`` imports included)."""
+    import ast
+    from pathlib import Path
+
+    import sydsgpt
+
+    path = Path(sydsgpt.__file__).parent / f"{module.replace('.', '/')}.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sydsgpt."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("low, high", [("tokenizer", "bpe"), ("sampling", "generate")])
+def test_no_import_circle(low: str, high: str) -> None:
+    """The decoding loop imports the sampling functions and the BPE imports the tokenizer layer,
+    never the other way round (not even inside a function or for type checking)."""
+    assert low in _package_imports(high)
+    assert high not in _package_imports(low)

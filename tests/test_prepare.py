@@ -14,7 +14,8 @@ import pytest
 
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.corpora import load_corpus
-from sydsgpt.prepare import PrepareConfig, input_files, iter_documents, iter_pieces, prepare
+from sydsgpt.prepare import PrepareConfig, iter_pieces, prepare
+from sydsgpt.readers import input_files, iter_documents
 from sydsgpt.files import file_sha256
 from sydsgpt.shards import read_manifest
 from sydsgpt.tokenizer import get_gpt2_tokenizer
@@ -230,3 +231,132 @@ def test_the_command_line_prepares_and_resumes(tmp_path: Path, capsys: pytest.Ca
     assert all_ids(tmp_path / "out") == expected_stream(DOCS)
     assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2  # a missing input is bad usage
     assert capsys.readouterr().err.startswith("sydsgpt prepare: error: input")
+
+
+# -------------------------------------------------------------- separators, failures, errors
+
+SEPARATOR = "<|endoftext|>"
+STORIES = "".join(f"Story {i}: once there was a cat{'.' * (i % 4)} The end.{SEPARATOR}\n"
+                  for i in range(60))
+"""Documents separated by <|endoftext|>, as in CS336's tinystories_sample.txt."""
+
+
+def tiny(**overrides) -> PrepareConfig:
+    return PrepareConfig(**{"shard_tokens": 200, "val_tokens": 100, "chunk_size": 64, **overrides})
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, 4096])
+def test_a_separator_is_a_document_boundary(tmp_path: Path, chunk_size: int) -> None:
+    """With --separator the ids are tiktoken's encode(text, allowed_special="all") (plus the
+    end-of-text id of the last document), wherever the read chunks cut a separator."""
+    path = tmp_path / "stories.txt"
+    path.write_text(STORIES + "Last story, no separator after it.", encoding="utf-8")
+    cfg = tiny(chunk_size=chunk_size, separator=SEPARATOR)
+    prepare([path], tmp_path / "out", cfg, show_progress=False)
+    gpt2 = get_gpt2_tokenizer()
+    expected = gpt2.encode(path.read_text(encoding="utf-8"), allowed_special="all") + [EOT]
+    assert all_ids(tmp_path / "out") == expected
+    assert expected.count(EOT) == 61
+
+
+def test_special_token_text_is_refused_without_a_separator(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sydsgpt.cli import main
+
+    path = tmp_path / "stories.txt"
+    path.write_text(STORIES, encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path} contains '<\|endoftext\|>', the text of one "
+                       r"of the tokenizer's special tokens, .*pass --separator '<\|endoftext\|>'"):
+        prepare([path], tmp_path / "out", tiny(), show_progress=False)
+    args = ["prepare", str(path), "--out", str(tmp_path / "out"), "--shard-tokens", "200",
+            "--val-tokens", "100", "--quiet"]
+    assert main(args) == 2
+    assert "pass --separator '<|endoftext|>'" in capsys.readouterr().err
+    assert main([*args, "--separator", SEPARATOR]) == 0  # the failed run's folder is reused
+    ids = get_gpt2_tokenizer().encode(STORIES, allowed_special="all")
+    assert all_ids(tmp_path / "out") == ids + [EOT]  # the "\n" after the last separator: a document
+
+
+def test_after_a_failed_run_the_fixed_input_starts_over(tmp_path: Path) -> None:
+    """A bad input fails the run; once it is fixed the same command works (it used to be refused:
+    "inputs differ", until the folder was deleted by hand)."""
+    good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text(" ".join(DOCS), encoding="utf-8")
+    bad.write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        prepare([good, bad], tmp_path / "out", tiny(), show_progress=False)
+    assert read_manifest(tmp_path / "out")["failed"].startswith("ValueError")
+    bad.write_text("caf\u00e9 au lait, now in UTF-8", encoding="utf-8")
+    prepare([good, bad], tmp_path / "out", tiny(), show_progress=False)
+    fixed = bad.read_text(encoding="utf-8")
+    assert all_ids(tmp_path / "out") == expected_stream([" ".join(DOCS), fixed])
+    assert "failed" not in read_manifest(tmp_path / "out")
+
+
+def test_an_interrupted_run_with_other_inputs_is_still_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(" ".join(DOCS), encoding="utf-8")
+    prepare([path], tmp_path / "out", tiny(), stop_after=1, show_progress=False)
+    path.write_text(" ".join(DOCS[1:]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"other settings \(inputs differ\)"):
+        prepare([path], tmp_path / "out", tiny(), show_progress=False)
+
+
+def test_an_out_folder_of_other_files_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(" ".join(DOCS), encoding="utf-8")
+    out = tmp_path / "home"
+    out.mkdir()
+    for name in ("notes.md", "photo.jpg", "thesis.tex", "todo.txt"):
+        (out / name).write_text("mine")
+    with pytest.raises(FileExistsError, match=rf"--out {out} is a folder of other files "
+                       r"\(notes.md, photo.jpg, thesis.tex and 1 more\), not a prepared dataset"):
+        prepare([path], out, tiny(), show_progress=False)
+    untouched = ["notes.md", "photo.jpg", "thesis.tex", "todo.txt"]
+    assert sorted(p.name for p in out.iterdir()) == untouched
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"")  # hidden files do not count
+    prepare([path], tmp_path / "empty", tiny(), show_progress=False)  # an empty folder is fine
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Each kind of damaged input, and the start of the error that must name it."""
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    folder.mkdir()
+    cases = {}
+    path = folder / "latin1.txt"
+    path.write_bytes("ok\ncaf\u00e9\n".encode("latin-1"))
+    cases["latin-1 text"] = path, rf"{path}:2: not UTF-8 text \(byte 0xe9 at column 4\)"
+    path = folder / "malformed.jsonl"
+    path.write_text('{"text": "fine"}\n{text: "no quotes"}\n', encoding="utf-8")
+    cases["malformed jsonl"] = path, rf"{path}:2: not a line of JSON \(Expecting property name"
+    path = folder / "truncated.jsonl.gz"
+    whole = gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in DOCS).encode())
+    path.write_bytes(whole[: len(whole) // 2])
+    cases["truncated gzip"] = path, rf"{path}: the gzip file is truncated or damaged after line \d+"
+    path = folder / "corrupt.parquet"
+    pq.write_table(pa.table({"text": DOCS}), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:4] + b"\0" * (len(data) - 12) + data[-8:])
+    cases["corrupt parquet"] = path, rf"{path}: not a readable Parquet file"
+    return cases
+
+
+def test_every_damaged_input_is_named(tmp_path: Path) -> None:
+    """Among many inputs, each error names the damaged file (and its line where there is one)."""
+    good = tmp_path / "good.txt"
+    good.write_text(" ".join(DOCS), encoding="utf-8")
+    for name, (path, message) in _bad_inputs(tmp_path / "in").items():
+        with pytest.raises(ValueError, match=message):
+            prepare([good, path, good], tmp_path / name, tiny(), show_progress=False)
+
+
+def test_a_lone_surrogate_in_json_is_encoded_as_tiktoken_does(tmp_path: Path) -> None:
+    """"\\ud83d" alone is valid JSON but has no UTF-8 bytes: it becomes U+FFFD, as in tiktoken."""
+    path = tmp_path / "emoji.jsonl"
+    text = "half an emoji: \ud83d, then text. " + " ".join(DOCS)
+    path.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
+    assert "\\ud83d" in path.read_text(encoding="utf-8")
+    stats = prepare([path], tmp_path / "out", tiny(), show_progress=False)
+    assert all_ids(tmp_path / "out") == get_gpt2_tokenizer().encode_ordinary(text) + [EOT]
+    assert stats["bytes"] == len(text.replace("\ud83d", "\ufffd").encode("utf-8"))

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import device_type
+from ..validation import check_positive_int
 from .errors import UsageError
-from .options import add_config_options, config_from_args
+from .options import add_config_options, config_from_args, flag_name
 
 WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune", "instruct")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plan and args.what != "ablation":
         raise UsageError("--plan only applies to --what ablation")
+    for name in ("batch_size", "seq_len", "threads", "repeats"):  # 0 would mean "the default"
+        check_positive_int(getattr(args, name), flag_name(name), allow_none=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     kind = device_type(args.device)

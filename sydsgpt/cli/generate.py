@@ -1,7 +1,8 @@
 """Generate text from a checkpoint, streamed to stdout as it is produced (chapter 6).
 
 The prompt is printed first, then each new piece of text as soon as it is decoded.
-Decoding is greedy unless --temperature is above 0. Generation stops after
+Decoding is greedy unless --temperature is above 0 (--top-k, --top-p and --seed need
+--temperature: without it they are refused, as they would change nothing). Generation stops after
 --max-new-tokens tokens, at the end-of-text token, or at a --stop string (not printed).
 
 Examples:
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Any
 
 from ..checkpoint import load_model_and_tokenizer
-from ..generate import GenerationConfig, stream_text, use_decoding_layout
+from ..generate import GenerationConfig, IgnoredOptionWarning, stream_text, use_decoding_layout
 from ..runtime import resolve_device
-from .options import add_config_options, config_from_args, unescape
+from .errors import UsageError
+from .options import add_config_options, config_from_args, flag_name, unescape
 
 SKIPPED = ("eos_id",)
 """GenerationConfig fields with no option: the end-of-text id comes from the tokenizer (see --ignore-eos)."""
@@ -54,12 +57,25 @@ def load_for_generation(path: str, device: str = "auto", tokenizer_path: str | N
     return use_decoding_layout(model), tokenizer
 
 
+def decoding_config(args: argparse.Namespace) -> GenerationConfig:
+    """The :class:`GenerationConfig` the options ask for; an option that would change nothing
+    (``--top-k`` without ``--temperature``) is a usage error, not a silent greedy run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IgnoredOptionWarning)
+        config = config_from_args(GenerationConfig, args)
+    ignored = config.ignored_options()
+    if ignored:
+        raise UsageError(GenerationConfig.ignored_message(ignored, [flag_name(n) for n in ignored]))
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint and stream the continuation of ``--prompt`` to stdout (errors are reported
     by :func:`sydsgpt.cli.main`)."""
+    config = decoding_config(args)  # every option checked before the checkpoint is loaded
     model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
     pieces = stream_text(
-        model, tokenizer, unescape(args.prompt), args.max_new_tokens, config_from_args(GenerationConfig, args),
+        model, tokenizer, unescape(args.prompt), args.max_new_tokens, config,
         stop=[unescape(s) for s in args.stop], stop_at_eos=not args.ignore_eos,
     )
     out = sys.stdout

@@ -6,7 +6,10 @@ folder of such files. DIR (--out) receives manifest.json, val_000000.bin (the co
 first --val-tokens tokens, held out) and train_NNNNNN.bin shards of --shard-tokens ids each:
 uint16 when the vocabulary fits, else uint32, an end-of-text id after every document.
 
-Running the same command again resumes an interrupted run: finished shards are kept.
+Running the same command again resumes an interrupted run: finished shards are kept. After a
+run that failed on a bad input, fix the input and run the same command: it starts over. --out
+must be new, empty, or a prepared dataset folder. Text that spells a special token of the
+tokenizer (<|endoftext|>) is refused unless --separator names it: then each one ends a document.
 Every option below is a field of sydsgpt.prepare.PrepareConfig.
 
 examples:

@@ -52,7 +52,7 @@ from ..presets import RUNS, get_preset, preset_names
 from ..resume import RESUME_FIXED
 from ..runtime import device_type, resolve_device, seed_everything
 from ..shards import DATASET_TOKENIZER_NAME, dataset_tokenizer, is_prepared_dataset, prepared_loaders, read_manifest
-from ..tokenizer import TOKENIZER_SPEC_HELP, resolve_tokenizer
+from ..bpe import TOKENIZER_SPEC_HELP, resolve_tokenizer
 from ..train import train as train_loop
 from ..train_config import TrainConfig
 from ..validation import check_positive_int

@@ -27,13 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checker import CheckReport, Exercise, explain_mistakes, get_exercise, run_checks
+from .checker import (CaseTimeout, CheckReport, Exercise, explain_mistakes, get_exercise,
+                      run_checks, time_limited)
 from . import exercises_in_chapter, load_all
 
 MARKER = re.compile(r"^\s*#\s*exercise\s+(\d+)\.(\d+)\s*$", re.IGNORECASE)
 """The first line of an answer cell: ``# exercise 2.1``, alone on its line."""
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
+
+CELL_TIME_LIMIT = 60.0
+"""Seconds an answer cell (or a whole ``.py`` file) may run before it is stopped: an endless
+loop in a reader's cell must not hang ``sydsgpt check`` or ``pytest --answers``."""
 
 
 class AnswersError(ValueError):
@@ -89,12 +94,17 @@ def _fresh_namespace() -> dict[str, Any]:
             "check": lambda *args, **kwargs: None}
 
 
-def _run_source(source: str, namespace: dict[str, Any], label: str) -> str:
-    """Run ``source`` in ``namespace`` quietly; the error it raised, as one line ('' if none)."""
+def _run_source(source: str, namespace: dict[str, Any], label: str,
+                limit: float | None = CELL_TIME_LIMIT) -> str:
+    """Run ``source`` in ``namespace`` quietly, for at most ``limit`` seconds (``None``: no
+    limit); the error it raised (or that it ran too long), as one line ('' if none)."""
     lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), time_limited(limit):
             exec(compile("\n".join(lines), label, "exec"), namespace)
+    except CaseTimeout:
+        return (f"still running after {limit:g} s, so it was stopped (an endless loop? a test loop "
+                "after the function?); allow more with --time-limit SECONDS")
     except Exception as exc:  # the reader's code may raise anything
         return f"{type(exc).__name__}: {exc}"
     return ""
@@ -105,8 +115,12 @@ def _chapter_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def load_answers(path: str | Path, chapters: list[int] | None = None) -> Answers:
-    """Run the reader's answers in ``path`` (a notebook or a ``.py`` file), see the module docstring."""
+def load_answers(path: str | Path, chapters: list[int] | None = None,
+                 time_limit: float | None = CELL_TIME_LIMIT) -> Answers:
+    """Run the reader's answers in ``path``: a notebook or a ``.py`` file (module docstring).
+
+    Each answer cell (a ``.py`` file: the whole file) may run ``time_limit`` seconds.
+    """
     path = Path(path)
     if not path.is_file():
         raise AnswersError(f"no such file: {path} (give a chapter notebook or a .py file of answers)")
@@ -121,12 +135,12 @@ def load_answers(path: str | Path, chapters: list[int] | None = None) -> Answers
         if not cells and chapters is None:
             raise AnswersError(f"{path} has no answer cells: an answer cell's first line is '# exercise N.M'")
         for key, source in cells:
-            error = _run_source(source, namespace, f"{path.name} [exercise {key}]")
+            error = _run_source(source, namespace, f"{path.name} [exercise {key}]", time_limit)
             if error:
                 errors[key] = error
         found = sorted({int(key.split(".")[0]) for key, _ in cells} | ({_chapter_of(path)} - {None}))
     elif path.suffix == ".py":
-        error = _run_source(path.read_text(encoding="utf-8"), namespace, str(path))
+        error = _run_source(path.read_text(encoding="utf-8"), namespace, str(path), time_limit)
         if error:
             raise AnswersError(f"{path} raised {error} when it ran; fix it and check again")
         found = sorted({int(k.split(".")[0]) for k in _all_keys() if get_exercise(k).function_name in namespace})
@@ -143,9 +157,11 @@ def _all_keys() -> list[str]:
     return list(REGISTRY)
 
 
-def check_answers(path: str | Path, chapters: list[int] | None = None) -> list[AnswerResult]:
-    """The outcome of every coding exercise of the answered chapters, in order."""
-    answers = load_answers(path, chapters)
+def check_answers(path: str | Path, chapters: list[int] | None = None,
+                  time_limit: float | None = CELL_TIME_LIMIT) -> list[AnswerResult]:
+    """The outcome of every coding exercise of the answered chapters, in order (each answer
+    cell may run ``time_limit`` seconds: a cell stopped there fails its exercise)."""
+    answers = load_answers(path, chapters, time_limit)
     results = []
     for chapter in answers.chapters:
         for exercise in exercises_in_chapter(chapter):
@@ -155,6 +171,9 @@ def check_answers(path: str | Path, chapters: list[int] | None = None) -> list[A
 
 def _check_one(exercise: Exercise, answers: Answers) -> AnswerResult:
     candidate = answers.namespace.get(exercise.function_name)
+    error = answers.cell_errors.get(exercise.key, "")
+    if error.startswith("still running"):  # a cell that never ends fails, even after a good answer
+        return AnswerResult(exercise.key, FAILED, f"the answer cell was {error}")
     if exercise.key in answers.cell_errors and not callable(candidate):
         return AnswerResult(exercise.key, FAILED, f"the answer cell raised {answers.cell_errors[exercise.key]}")
     if not callable(candidate):

@@ -42,6 +42,12 @@ def _wrong_decode_flat_merges(ids: list[int], merges: dict[tuple[int, int], int]
     return b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
 
 
+def _wrong_decode_strict(ids: list[int], merges: dict[tuple[int, int], int]) -> str:
+    """Decodes strictly (.decode('utf-8')): ids cut in the middle of a character, as generation
+    often leaves them, raise an error instead of showing U+FFFD; use errors='replace'."""
+    return b"".join(_vocabulary(merges)[i] for i in ids).decode("utf-8")
+
+
 def _decode_case(name: str, ids: list[int], merges: dict[tuple[int, int], int], expected: str) -> Case:
     def run(candidate):
         expect_equal(candidate(list(ids), dict(merges)), expected, f"decode({ids}, {merges})")
@@ -58,9 +64,12 @@ register(
             _decode_case("a token made of a token made of bytes", [256, 257], {(104, 105): 256, (256, 33): 257}, "hihi!"),
             _decode_case("'é' is two UTF-8 bytes", [195, 169], {}, "é"),
             _decode_case("a character split across two tokens", [256, 257], {(99, 195): 256, (169, 33): 257}, "cé!"),
+            _decode_case("ids that end in the middle of a character", [256], {(99, 195): 256},
+                         "c\ufffd"),
         ],
         solution=_solution_decode,
-        wrong_answers=[_wrong_decode_token_by_token, _wrong_decode_bytes_as_characters, _wrong_decode_flat_merges],
+        wrong_answers=[_wrong_decode_token_by_token, _wrong_decode_bytes_as_characters,
+                       _wrong_decode_flat_merges, _wrong_decode_strict],
         hint="Build the vocabulary {id: bytes} first: ids 0..255 are bytes([id]); walking the merges in the order "
         "they were learned, vocab[new_id] = vocab[a] + vocab[b]. Then join the bytes of all the ids and decode them "
         "once with .decode('utf-8', errors='replace').",

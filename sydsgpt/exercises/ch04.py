@@ -109,16 +109,26 @@ def _wrong_last_logits_off_by_one(model, input_ids, lengths):
     return logits[torch.arange(input_ids.shape[0]), lengths.clamp(max=input_ids.shape[1] - 1)]
 
 
+def _wrong_last_logits_counts_tokens(model, input_ids, lengths):
+    """Works the lengths out from the ids (the tokens that are not the padding id 0) instead of
+    using the lengths given: a real token may have the padding's id (GPT-2 pads with its
+    end-of-text token, which also appears in text)."""
+    counted = (input_ids != 0).sum(dim=1)
+    return _solution_last_logits(model, input_ids, counted)
+
+
 def _step_model() -> SydsGPT:
     torch.manual_seed(0)
     return SydsGPT(_STEP_CONFIG).eval()
 
 
-def _padded_case(description: str, lengths: list[int]) -> Case:
+def _padded_case(description: str, lengths: list[int], real_zero: bool = False) -> Case:
     def run(candidate) -> None:
         model = _step_model()
         t = max(lengths) + 1
         ids = torch.randint(1, 50, (len(lengths), t), generator=torch.Generator().manual_seed(3))
+        if real_zero:
+            ids[:, 0] = 0  # a real token with the padding's id
         for row, length in enumerate(lengths):
             ids[row, length:] = 0  # right padding with id 0
         with torch.no_grad():
@@ -137,9 +147,12 @@ register(
         cases=[
             _padded_case("one sequence with one padding token", [4]),
             _padded_case("three sequences of lengths 2, 5 and 3", [2, 5, 3]),
+            _padded_case("a real token with the padding's id (0): the lengths say where", [3, 4],
+                         real_zero=True),
         ],
         solution=_solution_last_logits,
-        wrong_answers=[_wrong_last_logits_last_position, _wrong_last_logits_off_by_one],
+        wrong_answers=[_wrong_last_logits_last_position, _wrong_last_logits_off_by_one,
+                       _wrong_last_logits_counts_tokens],
         hint="Run the whole padded batch once (causal attention means the padding after a token cannot change "
         "its logits), then pick row b's logits at position lengths[b] - 1: logits[torch.arange(B), lengths - 1].",
         difficulty=2,

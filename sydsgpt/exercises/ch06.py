@@ -56,6 +56,14 @@ def _wrong_min_p_on_logits(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(logits < min_p * logits.max(dim=-1, keepdim=True).values, -INF)
 
 
+def _wrong_min_p_strict(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keeps only the tokens ABOVE the threshold (>): a token exactly at min_p times the top
+    probability is kept ("at least"), and so is the top token itself when min_p = 1."""
+    probs = torch.softmax(logits, dim=-1)
+    threshold = min_p * probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(probs <= threshold, -INF)
+
+
 def _wrong_min_p_zero(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     """Sets the removed logits to 0: exp(0) = 1 is still a real probability; use -inf."""
     kept = _solution_min_p(logits, min_p)
@@ -85,9 +93,14 @@ register(
             _min_p_case("an unsure model keeps many", [0.3, 0.25, 0.25, 0.2], 0.1, [True, True, True, True]),
             _min_p_case("each row against its own top token", [[0.5, 0.38, 0.12], [0.9, 0.06, 0.04]], 0.2,
                         [[True, True, True], [True, False, False]]),
+            # exactly on the threshold: min_p = 1 keeps the top token and the tokens tied with it
+            _min_p_case("exactly on the threshold: 'at least' keeps it",
+                        [[0.4, 0.4, 0.2], [1.0, 0.0, 0.0]], 1.0,
+                        [[True, True, False], [True, False, False]]),
         ],
         solution=_solution_min_p,
-        wrong_answers=[_wrong_min_p_absolute, _wrong_min_p_on_logits, _wrong_min_p_zero],
+        wrong_answers=[_wrong_min_p_absolute, _wrong_min_p_on_logits, _wrong_min_p_zero,
+                       _wrong_min_p_strict],
         hint="probs = softmax(logits); the threshold is min_p * probs.max(dim=-1, keepdim=True).values; "
         "return logits.masked_fill(probs < threshold, float('-inf')) (a new tensor, the input unchanged).",
         difficulty=1,

@@ -163,7 +163,7 @@ class CaseTimeout(BaseException):
 
 
 @contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
+def time_limited(seconds: float | None) -> Iterator[None]:
     """Raise :class:`CaseTimeout` in the block after ``seconds`` (``None``/0: no limit; needs SIGALRM and the main thread)."""
     if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
@@ -273,7 +273,7 @@ def run_checks(exercise: Exercise, candidate: Candidate, time_limit: float | Non
     guarded = candidate if exercise.in_place else guard_inputs(candidate)
     for case in exercise.cases:
         try:
-            with _time_limit(time_limit):
+            with time_limited(time_limit):
                 case.run(guarded)
         except CaseTimeout:
             report.results.append(CaseResult(case.name, False, (
