@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sydsgpt.bench import modern
+from sydsgpt.bench.common import RESULTS_DIR
 from sydsgpt.cli import main
 from sydsgpt.model import count_parameters
 from sydsgpt.presets import get_preset
@@ -65,7 +66,7 @@ def test_quick_run_writes_every_row(tmp_path) -> None:
 
 
 def test_committed_result_is_the_full_run() -> None:
-    path = modern.RESULTS_DIR / "modern_cpu.json"
+    path = RESULTS_DIR / "modern_cpu.json"
     if not path.is_file():
         pytest.skip("no committed result yet: sydsgpt bench --what modern --out sydsgpt/bench/results")
     result = json.loads(path.read_text())
