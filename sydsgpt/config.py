@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, TypeVar
 
-from .validation import check_bool, check_keys, check_positive_int, check_real, field_names
+from .validation import (
+    check_bool,
+    check_choice,
+    check_keys,
+    check_positive_int,
+    check_real,
+    field_names,
+)
 
 NORMS: dict[str, type] = {}
 """``config.norm`` -> the norm class (``"layernorm"``: chapter 3, ``"rmsnorm"``: chapter 7)."""
@@ -73,10 +80,7 @@ class Kernels:
     logits keep ``vocab_size`` columns and checkpoints load with any padding."""
 
     def __post_init__(self) -> None:
-        if self.attention not in ATTENTION_KERNELS:
-            raise ValueError(
-                f"Kernels.attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}"
-            )
+        check_choice(self.attention, "Kernels.attention", ATTENTION_KERNELS)
         check_bool(self.fused_qkv, "Kernels.fused_qkv")
         check_positive_int(self.pad_vocab_multiple, "Kernels.pad_vocab_multiple")
 
@@ -156,14 +160,8 @@ class SydsGPTConfig(Mapping):
         for name in ("qkv_bias", "tie_weights", "linear_bias", "qk_norm"):
             check_bool(getattr(self, name), f"config['{name}']")
         for name, table in _TABLES.items():
-            if getattr(self, name) not in table:
-                raise ValueError(
-                    f"config['{name}'] must be one of {tuple(sorted(table))}, got {getattr(self, name)!r}"
-                )
-        if self.positions not in POSITIONS:
-            raise ValueError(
-                f"config['positions'] must be one of {POSITIONS}, got {self.positions!r}"
-            )
+            check_choice(getattr(self, name), f"config['{name}']", sorted(table))
+        check_choice(self.positions, "config['positions']", POSITIONS)
         for name in ("ffn_hidden_dim", "num_kv_heads", "head_dim"):
             check_positive_int(getattr(self, name), f"config['{name}']", allow_none=True)
         for name in ("norm_eps", "rope_theta"):
