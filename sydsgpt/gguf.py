@@ -88,8 +88,8 @@ class GGUFFile:
         """Tensor ``name`` dequantized to float32, shape ``info.shape``."""
         info = self._info(name)
         if info.ggml_type.name not in DEQUANTIZE:
-            raise GGUFError(f"{self.path}: tensor {name!r} has type {info.ggml_type.name}, which this "
-                            f"reader cannot dequantize (supported: {', '.join(DEQUANTIZE)})")
+            raise GGUFError(f"{self.path}: tensor {name!r} has type {info.ggml_type.name}, "
+                            f"which this reader cannot dequantize (supported: {', '.join(DEQUANTIZE)})")
         values = dequantize(self.raw(name), info.ggml_type.name)
         return torch.from_numpy(values.reshape(info.shape))
 
@@ -237,8 +237,8 @@ def _place(cur: _Cursor, info: tuple[str, tuple[int, ...], GGMLType, int], data_
                        f"alignment {align}")
     start = data_offset + offset
     if start + nbytes > cur.size:
-        raise cur.fail(f"tensor {name!r} data out of bounds: bytes {start:,} to {start + nbytes:,}, "
-                       f"but the file has {cur.size:,} bytes (truncated?)")
+        raise cur.fail(f"tensor {name!r} data out of bounds: bytes {start:,} to "
+                       f"{start + nbytes:,}, but the file has {cur.size:,} bytes (truncated?)")
     return TensorInfo(name, shape, gtype, start, nbytes)
 
 
@@ -254,7 +254,8 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
-            raise GGUFError(f"{path}: truncated file: it is empty (a GGUF file starts with {MAGIC!r})")
+            raise GGUFError(f"{path}: truncated file: it is empty "
+                            f"(a GGUF file starts with {MAGIC!r})")
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     data = np.frombuffer(mapped, dtype=np.uint8)
     cur = _Cursor(memoryview(data), path)

@@ -164,5 +164,6 @@ DEQUANTIZE: dict[str, Callable[[U8], np.ndarray]] = {
 def dequantize(raw: U8, type_name: str) -> np.ndarray:
     """Dequantize the raw bytes of a tensor of type ``type_name`` to flat float32."""
     if type_name not in DEQUANTIZE:
-        raise ValueError(f"dequantizing {type_name} is not supported (supported: {', '.join(DEQUANTIZE)})")
+        raise ValueError(f"dequantizing {type_name} is not supported "
+                         f"(supported: {', '.join(DEQUANTIZE)})")
     return DEQUANTIZE[type_name](np.asarray(raw, dtype=np.uint8).reshape(-1))

@@ -29,8 +29,8 @@ def add_quantized(writer: Any, name: str, weight: np.ndarray, qtype: Any) -> Non
     writer.add_tensor(name, quantize(weight, qtype), raw_dtype=qtype)
 
 
-def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, Any]], metadata: dict[str, Any] | None = None,
-               arch: str = "llama") -> Path:
+def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, Any]],
+               metadata: dict[str, Any] | None = None, arch: str = "llama") -> Path:
     """Write ``tensors`` (name -> (float32 weight, type)) and typed ``metadata`` to ``path``.
 
     ``metadata`` values: str, bool, int (u32), float (f32), or a list (an array).

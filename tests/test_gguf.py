@@ -71,7 +71,8 @@ def _file(version: int = 3, kv: bytes = b"", n_kv: int = 0, infos: bytes = b"", 
     return head + b"\0" * (-len(head) % 32) + data
 
 
-def _info(name: bytes = b"w", dims: tuple[int, ...] = (4,), type_id: int = 0, offset: int = 0) -> bytes:
+def _info(name: bytes = b"w", dims: tuple[int, ...] = (4,), type_id: int = 0,
+          offset: int = 0) -> bytes:
     return _string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, type_id, offset)
 
 
@@ -85,15 +86,17 @@ DAMAGED = {
     "empty": (b"", "empty"),
     "truncated metadata": (_file(kv=GOOD_KV, n_kv=1)[:-40], "truncated file"),
     "absurd string": (_file(kv=struct.pack("<Q", 2**62) + b"x" * 20, n_kv=1), "absurd length"),
-    "absurd array": (_file(kv=_string(b"a") + struct.pack("<IIQ", 9, 4, 2**61) + b"\0" * 16, n_kv=1),
-                     "absurd length"),
+    "absurd array": (
+        _file(kv=_string(b"a") + struct.pack("<IIQ", 9, 4, 2**61) + b"\0" * 16, n_kv=1),
+        "absurd length"),
     "absurd metadata count": (_file(n_kv=2**40), "absurd metadata count"),
     "absurd tensor count": (_file(n_tensors=2**40), "absurd tensor count"),
     "unknown value type": (_file(kv=_string(b"a") + struct.pack("<I", 13) + b"\0" * 8, n_kv=1),
                            "unknown value type 13"),
     "unsupported quant type": (_file(infos=_info(type_id=99), n_tensors=1, data=b"\0" * 16),
                                "unsupported quantization type 99"),
-    "data out of bounds": (_file(infos=_info(offset=64), n_tensors=1, data=b"\0" * 16), "out of bounds"),
+    "data out of bounds": (_file(infos=_info(offset=64), n_tensors=1, data=b"\0" * 16),
+                           "out of bounds"),
     "partial block": (_file(infos=_info(dims=(16,), type_id=8), n_tensors=1, data=b"\0" * 34),
                       "not a multiple of Q8_0's block size"),
     "too many dims": (_file(infos=_info(dims=(1, 1, 1, 1, 1)), n_tensors=1, data=b"\0" * 4),
@@ -143,7 +146,8 @@ def _mutations(content: bytes, n: int, seed: int) -> list[bytes]:
                 data[pos] = int(rng.integers(0, 256))
         elif kind == 1:
             pos = int(rng.integers(0, len(data) - 8))
-            data[pos: pos + 8] = struct.pack("<Q", int(rng.integers(1, 2**63)) >> int(rng.integers(0, 60)))
+            huge = int(rng.integers(1, 2**63)) >> int(rng.integers(0, 60))
+            data[pos: pos + 8] = struct.pack("<Q", huge)
         else:
             data = data[: int(rng.integers(0, len(data)))]
         out.append(bytes(data))

@@ -34,10 +34,10 @@ def _random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     t = next(t for t in GGML_TYPES.values() if t.name == name)
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(n_blocks, t.type_size), dtype=np.uint8)
-    scales = lambda: rng.uniform(-0.1, 0.1, (n_blocks, 1)).astype("<f2").view(np.uint8)  # noqa: E731
     f16_fields = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q4_K": [0, 2], "Q6_K": [208]}[name]
     for start in f16_fields:
-        blocks[:, start: start + 2] = scales()
+        scale = rng.uniform(-0.1, 0.1, (n_blocks, 1)).astype("<f2")
+        blocks[:, start: start + 2] = scale.view(np.uint8)
     return blocks.reshape(-1)
 
 
