@@ -89,7 +89,8 @@ class GGUFFile:
         info = self._info(name)
         if info.ggml_type.name not in DEQUANTIZE:
             raise GGUFError(f"{self.path}: tensor {name!r} has type {info.ggml_type.name}, "
-                            f"which this reader cannot dequantize (supported: {', '.join(DEQUANTIZE)})")
+                            f"which this reader cannot dequantize "
+                            f"(supported: {', '.join(DEQUANTIZE)})")
         values = dequantize(self.raw(name), info.ggml_type.name)
         return torch.from_numpy(values.reshape(info.shape))
 

