@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 Message = Mapping[str, str]
 """``{"role": "system" | "user" | "assistant", "content": "..."}``"""
@@ -92,3 +92,79 @@ def end_of_turn_ids(tokenizer: Any, template: ChatTemplate | None = None) -> set
     ids = {tokenizer.special_tokens[template.end]}
     eos = getattr(tokenizer, "eos_id", None)
     return ids | ({eos} if isinstance(eos, int) else set())
+
+
+class ChatSession:
+    """A conversation with a model: the messages so far, and one streamed reply per turn.
+
+    With a chat model (its tokenizer has a ``chat_template``) every turn is the whole
+    conversation through the template, and the reply ends at the end-of-turn token. A model
+    without one (the book checkpoint) just continues each prompt on its own, stopping at
+    its end-of-text token: :attr:`is_chat` says which.
+
+    Args:
+        system: the system message (chat models only); default: the template's own.
+        config: generation options (:class:`~sydsgpt.generate.GenerationConfig`).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, system: str | None = None,
+                 config: Any = None, max_new_tokens: int = 256) -> None:
+        from .generate import GenerationConfig
+
+        chat_template = getattr(tokenizer, "chat_template", None)
+        self.template = ChatTemplate.from_jinja(chat_template) if chat_template else None
+        if system is not None and self.template is None:
+            raise ValueError("this model has no chat template, so it cannot take a system message; "
+                             "it continues the text it is given (leave out --system)")
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self.config = GenerationConfig.from_options(config)
+        self.messages: list[Message] = []
+        if system is not None:
+            self.messages.append({"role": "system", "content": system})
+
+    @property
+    def is_chat(self) -> bool:
+        return self.template is not None
+
+    def _prompt(self, text: str) -> tuple[list[int], int | None]:
+        """The prompt ids for the next reply (the oldest turns dropped when they do not
+        fit the context) and the id that ends the reply."""
+        from .generate import end_of_text_id
+
+        if not self.is_chat:
+            ids = self.tokenizer.encode_ordinary(text)[-self.model.config.context_length:]
+            return ids, end_of_text_id(self.tokenizer)
+        room = self.model.config.context_length - self.max_new_tokens
+        history = self.messages + [{"role": "user", "content": text}]
+        keep = 1 if history[0]["role"] == "system" else 0
+        ids = encode_chat(self.tokenizer, history, self.template)
+        while len(ids) > room and len(history) > keep + 1:
+            history = history[:keep] + history[keep + 2:]  # drop the oldest question and answer
+            ids = encode_chat(self.tokenizer, history, self.template)
+        if len(ids) > room:
+            raise ValueError(f"the message is too long: the prompt has {len(ids)} tokens, and with "
+                             f"{self.max_new_tokens} new ones the model's context holds {room}")
+        return ids, self.tokenizer.special_tokens[self.template.end]
+
+    def reply(self, text: str) -> Iterator[str]:
+        """Stream the model's answer to ``text`` as pieces of text.
+
+        The turn is recorded when the answer ends, also when it is stopped early (a
+        ``KeyboardInterrupt`` or closing the iterator): what was said so far is kept.
+        """
+        import torch
+
+        from .generate import _text_pieces, stream
+
+        ids, end = self._prompt(text)
+        prompt = torch.tensor([ids])  # (1, T)
+        steps = stream(self.model, prompt, self.max_new_tokens, self.config, eos_id=end)
+        said: list[str] = []
+        try:
+            for piece in _text_pieces(steps, self.tokenizer, (), end):
+                said.append(piece)
+                yield piece
+        finally:
+            if self.is_chat:
+                self.messages += [{"role": "user", "content": text},
+                                  {"role": "assistant", "content": "".join(said)}]

@@ -126,13 +126,16 @@ def gguf_hf_state_dict(f: GGUFFile, hf_config: dict[str, Any]) -> dict[str, torc
 def load_gguf_model(f: GGUFFile, context_length: int | None = None) -> SydsGPT:
     """A SydsGPT model (float32, eval mode) with the weights of Llama GGUF file ``f``.
 
-    ``context_length`` caps the positions (default: the file's ``llama.context_length``).
+    ``context_length`` caps the positions (default and maximum: the file's
+    ``llama.context_length``); a smaller one makes the KV cache smaller.
 
     Raises:
         GGUFError: naming the file: another architecture, missing metadata, or a tensor that
             is missing, unexpected or of the wrong shape for the config.
     """
     hf_config = gguf_hf_config(f)
+    if context_length is not None:
+        context_length = min(context_length, hf_config["max_position_embeddings"])
     state = gguf_hf_state_dict(f, hf_config)
     try:
         return load_hf_weights(state, config=hf_config, context_length=context_length)

@@ -60,6 +60,8 @@ def test_config_from_metadata(tmp_path: Path) -> None:
     config = hf_config_to_sydsgpt(gguf_hf_config(f))
     assert config["num_layers"] == 2 and config["num_kv_heads"] == 2 and config["head_dim"] == 16
     assert config["rope_theta"] == 100000.0 and config["tie_weights"] is True
+    assert load_gguf_model(f, context_length=64).config.context_length == 64
+    assert load_gguf_model(f, context_length=10_000).config.context_length == 128  # the file's
 
 
 def test_shape_disagreeing_with_the_config_names_the_file(tmp_path: Path) -> None:
