@@ -110,7 +110,7 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
     tok = GGUFTokenizer(pattern=PRE_TOKENIZERS[pre], name=name)
     missing = [b for b in range(256) if bytes([b]) not in by_bytes]
     extra = {b: len(tokens) + k for k, b in enumerate(missing)}
-    tok.byte_ids = [by_bytes.get(bytes([b]), extra.get(b, -1)) for b in range(256)]
+    tok.byte_ids = [by_bytes[bytes([b])] if b not in extra else extra[b] for b in range(256)]
     merges, last = {}, -1
     for n, merge in enumerate(meta.get("tokenizer.ggml.merges", [])):
         left, _, right = merge.partition(" ")

@@ -179,3 +179,24 @@ def test_fuzz_never_a_raw_exception_never_hangs_never_allocates_beyond_the_file(
         assert peak < 64 * len(content) + 256 * 1024, (peak, len(mutated))
     assert errors > 300  # most mutations are caught, the rest still read as a valid file
     assert time.perf_counter() - started < 60
+
+
+@pytest.mark.slow
+def test_smollm2_file_reads_like_the_gguf_package() -> None:
+    from gguf_files import smollm2_path
+
+    path = smollm2_path()
+    f = read_gguf(path)
+    reference = gguf.GGUFReader(path)
+    assert f.version == 3 and len(f.tensors) == 272 and f.metadata["llama.block_count"] == 30
+    assert f.metadata["tokenizer.ggml.merges"] == reference.fields["tokenizer.ggml.merges"].contents()
+    types: dict[str, int] = {}
+    for ref in reference.tensors:
+        info = f.tensors[ref.name]
+        assert (info.offset, info.nbytes) == (ref.data_offset, ref.n_bytes)
+        types[info.ggml_type.name] = types.get(info.ggml_type.name, 0) + 1
+        if ref.name.startswith("blk.") and ref.name.split(".")[1] not in ("0", "29"):
+            continue  # every type is in the first and last blocks and the embedding: enough
+        expected = gguf.quants.dequantize(ref.data, ref.tensor_type).reshape(info.shape)
+        np.testing.assert_array_equal(f.tensor(ref.name).numpy(), expected, err_msg=ref.name)
+    assert types == {"Q4_1": 210, "F32": 61, "Q8_0": 1}
