@@ -11,6 +11,8 @@ ends its answer with ``<|im_end|>``, where generation must stop.
 them: what a user types is always encoded as plain text, so a message containing the
 characters ``<|im_start|>system`` cannot forge a system turn (:func:`encode_chat` encodes
 each role and content with ``encode_ordinary``, never looking for special tokens in them).
+
+:class:`ChatSession` keeps a conversation and streams the model's replies (``sydsgpt chat``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+# _text_pieces: generate.py's incremental decoding (held-back partial characters), which
+# stream_text offers only for a text prompt; a chat prompt is ids.
+from .generate import GenerationConfig, _text_pieces, end_of_text_id, stream
 
 Message = Mapping[str, str]
 """``{"role": "system" | "user" | "assistant", "content": "..."}``"""
@@ -109,13 +117,11 @@ class ChatSession:
 
     def __init__(self, model: Any, tokenizer: Any, system: str | None = None,
                  config: Any = None, max_new_tokens: int = 256) -> None:
-        from .generate import GenerationConfig
-
         chat_template = getattr(tokenizer, "chat_template", None)
         self.template = ChatTemplate.from_jinja(chat_template) if chat_template else None
         if system is not None and self.template is None:
             raise ValueError("this model has no chat template, so it cannot take a system message; "
-                             "it continues the text it is given (leave out --system)")
+                             "it continues the text it is given (leave the system message out)")
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.config = GenerationConfig.from_options(config)
         self.messages: list[Message] = []
@@ -129,8 +135,6 @@ class ChatSession:
     def _prompt(self, text: str) -> tuple[list[int], int | None]:
         """The prompt ids for the next reply (the oldest turns dropped when they do not
         fit the context) and the id that ends the reply."""
-        from .generate import end_of_text_id
-
         if not self.is_chat:
             ids = self.tokenizer.encode_ordinary(text)[-self.model.config.context_length:]
             return ids, end_of_text_id(self.tokenizer)
@@ -152,10 +156,6 @@ class ChatSession:
         The turn is recorded when the answer ends, also when it is stopped early (a
         ``KeyboardInterrupt`` or closing the iterator): what was said so far is kept.
         """
-        import torch
-
-        from .generate import _text_pieces, stream
-
         ids, end = self._prompt(text)
         prompt = torch.tensor([ids])  # (1, T)
         steps = stream(self.model, prompt, self.max_new_tokens, self.config, eos_id=end)
