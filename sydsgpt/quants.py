@@ -10,7 +10,10 @@ type       values  bytes  block layout -> value
 ``Q8_0``   32      34     ``d`` (f16), 32 x int8 ``q``                  -> ``d * q``
 ``Q4_0``   32      18     ``d`` (f16), 16 bytes of 4-bit ``q``           -> ``d * (q - 8)``
 ``Q4_1``   32      20     ``d``, ``m`` (f16), 16 bytes of 4-bit ``q``     -> ``d * q + m``
+``Q5_0``   32      22     ``d``, 32 fifth bits, 16 bytes of nibbles     -> ``d * (q - 16)``
+``Q5_1``   32      24     ``d``, ``m``, 32 fifth bits, nibbles            -> ``d * q + m``
 ``Q4_K``   256     144    ``d``, ``dmin``; 8 sub-blocks of 32 with 6-bit scales and minimums
+``Q5_K``   256     176    Q4_K plus a fifth bit per value
 ``Q6_K``   256     210    ``d``; 16 sub-blocks of 16 with int8 scales; 6-bit ``q - 32``
 =========  ======  =====  ===================================================================
 
@@ -107,6 +110,28 @@ def dequantize_q4_1(raw: U8) -> np.ndarray:
     return (d * _nibbles(b[:, 4:]) + m).reshape(-1)
 
 
+def _fifth_bits(qh: U8) -> np.ndarray:
+    """Q5_0/Q5_1's 4 ``qh`` bytes (a little-endian u32) -> ``(n, 32)`` bit 4 of each value."""
+    bits = np.unpackbits(np.ascontiguousarray(qh), axis=1, bitorder="little")  # (n, 32): bit j
+    return bits.astype(np.float32) * 16.0
+
+
+def dequantize_q5_0(raw: U8) -> np.ndarray:
+    """Blocks of ``d`` (f16), 32 high bits, 16 bytes of nibbles: value = ``d * (q - 16)``."""
+    b = _blocks(raw, 22)
+    d = _f16(b[:, :2])  # (n, 1)
+    q = _nibbles(b[:, 6:]) + _fifth_bits(b[:, 2:6])  # (n, 32), 0..31
+    return (d * (q - 16.0)).reshape(-1)
+
+
+def dequantize_q5_1(raw: U8) -> np.ndarray:
+    """Blocks of ``d``, ``m`` (f16), 32 high bits, 16 bytes of nibbles: value = ``d * q + m``."""
+    b = _blocks(raw, 24)
+    d, m = _f16(b[:, 0:2]), _f16(b[:, 2:4])  # (n, 1) each
+    q = _nibbles(b[:, 8:]) + _fifth_bits(b[:, 4:8])  # (n, 32)
+    return (d * q + m).reshape(-1)
+
+
 def _k4_scales(s: U8) -> tuple[np.ndarray, np.ndarray]:
     """Q4_K's 12 scale bytes -> 8 six-bit scales and 8 six-bit minimums, ``(n, 8)`` each.
 
@@ -136,6 +161,22 @@ def dequantize_q4_k(raw: U8) -> np.ndarray:
     return out.reshape(-1)
 
 
+def dequantize_q5_k(raw: U8) -> np.ndarray:
+    """Q4_K with a fifth bit: ``qh`` bit ``2g`` (``2g + 1``) of byte ``l`` tops the low (high)
+    nibble of byte ``l`` of 64-value group ``g``."""
+    b = _blocks(raw, 176)
+    n = b.shape[0]
+    d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])  # (n, 1)
+    scales, mins = _k4_scales(b[:, 4:16])  # (n, 8)
+    qh = b[:, 16:48]  # (n, 32)
+    qs = b[:, 48:].reshape(n, 4, 32)  # 4 groups of 64 values
+    high = np.stack([(qh >> bit) & 1 for bit in range(8)], axis=1).reshape(n, 4, 2, 32)
+    q = np.stack([qs & 0x0F, qs >> 4], axis=2) | (high << 4)  # (n, 4, 2, 32)
+    q = q.astype(np.float32).reshape(n, 8, 32)
+    out = (d * scales)[:, :, None] * q - (dmin * mins)[:, :, None]
+    return out.reshape(-1)
+
+
 def dequantize_q6_k(raw: U8) -> np.ndarray:
     """256-value super-blocks of 6-bit ``q`` (4 low bits in ``ql``, 2 high bits in ``qh``):
     value = ``d * scale_j * (q - 32)`` with an int8 scale per 16 values."""
@@ -156,7 +197,8 @@ def dequantize_q6_k(raw: U8) -> np.ndarray:
 DEQUANTIZE: dict[str, Callable[[U8], np.ndarray]] = {
     "F32": dequantize_f32, "F16": dequantize_f16, "BF16": dequantize_bf16,
     "Q8_0": dequantize_q8_0, "Q4_0": dequantize_q4_0, "Q4_1": dequantize_q4_1,
-    "Q4_K": dequantize_q4_k, "Q6_K": dequantize_q6_k,
+    "Q5_0": dequantize_q5_0, "Q5_1": dequantize_q5_1, "Q4_K": dequantize_q4_k,
+    "Q5_K": dequantize_q5_k, "Q6_K": dequantize_q6_k,
 }
 """Type name -> its dequantization, raw block bytes ``(n_bytes,)`` -> float32 ``(n_values,)``."""
 

@@ -8,7 +8,8 @@ import pytest
 from gguf_files import Q, gguf, random_weight
 from sydsgpt.quants import DEQUANTIZE, GGML_TYPES, dequantize
 
-QUANTIZABLE = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1"]  # gguf can quantize these itself
+# gguf can quantize these itself; the K-quants are checked on random blocks below.
+QUANTIZABLE = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 
 
 def test_type_table_matches_the_gguf_package() -> None:
@@ -34,21 +35,22 @@ def _random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     t = next(t for t in GGML_TYPES.values() if t.name == name)
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(n_blocks, t.type_size), dtype=np.uint8)
-    f16_fields = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q4_K": [0, 2], "Q6_K": [208]}[name]
+    f16_fields = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2],
+                  "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}[name]
     for start in f16_fields:
         scale = rng.uniform(-0.1, 0.1, (n_blocks, 1)).astype("<f2")
         blocks[:, start: start + 2] = scale.view(np.uint8)
     return blocks.reshape(-1)
 
 
-@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
 def test_dequantize_random_blocks_like_gguf(name: str) -> None:
     raw = _random_blocks(name, 64, seed=len(name))
     expected = gguf.quants.dequantize(raw, Q[name]).reshape(-1)
     got = dequantize(raw, name)
     # Same formula; the K-quants' products may associate differently (one float32 rounding).
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
-    if name not in ("Q4_K", "Q6_K"):
+    if not name.endswith("_K"):
         np.testing.assert_array_equal(got, expected)
 
 
@@ -65,8 +67,8 @@ def test_one_q4_1_block_by_hand() -> None:
 def test_f32_and_unsupported_types() -> None:
     x = np.array([1.5, -2.0], dtype="<f4")
     assert dequantize(x.view(np.uint8), "F32").tolist() == [1.5, -2.0]
-    with pytest.raises(ValueError, match="dequantizing Q5_K is not supported"):
-        dequantize(np.zeros(176, np.uint8), "Q5_K")
+    with pytest.raises(ValueError, match="dequantizing Q3_K is not supported"):
+        dequantize(np.zeros(110, np.uint8), "Q3_K")
     with pytest.raises(ValueError, match="whole number of 34-byte blocks"):
         dequantize(np.zeros(35, np.uint8), "Q8_0")
     assert set(DEQUANTIZE) >= {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"}
