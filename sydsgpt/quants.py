@@ -12,6 +12,8 @@ type       values  bytes  block layout -> value
 ``Q4_1``   32      20     ``d``, ``m`` (f16), 16 bytes of 4-bit ``q``     -> ``d * q + m``
 ``Q5_0``   32      22     ``d``, 32 fifth bits, 16 bytes of nibbles     -> ``d * (q - 16)``
 ``Q5_1``   32      24     ``d``, ``m``, 32 fifth bits, nibbles            -> ``d * q + m``
+``Q2_K``   256     84     16 x (4-bit scale, 4-bit min), 2-bit ``q``, ``d``, ``dmin``
+``Q3_K``   256     110    a third bit per value, 2-bit ``q``, 16 six-bit scales, ``d``
 ``Q4_K``   256     144    ``d``, ``dmin``; 8 sub-blocks of 32 with 6-bit scales and minimums
 ``Q5_K``   256     176    Q4_K plus a fifth bit per value
 ``Q6_K``   256     210    ``d``; 16 sub-blocks of 16 with int8 scales; 6-bit ``q - 32``
@@ -148,6 +150,46 @@ def _k4_scales(s: U8) -> tuple[np.ndarray, np.ndarray]:
     return scales, mins
 
 
+def _two_bit_groups(qs: U8) -> np.ndarray:
+    """Q2_K/Q3_K's 64 bytes of 2-bit ``q`` -> ``(n, 16, 16)`` in output order.
+
+    Each half (128 values) uses 32 bytes four times, shifting by 0, 2, 4, 6 bits; each pass
+    gives 16 values from bytes 0-15, then 16 from bytes 16-31.
+    """
+    n = qs.shape[0]
+    q = qs.reshape(n, 2, 1, 2, 16)  # (n, half, -, part, 16)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1, 1)
+    return ((q >> shifts) & 3).reshape(n, 16, 16)  # (n, half*8 + pass*2 + part, 16)
+
+
+def dequantize_q2_k(raw: U8) -> np.ndarray:
+    """256-value blocks: 16 sub-blocks of 16 with a 4-bit scale and a 4-bit minimum each;
+    value = ``d * scale_j * q - dmin * min_j`` with 2-bit ``q``."""
+    b = _blocks(raw, 84)
+    scales = (b[:, :16] & 0x0F).astype(np.float32)  # (n, 16)
+    mins = (b[:, :16] >> 4).astype(np.float32)
+    q = _two_bit_groups(b[:, 16:80]).astype(np.float32)  # (n, 16, 16)
+    d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])  # (n, 1)
+    return ((d * scales)[:, :, None] * q - (dmin * mins)[:, :, None]).reshape(-1)
+
+
+def dequantize_q3_k(raw: U8) -> np.ndarray:
+    """256-value blocks: 2-bit ``q`` plus a third bit in ``hmask`` (set: ``q``, clear:
+    ``q - 4``), 16 sub-blocks of 16 with signed 6-bit scales; value = ``d * scale_j * q``."""
+    b = _blocks(raw, 110)
+    n = b.shape[0]
+    hmask, s = b[:, :32], b[:, 96:108]
+    low = np.concatenate([s[:, :8] & 0x0F, s[:, :8] >> 4], axis=1)  # (n, 16): 4 low bits
+    high = np.concatenate([(s[:, 8:12] >> shift) & 3 for shift in (0, 2, 4, 6)], axis=1)
+    scales = (low | (high << 4)).astype(np.float32) - 32.0  # (n, 16)
+    q = _two_bit_groups(b[:, 32:96]).astype(np.float32)  # (n, 16, 16)
+    # Bit 4*half + pass of hmask byte l (l: the byte of its 32-byte pass) is the third bit.
+    bits = np.stack([(hmask >> k) & 1 for k in range(8)], axis=1).reshape(n, 8, 2, 16)
+    q = q - 4.0 * (1 - bits.reshape(n, 16, 16).astype(np.float32))
+    d = _f16(b[:, 108:110])  # (n, 1)
+    return ((d * scales)[:, :, None] * q).reshape(-1)
+
+
 def dequantize_q4_k(raw: U8) -> np.ndarray:
     """256-value super-blocks: value = ``d * scale_j * q - dmin * min_j`` in sub-block ``j``."""
     b = _blocks(raw, 144)
@@ -197,8 +239,9 @@ def dequantize_q6_k(raw: U8) -> np.ndarray:
 DEQUANTIZE: dict[str, Callable[[U8], np.ndarray]] = {
     "F32": dequantize_f32, "F16": dequantize_f16, "BF16": dequantize_bf16,
     "Q8_0": dequantize_q8_0, "Q4_0": dequantize_q4_0, "Q4_1": dequantize_q4_1,
-    "Q5_0": dequantize_q5_0, "Q5_1": dequantize_q5_1, "Q4_K": dequantize_q4_k,
-    "Q5_K": dequantize_q5_k, "Q6_K": dequantize_q6_k,
+    "Q5_0": dequantize_q5_0, "Q5_1": dequantize_q5_1, "Q2_K": dequantize_q2_k,
+    "Q3_K": dequantize_q3_k, "Q4_K": dequantize_q4_k, "Q5_K": dequantize_q5_k,
+    "Q6_K": dequantize_q6_k,
 }
 """Type name -> its dequantization, raw block bytes ``(n_bytes,)`` -> float32 ``(n_values,)``."""
 

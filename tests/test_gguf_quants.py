@@ -36,14 +36,16 @@ def _random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(n_blocks, t.type_size), dtype=np.uint8)
     f16_fields = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2],
-                  "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}[name]
+                  "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2],
+                  "Q6_K": [208]}[name]
     for start in f16_fields:
         scale = rng.uniform(-0.1, 0.1, (n_blocks, 1)).astype("<f2")
         blocks[:, start: start + 2] = scale.view(np.uint8)
     return blocks.reshape(-1)
 
 
-@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K",
+                                  "Q5_K", "Q6_K"])
 def test_dequantize_random_blocks_like_gguf(name: str) -> None:
     raw = _random_blocks(name, 64, seed=len(name))
     expected = gguf.quants.dequantize(raw, Q[name]).reshape(-1)
@@ -67,8 +69,8 @@ def test_one_q4_1_block_by_hand() -> None:
 def test_f32_and_unsupported_types() -> None:
     x = np.array([1.5, -2.0], dtype="<f4")
     assert dequantize(x.view(np.uint8), "F32").tolist() == [1.5, -2.0]
-    with pytest.raises(ValueError, match="dequantizing Q3_K is not supported"):
-        dequantize(np.zeros(110, np.uint8), "Q3_K")
+    with pytest.raises(ValueError, match="dequantizing Q8_1 is not supported"):
+        dequantize(np.zeros(40, np.uint8), "Q8_1")
     with pytest.raises(ValueError, match="whole number of 34-byte blocks"):
         dequantize(np.zeros(35, np.uint8), "Q8_0")
     assert set(DEQUANTIZE) >= {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"}
