@@ -57,6 +57,8 @@ GGML_TYPES: dict[int, GGMLType] = {t.id: t for t in (
     GGMLType("F64", 28, 1, 8), GGMLType("BF16", 30, 1, 2),
 )}
 """GGML type id -> :class:`GGMLType`."""
+GGML_TYPES_BY_NAME: dict[str, GGMLType] = {t.name: t for t in GGML_TYPES.values()}
+"""Type name (``"Q4_1"``) -> :class:`GGMLType`."""
 
 
 def _blocks(raw: U8, type_size: int) -> U8:
@@ -252,3 +254,68 @@ def dequantize(raw: U8, type_name: str) -> np.ndarray:
         raise ValueError(f"dequantizing {type_name} is not supported "
                          f"(supported: {', '.join(DEQUANTIZE)})")
     return DEQUANTIZE[type_name](np.asarray(raw, dtype=np.uint8).reshape(-1))
+
+
+# ---------------------------------------------------------------------------- quantization
+
+def _as_blocks(values: np.ndarray, block_size: int) -> np.ndarray:
+    """Flat float32 values -> ``(n_blocks, block_size)`` (a partial block is an error)."""
+    x = np.asarray(values, dtype=np.float32).reshape(-1)
+    if x.size % block_size:
+        raise ValueError(f"{x.size} values do not fill whole blocks of {block_size}")
+    return x.reshape(-1, block_size)
+
+
+def _reciprocal(d: np.ndarray) -> np.ndarray:
+    """``1 / d``, and 0 where ``d`` is 0 (an all-zero block stays zero)."""
+    safe = np.where(d == 0, np.float32(1), d)
+    return np.where(d == 0, np.float32(0), np.float32(1) / safe).astype(np.float32)
+
+
+def _pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """``(n, 32)`` values 0..15 -> ``(n, 16)`` bytes: value ``j`` low, value ``j + 16`` high."""
+    q = q.astype(np.uint8)
+    return q[:, :16] | (q[:, 16:] << 4)
+
+
+def _f16_bytes(x: np.ndarray) -> np.ndarray:
+    """``(n, 1)`` float32 -> ``(n, 2)`` bytes of little-endian float16."""
+    return x.astype("<f2").view(np.uint8)
+
+
+def quantize_q8_0(values: np.ndarray) -> np.ndarray:
+    """Blocks of 32: ``d = max|x| / 127``, ``q = round(x / d)`` (halves away from zero, as C's
+    ``roundf``), stored as ``d`` (f16) + 32 int8. Returns the raw bytes, ``(n_bytes,)`` uint8."""
+    x = _as_blocks(values, 32)
+    d = np.abs(x).max(axis=1, keepdims=True) / np.float32(127)  # (n, 1)
+    scaled = (x * _reciprocal(d)).astype(np.float64)  # the reference multiplies by 1/d
+    q = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)  # roundf, exact in float64
+    return np.concatenate([_f16_bytes(d), q.astype(np.int8).view(np.uint8)], axis=1).reshape(-1)
+
+
+def quantize_q4_0(values: np.ndarray) -> np.ndarray:
+    """Blocks of 32: ``d = -m / 8`` for the value ``m`` of largest magnitude (so ``m`` maps to
+    ``q = 0`` and the range is ``-8 d .. 7 d``), ``q = min(15, trunc(x / d + 8.5))``."""
+    x = _as_blocks(values, 32)
+    extreme = np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)  # (n, 1)
+    d = extreme / np.float32(-8)
+    q = np.minimum(15, np.trunc(x * _reciprocal(d) + np.float32(8.5)))  # float32, as in C
+    return np.concatenate([_f16_bytes(d), _pack_nibbles(q)], axis=1).reshape(-1)
+
+
+def quantize_q4_1(values: np.ndarray) -> np.ndarray:
+    """Blocks of 32: ``m = min x``, ``d = (max x - m) / 15``,
+    ``q = min(15, trunc((x - m) / d + 0.5))``."""
+    x = _as_blocks(values, 32)
+    low, high = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+    d = (high - low) / np.float32(15)
+    q = np.minimum(15, np.trunc((x - low) * _reciprocal(d) + np.float32(0.5)))
+    return np.concatenate([_f16_bytes(d), _f16_bytes(low), _pack_nibbles(q)], axis=1).reshape(-1)
+
+
+QUANTIZE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "F32": lambda x: np.asarray(x, dtype="<f4").reshape(-1).view(np.uint8),
+    "F16": lambda x: np.asarray(x, dtype=np.float32).astype("<f2").reshape(-1).view(np.uint8),
+    "Q8_0": quantize_q8_0, "Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1,
+}
+"""Type name -> its quantization, float32 values -> raw block bytes ``(n_bytes,)`` uint8."""

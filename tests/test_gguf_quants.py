@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gguf_files import Q, gguf, random_weight
-from sydsgpt.quants import DEQUANTIZE, GGML_TYPES, dequantize
+from sydsgpt.quants import DEQUANTIZE, GGML_TYPES, QUANTIZE, dequantize
 
 # gguf can quantize these itself; the K-quants are checked on random blocks below.
 QUANTIZABLE = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
@@ -74,3 +74,18 @@ def test_f32_and_unsupported_types() -> None:
     with pytest.raises(ValueError, match="whole number of 34-byte blocks"):
         dequantize(np.zeros(35, np.uint8), "Q8_0")
     assert set(DEQUANTIZE) >= {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"}
+
+
+@pytest.mark.parametrize("name", ["F32", "F16", "Q8_0", "Q4_0", "Q4_1"])
+def test_quantize_like_gguf(name: str) -> None:
+    weight = random_weight(16, 256, seed=7)
+    weight[0] = 0.0  # an all-zero block
+    weight[1, :32] = 0.5  # a constant block
+    weight[2, :32] = np.arange(32) / 8  # a ramp
+    expected = gguf.quants.quantize(weight, Q[name]).view(np.uint8).reshape(-1)
+    got = QUANTIZE[name](weight)
+    np.testing.assert_array_equal(got, expected)
+    back = dequantize(got, name).reshape(weight.shape)
+    step = {"F32": 0, "F16": 1e-3, "Q8_0": 1 / 127, "Q4_0": 1 / 7, "Q4_1": 1 / 15}[name]
+    amax = np.abs(weight).reshape(-1, 32).max(axis=1).repeat(32).reshape(weight.shape)
+    assert np.all(np.abs(back - weight) <= step * amax * 1.01 + 1e-6)
