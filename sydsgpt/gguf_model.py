@@ -10,19 +10,27 @@ while Hugging Face Llama (and SydsGPT) pair feature ``i`` with ``i + head_dim/2`
 half"). So llama.cpp's converter reorders the rows of every head of the query and key
 weights; :func:`unpermute_qk` puts them back. (Attention scores do not change when the same
 reordering is applied to queries and keys, but RoPE must rotate the pairs it was trained on.)
+
+:func:`export_gguf` goes the other way: a Llama-style SydsGPT model (and its tokenizer) as a
+GGUF file, its matrices quantized with :data:`sydsgpt.quants.QUANTIZE`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from .gguf import GGUFError, GGUFFile
-from .hf_weights import load_hf_weights
+from .gguf_tokenizer import tokenizer_metadata
+from .gguf_writer import write_gguf
+from .hf_weights import load_hf_weights, sydsgpt_config_to_hf, sydsgpt_to_hf_state_dict
 from .model import SydsGPT
+from .quants import GGML_TYPES_BY_NAME, QUANTIZE
 
 # llama.cpp tensor name -> Hugging Face Llama name ({n} is the block index).
 _TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
@@ -141,3 +149,73 @@ def load_gguf_model(f: GGUFFile, context_length: int | None = None) -> SydsGPT:
         return load_hf_weights(state, config=hf_config, context_length=context_length)
     except ValueError as exc:
         raise GGUFError(f"{f.path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- export
+
+def permute_qk(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """llama.cpp's row order (the inverse of :func:`unpermute_qk`): ``(rows, in)`` -> same."""
+    half = weight.shape[0] // n_heads // 2
+    w = weight.reshape(n_heads, 2, half, *weight.shape[1:])  # (heads, 2, pair, in)
+    return w.transpose(1, 2).reshape(weight.shape)
+
+
+def _gguf_names() -> dict[str, str]:
+    """Hugging Face Llama name pattern -> llama.cpp name pattern (``{n}``: the block)."""
+    names = {hf: ours for ours, hf in _TOP.items()}
+    for ours, hf in _BLOCK.items():
+        names[f"model.layers.{{n}}.{hf}.weight"] = f"blk.{{n}}.{ours}.weight"
+    return names
+
+
+def export_gguf(model: SydsGPT, path: str | os.PathLike[str], tokenizer: Any = None,
+                qtype: str = "F32") -> Path:
+    """Write a Llama-architecture SydsGPT model (and optionally its BPE tokenizer) as a GGUF
+    file that llama.cpp-style readers load: :func:`read_gguf`, the ``gguf`` package,
+    transformers.
+
+    ``qtype`` stores every matrix whose rows fill whole blocks in that type (``F32``,
+    ``F16``, ``Q8_0``, ``Q4_0``, ``Q4_1``); norms stay F32.
+
+    Raises:
+        ValueError: a model that a Llama GGUF cannot express (GPT-2 parts, QK-norm, biases,
+            RoPE scaling), or an unknown ``qtype``.
+    """
+    cfg = model.config
+    hf = sydsgpt_config_to_hf(cfg, family="llama")  # refuses GPT-2 and Qwen3 parts
+    if cfg.linear_bias or cfg.qkv_bias or cfg.rope_scaling is not None:
+        raise ValueError("GGUF export supports Llama models without biases and without RoPE "
+                         "scaling; this model has " + ("biases" if cfg.linear_bias or cfg.qkv_bias
+                                                       else "rope_scaling"))
+    if qtype not in QUANTIZE:
+        raise ValueError(f"qtype must be one of {sorted(QUANTIZE)}, got {qtype!r}")
+    names, heads = _gguf_names(), {"q_proj": cfg.num_heads, "k_proj": cfg.kv_heads}
+    tensors = {}
+    for hf_name, tensor in sydsgpt_to_hf_state_dict(model).items():
+        block = re.match(r"model\.layers\.(\d+)\.", hf_name)
+        pattern = hf_name.replace(block.group(0), "model.layers.{n}.") if block else hf_name
+        name = names[pattern].format(n=block.group(1) if block else "")
+        proj = hf_name.split(".")[-2]
+        if proj in heads:
+            tensor = permute_qk(tensor, heads[proj])
+        values = tensor.detach().float().cpu().numpy()
+        block_size = GGML_TYPES_BY_NAME[qtype].block_size
+        kind = qtype if values.ndim == 2 and values.shape[-1] % block_size == 0 else "F32"
+        tensors[name] = (QUANTIZE[kind](values), kind, tuple(values.shape))
+    metadata: dict[str, Any] = {
+        "general.architecture": "llama", "general.name": "sydsgpt",
+        "llama.context_length": hf["max_position_embeddings"],
+        "llama.embedding_length": hf["hidden_size"], "llama.block_count": hf["num_hidden_layers"],
+        "llama.feed_forward_length": hf["intermediate_size"],
+        "llama.attention.head_count": hf["num_attention_heads"],
+        "llama.attention.head_count_kv": hf["num_key_value_heads"],
+        "llama.attention.key_length": hf["head_dim"],
+        "llama.attention.value_length": hf["head_dim"],
+        "llama.rope.dimension_count": hf["head_dim"],
+        "llama.rope.freq_base": float(hf["rope_theta"]),
+        "llama.attention.layer_norm_rms_epsilon": float(hf["rms_norm_eps"]),
+        "llama.vocab_size": hf["vocab_size"],
+    }
+    if tokenizer is not None:
+        metadata.update(tokenizer_metadata(tokenizer))
+    return write_gguf(path, metadata, tensors)

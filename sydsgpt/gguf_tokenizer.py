@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bpe import GPT2_SPLIT_PATTERN, BPETokenizer
+from .bpe import END_OF_TEXT, GPT2_SPLIT_PATTERN, BPETokenizer
 from .gguf import GGUFError, GGUFFile
 
 # SmolLM2's pre-tokenizer (llama.cpp's "smollm"; Hugging Face: Digits(individual_digits) then
@@ -129,3 +129,35 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
     tok.vocab_size = len(tokens)
     tok._rebuild()
     return tok
+
+
+def tokenizer_metadata(tok: BPETokenizer) -> dict[str, Any]:
+    """A :class:`BPETokenizer` as GGUF ``tokenizer.ggml.*`` metadata (the inverse of
+    :func:`tokenizer_from_gguf`): every id ``0..n_vocab-1`` must be a byte, a merge or a
+    special token, and the pre-tokenizer one that GGUF names (:data:`PRE_TOKENIZERS`)."""
+    names = {pattern: name for name, pattern in PRE_TOKENIZERS.items()}
+    if tok.pattern not in names:
+        raise ValueError("this tokenizer's pre-tokenization pattern has no GGUF name; "
+                         f"known: {sorted(PRE_TOKENIZERS)}")
+    spell = byte_alphabet()
+    text = {i: "".join(spell[b] for b in raw) for i, raw in tok.vocab.items()}
+    text.update({i: s for s, i in tok.special_tokens.items()})
+    missing = [i for i in range(tok.n_vocab) if i not in text]
+    if missing:
+        raise ValueError(f"ids {missing[:5]} are neither bytes, merges nor special tokens")
+    specials = set(tok.special_tokens.values())
+    merges = sorted(tok.merges.items(), key=lambda item: item[1])  # earliest merge first
+    meta: dict[str, Any] = {
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": names[tok.pattern],
+        "tokenizer.ggml.tokens": [text[i] for i in range(tok.n_vocab)],
+        "tokenizer.ggml.token_type": [CONTROL if i in specials else 1 for i in range(tok.n_vocab)],
+        "tokenizer.ggml.merges": [f"{text[a]} {text[b]}" for (a, b), _ in merges],
+    }
+    for key, value in (("bos_token_id", getattr(tok, "bos_id", None)),
+                       ("eos_token_id", getattr(tok, "eos_id", None)),
+                       ("eos_token_id", tok.special_tokens.get(END_OF_TEXT))):
+        if value is not None:
+            meta.setdefault(f"tokenizer.ggml.{key}", value)
+    if getattr(tok, "chat_template", None):
+        meta["tokenizer.chat_template"] = tok.chat_template
+    return meta

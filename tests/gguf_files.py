@@ -141,19 +141,12 @@ CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['rol
                    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
-def tokenizer_metadata(tokenizer: Any, pre: str = "gpt-2") -> dict[str, Any]:
-    """A trained :class:`~sydsgpt.bpe.BPETokenizer` as GGUF ``tokenizer.ggml.*`` metadata."""
-    from sydsgpt.gguf_tokenizer import byte_alphabet
+def chat_tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
+    """A trained ChatML :class:`~sydsgpt.bpe.BPETokenizer` as GGUF metadata, with the chat
+    template and ``<|im_start|>`` / ``<|im_end|>`` as bos / eos."""
+    from sydsgpt.gguf_tokenizer import tokenizer_metadata
 
-    spell = byte_alphabet()
-    text = {i: "".join(spell[b] for b in raw) for i, raw in tokenizer.vocab.items()}
-    text.update({i: s for s, i in tokenizer.special_tokens.items()})
-    tokens = [text[i] for i in range(len(text))]
-    specials = set(tokenizer.special_tokens.values())
-    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
-            "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.token_type": [3 if i in specials else 1 for i in range(len(tokens))],
-            "tokenizer.ggml.merges": [f"{text[a]} {text[b]}" for (a, b) in tokenizer.merges],
+    return {**tokenizer_metadata(tokenizer),
             "tokenizer.ggml.bos_token_id": tokenizer.special_tokens["<|im_start|>"],
             "tokenizer.ggml.eos_token_id": tokenizer.special_tokens["<|im_end|>"],
             "tokenizer.chat_template": CHATML_TEMPLATE}

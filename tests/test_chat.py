@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from gguf_files import smollm2_path, smollm2_reference_tokenizer, tokenizer_metadata, write_gguf
+from gguf_files import (chat_tokenizer_metadata, smollm2_path, smollm2_reference_tokenizer,
+                        write_gguf)
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.chat import ChatTemplate, encode_chat, end_of_turn_ids
 from sydsgpt.gguf import read_gguf
@@ -37,7 +38,8 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     text = " ".join(m["content"] for c in CONVERSATIONS for m in c) * 20 + " system user assistant"
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = BPETokenizer().train(text, 400, special_tokens=specials)
-    path = write_gguf(tmp_path_factory.mktemp("chat") / "chat.gguf", {}, tokenizer_metadata(bpe))
+    path = tmp_path_factory.mktemp("chat") / "chat.gguf"
+    write_gguf(path, {}, chat_tokenizer_metadata(bpe))
     hf = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return tokenizer_from_gguf(read_gguf(path)), hf
 

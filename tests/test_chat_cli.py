@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gguf_files import (TINY_LLAMA, Q, llama_gguf_tensors, llama_metadata, tokenizer_metadata,
+from gguf_files import (TINY_LLAMA, Q, chat_tokenizer_metadata, llama_gguf_tensors, llama_metadata,
                         write_gguf)
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.chat import ChatSession
@@ -29,7 +29,7 @@ def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
     tensors = llama_gguf_tensors(hf.state_dict(), TINY_LLAMA, Q.Q8_0)
     path = tmp_path_factory.mktemp("chat") / "tiny-chat.gguf"
-    return write_gguf(path, tensors, {**llama_metadata(TINY_LLAMA), **tokenizer_metadata(bpe)})
+    return write_gguf(path, tensors, {**llama_metadata(TINY_LLAMA), **chat_tokenizer_metadata(bpe)})
 
 
 def test_one_shot_prompt(tiny_chat_model: Path, capsys: pytest.CaptureFixture[str]) -> None:

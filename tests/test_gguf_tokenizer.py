@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import regex
 
-from gguf_files import smollm2_path, smollm2_reference_tokenizer, tokenizer_metadata, write_gguf
+from gguf_files import (chat_tokenizer_metadata, smollm2_path, smollm2_reference_tokenizer,
+                        write_gguf)
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.gguf import GGUFError, read_gguf
 from sydsgpt.gguf_tokenizer import SMOLLM_SPLIT_PATTERN, byte_alphabet, tokenizer_from_gguf
@@ -56,7 +57,7 @@ def trained() -> BPETokenizer:
 @pytest.fixture(scope="module")
 def small_file(trained: BPETokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tok") / "tok.gguf"
-    return write_gguf(path, {}, tokenizer_metadata(trained))
+    return write_gguf(path, {}, chat_tokenizer_metadata(trained))
 
 
 def test_byte_alphabet_is_gpt2s() -> None:
@@ -90,7 +91,7 @@ def test_small_file_encodes_like_transformers(small_file: Path) -> None:
 
 
 def test_bad_tokenizer_metadata(trained: BPETokenizer, tmp_path: Path) -> None:
-    meta = tokenizer_metadata(trained)
+    meta = chat_tokenizer_metadata(trained)
     merges = meta["tokenizer.ggml.merges"]
     for change, message in (({"tokenizer.ggml.model": "llama"}, "only byte-level BPE"),
                             ({"tokenizer.ggml.pre": "qwen9"}, "unknown pre-tokenizer 'qwen9'"),
