@@ -79,7 +79,8 @@ def _decimal(value: float) -> float:
 
 
 def gguf_hf_config(f: GGUFFile) -> dict[str, Any]:
-    """The Hugging Face ``LlamaConfig`` dict that the file's metadata describes."""
+    """The Hugging Face ``LlamaConfig`` dict that the file's metadata describes (checked:
+    positive integers where sizes belong, positive numbers for the norm and RoPE)."""
     meta = f.metadata
     arch = meta.get("general.architecture")
     if arch != "llama":
@@ -87,47 +88,74 @@ def gguf_hf_config(f: GGUFFile) -> dict[str, Any]:
     if "rope_freqs.weight" in f.tensors or meta.get("llama.rope.scaling.type", "none") != "none":
         raise GGUFError(f"{f.path}: RoPE scaling is not supported for GGUF files yet")
 
-    def need(key: str) -> Any:
-        if f"llama.{key}" not in meta:
+    def need(key: str, kind: type = int, default: Any = None) -> Any:
+        value = meta.get(f"llama.{key}", default)
+        if value is None:
             raise GGUFError(f"{f.path}: metadata llama.{key} is missing")
-        return meta[f"llama.{key}"]
+        wanted = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted) or not value > 0:
+            raise GGUFError(f"{f.path}: metadata llama.{key} must be a positive "
+                            f"{'integer' if kind is int else 'number'}, got {value!r}")
+        return value if kind is int else _decimal(value)
 
     width, heads = need("embedding_length"), need("attention.head_count")
-    vocab = meta.get("llama.vocab_size") or len(meta.get("tokenizer.ggml.tokens", ())) \
-        or f.tensors["token_embd.weight"].shape[0]
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = need("vocab_size", default=len(tokens) if isinstance(tokens, list) else None)
     return {
         "model_type": "llama", "vocab_size": vocab, "hidden_size": width,
         "intermediate_size": need("feed_forward_length"), "num_hidden_layers": need("block_count"),
         "num_attention_heads": heads,
-        "num_key_value_heads": meta.get("llama.attention.head_count_kv", heads),
-        "head_dim": meta.get("llama.attention.key_length", width // heads),
+        "num_key_value_heads": need("attention.head_count_kv", default=heads),
+        "head_dim": need("attention.key_length", default=max(width // heads, 1)),
         "max_position_embeddings": need("context_length"),
-        "rms_norm_eps": _decimal(need("attention.layer_norm_rms_epsilon")),
-        "rope_theta": _decimal(meta.get("llama.rope.freq_base", 10000.0)),
+        "rms_norm_eps": need("attention.layer_norm_rms_epsilon", float),
+        "rope_theta": need("rope.freq_base", float, 10000.0),
         "tie_word_embeddings": "output.weight" not in f.tensors, "hidden_act": "silu",
         "attention_dropout": 0.0,
     }
 
 
+def expected_shapes(hf: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """llama.cpp tensor name -> PyTorch shape, for the config :func:`gguf_hf_config` gives."""
+    d, ffn, hd = hf["hidden_size"], hf["intermediate_size"], hf["head_dim"]
+    q, kv = hf["num_attention_heads"] * hd, hf["num_key_value_heads"] * hd
+    shapes = {"token_embd.weight": (hf["vocab_size"], d), "output_norm.weight": (d,)}
+    if not hf["tie_word_embeddings"]:
+        shapes["output.weight"] = (hf["vocab_size"], d)
+    block = {"attn_norm": (d,), "ffn_norm": (d,), "attn_q": (q, d), "attn_k": (kv, d),
+             "attn_v": (kv, d), "attn_output": (d, q), "ffn_gate": (ffn, d), "ffn_up": (ffn, d),
+             "ffn_down": (d, ffn)}
+    for n in range(hf["num_hidden_layers"]):
+        shapes.update({f"blk.{n}.{part}.weight": shape for part, shape in block.items()})
+    return shapes
+
+
+def check_tensors(f: GGUFFile, hf: dict[str, Any]) -> None:
+    """Raise GGUFError unless the file has exactly the tensors the config needs, shaped so
+    (checked before any model is built, so a damaged config cannot make a huge one)."""
+    if hf["num_hidden_layers"] > len(f.tensors):
+        raise GGUFError(f"{f.path}: llama.block_count is {hf['num_hidden_layers']}, but the file "
+                        f"has only {len(f.tensors)} tensors")
+    expected = expected_shapes(hf)
+    missing = [n for n in expected if n not in f.tensors]
+    unexpected = [n for n in f.tensors if n not in expected]
+    wrong = [f"{n} {f.tensors[n].shape} (config: {shape})" for n, shape in expected.items()
+             if n in f.tensors and f.tensors[n].shape != shape]
+    if missing or unexpected or wrong:
+        raise GGUFError(f"{f.path}: the tensors do not fit the config in its metadata: missing "
+                        f"{missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {wrong[:3]}")
+
+
 def gguf_hf_state_dict(f: GGUFFile, hf_config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every tensor dequantized to float32 under its Hugging Face name, q/k unpermuted."""
-    state = {}
+    check_tensors(f, hf_config)
     heads = {"q_proj": hf_config["num_attention_heads"], "k_proj": hf_config["num_key_value_heads"]}
+    state = {}
     for name in f.tensors:
-        try:
-            hf_name = gguf_name_to_hf(name)
-        except KeyError:
-            raise GGUFError(f"{f.path}: unexpected tensor {name!r} for a llama model") from None
+        hf_name = gguf_name_to_hf(name)
         tensor = f.tensor(name)
         proj = hf_name.split(".")[-2]
-        if proj in heads:
-            expected = heads[proj] * hf_config["head_dim"]
-            if tensor.shape[0] != expected:
-                raise GGUFError(f"{f.path}: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                                f"but the config needs {expected} rows ({heads[proj]} heads x "
-                                f"{hf_config['head_dim']})")
-            tensor = unpermute_qk(tensor, heads[proj])
-        state[hf_name] = tensor
+        state[hf_name] = unpermute_qk(tensor, heads[proj]) if proj in heads else tensor
     return state
 
 

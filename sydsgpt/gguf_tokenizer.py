@@ -86,6 +86,23 @@ def _token_bytes(tokens: list[str], types: list[int], path: Any) -> dict[int, by
     return out
 
 
+def _list_of(f: GGUFFile, key: str, kind: type, default: list[Any] | None = None) -> list[Any]:
+    """Metadata ``key``: a list of ``kind`` (GGUFError naming the file otherwise)."""
+    value = f.metadata.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(x, kind) for x in value):
+        raise GGUFError(f"{f.path}: metadata {key} must be a list of {kind.__name__}")
+    return value
+
+
+def _token_id(f: GGUFFile, key: str) -> int | None:
+    value = f.metadata.get(key)
+    n = len(f.metadata["tokenizer.ggml.tokens"])
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 <= value < n):
+        raise GGUFError(f"{f.path}: metadata {key} is {value!r}, not a token id (0 to {n - 1})")
+    return value
+
+
 def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
     """Rebuild the byte-level BPE tokenizer of GGUF file ``f`` (see the module docstring).
 
@@ -101,10 +118,13 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
     if pre not in PRE_TOKENIZERS:
         raise GGUFError(f"{f.path}: unknown pre-tokenizer {pre!r} "
                         f"(known: {sorted(PRE_TOKENIZERS)})")
-    tokens: list[str] = meta["tokenizer.ggml.tokens"]
-    types: list[int] = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
-    by_bytes = {b: i for i, b in _token_bytes(tokens, types, f.path).items()}
-    ids = {text: i for i, text in enumerate(tokens)}
+    tokens: list[str] = _list_of(f, "tokenizer.ggml.tokens", str)
+    types: list[int] = _list_of(f, "tokenizer.ggml.token_type", int, [1] * len(tokens))
+    if len(types) != len(tokens) or not tokens:
+        raise GGUFError(f"{f.path}: {len(tokens)} tokens but {len(types)} token types")
+    ordinary = _token_bytes(tokens, types, f.path)  # id -> bytes, control tokens left out
+    by_bytes = {b: i for i, b in ordinary.items()}
+    ids = {tokens[i]: i for i in ordinary}
 
     name = str(meta.get("general.name", f.path.stem))
     tok = GGUFTokenizer(pattern=PRE_TOKENIZERS[pre], name=name)
@@ -112,7 +132,7 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
     extra = {b: len(tokens) + k for k, b in enumerate(missing)}
     tok.byte_ids = [by_bytes[bytes([b])] if b not in extra else extra[b] for b in range(256)]
     merges, last = {}, -1
-    for n, merge in enumerate(meta.get("tokenizer.ggml.merges", [])):
+    for n, merge in enumerate(_list_of(f, "tokenizer.ggml.merges", str, [])):
         left, _, right = merge.partition(" ")
         pair = (ids.get(left), ids.get(right))
         new = ids.get(left + right)
@@ -123,9 +143,9 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
         merges[pair] = last = new
     tok.merges = merges
     tok.special_tokens = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == CONTROL}
-    tok.bos_id = meta.get("tokenizer.ggml.bos_token_id")
-    tok.eos_id = meta.get("tokenizer.ggml.eos_token_id")
-    tok.chat_template = meta.get("tokenizer.chat_template")
+    tok.bos_id, tok.eos_id = (_token_id(f, f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos"))
+    template = meta.get("tokenizer.chat_template")
+    tok.chat_template = template if isinstance(template, str) else None
     tok.vocab_size = len(tokens)
     tok._rebuild()
     return tok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,39 @@ def smollm2_path() -> Path:
         if os.environ.get("CI"):
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+def mutations(content: bytes, n: int, seed: int) -> list[bytes]:
+    """``n`` damaged copies: random byte flips, huge little-endian numbers, truncations."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        data = bytearray(content)
+        kind = k % 3
+        if kind == 0:
+            for pos in rng.integers(0, len(data), size=int(rng.integers(1, 9))):
+                data[pos] = int(rng.integers(0, 256))
+        elif kind == 1:
+            pos = int(rng.integers(0, len(data) - 8))
+            huge = int(rng.integers(1, 2**63)) >> int(rng.integers(0, 60))
+            data[pos: pos + 8] = struct.pack("<Q", huge)
+        else:
+            data = data[: int(rng.integers(0, len(data)))]
+        out.append(bytes(data))
+    return out
+
+
+def tiny_chat_gguf(path: Path) -> Path:
+    """A random tiny Llama with a ChatML tokenizer of the same 300 ids, in one GGUF file."""
+    import torch
+    import transformers
+
+    from sydsgpt.bpe import BPETokenizer
+
+    text = "hello there, how are you? I am fine; the system said 2 + 2 = 4. " * 30
+    bpe = BPETokenizer().train(text, TINY_LLAMA["vocab_size"],
+                               special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
+    tensors = llama_gguf_tensors(hf.state_dict(), TINY_LLAMA, Q.Q8_0)
+    return write_gguf(path, tensors, {**llama_metadata(TINY_LLAMA), **chat_tokenizer_metadata(bpe)})

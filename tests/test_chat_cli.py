@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gguf_files import (TINY_LLAMA, Q, chat_tokenizer_metadata, llama_gguf_tensors, llama_metadata,
-                        write_gguf)
-from sydsgpt.bpe import BPETokenizer
+from gguf_files import tiny_chat_gguf
 from sydsgpt.chat import ChatSession
 from sydsgpt.cli import main
 from sydsgpt.cli.chat import _answer, load_chat_model
@@ -21,15 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/con
 
 @pytest.fixture(scope="module")
 def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random tiny Llama with a ChatML tokenizer of the same 300 ids, in one GGUF file."""
-    text = "hello there, how are you? I am fine; the system said 2 + 2 = 4. " * 30
-    bpe = BPETokenizer().train(text, TINY_LLAMA["vocab_size"],
-                               special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
-    tensors = llama_gguf_tensors(hf.state_dict(), TINY_LLAMA, Q.Q8_0)
-    path = tmp_path_factory.mktemp("chat") / "tiny-chat.gguf"
-    return write_gguf(path, tensors, {**llama_metadata(TINY_LLAMA), **chat_tokenizer_metadata(bpe)})
+    return tiny_chat_gguf(tmp_path_factory.mktemp("chat") / "tiny-chat.gguf")
 
 
 def test_one_shot_prompt(tiny_chat_model: Path, capsys: pytest.CaptureFixture[str]) -> None:

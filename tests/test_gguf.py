@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gguf_files import Q, gguf, random_weight, small_gguf, write_gguf
+from gguf_files import Q, gguf, mutations, random_weight, small_gguf, write_gguf
 from sydsgpt.gguf import GGUFError, read_gguf
 
 
@@ -134,33 +134,13 @@ def test_unknown_tensor_name_is_a_key_error(small: Path) -> None:
 
 # ------------------------------------------------------------------ fuzz
 
-def _mutations(content: bytes, n: int, seed: int) -> list[bytes]:
-    """``n`` damaged copies: random byte flips, huge little-endian numbers, truncations."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        data = bytearray(content)
-        kind = k % 3
-        if kind == 0:
-            for pos in rng.integers(0, len(data), size=int(rng.integers(1, 9))):
-                data[pos] = int(rng.integers(0, 256))
-        elif kind == 1:
-            pos = int(rng.integers(0, len(data) - 8))
-            huge = int(rng.integers(1, 2**63)) >> int(rng.integers(0, 60))
-            data[pos: pos + 8] = struct.pack("<Q", huge)
-        else:
-            data = data[: int(rng.integers(0, len(data)))]
-        out.append(bytes(data))
-    return out
-
-
 def test_fuzz_never_a_raw_exception_never_hangs_never_allocates_beyond_the_file(
         small: Path, tmp_path: Path) -> None:
     content = small.read_bytes()
     path = tmp_path / "fuzzed.gguf"
     errors = 0
     started = time.perf_counter()
-    for mutated in _mutations(content, 600, seed=21):
+    for mutated in mutations(content, 600, seed=21):
         path.write_bytes(mutated)
         tracemalloc.start()
         try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from gguf_files import Q, TINY_LLAMA, llama_gguf_tensors, llama_metadata, smollm2_path, write_gguf
+from gguf_files import (Q, TINY_LLAMA, llama_gguf_tensors, llama_metadata, mutations, smollm2_path,
+                        tiny_chat_gguf, write_gguf)
 from sydsgpt.generate import generate
 from sydsgpt.gguf import GGUFError, read_gguf
 from sydsgpt.gguf_model import gguf_hf_config, load_gguf_model, unpermute_qk
+from sydsgpt.gguf_tokenizer import tokenizer_from_gguf
 from sydsgpt.hf_weights import hf_config_to_sydsgpt
 from sydsgpt.model import SydsGPTConfig
 from sydsgpt.presets import get_preset
@@ -74,8 +77,29 @@ def test_shape_disagreeing_with_the_config_names_the_file(tmp_path: Path) -> Non
         load_gguf_model(read_gguf(path))
     tensors["blk.0.attn_k.weight"] = (tensors["blk.0.attn_k.weight"][0][:16], Q.F32)
     path = write_gguf(tmp_path / "bad_k.gguf", tensors, llama_metadata(TINY_LLAMA))
-    with pytest.raises(GGUFError, match="'blk.0.attn_k.weight' has shape \\(16, 64\\)"):
+    with pytest.raises(GGUFError, match="wrong shapes \\['blk.0.attn_k.weight \\(16, 64\\) "
+                                        "\\(config: \\(32, 64\\)\\)'\\]"):
         load_gguf_model(read_gguf(path))
+
+
+def test_fuzz_loading_a_model_and_its_tokenizer_gives_only_gguf_errors(tmp_path: Path) -> None:
+    """Damaged copies of a small model + tokenizer file: reading, rebuilding the tokenizer and
+    loading the model either work or raise GGUFError, never anything else."""
+    content = tiny_chat_gguf(tmp_path / "tiny.gguf").read_bytes()
+    path = tmp_path / "fuzzed.gguf"
+    outcomes = {"ok": 0, "error": 0}
+    for mutated in mutations(content, 150, seed=8):
+        path.write_bytes(mutated)
+        try:
+            f = read_gguf(path)
+            tokenizer_from_gguf(f)
+            with np.errstate(all="ignore"):
+                load_gguf_model(f, context_length=32)
+            outcomes["ok"] += 1
+        except GGUFError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+            outcomes["error"] += 1
+    assert outcomes["ok"] > 10 and outcomes["error"] > 50
 
 
 def test_other_architectures_are_refused(tmp_path: Path) -> None:
