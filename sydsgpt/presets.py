@@ -67,6 +67,12 @@ MODERN_PRESETS: dict[str, dict[str, Any]] = {
         "num_heads": 16, "num_kv_heads": 8, "head_dim": 128, "ffn_hidden_dim": 3072, "dropout": 0.0,
         "tie_weights": True, "norm_eps": 1e-6, "rope_theta": 1000000.0, "qk_norm": True,
     },
+    # SmolLM2-135M-Instruct (sydsgpt.smollm2 loads its weights from a GGUF file, chapter 8).
+    "smollm2-135m-instruct": {
+        **_MODERN_COMMON, "vocab_size": 49152, "embedding_dim": 576, "context_length": 8192, "num_layers": 30,
+        "num_heads": 9, "num_kv_heads": 3, "head_dim": 64, "ffn_hidden_dim": 1536, "dropout": 0.0,
+        "tie_weights": True, "norm_eps": 1e-5, "rope_theta": 100000.0,
+    },
     "book-modern": {
         **_MODERN_COMMON, "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
         "num_heads": 4, "num_kv_heads": 2, "dropout": 0.1, "tie_weights": True, "norm_eps": 1e-6, "qk_norm": True,

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "prepare": "Tokenize a large corpus into token shards (appendix: Scaling up).",
     "train": "Pretrain a model on a dataset (chapter 5).",
     "generate": "Generate text from a checkpoint (chapter 6).",
+    "chat": "Chat with a model in the terminal: SmolLM2-135M-Instruct or your own (chapter 8).",
     "finetune": "Finetune a pretrained model: a classifier or an instruction follower, optionally with LoRA (chapter 8).",
     "bench": "Measure training, generation and tokenizer speed (appendix: Making it fast).",
     "check": "Check your own exercise answers (a chapter notebook or a .py file) with the book's cases.",

