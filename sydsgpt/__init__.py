@@ -5,13 +5,19 @@ The modules follow the book's table of contents:
 1. ``tokenizer``, ``bpe``, ``corpora``, ``data``: text to token ids, and batches of them
 2. ``attention``: scaled dot-product and multi-head attention
 3. ``blocks``: layer norm, GELU, feed-forward, the transformer block
-4. ``model``, ``presets``, ``gpt2_weights``: the full model, its named sizes, GPT-2 weights
+4. ``config``, ``model``, ``presets``, ``gpt2_weights``: what a model is (the config, its
+   kernels, the tables of layers it can name), the full model, its named sizes, GPT-2 weights
 5. ``objectives``, ``losses``, ``optim``, ``train_config``, ``train``, ``divergence``, ``logs``,
    ``checkpoint``, ``distributed``, ``book``: pretraining (any objective, DDP under torchrun),
    the book's own runs and the book checkpoint (its weights ship in ``weights/book-checkpoint``)
 6. ``sampling``, ``generate``: choosing each token, the decoding loop and the KV cache
 7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and Qwen3, their weights
 8. ``classify``, ``instruct``, ``lora``: finetuning a classifier, an instruction follower, LoRA
+
+A real model on your laptop (the chapter after 7, in progress): ``gguf`` (reading GGUF files),
+``quants`` (their block formats, both ways), ``gguf_tokenizer``, ``gguf_model``,
+``gguf_writer`` (export), ``smollm2`` (finding SmolLM2-135M-Instruct), ``chat`` (the chat
+template and a chat session).
 
 Shared by all: ``runtime`` (device, precision, threads, seeding: every "auto" rule),
 ``validation`` (config and input checks), ``files`` (a run folder's file names, atomic writes,
