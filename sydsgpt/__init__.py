@@ -11,7 +11,8 @@ The modules follow the book's table of contents:
    ``checkpoint``, ``distributed``, ``book``: pretraining (any objective, DDP under torchrun),
    the book's own runs and the book checkpoint (its weights ship in ``weights/book-checkpoint``)
 6. ``sampling``, ``generate``: choosing each token, the decoding loop and the KV cache
-7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and Qwen3, their weights
+7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and
+   Qwen3, their weights
 8. ``classify``, ``instruct``, ``lora``: finetuning a classifier, an instruction follower, LoRA
 
 A real model on your laptop (the chapter after 7, in progress): ``gguf`` (reading GGUF files),
@@ -40,8 +41,25 @@ from .swiglu import SwiGLUFeedForward
 __version__ = "0.1.0"
 
 __all__ = [
-    "KVCache", "MultiHeadAttention", "scaled_dot_product_attention",
-    "GELU", "FeedForward", "LayerNorm", "TransformerBlock",
-    "Kernels", "PRESETS", "SydsGPT", "SydsGPTConfig", "count_parameters", "flops_per_token", "generate_simple", "get_preset",
-    "model_memory_bytes", "RMSNorm", "RotaryEmbedding", "SwiGLUFeedForward", "apply_rope", "repeat_kv",
+    "KVCache",
+    "MultiHeadAttention",
+    "scaled_dot_product_attention",
+    "GELU",
+    "FeedForward",
+    "LayerNorm",
+    "TransformerBlock",
+    "Kernels",
+    "PRESETS",
+    "SydsGPT",
+    "SydsGPTConfig",
+    "count_parameters",
+    "flops_per_token",
+    "generate_simple",
+    "get_preset",
+    "model_memory_bytes",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLUFeedForward",
+    "apply_rope",
+    "repeat_kv",
 ]

@@ -46,8 +46,9 @@ def causal_mask(
     """
     if num_queries > num_keys:
         raise ValueError(
-            f"causal_mask needs num_queries <= num_keys (the queries are the newest keys), got "
-            f"num_queries={num_queries}, num_keys={num_keys}: the first queries would see no key at all."
+            "causal_mask needs num_queries <= num_keys (the queries are the newest keys), got "
+            f"num_queries={num_queries}, num_keys={num_keys}: the first queries would see no key "
+            "at all."
         )
     offset = num_keys - num_queries
     return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).triu(
@@ -118,8 +119,8 @@ class KVCache:
         # later: shape and overflow checks, each with a clear error
         if k_new.dim() != 4 or k_new.shape != v_new.shape:
             raise ValueError(
-                f"KVCache.update expects keys and values of the same shape (batch, heads, tokens, head_dim), "
-                f"got keys {tuple(k_new.shape)} and values {tuple(v_new.shape)}"
+                "KVCache.update expects keys and values of the same shape (batch, heads, tokens, "
+                f"head_dim), got keys {tuple(k_new.shape)} and values {tuple(v_new.shape)}"
             )
         if self.length > 0 and self._k is not None:
             cached = (self._k.shape[0], self._k.shape[1], self._k.shape[3])

@@ -62,7 +62,8 @@ def make_norm(config: SydsGPTConfig) -> nn.Module:
 
 
 class GELU(nn.Module):
-    """GELU, tanh approximation (as GPT-2 uses): ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+    """GELU, tanh approximation (as GPT-2 uses):
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Elementwise, any shape."""

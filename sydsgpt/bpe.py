@@ -24,20 +24,32 @@ from typing import Any, Collection, Iterable, Iterator, Literal, Mapping, Sequen
 import regex
 
 from .files import atomic_write
-from .tokenizer import (END_OF_TEXT, AllowedSpecial, encode_iterable, get_gpt2_tokenizer,
-                        special_regex, special_token_error, special_token_sets)
+from .tokenizer import (
+    END_OF_TEXT,
+    AllowedSpecial,
+    encode_iterable,
+    get_gpt2_tokenizer,
+    special_regex,
+    special_token_error,
+    special_token_sets,
+)
 
 #: GPT-2's pre-tokenization pattern (tiktoken's ``gpt2``/``r50k_base`` spelling): contractions,
 #: optional space + letters, optional space + digits, optional space + other symbols, whitespace.
-GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_SPLIT_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
 
 Pair = tuple[int, int]
 _FORMAT = "sydsgpt-bpe"
 _CACHE_LIMIT = 200_000  # chunks remembered by encode
 
 
-def count_pairs(ids: Iterable[int], counts: dict[Pair, int] | None = None, weight: int = 1) -> dict[Pair, int]:
-    """Count adjacent pairs in ``ids`` (overlapping: ``[1, 1, 1]`` has ``(1, 1)`` twice), each ``weight`` times."""
+def count_pairs(
+    ids: Iterable[int], counts: dict[Pair, int] | None = None, weight: int = 1
+) -> dict[Pair, int]:
+    """Count adjacent pairs in ``ids`` (overlapping: ``[1, 1, 1]``
+    has ``(1, 1)`` twice), each ``weight`` times."""
     counts = {} if counts is None else counts
     ids = list(ids)
     for pair in zip(ids, ids[1:]):
@@ -46,7 +58,8 @@ def count_pairs(ids: Iterable[int], counts: dict[Pair, int] | None = None, weigh
 
 
 def merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
-    """Replace every occurrence of ``pair`` in ``ids`` by ``new_id``, non-overlapping, left to right."""
+    """Replace every occurrence of ``pair`` in ``ids``
+    by ``new_id``, non-overlapping, left to right."""
     first, second = pair
     out: list[int] = []
     i, n = 0, len(ids)
@@ -76,7 +89,8 @@ class _Greatest:
 
 
 class BPETokenizer:
-    """A byte-level BPE tokenizer with tiktoken's interface (``encode``, ``decode``, ``n_vocab``, ``name``).
+    """A byte-level BPE tokenizer with tiktoken's interface (``encode``, ``decode``, ``n_vocab``,
+    ``name``).
 
     A fresh tokenizer knows only the 256 bytes (``vocab[i] == bytes([i])``); :meth:`train`
     learns merges, :meth:`from_gpt2` loads GPT-2's.
@@ -128,7 +142,10 @@ class BPETokenizer:
         return set(self.special_tokens)
 
     def __repr__(self) -> str:
-        return f"<BPETokenizer {self.name!r}: {self.n_vocab} ids, {len(self.merges)} merges, {len(self.special_tokens)} special>"
+        return (
+            f"<BPETokenizer {self.name!r}: {self.n_vocab} ids, {len(self.merges)} merges, "
+            f"{len(self.special_tokens)} special>"
+        )
 
     # -------------------------------------------------------------- training
     def pretokenize(self, text: str) -> list[str]:
@@ -136,7 +153,11 @@ class BPETokenizer:
         return self._compiled.findall(text)
 
     def train(
-        self, text: str, vocab_size: int, special_tokens: Collection[str] | None = None, verbose: bool = False
+        self,
+        text: str,
+        vocab_size: int,
+        special_tokens: Collection[str] | None = None,
+        verbose: bool = False,
     ) -> "BPETokenizer":
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``; returns ``self``.
 
@@ -153,11 +174,14 @@ class BPETokenizer:
         # later: checks of the special tokens and vocab_size
         bad = [s for s in specials if not isinstance(s, str) or not s]
         if bad:
-            raise ValueError(f"special tokens must be non-empty strings, got {bad!r} (an empty one would match between every character)")
+            raise ValueError(
+                f"special tokens must be non-empty strings, got {bad!r} (an empty one would match "
+                "between every character)"
+            )
         if vocab_size < 256 + len(specials):
             raise ValueError(
-                f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(specials)} special "
-                f"token(s) need at least {256 + len(specials)}"
+                f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(specials)} "
+                f"special token(s) need at least {256 + len(specials)}"
             )
         # endlater
         # region: bpe-setup
@@ -206,7 +230,10 @@ class BPETokenizer:
             vocab[new_id] = vocab[best[0]] + vocab[best[1]]
             # later: a progress line when verbose
             if verbose:
-                print(f"merge {new_id - 255}/{n_merges}: {vocab[best[0]]!r} + {vocab[best[1]]!r} -> {new_id} ({pair_counts[best]} times)")
+                print(
+                    f"merge {new_id - 255}/{n_merges}: {vocab[best[0]]!r} + {vocab[best[1]]!r} -> "
+                    f"{new_id} ({pair_counts[best]} times)"
+                )
             # endlater
             touched: set[Pair] = set()
             for w in where.pop(best, ()):
@@ -241,7 +268,10 @@ class BPETokenizer:
         merges as ``BPETokenizer().train(text, 256 + k)``: one run gives every smaller vocabulary.
         """
         if not 0 <= n_merges <= len(self.merges):
-            raise ValueError(f"n_merges must be between 0 and {len(self.merges)} (this tokenizer's merges), got {n_merges}")
+            raise ValueError(
+                f"n_merges must be between 0 and {len(self.merges)} (this tokenizer's merges), got "
+                f"{n_merges}"
+            )
         copy = type(self)(pattern=self.pattern, name=f"{self.name}[:{n_merges}]")
         copy.byte_ids = list(self.byte_ids)
         copy.merges = dict(list(self.merges.items())[:n_merges])
@@ -318,7 +348,9 @@ class BPETokenizer:
         return out
 
     def encode_iterable(
-        self, chunks: Iterable[str], allowed_special: AllowedSpecial = "none_raise",
+        self,
+        chunks: Iterable[str],
+        allowed_special: AllowedSpecial = "none_raise",
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> Iterator[int]:
         """Encode a stream of text chunks lazily; equal to ``encode("".join(chunks), ...)`` with
@@ -335,7 +367,10 @@ class BPETokenizer:
             elif i in self._special_ids:
                 parts.append(self._special_ids[i].encode("utf-8"))
             else:
-                raise KeyError(f"token id {i} is not in this tokenizer's vocabulary (ids 0..{self.n_vocab - 1})")
+                raise KeyError(
+                    f"token id {i} is not in this tokenizer's vocabulary (ids "
+                    f"0..{self.n_vocab - 1})"
+                )
         return b"".join(parts)
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
@@ -358,7 +393,8 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "BPETokenizer":
-        """Read a tokenizer written by :meth:`save`, checked so a damaged file cannot encode wrongly.
+        """Read a tokenizer written by :meth:`save`, checked so a damaged file cannot encode
+        wrongly.
 
         Raises:
             ValueError: naming ``path``: not JSON, not this format, or its ids are inconsistent
@@ -370,7 +406,9 @@ class BPETokenizer:
             raise ValueError(f"{path} is not a saved BPETokenizer (not JSON text: {exc})") from None
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-            raise ValueError(f"{path} is not a saved BPETokenizer (format {found!r}, expected {_FORMAT!r})")
+            raise ValueError(
+                f"{path} is not a saved BPETokenizer (format {found!r}, expected {_FORMAT!r})"
+            )
         try:
             tok = cls(pattern=payload["pattern"], name=payload["name"])
             byte_ids = [_as_id(i) for i in payload["byte_ids"]]
@@ -379,7 +417,10 @@ class BPETokenizer:
             check_vocabulary(byte_ids, merge_list, specials)
         except (KeyError, TypeError, ValueError, AttributeError, regex.error) as exc:
             detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise ValueError(f"{path} is a damaged BPETokenizer file: {detail}; train the tokenizer again or use another copy") from None
+            raise ValueError(
+                f"{path} is a damaged BPETokenizer file: {detail}; train the tokenizer again or "
+                "use another copy"
+            ) from None
         tok.byte_ids = byte_ids
         tok.merges = {(a, b): c for a, b, c in merge_list}
         tok.special_tokens = specials
@@ -411,14 +452,17 @@ class BPETokenizer:
 
     @classmethod
     def from_gpt2(cls) -> "BPETokenizer":
-        """GPT-2's tokenizer as merges (50,000 merges + ``<|endoftext|>``; needs tiktoken's files)."""
+        """GPT-2's tokenizer as merges (50,000 merges +
+        ``<|endoftext|>``; needs tiktoken's files)."""
         return cls.from_tiktoken(get_gpt2_tokenizer())
 
 
 # ------------------------------------------------------------------ tokenizer specs
 
-TOKENIZER_SPEC_HELP = ("gpt2 (GPT-2's), bpe:N (train an N-id byte-level BPE on the training text) "
-                       "or the path of a saved BPETokenizer JSON")
+TOKENIZER_SPEC_HELP = (
+    "gpt2 (GPT-2's), bpe:N (train an N-id byte-level BPE on the training text) "
+    "or the path of a saved BPETokenizer JSON"
+)
 """What a tokenizer *spec* (``sydsgpt train --tokenizer``, :class:`~sydsgpt.presets.RunPreset`)
 may be."""
 
@@ -431,16 +475,18 @@ def resolve_tokenizer(spec: str, train_text: str | None = None, corpus_name: str
     if spec.startswith("bpe:"):
         size = spec.split(":", 1)[1]
         if not size.isdigit() or int(size) <= 256:
-            raise ValueError("tokenizer bpe:N needs an integer N > 256 (the byte tokens come "
-                             f"first), got {spec!r}")
+            raise ValueError(
+                "tokenizer bpe:N needs an integer N > 256 (the byte tokens come "
+                f"first), got {spec!r}"
+            )
         if train_text is None:
             raise ValueError(f"tokenizer {spec!r} is trained on the training text: pass train_text")
         return BPETokenizer(name=f"bpe{size}-{corpus_name}").train(train_text, int(size))
     if not os.path.isfile(spec):
-        raise FileNotFoundError(f"tokenizer {spec!r} is neither 'gpt2', 'bpe:N' nor an existing "
-                                "BPETokenizer JSON file")
+        raise FileNotFoundError(
+            f"tokenizer {spec!r} is neither 'gpt2', 'bpe:N' nor an existing BPETokenizer JSON file"
+        )
     return BPETokenizer.load(spec)
-
 
 
 def _as_id(value: Any) -> int:
@@ -449,11 +495,13 @@ def _as_id(value: Any) -> int:
     return value
 
 
-def check_vocabulary(byte_ids: Sequence[int], merges: Sequence[tuple[int, ...]], special_tokens: Mapping[str, int]) -> None:
+def check_vocabulary(
+    byte_ids: Sequence[int], merges: Sequence[tuple[int, ...]], special_tokens: Mapping[str, int]
+) -> None:
     """Raise ``ValueError`` unless the ids make a consistent byte-level BPE: 256 distinct byte ids
     in ``0..255``; each merge ``(left, right, new)`` joins two ids that exist already into a new id
-    ``>= 256`` used by no byte or earlier merge, and no pair is merged twice; each special token is a
-    non-empty string whose id no other token has."""
+    ``>= 256`` used by no byte or earlier merge, and no pair is merged twice; each special token is
+    a non-empty string whose id no other token has."""
     if len(byte_ids) != 256 or len(set(byte_ids)) != 256 or not all(0 <= i < 256 for i in byte_ids):
         raise ValueError("byte_ids must be 256 distinct ids in 0..255 (one per byte)")
     known, pairs = set(byte_ids), set()
@@ -462,11 +510,18 @@ def check_vocabulary(byte_ids: Sequence[int], merges: Sequence[tuple[int, ...]],
             raise ValueError(f"merge {n} must be [left, right, new_id], got {list(merge)}")
         left, right, new = merge
         if left not in known or right not in known:
-            raise ValueError(f"merge {n} {list(merge)} joins an id that no byte or earlier merge defines")
+            raise ValueError(
+                f"merge {n} {list(merge)} joins an id that no byte or earlier merge defines"
+            )
         if new < 256 or new in known:
-            raise ValueError(f"merge {n} {list(merge)} gives id {new}, which is a byte id or already used (a merge makes a new id >= 256)")
+            raise ValueError(
+                f"merge {n} {list(merge)} gives id {new}, which is a byte id or already used (a "
+                "merge makes a new id >= 256)"
+            )
         if (left, right) in pairs:
-            raise ValueError(f"merge {n} {list(merge)} merges the pair ({left}, {right}) a second time")
+            raise ValueError(
+                f"merge {n} {list(merge)} merges the pair ({left}, {right}) a second time"
+            )
         known.add(new)
         pairs.add((left, right))
     seen: dict[int, str] = {}
@@ -474,7 +529,11 @@ def check_vocabulary(byte_ids: Sequence[int], merges: Sequence[tuple[int, ...]],
         if not isinstance(text, str) or not text:
             raise ValueError(f"special tokens must be non-empty strings, got {text!r}")
         if i in known or i in seen:
-            raise ValueError(f"special token {text!r} has id {i}, which {'special token ' + repr(seen[i]) if i in seen else 'a byte or merge'} has already")
+            raise ValueError(
+                f"special token {text!r} has id {i}, which "
+                f"{'special token ' + repr(seen[i]) if i in seen else 'a byte or merge'} has "
+                "already"
+            )
         seen[i] = text
 
 
@@ -491,5 +550,8 @@ def _split_token(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[byte
             break
         parts[best : best + 2] = [parts[best] + parts[best + 1]]
     if len(parts) != 2:
-        raise ValueError(f"token {token!r} (rank {rank}) cannot be built from lower-ranked tokens: not a BPE vocabulary")
+        raise ValueError(
+            f"token {token!r} (rank {rank}) cannot be built from lower-ranked tokens: not a BPE "
+            "vocabulary"
+        )
     return parts[0], parts[1]

@@ -45,8 +45,10 @@ class ChatTemplate:
         """Recognise a ChatML Jinja template (a GGUF's ``tokenizer.chat_template``) and its
         default system prompt; raise ``ValueError`` for any other template."""
         if not template or "<|im_start|>" not in template or "<|im_end|>" not in template:
-            raise ValueError("only ChatML chat templates (<|im_start|>role ... <|im_end|>) are "
-                             f"supported; this model's template is {str(template)[:80]!r}")
+            raise ValueError(
+                "only ChatML chat templates (<|im_start|>role ... <|im_end|>) are "
+                f"supported; this model's template is {str(template)[:80]!r}"
+            )
         # The newline after the role is a real one or a Jinja escape "\n".
         default = re.search(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template, re.S)
         return cls(default_system=default.group(1) if default else None)
@@ -54,23 +56,32 @@ class ChatTemplate:
     def messages(self, messages: Sequence[Message]) -> list[Message]:
         """The conversation checked, with the default system prompt in front if it applies."""
         for n, m in enumerate(messages):
-            if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) \
-                    or not isinstance(m.get("content"), str):
-                raise ValueError(f"message {n} must be a dict with string 'role' and 'content', "
-                                 f"got {m!r}")
+            if (
+                not isinstance(m, Mapping)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
+            ):
+                raise ValueError(
+                    f"message {n} must be a dict with string 'role' and 'content', got {m!r}"
+                )
         if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
             return [{"role": "system", "content": self.default_system}, *messages]
         return list(messages)
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         """The conversation as text (to read; the model gets :func:`encode_chat`'s ids)."""
-        text = "".join(f"{self.start}{m['role']}\n{m['content']}{self.end}\n"
-                       for m in self.messages(messages))
+        text = "".join(
+            f"{self.start}{m['role']}\n{m['content']}{self.end}\n" for m in self.messages(messages)
+        )
         return text + (f"{self.start}assistant\n" if add_generation_prompt else "")
 
 
-def encode_chat(tokenizer: Any, messages: Sequence[Message], template: ChatTemplate | None = None,
-                add_generation_prompt: bool = True) -> list[int]:
+def encode_chat(
+    tokenizer: Any,
+    messages: Sequence[Message],
+    template: ChatTemplate | None = None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
     """The token ids of a conversation: control tokens from the template, the rest plain text.
 
     Args:
@@ -115,13 +126,21 @@ class ChatSession:
         config: generation options (:class:`~sydsgpt.generate.GenerationConfig`).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, system: str | None = None,
-                 config: Any = None, max_new_tokens: int = 256) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        system: str | None = None,
+        config: Any = None,
+        max_new_tokens: int = 256,
+    ) -> None:
         chat_template = getattr(tokenizer, "chat_template", None)
         self.template = ChatTemplate.from_jinja(chat_template) if chat_template else None
         if system is not None and self.template is None:
-            raise ValueError("this model has no chat template, so it cannot take a system message; "
-                             "it continues the text it is given (leave the system message out)")
+            raise ValueError(
+                "this model has no chat template, so it cannot take a system message; "
+                "it continues the text it is given (leave the system message out)"
+            )
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.config = GenerationConfig.from_options(config)
         self.messages: list[Message] = []
@@ -136,18 +155,20 @@ class ChatSession:
         """The prompt ids for the next reply (the oldest turns dropped when they do not
         fit the context) and the id that ends the reply."""
         if not self.is_chat:
-            ids = self.tokenizer.encode_ordinary(text)[-self.model.config.context_length:]
+            ids = self.tokenizer.encode_ordinary(text)[-self.model.config.context_length :]
             return ids, end_of_text_id(self.tokenizer)
         room = self.model.config.context_length - self.max_new_tokens
         history = self.messages + [{"role": "user", "content": text}]
         keep = 1 if history[0]["role"] == "system" else 0
         ids = encode_chat(self.tokenizer, history, self.template)
         while len(ids) > room and len(history) > keep + 1:
-            history = history[:keep] + history[keep + 2:]  # drop the oldest question and answer
+            history = history[:keep] + history[keep + 2 :]  # drop the oldest question and answer
             ids = encode_chat(self.tokenizer, history, self.template)
         if len(ids) > room:
-            raise ValueError(f"the message is too long: the prompt has {len(ids)} tokens, and with "
-                             f"{self.max_new_tokens} new ones the model's context holds {room}")
+            raise ValueError(
+                f"the message is too long: the prompt has {len(ids)} tokens, and with "
+                f"{self.max_new_tokens} new ones the model's context holds {room}"
+            )
         return ids, self.tokenizer.special_tokens[self.template.end]
 
     def reply(self, text: str) -> Iterator[str]:
@@ -166,5 +187,7 @@ class ChatSession:
                 yield piece
         finally:
             if self.is_chat:
-                self.messages += [{"role": "user", "content": text},
-                                  {"role": "assistant", "content": "".join(said)}]
+                self.messages += [
+                    {"role": "user", "content": text},
+                    {"role": "assistant", "content": "".join(said)},
+                ]

@@ -73,7 +73,8 @@ CORPORA: dict[str, Corpus] = {
             "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
             "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
             477_907,
-            "5,574 SMS messages labelled ham or spam, one 'label<TAB>text' per line (UCI SMS Spam Collection).",
+            "5,574 SMS messages labelled ham or spam, one 'label<TAB>text' per line (UCI SMS Spam "
+            "Collection).",
             member="SMSSpamCollection",
             licence="CC BY 4.0",
         ),
@@ -83,7 +84,8 @@ CORPORA: dict[str, Corpus] = {
             "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
             "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
             203_524,
-            "1,100 Alpaca-style records with 'instruction', 'input' and 'output' (LLMs-from-scratch, chapter 7).",
+            "1,100 Alpaca-style records with 'instruction', 'input' and 'output' "
+            "(LLMs-from-scratch, chapter 7).",
             licence="Apache-2.0",
         ),
     )
@@ -112,7 +114,10 @@ def _download(url: str, timeout: float = 60.0) -> bytes:
 
 def _get_corpus(name: str) -> Corpus:
     if name not in CORPORA:
-        raise KeyError(f"unknown corpus {name!r}; known corpora: {sorted(CORPORA)} (or pass a path to a text file)")
+        raise KeyError(
+            f"unknown corpus {name!r}; known corpora: {sorted(CORPORA)} (or pass a path to a text "
+            "file)"
+        )
     return CORPORA[name]
 
 
@@ -122,11 +127,13 @@ def _extract(archive: bytes, corpus: Corpus) -> bytes:
         with zipfile.ZipFile(io.BytesIO(archive)) as zf:
             return zf.read(corpus.member)  # type: ignore[arg-type]
     except zipfile.BadZipFile as exc:
-        raise CorpusError(f"downloaded {corpus.url} but it is not a zip archive ({exc}); nothing was cached") from None
+        raise CorpusError(
+            f"downloaded {corpus.url} but it is not a zip archive ({exc}); nothing was cached"
+        ) from None
     except KeyError:
         raise CorpusError(
-            f"the zip archive {corpus.url} has no member {corpus.member!r}; the archive changed. Nothing was cached: "
-            f"copy the file {corpus.filename} into {data_dir()} by hand."
+            f"the zip archive {corpus.url} has no member {corpus.member!r}; the archive changed. "
+            f"Nothing was cached: copy the file {corpus.filename} into {data_dir()} by hand."
         ) from None
 
 
@@ -144,19 +151,20 @@ def corpus_path(name: str, download: bool = True) -> Path:
         if digest != corpus.sha256:
             raise CorpusError(
                 f"{path} has sha256 {digest}, expected {corpus.sha256} for corpus {name!r}: the "
-                f"file is corrupt or a different version. Delete it to download it again from {corpus.url}."
+                "file is corrupt or a different version. Delete it to download it again from "
+                f"{corpus.url}."
             )
         return path
     if not download:
         raise CorpusError(f"corpus {name!r} is not cached at {path}")
-    unzip = f" (extracted from that zip archive)" if corpus.member else ""
+    unzip = " (extracted from that zip archive)" if corpus.member else ""
     try:
         data = _download(corpus.url)
     except (urllib.error.URLError, OSError) as exc:
         raise CorpusError(
             f"corpus {name!r} is not cached at {path} and downloading it from {corpus.url} failed "
-            f"({exc}). Offline? Copy the file {corpus.filename}{unzip} into {path.parent}, or set the "
-            f"environment variable {DATA_DIR_ENV} to a directory that holds it."
+            f"({exc}). Offline? Copy the file {corpus.filename}{unzip} into {path.parent}, or set "
+            f"the environment variable {DATA_DIR_ENV} to a directory that holds it."
         ) from exc
     what = corpus.url
     if corpus.member is not None:
@@ -195,7 +203,10 @@ def load_corpus(name_or_path: str | os.PathLike[str]) -> str:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8 first") from None
+            raise ValueError(
+                f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8 "
+                "first"
+            ) from None
         if not text:
             raise ValueError(f"{path} is empty: there is no text to train on")
         return text
@@ -219,7 +230,9 @@ def _read_named_or_local(name_or_path: str | os.PathLike[str]) -> tuple[str, str
     return load_corpus(key), where
 
 
-def load_labelled_texts(name_or_path: str | os.PathLike[str], labels: Sequence[str] | None = None) -> list[tuple[str, str]]:
+def load_labelled_texts(
+    name_or_path: str | os.PathLike[str], labels: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
     """``(label, text)`` pairs from a file with one ``label<TAB>text`` per line (a named data
     set such as ``"sms-spam"``, or a local file); blank lines are skipped.
 
@@ -238,12 +251,18 @@ def load_labelled_texts(name_or_path: str | os.PathLike[str], labels: Sequence[s
         label, tab, message = line.partition("\t")
         label, message = label.strip(), message.strip()
         if not tab:
-            raise ValueError(f"{where}:{number}: no TAB in {line[:40]!r}; each line must be 'label<TAB>text'")
+            raise ValueError(
+                f"{where}:{number}: no TAB in {line[:40]!r}; each line must be 'label<TAB>text'"
+            )
         if not label or not message:
-            raise ValueError(f"{where}:{number}: empty {'label' if not label else 'text'}; each line must be 'label<TAB>text' "
-                             "with both parts non-empty")
+            raise ValueError(
+                f"{where}:{number}: empty {'label' if not label else 'text'}; each line must be "
+                "'label<TAB>text' with both parts non-empty"
+            )
         if allowed is not None and label not in allowed:
-            raise ValueError(f"{where}:{number}: unknown label {label!r}; expected one of {list(allowed)}")
+            raise ValueError(
+                f"{where}:{number}: unknown label {label!r}; expected one of {list(allowed)}"
+            )
         records.append((label, message))
     if not records:
         raise ValueError(f"{where} has no 'label<TAB>text' lines: there is nothing to classify")
@@ -255,7 +274,9 @@ def load_sms_spam() -> list[tuple[str, str]]:
     return load_labelled_texts("sms-spam", SMS_LABELS)
 
 
-def load_instructions(name_or_path: str | os.PathLike[str] = "instruction-data") -> list[dict[str, str]]:
+def load_instructions(
+    name_or_path: str | os.PathLike[str] = "instruction-data",
+) -> list[dict[str, str]]:
     """Instruction records from a JSON list of objects (a named data set or a local file).
 
     Each returned dict has exactly the keys ``instruction``, ``input`` (``""`` when the record
@@ -270,23 +291,38 @@ def load_instructions(name_or_path: str | os.PathLike[str] = "instruction-data")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise ValueError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     if not isinstance(data, list) or not data:
-        raise ValueError(f"{where} must hold a non-empty JSON list of records "
-                         f"{{'instruction': ..., 'input': ..., 'output': ...}}, got {type(data).__name__}")
+        raise ValueError(
+            f"{where} must hold a non-empty JSON list of records "
+            f"{{'instruction': ..., 'input': ..., 'output': ...}}, got {type(data).__name__}"
+        )
     records = []
     for i, record in enumerate(data):
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: record {i} is a {type(record).__name__}, not an object with {list(INSTRUCTION_FIELDS)}")
+            raise ValueError(
+                f"{where}: record {i} is a {type(record).__name__}, not an object with "
+                f"{list(INSTRUCTION_FIELDS)}"
+            )
         for field in ("instruction", "output"):
             value = record.get(field)
             if field not in record:
-                raise ValueError(f"{where}: record {i} has no {field!r} field; every record needs 'instruction' and "
-                                 f"'output' (and optionally 'input'); its fields are {sorted(record)}")
+                raise ValueError(
+                    f"{where}: record {i} has no {field!r} field; every record needs 'instruction' "
+                    f"and 'output' (and optionally 'input'); its fields are {sorted(record)}"
+                )
             if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{where}: record {i}'s {field!r} must be a non-empty string, got {value!r}")
+                raise ValueError(
+                    f"{where}: record {i}'s {field!r} must be a non-empty string, got {value!r}"
+                )
         extra = record.get("input", "")
         if not isinstance(extra, str):
-            raise ValueError(f"{where}: record {i}'s 'input' must be a string (\"\" for none), got {extra!r}")
-        records.append({"instruction": record["instruction"], "input": extra, "output": record["output"]})
+            raise ValueError(
+                f"{where}: record {i}'s 'input' must be a string (\"\" for none), got {extra!r}"
+            )
+        records.append(
+            {"instruction": record["instruction"], "input": extra, "output": record["output"]}
+        )
     return records

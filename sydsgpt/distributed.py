@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands: ``rank`` in ``0..world_size-1`` (``local_rank`` on its machine)."""
+    """Where this process stands: ``rank`` in
+    ``0..world_size-1`` (``local_rank`` on its machine)."""
 
     rank: int = 0
     local_rank: int = 0

@@ -43,15 +43,23 @@ class TrainingDiverged(RuntimeError):
     (``tensor`` names it). Nothing from that step was saved; ``checkpoint`` is the last
     good one (``None``: none was written)."""
 
-    def __init__(self, step: int | None, loss: float, grad_norm: float,
-                 checkpoint: str | None = None, tensor: str | None = None,
-                 reason: str | None = None) -> None:
+    def __init__(
+        self,
+        step: int | None,
+        loss: float,
+        grad_norm: float,
+        checkpoint: str | None = None,
+        tensor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         self.step, self.loss, self.grad_norm = step, loss, grad_norm
         self.checkpoint, self.tensor, self.reason = checkpoint, tensor, reason
         where = f"at step {step}" if step is not None else "in this step"
         if reason is not None:
-            message = (f"training diverged {where}: {reason} (loss {loss}, gradient norm "
-                       f"{grad_norm}). Nothing from this step was saved. ")
+            message = (
+                f"training diverged {where}: {reason} (loss {loss}, gradient norm "
+                f"{grad_norm}). Nothing from this step was saved. "
+            )
         elif tensor is None:
             message = (
                 f"training diverged {where}: loss is {loss}, gradient norm is {grad_norm}. "
@@ -62,16 +70,22 @@ class TrainingDiverged(RuntimeError):
                 f"training diverged {where}: {tensor} is not finite after the update (loss was "
                 f"{loss}, gradient norm {grad_norm}). Nothing from this step was saved. "
             )
-        message += (f"The last good checkpoint is {checkpoint}. " if checkpoint
-                    else "No checkpoint was written yet. ")
-        message += ("Try a lower learning rate (--lr), a longer warm-up (--warmup-steps) or "
-                    "gradient clipping (--grad-clip).")
+        message += (
+            f"The last good checkpoint is {checkpoint}. "
+            if checkpoint
+            else "No checkpoint was written yet. "
+        )
+        message += (
+            "Try a lower learning rate (--lr), a longer warm-up (--warmup-steps) or "
+            "gradient clipping (--grad-clip)."
+        )
         super().__init__(message)
 
     def naming(self, checkpoint: str | None) -> "TrainingDiverged":
         """The same error, naming ``checkpoint`` as the last good one."""
-        return TrainingDiverged(self.step, self.loss, self.grad_norm, checkpoint, self.tensor,
-                                self.reason)
+        return TrainingDiverged(
+            self.step, self.loss, self.grad_norm, checkpoint, self.tensor, self.reason
+        )
 
 
 def is_spike(loss: float, reference: float) -> bool:
@@ -112,21 +126,39 @@ class DivergenceGuard:
         if len(self.recent) >= MIN_HISTORY:
             reference = sum(self.recent) / len(self.recent)
             if is_spike(loss, reference):
-                raise TrainingDiverged(step, loss, grad_norm, reason=(
-                    f"the loss {loss:.4g} is far above its recent level {reference:.4g} "
-                    f"(mean of the last {len(self.recent)} steps)"))
+                raise TrainingDiverged(
+                    step,
+                    loss,
+                    grad_norm,
+                    reason=(
+                        f"the loss {loss:.4g} is far above its recent level {reference:.4g} "
+                        f"(mean of the last {len(self.recent)} steps)"
+                    ),
+                )
         self.recent.append(loss)
 
     @torch.no_grad()
-    def before_save(self, step: int, loss: float, grad_norm: float, model: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> None:
+    def before_save(
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
         """Raise unless the weights after this step's update are sane (see the module)."""
         bad = first_non_finite(model, optimizer)
         if bad is not None:
             raise TrainingDiverged(step, loss, grad_norm, tensor=bad)
         name, value = self._largest(model)
         if value > self.weight_limit:
-            raise TrainingDiverged(step, loss, grad_norm, tensor=f"weight {name}", reason=(
-                f"a weight reached {value:.3g}, over {GROWTH_LIMIT:g} times the largest at the "
-                f"start ({self.weight_limit / GROWTH_LIMIT:.3g})"))
-
+            raise TrainingDiverged(
+                step,
+                loss,
+                grad_norm,
+                tensor=f"weight {name}",
+                reason=(
+                    f"a weight reached {value:.3g}, over {GROWTH_LIMIT:g} times the largest at the "
+                    f"start ({self.weight_limit / GROWTH_LIMIT:.3g})"
+                ),
+            )

@@ -64,7 +64,9 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -73,8 +75,14 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         os.replace(tmp_name, path)
     except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not exc.filename:  # a failed write names no file: name the one we lost
-            raise OSError(exc.errno, f"{exc.strerror or exc} (the previous version, if any, is intact)", str(path)) from exc
+        if (
+            isinstance(exc, OSError) and not exc.filename
+        ):  # a failed write names no file: name the one we lost
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror or exc} (the previous version, if any, is intact)",
+                str(path),
+            ) from exc
         raise
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         dir_fd = os.open(path.parent, os.O_DIRECTORY)
@@ -84,7 +92,9 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.close(dir_fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[IO[bytes]], object]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes | str | Callable[[IO[bytes]], object]
+) -> Path:
     """Write ``data`` to ``path`` atomically (through :func:`atomic_open`).
 
     Args:
@@ -107,7 +117,9 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
         return []
     removed = []
     for candidate in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
-        if candidate.is_file() and any(candidate.name.startswith(f"{TEMP_PREFIX}{name}.") for name in RUN_FILES):
+        if candidate.is_file() and any(
+            candidate.name.startswith(f"{TEMP_PREFIX}{name}.") for name in RUN_FILES
+        ):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
@@ -130,7 +142,9 @@ class LockedRunFolder:
 
 
 def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would terminate the process there: assume it runs (the message says what to do)
+    if (
+        os.name == "nt"
+    ):  # os.kill would terminate the process there: assume it runs (the message says what to do)
         return True
     try:
         os.kill(pid, 0)
@@ -171,8 +185,10 @@ def lock_run_folder(
                 pid, host = None, ""
             if pid is not None and (host != socket.gethostname() or _pid_alive(pid)):
                 raise RunFolderLocked(
-                    f"{folder} is in use by another run (process {pid}{' on ' + host if host else ''}, lock file {lock}); "
-                    "wait for it to finish or choose another --out. If that process is gone, delete the lock file."
+                    f"{folder} is in use by another run (process "
+                    f"{pid}{' on ' + host if host else ''}, lock file {lock}); wait for it to "
+                    "finish or choose another --out. If that process is gone, delete the lock "
+                    "file."
                 ) from None
             lock.unlink(missing_ok=True)
             announce(f"took over the stale lock {lock} (process {pid} is no longer running)")
@@ -181,12 +197,16 @@ def lock_run_folder(
             f.write(me)
         break
     else:  # pragma: no cover - another process took the stale lock between our two tries
-        raise RunFolderLocked(f"{folder} is in use by another run (lock file {lock}); choose another --out")
+        raise RunFolderLocked(
+            f"{folder} is in use by another run (lock file {lock}); choose another --out"
+        )
     try:
         removed = remove_stale_temp_files(folder)
         if removed:
-            announce(f"removed {len(removed)} stale temporary file(s) left by an interrupted save in {folder}: "
-                     + ", ".join(p.name for p in removed))
+            announce(
+                f"removed {len(removed)} stale temporary file(s) left by an interrupted save in "
+                f"{folder}: " + ", ".join(p.name for p in removed)
+            )
         yield LockedRunFolder(folder, lock)
     finally:
         try:

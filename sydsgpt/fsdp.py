@@ -31,7 +31,8 @@ from torch import nn
 def shard_model(
     model: nn.Module, reshard_after_forward: bool = True, param_dtype: torch.dtype | None = None
 ) -> nn.Module:
-    """Apply ``fully_shard`` to each transformer block, then to the whole model (in place; returns it).
+    """Apply ``fully_shard`` to each transformer block, then to the whole model (in place; returns
+    it).
 
     Args:
         reshard_after_forward: free the gathered weights after each block's forward (least
@@ -51,7 +52,8 @@ def shard_model(
 
 
 def full_state_dict(model: nn.Module) -> dict[str, Any]:
-    """The whole (unsharded) state dict of a sharded model, on the CPU; every process must call it."""
+    """The whole (unsharded) state dict of a sharded
+    model, on the CPU; every process must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(
@@ -60,7 +62,8 @@ def full_state_dict(model: nn.Module) -> dict[str, Any]:
 
 
 def local_fraction(model: nn.Module) -> float:
-    """The share of the model's parameter elements this process stores (``1 / world_size`` when sharded)."""
+    """The share of the model's parameter elements this
+    process stores (``1 / world_size`` when sharded)."""
     local = total = 0
     for p in model.parameters():
         total += p.numel()
@@ -100,7 +103,8 @@ def load_full_state(
     model_state: dict[str, Any],
     optim_state: dict[str, Any],
 ) -> None:
-    """Load a checkpoint written through :func:`full_state_views` into a sharded model and its optimizer."""
+    """Load a checkpoint written through :func:`full_state_views`
+    into a sharded model and its optimizer."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,

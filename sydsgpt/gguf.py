@@ -39,9 +39,17 @@ MAX_ARRAY_DEPTH = 4  # arrays of arrays are legal; deeper nesting is a damaged f
 
 # Value type id -> (name, struct format) for the fixed-size scalars; 8 = string, 9 = array.
 SCALAR_TYPES: dict[int, tuple[str, str]] = {
-    0: ("UINT8", "<B"), 1: ("INT8", "<b"), 2: ("UINT16", "<H"), 3: ("INT16", "<h"),
-    4: ("UINT32", "<I"), 5: ("INT32", "<i"), 6: ("FLOAT32", "<f"), 7: ("BOOL", "<?"),
-    10: ("UINT64", "<Q"), 11: ("INT64", "<q"), 12: ("FLOAT64", "<d"),
+    0: ("UINT8", "<B"),
+    1: ("INT8", "<b"),
+    2: ("UINT16", "<H"),
+    3: ("INT16", "<h"),
+    4: ("UINT32", "<I"),
+    5: ("INT32", "<i"),
+    6: ("FLOAT32", "<f"),
+    7: ("BOOL", "<?"),
+    10: ("UINT64", "<Q"),
+    11: ("INT64", "<q"),
+    12: ("FLOAT64", "<d"),
 }
 STRING, ARRAY = 8, 9
 
@@ -82,15 +90,17 @@ class GGUFFile:
     def raw(self, name: str) -> np.ndarray:
         """The stored bytes of tensor ``name``, ``(nbytes,)`` uint8, a view (no copy)."""
         info = self._info(name)
-        return self.data[info.offset: info.offset + info.nbytes]
+        return self.data[info.offset : info.offset + info.nbytes]
 
     def tensor(self, name: str) -> torch.Tensor:
         """Tensor ``name`` dequantized to float32, shape ``info.shape``."""
         info = self._info(name)
         if info.ggml_type.name not in DEQUANTIZE:
-            raise GGUFError(f"{self.path}: tensor {name!r} has type {info.ggml_type.name}, "
-                            f"which this reader cannot dequantize "
-                            f"(supported: {', '.join(DEQUANTIZE)})")
+            raise GGUFError(
+                f"{self.path}: tensor {name!r} has type {info.ggml_type.name}, "
+                f"which this reader cannot dequantize "
+                f"(supported: {', '.join(DEQUANTIZE)})"
+            )
         values = dequantize(self.raw(name), info.ggml_type.name)
         return torch.from_numpy(values.reshape(info.shape))
 
@@ -111,9 +121,11 @@ class _Cursor:
 
     def take(self, n: int, what: str) -> memoryview:
         if n > self.size - self.pos:
-            raise self.fail(f"truncated file: {what} needs {n} bytes at offset {self.pos}, "
-                            f"but the file ends at {self.size}")
-        out = self.buf[self.pos: self.pos + n]
+            raise self.fail(
+                f"truncated file: {what} needs {n} bytes at offset {self.pos}, "
+                f"but the file ends at {self.size}"
+            )
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -130,8 +142,10 @@ class _Cursor:
         """A u64 length whose items (each at least ``min_item_bytes``) must fit in the file."""
         n = self.u64(what)
         if n * min_item_bytes > self.size - self.pos:
-            raise self.fail(f"absurd {what} {n:,} at offset {self.pos - 8}: "
-                            f"only {self.size - self.pos:,} bytes are left in the file")
+            raise self.fail(
+                f"absurd {what} {n:,} at offset {self.pos - 8}: "
+                f"only {self.size - self.pos:,} bytes are left in the file"
+            )
         return n
 
     def string(self, what: str) -> str:
@@ -148,8 +162,9 @@ class _Cursor:
             return self.string(what)
         if vtype == ARRAY:
             return self.array(what, depth)
-        raise self.fail(f"{what} has unknown value type {vtype} at offset {self.pos - 4} "
-                        f"(known: 0-12)")
+        raise self.fail(
+            f"{what} has unknown value type {vtype} at offset {self.pos - 4} (known: 0-12)"
+        )
 
     def array(self, what: str, depth: int) -> list[Any]:
         if depth >= MAX_ARRAY_DEPTH:
@@ -176,8 +191,10 @@ def _header(cur: _Cursor) -> tuple[int, int, int]:
     version = cur.u32("the version")
     if version not in VERSIONS:
         hint = " (a big-endian file?)" if version >= 1 << 16 else ""
-        raise cur.fail(f"unsupported GGUF version {version}{hint}; this reader supports "
-                       f"versions {VERSIONS[0]} and {VERSIONS[1]}")
+        raise cur.fail(
+            f"unsupported GGUF version {version}{hint}; this reader supports "
+            f"versions {VERSIONS[0]} and {VERSIONS[1]}"
+        )
     n_tensors = cur.count("tensor count", 24)  # name length, n_dims, type, offset: >= 24 bytes
     n_kv = cur.count("metadata count", 13)  # key length, value type, value: >= 13 bytes
     return version, n_tensors, n_kv
@@ -208,8 +225,10 @@ def _tensor_infos(cur: _Cursor, n: int) -> list[tuple[str, tuple[int, ...], GGML
             raise cur.fail(f"tensor {name!r} has an empty dimension: dims {dims}")
         type_id = cur.u32(f"type of {name!r}")
         if type_id not in GGML_TYPES:
-            raise cur.fail(f"tensor {name!r} has unsupported quantization type {type_id} "
-                           f"(supported: {', '.join(t.name for t in GGML_TYPES.values())})")
+            raise cur.fail(
+                f"tensor {name!r} has unsupported quantization type {type_id} "
+                f"(supported: {', '.join(t.name for t in GGML_TYPES.values())})"
+            )
         offset = cur.u64(f"offset of {name!r}")
         infos.append((name, tuple(reversed(dims)), GGML_TYPES[type_id], offset))
     return infos
@@ -222,24 +241,31 @@ def _alignment(cur: _Cursor, metadata: dict[str, Any]) -> int:
     return align
 
 
-def _place(cur: _Cursor, info: tuple[str, tuple[int, ...], GGMLType, int], data_offset: int,
-           align: int) -> TensorInfo:
+def _place(
+    cur: _Cursor, info: tuple[str, tuple[int, ...], GGMLType, int], data_offset: int, align: int
+) -> TensorInfo:
     """Check one tensor's size and position against the file; its absolute :class:`TensorInfo`."""
     name, shape, gtype, offset = info
     n_values = 1
     for d in shape:
         n_values *= d
     if shape[-1] % gtype.block_size:
-        raise cur.fail(f"tensor {name!r}: its first dimension {shape[-1]} is not a multiple of "
-                       f"{gtype.name}'s block size {gtype.block_size}")
+        raise cur.fail(
+            f"tensor {name!r}: its first dimension {shape[-1]} is not a multiple of "
+            f"{gtype.name}'s block size {gtype.block_size}"
+        )
     nbytes = n_values // gtype.block_size * gtype.type_size
     if offset % align:
-        raise cur.fail(f"tensor {name!r} starts at data offset {offset}, not a multiple of the "
-                       f"alignment {align}")
+        raise cur.fail(
+            f"tensor {name!r} starts at data offset {offset}, not a multiple of the "
+            f"alignment {align}"
+        )
     start = data_offset + offset
     if start + nbytes > cur.size:
-        raise cur.fail(f"tensor {name!r} data out of bounds: bytes {start:,} to "
-                       f"{start + nbytes:,}, but the file has {cur.size:,} bytes (truncated?)")
+        raise cur.fail(
+            f"tensor {name!r} data out of bounds: bytes {start:,} to "
+            f"{start + nbytes:,}, but the file has {cur.size:,} bytes (truncated?)"
+        )
     return TensorInfo(name, shape, gtype, start, nbytes)
 
 
@@ -255,8 +281,9 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFFile:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
-            raise GGUFError(f"{path}: truncated file: it is empty "
-                            f"(a GGUF file starts with {MAGIC!r})")
+            raise GGUFError(
+                f"{path}: truncated file: it is empty (a GGUF file starts with {MAGIC!r})"
+            )
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     data = np.frombuffer(mapped, dtype=np.uint8)
     cur = _Cursor(memoryview(data), path)

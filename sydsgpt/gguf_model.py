@@ -33,12 +33,22 @@ from .model import SydsGPT
 from .quants import GGML_TYPES_BY_NAME, QUANTIZE
 
 # llama.cpp tensor name -> Hugging Face Llama name ({n} is the block index).
-_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-        "output.weight": "lm_head.weight"}
-_BLOCK = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-          "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-          "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-          "ffn_down": "mlp.down_proj"}
+_TOP = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_BLOCK = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
@@ -94,23 +104,29 @@ def gguf_hf_config(f: GGUFFile) -> dict[str, Any]:
             raise GGUFError(f"{f.path}: metadata llama.{key} is missing")
         wanted = (int,) if kind is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, wanted) or not value > 0:
-            raise GGUFError(f"{f.path}: metadata llama.{key} must be a positive "
-                            f"{'integer' if kind is int else 'number'}, got {value!r}")
+            raise GGUFError(
+                f"{f.path}: metadata llama.{key} must be a positive "
+                f"{'integer' if kind is int else 'number'}, got {value!r}"
+            )
         return value if kind is int else _decimal(value)
 
     width, heads = need("embedding_length"), need("attention.head_count")
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = need("vocab_size", default=len(tokens) if isinstance(tokens, list) else None)
     return {
-        "model_type": "llama", "vocab_size": vocab, "hidden_size": width,
-        "intermediate_size": need("feed_forward_length"), "num_hidden_layers": need("block_count"),
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": width,
+        "intermediate_size": need("feed_forward_length"),
+        "num_hidden_layers": need("block_count"),
         "num_attention_heads": heads,
         "num_key_value_heads": need("attention.head_count_kv", default=heads),
         "head_dim": need("attention.key_length", default=max(width // heads, 1)),
         "max_position_embeddings": need("context_length"),
         "rms_norm_eps": need("attention.layer_norm_rms_epsilon", float),
         "rope_theta": need("rope.freq_base", float, 10000.0),
-        "tie_word_embeddings": "output.weight" not in f.tensors, "hidden_act": "silu",
+        "tie_word_embeddings": "output.weight" not in f.tensors,
+        "hidden_act": "silu",
         "attention_dropout": 0.0,
     }
 
@@ -122,9 +138,17 @@ def expected_shapes(hf: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     shapes = {"token_embd.weight": (hf["vocab_size"], d), "output_norm.weight": (d,)}
     if not hf["tie_word_embeddings"]:
         shapes["output.weight"] = (hf["vocab_size"], d)
-    block = {"attn_norm": (d,), "ffn_norm": (d,), "attn_q": (q, d), "attn_k": (kv, d),
-             "attn_v": (kv, d), "attn_output": (d, q), "ffn_gate": (ffn, d), "ffn_up": (ffn, d),
-             "ffn_down": (d, ffn)}
+    block = {
+        "attn_norm": (d,),
+        "ffn_norm": (d,),
+        "attn_q": (q, d),
+        "attn_k": (kv, d),
+        "attn_v": (kv, d),
+        "attn_output": (d, q),
+        "ffn_gate": (ffn, d),
+        "ffn_up": (ffn, d),
+        "ffn_down": (d, ffn),
+    }
     for n in range(hf["num_hidden_layers"]):
         shapes.update({f"blk.{n}.{part}.weight": shape for part, shape in block.items()})
     return shapes
@@ -134,16 +158,23 @@ def check_tensors(f: GGUFFile, hf: dict[str, Any]) -> None:
     """Raise GGUFError unless the file has exactly the tensors the config needs, shaped so
     (checked before any model is built, so a damaged config cannot make a huge one)."""
     if hf["num_hidden_layers"] > len(f.tensors):
-        raise GGUFError(f"{f.path}: llama.block_count is {hf['num_hidden_layers']}, but the file "
-                        f"has only {len(f.tensors)} tensors")
+        raise GGUFError(
+            f"{f.path}: llama.block_count is {hf['num_hidden_layers']}, but the file "
+            f"has only {len(f.tensors)} tensors"
+        )
     expected = expected_shapes(hf)
     missing = [n for n in expected if n not in f.tensors]
     unexpected = [n for n in f.tensors if n not in expected]
-    wrong = [f"{n} {f.tensors[n].shape} (config: {shape})" for n, shape in expected.items()
-             if n in f.tensors and f.tensors[n].shape != shape]
+    wrong = [
+        f"{n} {f.tensors[n].shape} (config: {shape})"
+        for n, shape in expected.items()
+        if n in f.tensors and f.tensors[n].shape != shape
+    ]
     if missing or unexpected or wrong:
-        raise GGUFError(f"{f.path}: the tensors do not fit the config in its metadata: missing "
-                        f"{missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {wrong[:3]}")
+        raise GGUFError(
+            f"{f.path}: the tensors do not fit the config in its metadata: missing "
+            f"{missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {wrong[:3]}"
+        )
 
 
 def gguf_hf_state_dict(f: GGUFFile, hf_config: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -181,6 +212,7 @@ def load_gguf_model(f: GGUFFile, context_length: int | None = None) -> SydsGPT:
 
 # ---------------------------------------------------------------------------- export
 
+
 def permute_qk(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """llama.cpp's row order (the inverse of :func:`unpermute_qk`): ``(rows, in)`` -> same."""
     half = weight.shape[0] // n_heads // 2
@@ -196,8 +228,9 @@ def _gguf_names() -> dict[str, str]:
     return names
 
 
-def export_gguf(model: SydsGPT, path: str | os.PathLike[str], tokenizer: Any = None,
-                qtype: str = "F32") -> Path:
+def export_gguf(
+    model: SydsGPT, path: str | os.PathLike[str], tokenizer: Any = None, qtype: str = "F32"
+) -> Path:
     """Write a Llama-architecture SydsGPT model (and optionally its BPE tokenizer) as a GGUF
     file that llama.cpp-style readers load: :func:`read_gguf`, the ``gguf`` package,
     transformers.
@@ -212,9 +245,11 @@ def export_gguf(model: SydsGPT, path: str | os.PathLike[str], tokenizer: Any = N
     cfg = model.config
     hf = sydsgpt_config_to_hf(cfg, family="llama")  # refuses GPT-2 and Qwen3 parts
     if cfg.linear_bias or cfg.qkv_bias or cfg.rope_scaling is not None:
-        raise ValueError("GGUF export supports Llama models without biases and without RoPE "
-                         "scaling; this model has " + ("biases" if cfg.linear_bias or cfg.qkv_bias
-                                                       else "rope_scaling"))
+        raise ValueError(
+            "GGUF export supports Llama models without biases and without RoPE "
+            "scaling; this model has "
+            + ("biases" if cfg.linear_bias or cfg.qkv_bias else "rope_scaling")
+        )
     if qtype not in QUANTIZE:
         raise ValueError(f"qtype must be one of {sorted(QUANTIZE)}, got {qtype!r}")
     names, heads = _gguf_names(), {"q_proj": cfg.num_heads, "k_proj": cfg.kv_heads}
@@ -231,9 +266,11 @@ def export_gguf(model: SydsGPT, path: str | os.PathLike[str], tokenizer: Any = N
         kind = qtype if values.ndim == 2 and values.shape[-1] % block_size == 0 else "F32"
         tensors[name] = (QUANTIZE[kind](values), kind, tuple(values.shape))
     metadata: dict[str, Any] = {
-        "general.architecture": "llama", "general.name": "sydsgpt",
+        "general.architecture": "llama",
+        "general.name": "sydsgpt",
         "llama.context_length": hf["max_position_embeddings"],
-        "llama.embedding_length": hf["hidden_size"], "llama.block_count": hf["num_hidden_layers"],
+        "llama.embedding_length": hf["hidden_size"],
+        "llama.block_count": hf["num_hidden_layers"],
         "llama.feed_forward_length": hf["intermediate_size"],
         "llama.attention.head_count": hf["num_attention_heads"],
         "llama.attention.head_count_kv": hf["num_key_value_heads"],

@@ -81,8 +81,10 @@ def _token_bytes(tokens: list[str], types: list[int], path: Any) -> dict[int, by
         try:
             out[i] = bytes(decode[c] for c in text)
         except KeyError as exc:
-            raise GGUFError(f"{path}: token {i} {text!r} has the character {exc.args[0]!r}, "
-                            "which is not in GPT-2's byte alphabet") from None
+            raise GGUFError(
+                f"{path}: token {i} {text!r} has the character {exc.args[0]!r}, "
+                "which is not in GPT-2's byte alphabet"
+            ) from None
     return out
 
 
@@ -97,8 +99,9 @@ def _list_of(f: GGUFFile, key: str, kind: type, default: list[Any] | None = None
 def _token_id(f: GGUFFile, key: str) -> int | None:
     value = f.metadata.get(key)
     n = len(f.metadata["tokenizer.ggml.tokens"])
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or not 0 <= value < n):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n
+    ):
         raise GGUFError(f"{f.path}: metadata {key} is {value!r}, not a token id (0 to {n - 1})")
     return value
 
@@ -113,11 +116,14 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
     meta = f.metadata
     kind, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "gpt-2")
     if kind != "gpt2":
-        raise GGUFError(f"{f.path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE "
-                        "('gpt2') vocabularies can be rebuilt as a BPETokenizer")
+        raise GGUFError(
+            f"{f.path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE "
+            "('gpt2') vocabularies can be rebuilt as a BPETokenizer"
+        )
     if pre not in PRE_TOKENIZERS:
-        raise GGUFError(f"{f.path}: unknown pre-tokenizer {pre!r} "
-                        f"(known: {sorted(PRE_TOKENIZERS)})")
+        raise GGUFError(
+            f"{f.path}: unknown pre-tokenizer {pre!r} (known: {sorted(PRE_TOKENIZERS)})"
+        )
     tokens: list[str] = _list_of(f, "tokenizer.ggml.tokens", str)
     types: list[int] = _list_of(f, "tokenizer.ggml.token_type", int, [1] * len(tokens))
     if len(types) != len(tokens) or not tokens:
@@ -138,8 +144,10 @@ def tokenizer_from_gguf(f: GGUFFile) -> GGUFTokenizer:
         new = ids.get(left + right)
         # BPETokenizer ranks a merge by its new id, so the ids must grow with the merges.
         if None in pair or new is None or new <= last:
-            raise GGUFError(f"{f.path}: merge {n} {merge!r} does not fit the vocabulary (each "
-                            "merge must join two tokens into a token with a larger id)")
+            raise GGUFError(
+                f"{f.path}: merge {n} {merge!r} does not fit the vocabulary (each "
+                "merge must join two tokens into a token with a larger id)"
+            )
         merges[pair] = last = new
     tok.merges = merges
     tok.special_tokens = {t: i for i, (t, k) in enumerate(zip(tokens, types)) if k == CONTROL}
@@ -157,8 +165,10 @@ def tokenizer_metadata(tok: BPETokenizer) -> dict[str, Any]:
     special token, and the pre-tokenizer one that GGUF names (:data:`PRE_TOKENIZERS`)."""
     names = {pattern: name for name, pattern in PRE_TOKENIZERS.items()}
     if tok.pattern not in names:
-        raise ValueError("this tokenizer's pre-tokenization pattern has no GGUF name; "
-                         f"known: {sorted(PRE_TOKENIZERS)}")
+        raise ValueError(
+            "this tokenizer's pre-tokenization pattern has no GGUF name; "
+            f"known: {sorted(PRE_TOKENIZERS)}"
+        )
     spell = byte_alphabet()
     text = {i: "".join(spell[b] for b in raw) for i, raw in tok.vocab.items()}
     text.update({i: s for s, i in tok.special_tokens.items()})
@@ -168,14 +178,17 @@ def tokenizer_metadata(tok: BPETokenizer) -> dict[str, Any]:
     specials = set(tok.special_tokens.values())
     merges = sorted(tok.merges.items(), key=lambda item: item[1])  # earliest merge first
     meta: dict[str, Any] = {
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": names[tok.pattern],
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": names[tok.pattern],
         "tokenizer.ggml.tokens": [text[i] for i in range(tok.n_vocab)],
         "tokenizer.ggml.token_type": [CONTROL if i in specials else 1 for i in range(tok.n_vocab)],
         "tokenizer.ggml.merges": [f"{text[a]} {text[b]}" for (a, b), _ in merges],
     }
-    for key, value in (("bos_token_id", getattr(tok, "bos_id", None)),
-                       ("eos_token_id", getattr(tok, "eos_id", None)),
-                       ("eos_token_id", tok.special_tokens.get(END_OF_TEXT))):
+    for key, value in (
+        ("bos_token_id", getattr(tok, "bos_id", None)),
+        ("eos_token_id", getattr(tok, "eos_id", None)),
+        ("eos_token_id", tok.special_tokens.get(END_OF_TEXT)),
+    ):
         if value is not None:
             meta.setdefault(f"tokenizer.ggml.{key}", value)
     if getattr(tok, "chat_template", None):

@@ -72,9 +72,12 @@ def _pad(f: BinaryIO, alignment: int) -> None:
     f.write(b"\0" * (-f.tell() % alignment))
 
 
-def write_gguf(path: str | os.PathLike[str], metadata: Mapping[str, Any],
-               tensors: Mapping[str, tuple[np.ndarray, str, tuple[int, ...]]],
-               alignment: int = DEFAULT_ALIGNMENT) -> Path:
+def write_gguf(
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any],
+    tensors: Mapping[str, tuple[np.ndarray, str, tuple[int, ...]]],
+    alignment: int = DEFAULT_ALIGNMENT,
+) -> Path:
     """Write a GGUF (version 3) file; returns its path.
 
     Args:
@@ -92,11 +95,17 @@ def write_gguf(path: str | os.PathLike[str], metadata: Mapping[str, Any],
         n_values = int(np.prod(shape, dtype=np.int64))
         expected = n_values // gtype.block_size * gtype.type_size
         if raw.size != expected or shape[-1] % gtype.block_size:
-            raise ValueError(f"tensor {name!r}: {raw.size} bytes for shape {shape} in {type_name} "
-                             f"(expected {expected}, rows a multiple of {gtype.block_size})")
+            raise ValueError(
+                f"tensor {name!r}: {raw.size} bytes for shape {shape} in {type_name} "
+                f"(expected {expected}, rows a multiple of {gtype.block_size})"
+            )
         dims = b"".join(struct.pack("<Q", d) for d in reversed(shape))
-        infos.append(_string(name) + struct.pack("<I", len(shape)) + dims
-                     + struct.pack("<IQ", gtype.id, offset))
+        infos.append(
+            _string(name)
+            + struct.pack("<I", len(shape))
+            + dims
+            + struct.pack("<IQ", gtype.id, offset)
+        )
         offset += -(-raw.size // alignment) * alignment
     path = Path(path)
     partial = path.with_name(path.name + ".partial")

@@ -27,11 +27,18 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(self.describe("continue with train(..., resume=True)"))
 
     def describe(self, how_to_resume: str) -> str:
-        """The message, with ``how_to_resume`` said the way the caller resumes (Python or command line)."""
+        """The message, with ``how_to_resume`` said the way
+        the caller resumes (Python or command line)."""
         name = signal.Signals(self.signum).name
         if self.checkpoint is None:
-            return f"interrupted by {name} at step {self.step}; no output folder was given, so nothing was saved"
-        return f"interrupted by {name}: checkpoint of step {self.step} saved to {self.checkpoint}; {how_to_resume}"
+            return (
+                f"interrupted by {name} at step {self.step}; no output folder was given, so "
+                "nothing was saved"
+            )
+        return (
+            f"interrupted by {name}: checkpoint of step {self.step} saved to {self.checkpoint}; "
+            f"{how_to_resume}"
+        )
 
     @property
     def exit_code(self) -> int:

@@ -10,7 +10,8 @@ from .files import atomic_write
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines training log (an incomplete last line, left by a crash, is skipped)."""
+    """The records of a JSON-lines training log (an
+    incomplete last line, left by a crash, is skipped)."""
     records = []
     for line in Path(path).read_text().splitlines():
         try:

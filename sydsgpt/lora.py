@@ -76,7 +76,8 @@ class LoRAConfig:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(
-                f"unknown LoRA option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+                f"unknown LoRA option(s) {sorted(unknown)}; known: "
+                f"{sorted(cls.__dataclass_fields__)}"
             )
         return cls(
             **{**values, **({"targets": tuple(values["targets"])} if "targets" in values else {})}
@@ -193,7 +194,8 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
             {part for name, _ in linears for part in name.split(".") if not part.isdigit()}
         )
         raise ValueError(
-            f"no linear layer matches the LoRA targets {list(config.targets)}; parts of the layer names are {names}"
+            f"no linear layer matches the LoRA targets {list(config.targets)}; parts of the layer "
+            f"names are {names}"
         )
     model.requires_grad_(False)
     for name, linear in chosen:
@@ -213,7 +215,8 @@ def merge_lora(model: nn.Module) -> int:
 
 
 def unmerge_lora(model: nn.Module) -> int:
-    """Undo :func:`merge_lora` (the weights are restored up to float rounding); returns how many layers."""
+    """Undo :func:`merge_lora` (the weights are restored
+    up to float rounding); returns how many layers."""
     for layer in lora_layers(model).values():
         layer.unmerge()
     return len(lora_layers(model))

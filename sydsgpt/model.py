@@ -266,7 +266,8 @@ def generate_simple(
         or context_length < 1
     ):
         raise ValueError(
-            f"context_length must be an integer >= 1 (usually config['context_length']), got {context_length!r}"
+            "context_length must be an integer >= 1 (usually config['context_length']), got "
+            f"{context_length!r}"
         )
     check_input_ids(input_ids)
     for _ in range(max_new_tokens):

@@ -8,7 +8,8 @@ learned scale; no mean, no shift:
 ``y = x / sqrt(mean(x^2) + eps) * scale``
 
 :func:`sydsgpt.blocks.make_norm` builds the norm a config names (``"layernorm"`` or
-``"rmsnorm"``, registered in :data:`sydsgpt.config.NORMS`). Shapes: ``(..., d) -> (..., d)``, each token (last dimension) on its own.
+``"rmsnorm"``, registered in :data:`sydsgpt.config.NORMS`). Shapes: ``(..., d) -> (..., d)``, each
+token (last dimension) on its own.
 """
 
 from __future__ import annotations

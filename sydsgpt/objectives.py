@@ -57,8 +57,9 @@ class Objective(Protocol):
     metric_names: tuple[str, ...]
     """The keys of every output's ``metrics`` (an evaluation sums them across processes)."""
 
-    def __call__(self, model: nn.Module, batch: Any, device: torch.device | str | None = None
-                 ) -> ObjectiveOutput:
+    def __call__(
+        self, model: nn.Module, batch: Any, device: torch.device | str | None = None
+    ) -> ObjectiveOutput:
         """The loss of ``model`` on ``batch`` (moved to ``device`` when given)."""
         ...
 

@@ -34,15 +34,25 @@ import numpy as np
 from tqdm import tqdm
 
 from .files import TEMP_SUFFIX
-from .shards import (DATASET_TOKENIZER_NAME, FORMAT, MANIFEST_NAME, VERSION, ShardWriter, read_manifest, token_dtype,
-                     write_manifest)
+from .shards import (
+    DATASET_TOKENIZER_NAME,
+    FORMAT,
+    MANIFEST_NAME,
+    VERSION,
+    ShardWriter,
+    read_manifest,
+    token_dtype,
+    write_manifest,
+)
 from .readers import Segment, input_files, read_segments, split_documents
 from .tokenizer import check_streamable, split_at_boundary
 from .validation import check_positive_int
 
+
 @dataclass
 class PrepareConfig:
-    """How ``sydsgpt prepare`` tokenizes and shards a corpus (each field is a command-line option)."""
+    """How ``sydsgpt prepare`` tokenizes and shards a
+    corpus (each field is a command-line option)."""
 
     tokenizer: str = "gpt2"
     """gpt2 (GPT-2's) or the path of a saved BPETokenizer JSON with an <|endoftext|> token."""
@@ -66,15 +76,22 @@ class PrepareConfig:
             check_positive_int(getattr(self, name), f"PrepareConfig.{name}")
         sep = self.separator
         if sep is not None and (not isinstance(sep, str) or not sep):
-            raise ValueError(f"PrepareConfig.separator must be a non-empty string or None, got "
-                             f"{self.separator!r}")
+            raise ValueError(
+                f"PrepareConfig.separator must be a non-empty string or None, got "
+                f"{self.separator!r}"
+            )
 
 
 # ---------------------------------------------------------------------------- pieces
 
 
-def iter_pieces(files: list[Path], text_field: str, chunk_size: int, separator: str | None = None,
-                specials: Collection[str] = ()) -> Iterator[list[Segment]]:
+def iter_pieces(
+    files: list[Path],
+    text_field: str,
+    chunk_size: int,
+    separator: str | None = None,
+    specials: Collection[str] = (),
+) -> Iterator[list[Segment]]:
     """Pack the documents of ``files`` into work pieces of about ``chunk_size`` characters.
 
     A document longer than a piece is cut only at pre-token boundaries, so encoding its
@@ -126,8 +143,11 @@ def _init_worker(tokenizer: Any) -> None:
     _worker_tokenizer = tokenizer
 
 
-def encode_piece(piece: list[Segment], eot: int, dtype: str, tokenizer: Any = None) -> tuple[np.ndarray, int]:
-    """A piece's ids (an end-of-text id after each document's last segment) and its UTF-8 size in bytes."""
+def encode_piece(
+    piece: list[Segment], eot: int, dtype: str, tokenizer: Any = None
+) -> tuple[np.ndarray, int]:
+    """A piece's ids (an end-of-text id after each
+    document's last segment) and its UTF-8 size in bytes."""
     tokenizer = tokenizer or _worker_tokenizer
     ids: list[int] = []
     n_bytes = 0
@@ -140,17 +160,22 @@ def encode_piece(piece: list[Segment], eot: int, dtype: str, tokenizer: Any = No
 
 
 def load_tokenizer(spec: str) -> Any:
-    """The tokenizer a prepare spec names: ``gpt2`` or a saved BPETokenizer file (it needs ``<|endoftext|>``)."""
+    """The tokenizer a prepare spec names: ``gpt2`` or a
+    saved BPETokenizer file (it needs ``<|endoftext|>``)."""
     from .bpe import resolve_tokenizer
     from .tokenizer import END_OF_TEXT
 
     if spec.startswith("bpe:"):
-        raise ValueError("sydsgpt prepare needs a ready tokenizer: gpt2, or a BPETokenizer saved as JSON "
-                         "(train one with BPETokenizer().train(text, N, special_tokens=['<|endoftext|>']).save(path))")
+        raise ValueError(
+            "sydsgpt prepare needs a ready tokenizer: gpt2, or a BPETokenizer saved as JSON (train "
+            "one with BPETokenizer().train(text, N, special_tokens=['<|endoftext|>']).save(path))"
+        )
     tokenizer = resolve_tokenizer(spec)
     if END_OF_TEXT not in getattr(tokenizer, "special_tokens_set", set()):
-        raise ValueError(f"tokenizer {spec!r} has no {END_OF_TEXT} token to put between documents; "
-                         f"train it with special_tokens=[{END_OF_TEXT!r}]")
+        raise ValueError(
+            f"tokenizer {spec!r} has no {END_OF_TEXT} token to put between documents; "
+            f"train it with special_tokens=[{END_OF_TEXT!r}]"
+        )
     check_streamable(tokenizer)
     return tokenizer
 
@@ -161,7 +186,9 @@ def load_tokenizer(spec: str) -> Any:
 class _Sharder:
     """Routes ids, in stream order, to the validation shard and then to training shards."""
 
-    def __init__(self, out: Path, cfg: PrepareConfig, dtype: np.dtype, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, out: Path, cfg: PrepareConfig, dtype: np.dtype, manifest: dict[str, Any]
+    ) -> None:
         self.out, self.cfg, self.dtype, self.manifest = out, cfg, dtype, manifest
         shards = manifest["shards"]
         self.val_done = any(s["split"] == "val" for s in shards)
@@ -187,7 +214,8 @@ class _Sharder:
         write_manifest(self.out, self.manifest)
 
     def add(self, number: int, ids: np.ndarray, skip: int) -> None:
-        """The ids of piece ``number``, from id ``skip`` on: the validation shard first, then training shards."""
+        """The ids of piece ``number``, from id ``skip`` on:
+        the validation shard first, then training shards."""
         a, b = skip, len(ids)
         while a < b:
             writer = self._open()
@@ -203,15 +231,23 @@ class _Sharder:
             tokens = self.writer.tokens if self.writer else 0
             if self.writer:
                 self.writer.abort()
-            raise ValueError(f"the corpus has {tokens} tokens, fewer than the validation shard's {self.cfg.val_tokens} "
-                             "(and some for training); use a smaller --val-tokens or more text")
+            raise ValueError(
+                f"the corpus has {tokens} tokens, fewer than the validation shard's "
+                f"{self.cfg.val_tokens} (and some for training); use a smaller --val-tokens or "
+                "more text"
+            )
         if self.writer is not None and self.writer.tokens:
             self._close(position)
         if self.n_train == 0:
-            raise ValueError("no tokens are left for training after the validation shard; use a smaller --val-tokens")
+            raise ValueError(
+                "no tokens are left for training after the validation shard; use a smaller "
+                "--val-tokens"
+            )
         self.manifest["complete"] = True
-        self.manifest["tokens"] = {split: sum(s["tokens"] for s in self.manifest["shards"] if s["split"] == split)
-                                   for split in ("train", "val")}
+        self.manifest["tokens"] = {
+            split: sum(s["tokens"] for s in self.manifest["shards"] if s["split"] == split)
+            for split in ("train", "val")
+        }
         write_manifest(self.out, self.manifest)
 
     def abort(self) -> None:
@@ -220,9 +256,13 @@ class _Sharder:
 
 
 def _settings(files: list[Path], cfg: PrepareConfig) -> dict[str, Any]:
-    """What decides the output: compared on resume (a change means the finished shards do not fit)."""
+    """What decides the output: compared on resume (a
+    change means the finished shards do not fit)."""
     config = {k: v for k, v in asdict(cfg).items() if k != "jobs"}
-    return {"inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in files], **config}
+    return {
+        "inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in files],
+        **config,
+    }
 
 
 def _ours(name: str) -> bool:
@@ -231,7 +271,9 @@ def _ours(name: str) -> bool:
     return name in (MANIFEST_NAME, DATASET_TOKENIZER_NAME) or name.endswith(TEMP_SUFFIX)
 
 
-def _start_manifest(out: Path, files: list[Path], cfg: PrepareConfig, tokenizer: Any) -> dict[str, Any]:
+def _start_manifest(
+    out: Path, files: list[Path], cfg: PrepareConfig, tokenizer: Any
+) -> dict[str, Any]:
     """The manifest to continue: the one in ``out`` when its settings are these, else a new one.
 
     A run that failed (a bad input, since fixed) starts over; an unfinished run with other
@@ -244,35 +286,53 @@ def _start_manifest(out: Path, files: list[Path], cfg: PrepareConfig, tokenizer:
             manifest.pop("failed", None)
             return manifest
         if manifest["complete"] or (manifest["shards"] and "failed" not in manifest):
-            raise ValueError(f"{out} holds a dataset prepared with other settings "
-                             f"({', '.join(changed)} differ); use another --out, or delete that "
-                             "folder to start over")
+            raise ValueError(
+                f"{out} holds a dataset prepared with other settings "
+                f"({', '.join(changed)} differ); use another --out, or delete that "
+                "folder to start over"
+            )
         for shard in manifest["shards"]:  # the failed run's shards: made again from the new inputs
             (out / shard["name"]).unlink(missing_ok=True)
     elif out.is_dir():
-        others = sorted(p.name for p in out.iterdir()
-                        if not _ours(p.name) and not p.name.startswith("."))
+        others = sorted(
+            p.name for p in out.iterdir() if not _ours(p.name) and not p.name.startswith(".")
+        )
         if others:
             more = f" and {len(others) - 3} more" if len(others) > 3 else ""
             shown = ", ".join(others[:3]) + more
-            raise FileExistsError(f"--out {out} is a folder of other files ({shown}), not a "
-                                  "prepared dataset; choose a new or empty folder")
+            raise FileExistsError(
+                f"--out {out} is a folder of other files ({shown}), not a "
+                "prepared dataset; choose a new or empty folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     spec = "gpt2" if cfg.tokenizer == "gpt2" else DATASET_TOKENIZER_NAME
     if spec != "gpt2":
         tokenizer.save(out / DATASET_TOKENIZER_NAME)
     manifest = {
-        "format": FORMAT, "version": VERSION, "complete": False, "dtype": token_dtype(tokenizer.n_vocab).name,
-        "tokenizer": {"name": tokenizer.name, "n_vocab": tokenizer.n_vocab, "eot": tokenizer.eot_token, "spec": spec},
-        "settings": settings, "shards": [],
+        "format": FORMAT,
+        "version": VERSION,
+        "complete": False,
+        "dtype": token_dtype(tokenizer.n_vocab).name,
+        "tokenizer": {
+            "name": tokenizer.name,
+            "n_vocab": tokenizer.n_vocab,
+            "eot": tokenizer.eot_token,
+            "spec": spec,
+        },
+        "settings": settings,
+        "shards": [],
     }
     write_manifest(out, manifest)
     return manifest
 
 
 def prepare(
-    inputs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], cfg: PrepareConfig = PrepareConfig(),
-    *, stop_after: int | None = None, show_progress: bool = True,
+    inputs: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    cfg: PrepareConfig = PrepareConfig(),
+    *,
+    stop_after: int | None = None,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
     """Tokenize ``inputs`` into a prepared dataset folder ``out`` (resuming an unfinished one).
 
@@ -287,7 +347,13 @@ def prepare(
     files = input_files(inputs)
     tokenizer = load_tokenizer(cfg.tokenizer)
     manifest = _start_manifest(out, files, cfg, tokenizer)
-    stats = {"manifest": manifest, "pieces_encoded": 0, "pieces_skipped": 0, "shards_written": 0, "bytes": 0}
+    stats = {
+        "manifest": manifest,
+        "pieces_encoded": 0,
+        "pieces_skipped": 0,
+        "shards_written": 0,
+        "bytes": 0,
+    }
     if manifest["complete"]:
         return stats
     for stale in out.glob(f".*{TEMP_SUFFIX}"):  # a shard that a killed run left half-written
@@ -296,11 +362,20 @@ def prepare(
     dtype = np.dtype(manifest["dtype"])
     eot = tokenizer.eot_token
     sharder = _Sharder(out, cfg, dtype, manifest)
-    bar = tqdm(desc="prepare", unit="B", unit_scale=True, disable=not show_progress, file=sys.stderr, mininterval=1.0)
+    bar = tqdm(
+        desc="prepare",
+        unit="B",
+        unit_scale=True,
+        disable=not show_progress,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
     pool = None
     if cfg.jobs > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(cfg.jobs, initializer=_init_worker, initargs=(tokenizer,))
+        pool = multiprocessing.get_context(method).Pool(
+            cfg.jobs, initializer=_init_worker, initargs=(tokenizer,)
+        )
     pending: deque[tuple[int, Any]] = deque()
 
     def consume() -> bool:
@@ -314,8 +389,9 @@ def prepare(
         return stop_after is not None and sharder.new_train_shards >= stop_after
 
     number, stopped = -1, False
-    pieces = iter_pieces(files, cfg.text_field, cfg.chunk_size, cfg.separator,
-                         tokenizer.special_tokens_set)
+    pieces = iter_pieces(
+        files, cfg.text_field, cfg.chunk_size, cfg.separator, tokenizer.special_tokens_set
+    )
     try:
         for number, piece in enumerate(pieces):
             if number < resume_piece:

@@ -22,7 +22,13 @@ from .config import SydsGPTConfig
 from .flags import option_flag
 from .train_config import TrainConfig
 
-_GPT2_COMMON = {"vocab_size": 50257, "context_length": 1024, "dropout": 0.1, "qkv_bias": True, "tie_weights": True}
+_GPT2_COMMON = {
+    "vocab_size": 50257,
+    "context_length": 1024,
+    "dropout": 0.1,
+    "qkv_bias": True,
+    "tie_weights": True,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-small": {**_GPT2_COMMON, "embedding_dim": 768, "num_layers": 12, "num_heads": 12},
@@ -32,21 +38,39 @@ PRESETS: dict[str, dict[str, Any]] = {
     # GPT-2's tokenizer and vocabulary at a size that trains on a CPU (16M parameters, most
     # of them the 50,257-row embedding): chapter 4's example and the CPU benchmarks' model.
     "gpt2-mini": {
-        "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
-        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
+        "vocab_size": 50257,
+        "embedding_dim": 256,
+        "context_length": 256,
+        "num_layers": 4,
+        "num_heads": 4,
+        "dropout": 0.1,
+        "qkv_bias": False,
+        "tie_weights": True,
     },
     # Chapter 5's model: a 1,024-id BPE tokenizer trained on Tiny Shakespeare (0.93M parameters).
     # A short context and no dropout: for a two-minute run, many short sequences per step
     # and no regularisation reach the lowest held-out loss (sydsgpt bench --what quality).
     "book-ch05": {
-        "vocab_size": 1024, "embedding_dim": 128, "context_length": 64, "num_layers": 4,
-        "num_heads": 4, "dropout": 0.0, "qkv_bias": False, "tie_weights": True,
+        "vocab_size": 1024,
+        "embedding_dim": 128,
+        "context_length": 64,
+        "num_layers": 4,
+        "num_heads": 4,
+        "dropout": 0.0,
+        "qkv_bias": False,
+        "tie_weights": True,
     },
     # The book checkpoint: chapter 5's recipe, larger and trained about 12x longer (3.7M
     # parameters; its weights ship with the package, sydsgpt/weights/book-checkpoint).
     "book-checkpoint": {
-        "vocab_size": 2048, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
-        "num_heads": 4, "dropout": 0.1, "qkv_bias": False, "tie_weights": True,
+        "vocab_size": 2048,
+        "embedding_dim": 256,
+        "context_length": 256,
+        "num_layers": 4,
+        "num_heads": 4,
+        "dropout": 0.1,
+        "qkv_bias": False,
+        "tie_weights": True,
     },
 }
 """Named model configs. GPT-2 sizes follow the released checkpoints (124M, 355M, 774M, 1558M)."""
@@ -54,32 +78,84 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Chapter 7: modern architectures. The real shapes follow the released checkpoints'
 # config.json (sydsgpt.hf_weights reads those); "book-modern" is gpt2-mini with every
 # modern part, small enough to train on a CPU.
-_MODERN_COMMON = {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "linear_bias": False, "qkv_bias": False}
+_MODERN_COMMON = {
+    "norm": "rmsnorm",
+    "ffn": "swiglu",
+    "positions": "rope",
+    "linear_bias": False,
+    "qkv_bias": False,
+}
 MODERN_PRESETS: dict[str, dict[str, Any]] = {
     "llama3.2-1b": {
-        **_MODERN_COMMON, "vocab_size": 128256, "embedding_dim": 2048, "context_length": 131072, "num_layers": 16,
-        "num_heads": 32, "num_kv_heads": 8, "head_dim": 64, "ffn_hidden_dim": 8192, "dropout": 0.0,
-        "tie_weights": True, "norm_eps": 1e-5, "rope_theta": 500000.0,
-        "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 8192},
+        **_MODERN_COMMON,
+        "vocab_size": 128256,
+        "embedding_dim": 2048,
+        "context_length": 131072,
+        "num_layers": 16,
+        "num_heads": 32,
+        "num_kv_heads": 8,
+        "head_dim": 64,
+        "ffn_hidden_dim": 8192,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_context_length": 8192,
+        },
     },
     "qwen3-0.6b": {
-        **_MODERN_COMMON, "vocab_size": 151936, "embedding_dim": 1024, "context_length": 40960, "num_layers": 28,
-        "num_heads": 16, "num_kv_heads": 8, "head_dim": 128, "ffn_hidden_dim": 3072, "dropout": 0.0,
-        "tie_weights": True, "norm_eps": 1e-6, "rope_theta": 1000000.0, "qk_norm": True,
+        **_MODERN_COMMON,
+        "vocab_size": 151936,
+        "embedding_dim": 1024,
+        "context_length": 40960,
+        "num_layers": 28,
+        "num_heads": 16,
+        "num_kv_heads": 8,
+        "head_dim": 128,
+        "ffn_hidden_dim": 3072,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "qk_norm": True,
     },
     # SmolLM2-135M-Instruct (sydsgpt.smollm2 loads its weights from a GGUF file, chapter 8).
     "smollm2-135m-instruct": {
-        **_MODERN_COMMON, "vocab_size": 49152, "embedding_dim": 576, "context_length": 8192, "num_layers": 30,
-        "num_heads": 9, "num_kv_heads": 3, "head_dim": 64, "ffn_hidden_dim": 1536, "dropout": 0.0,
-        "tie_weights": True, "norm_eps": 1e-5, "rope_theta": 100000.0,
+        **_MODERN_COMMON,
+        "vocab_size": 49152,
+        "embedding_dim": 576,
+        "context_length": 8192,
+        "num_layers": 30,
+        "num_heads": 9,
+        "num_kv_heads": 3,
+        "head_dim": 64,
+        "ffn_hidden_dim": 1536,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "norm_eps": 1e-5,
+        "rope_theta": 100000.0,
     },
     "book-modern": {
-        **_MODERN_COMMON, "vocab_size": 50257, "embedding_dim": 256, "context_length": 256, "num_layers": 4,
-        "num_heads": 4, "num_kv_heads": 2, "dropout": 0.1, "tie_weights": True, "norm_eps": 1e-6, "qk_norm": True,
+        **_MODERN_COMMON,
+        "vocab_size": 50257,
+        "embedding_dim": 256,
+        "context_length": 256,
+        "num_layers": 4,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "dropout": 0.1,
+        "tie_weights": True,
+        "norm_eps": 1e-6,
+        "qk_norm": True,
     },
 }
 """Modern presets: Llama 3.2 1B, Qwen3 0.6B, and the book's CPU-sized modern model."""
 PRESETS.update(MODERN_PRESETS)
+
 
 def preset_names() -> list[str]:
     """Every preset name, sorted."""
@@ -128,7 +204,12 @@ class RunPreset:
         groups: list[str] = []
         for word in words:
             quoted = shlex.quote(word)
-            if groups and not word.startswith("--") and groups[-1].startswith("--") and " " not in groups[-1]:
+            if (
+                groups
+                and not word.startswith("--")
+                and groups[-1].startswith("--")
+                and " " not in groups[-1]
+            ):
                 groups[-1] += " " + quoted
             else:
                 groups.append(quoted)
@@ -140,7 +221,15 @@ class RunPreset:
         return " \\\n".join(lines)
 
     def _command(self, out: str) -> str:
-        words = ["sydsgpt", "train", self.corpus, "--preset", self.preset, "--tokenizer", self.tokenizer]
+        words = [
+            "sydsgpt",
+            "train",
+            self.corpus,
+            "--preset",
+            self.preset,
+            "--tokenizer",
+            self.tokenizer,
+        ]
         if self.val_fraction != 0.1:
             words += ["--val-fraction", str(self.val_fraction)]
         defaults = TrainConfig()
@@ -154,23 +243,51 @@ class RunPreset:
 
 RUNS: dict[str, RunPreset] = {
     "book-ch05": RunPreset(
-        corpus="tinyshakespeare", tokenizer="bpe:1024", preset="book-ch05",
+        corpus="tinyshakespeare",
+        tokenizer="bpe:1024",
+        preset="book-ch05",
         train=TrainConfig(
-            max_steps=600, batch_size=32, seq_len=64, lr=3e-3, warmup_steps=30, min_lr_ratio=0.1,
-            weight_decay=0.1, grad_clip=1.0, eval_interval=100, eval_batches=10, sample_prompt="JULIET:\nO",
-            sample_tokens=24, seed=123, device="cpu",
+            max_steps=600,
+            batch_size=32,
+            seq_len=64,
+            lr=3e-3,
+            warmup_steps=30,
+            min_lr_ratio=0.1,
+            weight_decay=0.1,
+            grad_clip=1.0,
+            eval_interval=100,
+            eval_batches=10,
+            sample_prompt="JULIET:\nO",
+            sample_tokens=24,
+            seed=123,
+            device="cpu",
         ),
     ),
     "book-checkpoint": RunPreset(
-        corpus="tinyshakespeare", tokenizer="bpe:2048", preset="book-checkpoint",
+        corpus="tinyshakespeare",
+        tokenizer="bpe:2048",
+        preset="book-checkpoint",
         train=TrainConfig(
-            max_steps=1200, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1,
-            weight_decay=0.1, grad_clip=1.0, eval_interval=100, eval_batches=20, sample_prompt="ROMEO:",
-            sample_tokens=40, seed=123, device="cpu", threads=2,
+            max_steps=1200,
+            batch_size=16,
+            seq_len=256,
+            lr=2e-3,
+            warmup_steps=100,
+            min_lr_ratio=0.1,
+            weight_decay=0.1,
+            grad_clip=1.0,
+            eval_interval=100,
+            eval_batches=20,
+            sample_prompt="ROMEO:",
+            sample_tokens=40,
+            seed=123,
+            device="cpu",
+            threads=2,
         ),
     ),
 }
-"""The book's runs. ``book-ch05``: chapter 5's run, ~1.2M training tokens, about two minutes on a laptop CPU;
+"""The book's runs. ``book-ch05``: chapter 5's run, ~1.2M training tokens, about two minutes on a
+laptop CPU;
 ``book-checkpoint``: the book checkpoint (:mod:`sydsgpt.book`)."""
 
 

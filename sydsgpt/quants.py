@@ -47,15 +47,31 @@ class GGMLType:
 
 # The ids are GGML's ``enum ggml_type``. Only these types can be read; the ones with a
 # function in DEQUANTIZE can also be turned into float32.
-GGML_TYPES: dict[int, GGMLType] = {t.id: t for t in (
-    GGMLType("F32", 0, 1, 4), GGMLType("F16", 1, 1, 2), GGMLType("Q4_0", 2, 32, 18),
-    GGMLType("Q4_1", 3, 32, 20), GGMLType("Q5_0", 6, 32, 22), GGMLType("Q5_1", 7, 32, 24),
-    GGMLType("Q8_0", 8, 32, 34), GGMLType("Q8_1", 9, 32, 40), GGMLType("Q2_K", 10, 256, 84),
-    GGMLType("Q3_K", 11, 256, 110), GGMLType("Q4_K", 12, 256, 144), GGMLType("Q5_K", 13, 256, 176),
-    GGMLType("Q6_K", 14, 256, 210), GGMLType("Q8_K", 15, 256, 292), GGMLType("I8", 24, 1, 1),
-    GGMLType("I16", 25, 1, 2), GGMLType("I32", 26, 1, 4), GGMLType("I64", 27, 1, 8),
-    GGMLType("F64", 28, 1, 8), GGMLType("BF16", 30, 1, 2),
-)}
+GGML_TYPES: dict[int, GGMLType] = {
+    t.id: t
+    for t in (
+        GGMLType("F32", 0, 1, 4),
+        GGMLType("F16", 1, 1, 2),
+        GGMLType("Q4_0", 2, 32, 18),
+        GGMLType("Q4_1", 3, 32, 20),
+        GGMLType("Q5_0", 6, 32, 22),
+        GGMLType("Q5_1", 7, 32, 24),
+        GGMLType("Q8_0", 8, 32, 34),
+        GGMLType("Q8_1", 9, 32, 40),
+        GGMLType("Q2_K", 10, 256, 84),
+        GGMLType("Q3_K", 11, 256, 110),
+        GGMLType("Q4_K", 12, 256, 144),
+        GGMLType("Q5_K", 13, 256, 176),
+        GGMLType("Q6_K", 14, 256, 210),
+        GGMLType("Q8_K", 15, 256, 292),
+        GGMLType("I8", 24, 1, 1),
+        GGMLType("I16", 25, 1, 2),
+        GGMLType("I32", 26, 1, 4),
+        GGMLType("I64", 27, 1, 8),
+        GGMLType("F64", 28, 1, 8),
+        GGMLType("BF16", 30, 1, 2),
+    )
+}
 """GGML type id -> :class:`GGMLType`."""
 GGML_TYPES_BY_NAME: dict[str, GGMLType] = {t.name: t for t in GGML_TYPES.values()}
 """Type name (``"Q4_1"``) -> :class:`GGMLType`."""
@@ -230,8 +246,9 @@ def dequantize_q6_k(raw: U8) -> np.ndarray:
     qh = b[:, 128:192].reshape(n, 2, 32)
     scales = np.ascontiguousarray(b[:, 192:208]).view(np.int8).astype(np.float32)  # (n, 16)
     d = _f16(b[:, 208:210])  # (n, 1)
-    low = np.stack([ql[:, :, :32] & 0x0F, ql[:, :, 32:] & 0x0F, ql[:, :, :32] >> 4,
-                    ql[:, :, 32:] >> 4], axis=2)  # (n, 2, 4, 32): the four 32-value quarters
+    low = np.stack(
+        [ql[:, :, :32] & 0x0F, ql[:, :, 32:] & 0x0F, ql[:, :, :32] >> 4, ql[:, :, 32:] >> 4], axis=2
+    )  # (n, 2, 4, 32): the four 32-value quarters
     high = np.stack([(qh >> shift) & 3 for shift in (0, 2, 4, 6)], axis=2)  # (n, 2, 4, 32)
     q = (low | (high << 4)).astype(np.float32) - 32.0
     q = q.reshape(n, 16, 16)  # 16 sub-blocks of 16 values, in output order
@@ -239,10 +256,18 @@ def dequantize_q6_k(raw: U8) -> np.ndarray:
 
 
 DEQUANTIZE: dict[str, Callable[[U8], np.ndarray]] = {
-    "F32": dequantize_f32, "F16": dequantize_f16, "BF16": dequantize_bf16,
-    "Q8_0": dequantize_q8_0, "Q4_0": dequantize_q4_0, "Q4_1": dequantize_q4_1,
-    "Q5_0": dequantize_q5_0, "Q5_1": dequantize_q5_1, "Q2_K": dequantize_q2_k,
-    "Q3_K": dequantize_q3_k, "Q4_K": dequantize_q4_k, "Q5_K": dequantize_q5_k,
+    "F32": dequantize_f32,
+    "F16": dequantize_f16,
+    "BF16": dequantize_bf16,
+    "Q8_0": dequantize_q8_0,
+    "Q4_0": dequantize_q4_0,
+    "Q4_1": dequantize_q4_1,
+    "Q5_0": dequantize_q5_0,
+    "Q5_1": dequantize_q5_1,
+    "Q2_K": dequantize_q2_k,
+    "Q3_K": dequantize_q3_k,
+    "Q4_K": dequantize_q4_k,
+    "Q5_K": dequantize_q5_k,
     "Q6_K": dequantize_q6_k,
 }
 """Type name -> its dequantization, raw block bytes ``(n_bytes,)`` -> float32 ``(n_values,)``."""
@@ -251,12 +276,14 @@ DEQUANTIZE: dict[str, Callable[[U8], np.ndarray]] = {
 def dequantize(raw: U8, type_name: str) -> np.ndarray:
     """Dequantize the raw bytes of a tensor of type ``type_name`` to flat float32."""
     if type_name not in DEQUANTIZE:
-        raise ValueError(f"dequantizing {type_name} is not supported "
-                         f"(supported: {', '.join(DEQUANTIZE)})")
+        raise ValueError(
+            f"dequantizing {type_name} is not supported (supported: {', '.join(DEQUANTIZE)})"
+        )
     return DEQUANTIZE[type_name](np.asarray(raw, dtype=np.uint8).reshape(-1))
 
 
 # ---------------------------------------------------------------------------- quantization
+
 
 def _as_blocks(values: np.ndarray, block_size: int) -> np.ndarray:
     """Flat float32 values -> ``(n_blocks, block_size)`` (a partial block is an error)."""
@@ -316,6 +343,8 @@ def quantize_q4_1(values: np.ndarray) -> np.ndarray:
 QUANTIZE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "F32": lambda x: np.asarray(x, dtype="<f4").reshape(-1).view(np.uint8),
     "F16": lambda x: np.asarray(x, dtype=np.float32).astype("<f2").reshape(-1).view(np.uint8),
-    "Q8_0": quantize_q8_0, "Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1,
+    "Q8_0": quantize_q8_0,
+    "Q4_0": quantize_q4_0,
+    "Q4_1": quantize_q4_1,
 }
 """Type name -> its quantization, float32 values -> raw block bytes ``(n_bytes,)`` uint8."""

@@ -36,13 +36,19 @@ def input_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) and not p.name.startswith("."))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and _kind(p) and not p.name.startswith(".")
+            )
             if not found:
                 raise FileNotFoundError(f"folder {path} has no {', '.join(SUFFIXES)} files")
             files.extend(found)
         elif path.is_file():
             if _kind(path) is None:
-                raise ValueError(f"{path}: cannot read this file type; expected one of {', '.join(SUFFIXES)}")
+                raise ValueError(
+                    f"{path}: cannot read this file type; expected one of {', '.join(SUFFIXES)}"
+                )
             files.append(path)
         else:
             raise FileNotFoundError(f"input {path} does not exist")
@@ -62,7 +68,8 @@ def not_utf8(path: Path) -> ValueError:
             except UnicodeDecodeError as exc:
                 return ValueError(
                     f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                    f"{exc.start + 1}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8")
+                    f"{exc.start + 1}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+                )
     return ValueError(f"{path}: not UTF-8 text; save it as UTF-8")
 
 
@@ -102,26 +109,35 @@ def read_jsonl(path: Path, text_field: str) -> Iterator[Segment]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not a line of JSON ({exc.msg} at column "
-                                     f"{exc.colno}); each line must be one JSON object") from None
+                    raise ValueError(
+                        f"{path}:{number}: not a line of JSON ({exc.msg} at column "
+                        f"{exc.colno}); each line must be one JSON object"
+                    ) from None
                 if not isinstance(record, dict) or text_field not in record:
-                    raise ValueError(f"{path}:{number}: expected a JSON object with the field "
-                                     f"{text_field!r} (choose the field with --text-field)")
+                    raise ValueError(
+                        f"{path}:{number}: expected a JSON object with the field "
+                        f"{text_field!r} (choose the field with --text-field)"
+                    )
                 if record[text_field]:
                     yield _valid_text(str(record[text_field])), True
     except UnicodeDecodeError:
         raise not_utf8(path) from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: the gzip file is truncated or damaged after line {number} "
-                         f"({exc}); download or compress it again") from None
+        raise ValueError(
+            f"{path}: the gzip file is truncated or damaged after line {number} "
+            f"({exc}); download or compress it again"
+        ) from None
 
 
 def read_parquet(path: Path, text_field: str, batch_rows: int = 1024) -> Iterator[Segment]:
-    """The ``text_field`` column of a Parquet file, ``batch_rows`` rows at a time (needs ``pyarrow``)."""
+    """The ``text_field`` column of a Parquet file,
+    ``batch_rows`` rows at a time (needs ``pyarrow``)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError(f"reading {path} needs the package pyarrow, which is not installed: pip install pyarrow") from None
+        raise ImportError(
+            f"reading {path} needs the package pyarrow, which is not installed: pip install pyarrow"
+        ) from None
     import pyarrow
 
     try:
@@ -134,14 +150,19 @@ def read_parquet(path: Path, text_field: str, batch_rows: int = 1024) -> Iterato
                     if text:
                         yield str(text), True
     except (pyarrow.ArrowException, OSError) as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc}); download it again"
-                         ) from None
+        raise ValueError(
+            f"{path}: not a readable Parquet file ({exc}); download it again"
+        ) from None
     if text_field not in names:
-        raise ValueError(f"{path} has no column {text_field!r} (its columns: {', '.join(names)}); "
-                         "choose it with --text-field")
+        raise ValueError(
+            f"{path} has no column {text_field!r} (its columns: {', '.join(names)}); "
+            "choose it with --text-field"
+        )
 
 
-def read_segments(path: Path, text_field: str = "text", chunk_size: int = 1 << 20) -> Iterator[Segment]:
+def read_segments(
+    path: Path, text_field: str = "text", chunk_size: int = 1 << 20
+) -> Iterator[Segment]:
     """The documents of one file as segments (see each reader)."""
     kind = _kind(path)
     if kind == ".txt":
@@ -151,8 +172,11 @@ def read_segments(path: Path, text_field: str = "text", chunk_size: int = 1 << 2
     return read_jsonl(path, text_field)
 
 
-def iter_documents(paths: Iterable[str | os.PathLike[str]], text_field: str = "text") -> Iterator[str]:
-    """Every document of ``paths`` as one string (for small corpora and tests; :func:`prepare` streams)."""
+def iter_documents(
+    paths: Iterable[str | os.PathLike[str]], text_field: str = "text"
+) -> Iterator[str]:
+    """Every document of ``paths`` as one string (for
+    small corpora and tests; :func:`prepare` streams)."""
     parts: list[str] = []
     for path in input_files(paths):
         for text, ends in read_segments(path, text_field):
@@ -162,8 +186,12 @@ def iter_documents(paths: Iterable[str | os.PathLike[str]], text_field: str = "t
                 parts = []
 
 
-def split_documents(segments: Iterable[Segment], path: Path, separator: str | None = None,
-                    specials: Collection[str] = ()) -> Iterator[Segment]:
+def split_documents(
+    segments: Iterable[Segment],
+    path: Path,
+    separator: str | None = None,
+    specials: Collection[str] = (),
+) -> Iterator[Segment]:
     """The segments of one file, each ``separator`` in the text ending a document there (the
     separator itself dropped); text spelling one of ``specials`` (the tokenizer's special
     tokens) other than the separator is refused, naming the file and how to allow it.
@@ -183,7 +211,8 @@ def split_documents(segments: Iterable[Segment], path: Path, separator: str | No
                     f"{path} contains {match.group()!r}, the text of one of the tokenizer's "
                     "special tokens, which would be encoded as ordinary text; if it separates "
                     f"documents, pass --separator '{match.group()}' (PrepareConfig.separator), "
-                    "else remove it")
+                    "else remove it"
+                )
             yield carry[start : match.start()], True
             start = match.end()
         rest = carry[start:]

@@ -35,22 +35,32 @@ def resume_changes(saved: Mapping[str, Any] | None, cfg: TrainConfig) -> dict[st
         return {}
     try:
         before = TrainConfig.from_dict(saved).to_dict()
-    except (TypeError, ValueError):  # saved by a version that allowed a value now refused (e.g. grad_clip=0)
+    except (
+        TypeError,
+        ValueError,
+    ):  # saved by a version that allowed a value now refused (e.g. grad_clip=0)
         before = dict(saved)
     changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if before.get(k) != v}
     fixed = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items() if k in RESUME_FIXED]
     if fixed:
         raise CheckpointMismatchError(
-            f"--resume cannot change {', '.join(fixed)} (these options decide the data each step sees); "
-            "resume with the checkpoint's values, or start a new run in another output directory"
+            f"--resume cannot change {', '.join(fixed)} (these options decide the data each step "
+            "sees); resume with the checkpoint's values, or start a new run in another output "
+            "directory"
         )
     return changed
 
 
-def record_changes(run_info_path: Path, step: int, changes: Mapping[str, tuple[Any, Any]]) -> list[dict[str, Any]]:
-    """The ``changes`` list of ``run.json``: the earlier sessions' (read back) plus this resume's."""
+def record_changes(
+    run_info_path: Path, step: int, changes: Mapping[str, tuple[Any, Any]]
+) -> list[dict[str, Any]]:
+    """The ``changes`` list of ``run.json``: the earlier
+    sessions' (read back) plus this resume's."""
     try:
         earlier = json.loads(run_info_path.read_text()).get("changes", [])
     except (OSError, ValueError, AttributeError):
         earlier = []
-    return [*earlier, *({"step": step, "option": k, "from": a, "to": b} for k, (a, b) in changes.items())]
+    return [
+        *earlier,
+        *({"step": step, "option": k, "from": a, "to": b} for k, (a, b) in changes.items()),
+    ]

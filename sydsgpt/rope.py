@@ -28,7 +28,8 @@ from torch import nn
 from .config import LLAMA3_SCALING_KEYS
 
 RopeTables = tuple[torch.Tensor, torch.Tensor]
-"""``(cos, sin)``, each ``(T, D)``: the rotation for ``T`` positions, both halves of a pair alike."""
+"""``(cos, sin)``, each ``(T, D)``: the rotation for
+``T`` positions, both halves of a pair alike."""
 
 
 def rope_frequencies(
@@ -107,8 +108,9 @@ def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
     cos, sin = tables
     if cos.shape != (x.shape[-2], x.shape[-1]):
         raise ValueError(
-            f"RoPE tables of shape {tuple(cos.shape)} do not fit queries/keys of shape {tuple(x.shape)}: "
-            f"expected ({x.shape[-2]}, {x.shape[-1]}) (one row per token, one column per feature)"
+            f"RoPE tables of shape {tuple(cos.shape)} do not fit queries/keys of shape "
+            f"{tuple(x.shape)}: expected ({x.shape[-2]}, {x.shape[-1]}) (one row per token, one "
+            "column per feature)"
         )
     rotated = x * cos + rotate_half(x) * sin  # a pair (a, b) -> (a cos - b sin, b cos + a sin)
     return rotated.to(x.dtype)
@@ -136,7 +138,8 @@ class RotaryEmbedding(nn.Module):
         self.freqs = rope_frequencies(head_dim, base, scaling)  # (D/2,) float32, on the CPU
 
     def forward(self, positions: torch.Tensor) -> RopeTables:
-        """``(T,)`` positions -> ``(cos, sin)``, each ``(T, D)`` float32, on the positions' device."""
+        """``(T,)`` positions -> ``(cos, sin)``, each
+        ``(T, D)`` float32, on the positions' device."""
         if self.freqs.device != positions.device:
             self.freqs = self.freqs.to(positions.device)
         return rope_tables(positions, self.freqs)

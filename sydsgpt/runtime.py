@@ -78,8 +78,9 @@ def resolve_device(
 
 
 def check_device_name(name: str) -> None:
-    """``name`` must be ``auto`` or a device torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...);
-    whether this machine has it is checked when the device is used (:func:`resolve_device`)."""
+    """``name`` must be ``auto`` or a device torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``,
+    ...); whether this machine has it is checked when the device is used
+    (:func:`resolve_device`)."""
     if name == "auto":
         return
     try:
@@ -93,8 +94,8 @@ def _mps_available() -> bool:
 
 
 def device_type(name: str | torch.device) -> str:
-    """``"cuda"``, ``"mps"`` or ``"cpu"``: the kind of device ``name`` is, without checking it exists
-    (``"auto"`` is resolved on this machine)."""
+    """``"cuda"``, ``"mps"`` or ``"cpu"``: the kind of device ``name`` is, without checking it
+    exists (``"auto"`` is resolved on this machine)."""
     if str(name) == "auto":
         return resolve_device("auto").type
     return torch.device(name).type
@@ -158,7 +159,8 @@ def resolve_fast_paths(
     compile: bool = False,
     bf16_supported: bool | None = None,
 ) -> FastPaths:
-    """Apply this module's rules: what ``dtype``/``tf32``/``fused_adamw``/``compile`` mean on ``device_kind``."""
+    """Apply this module's rules: what
+    ``dtype``/``tf32``/``fused_adamw``/``compile`` mean on ``device_kind``."""
     return FastPaths(
         amp_dtype=auto_amp_dtype(dtype, device_kind, bf16_supported),
         tf32=auto_tf32(tf32, device_kind),
@@ -168,7 +170,8 @@ def resolve_fast_paths(
 
 
 def configure_tf32(enabled: bool | None, device: torch.device) -> bool:
-    """Allow TF32 float32 matrix products on CUDA (a process-wide setting). Returns whether it is on."""
+    """Allow TF32 float32 matrix products on CUDA (a
+    process-wide setting). Returns whether it is on."""
     on = auto_tf32(enabled, device.type)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high" if on else "highest")
@@ -176,7 +179,8 @@ def configure_tf32(enabled: bool | None, device: torch.device) -> bool:
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):  # type: ignore[no-untyped-def]
-    """``torch.autocast`` to ``amp_dtype`` on ``device``, or a context that does nothing for ``None``."""
+    """``torch.autocast`` to ``amp_dtype`` on ``device``,
+    or a context that does nothing for ``None``."""
     from contextlib import nullcontext
 
     if amp_dtype is None:

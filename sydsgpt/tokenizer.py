@@ -87,10 +87,14 @@ def token_ids_to_text(ids: torch.Tensor | Sequence[int], tokenizer: Any = None) 
 # ---------------------------------------------------------------------------- streaming
 
 
-SAFE_SPLIT_PATTERNS: frozenset[str] = frozenset({
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",  # gpt2, r50k_base
-})
-"""Pre-tokenizer patterns for which a space between two letters/digits is always a pre-token boundary."""
+SAFE_SPLIT_PATTERNS: frozenset[str] = frozenset(
+    {
+        # gpt2, r50k_base
+        r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
+    }
+)
+"""Pre-tokenizer patterns for which a space between
+two letters/digits is always a pre-token boundary."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,22 +117,25 @@ def split_at_boundary(text: str) -> tuple[str, str]:
     match = _split_point_regex().search(text)
     if match is None:
         return "", text
-    return text[: match.start()], text[match.start():]
+    return text[: match.start()], text[match.start() :]
 
 
 def check_streamable(tokenizer: Any) -> None:
-    """Raise ``ValueError`` unless ``tokenizer``'s pre-tokenizer is one :func:`split_at_boundary` is proven for."""
+    """Raise ``ValueError`` unless ``tokenizer``'s pre-tokenizer
+    is one :func:`split_at_boundary` is proven for."""
     pattern = getattr(tokenizer, "pattern", None) or getattr(tokenizer, "_pat_str", None)
     if pattern not in SAFE_SPLIT_PATTERNS:
         raise ValueError(
-            f"tokenizer {getattr(tokenizer, 'name', tokenizer)!r} pre-tokenizes with a pattern that streaming "
-            "encoding is not proven for (it splits text only at a space between two letters/digits, a boundary "
-            "of GPT-2's pattern); encode the whole text with tokenizer.encode_ordinary instead"
+            f"tokenizer {getattr(tokenizer, 'name', tokenizer)!r} pre-tokenizes with a pattern "
+            "that streaming encoding is not proven for (it splits text only at a space between "
+            "two letters/digits, a boundary of GPT-2's pattern); encode the whole text with "
+            "tokenizer.encode_ordinary instead"
         )
 
 
 def iter_safe_pieces(chunks: Iterable[str], min_chars: int = 1) -> Iterator[str]:
-    """Re-cut a stream of text chunks into pieces that end at safe points (:func:`split_at_boundary`).
+    """Re-cut a stream of text chunks into pieces that end at safe points
+    (:func:`split_at_boundary`).
 
     Each piece holds at least ``min_chars`` characters (except the last) and the pieces
     concatenate to the input. Memory: the carried text, about one chunk plus the longest
@@ -153,7 +160,8 @@ AllowedSpecial = Union[Literal["all", "none", "none_raise"], AbstractSet[str]]
 
 
 def special_token_sets(
-    tokenizer: Any, allowed_special: AllowedSpecial = "none_raise",
+    tokenizer: Any,
+    allowed_special: AllowedSpecial = "none_raise",
     disallowed_special: Literal["all"] | Collection[str] = "all",
 ) -> tuple[set[str], set[str]]:
     """``(allowed, disallowed)``: the special-token texts that become their id, and those whose
@@ -165,8 +173,10 @@ def special_token_sets(
         allowed = set(specials)
     elif isinstance(allowed_special, str):
         if allowed_special not in ("none", "none_raise"):
-            raise ValueError("allowed_special must be 'all', 'none', 'none_raise' or a set of "
-                             f"special tokens, got {allowed_special!r}")
+            raise ValueError(
+                "allowed_special must be 'all', 'none', 'none_raise' or a set of "
+                f"special tokens, got {allowed_special!r}"
+            )
         allowed = set()
         if allowed_special == "none":
             disallowed_special = ()
@@ -178,9 +188,11 @@ def special_token_sets(
 
 def special_token_error(found: str) -> str:
     """The message for special-token text found where it is not allowed, saying both fixes."""
-    return (f"the text contains the special token {found!r}, which is not allowed. To encode it "
-            f"as its special id pass allowed_special={{{found!r}}} (or 'all'); to encode it as "
-            "plain text pass disallowed_special=() (or allowed_special='none').")
+    return (
+        f"the text contains the special token {found!r}, which is not allowed. To encode it "
+        f"as its special id pass allowed_special={{{found!r}}} (or 'all'); to encode it as "
+        "plain text pass disallowed_special=() (or allowed_special='none')."
+    )
 
 
 def special_regex(specials: Collection[str]) -> Any:
@@ -202,7 +214,9 @@ def partial_suffix(text: str, specials: Collection[str]) -> int:
 
 
 def encode_iterable(
-    tokenizer: Any, chunks: Iterable[str], allowed_special: AllowedSpecial = "none_raise",
+    tokenizer: Any,
+    chunks: Iterable[str],
+    allowed_special: AllowedSpecial = "none_raise",
     disallowed_special: Literal["all"] | Collection[str] = "all",
 ) -> Iterator[int]:
     """Encode a stream of text chunks (e.g. a file read piece by piece) to ids, lazily.

@@ -26,7 +26,10 @@ def field_names(cls: type) -> list[str]:
 
 
 def check_keys(
-    given: Iterable[str], known: Iterable[str], what: str, required: Iterable[str] = (),
+    given: Iterable[str],
+    known: Iterable[str],
+    what: str,
+    required: Iterable[str] = (),
     error: type[Exception] = ValueError,
 ) -> None:
     """Raise ``error`` naming every unknown key of ``given`` (and every missing ``required`` one).
@@ -44,7 +47,8 @@ def check_keys(
 
 
 def check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
-    """``value`` must be an ``int >= 1`` (``bool`` is not a number here); ``None`` if ``allow_none``."""
+    """``value`` must be an ``int >= 1`` (``bool`` is
+    not a number here); ``None`` if ``allow_none``."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -52,20 +56,37 @@ def check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
 
 
 def check_int(value: Any, name: str, minimum: int | None = None, allow_none: bool = False) -> None:
-    """``value`` must be an ``int`` (not a ``bool``), ``>= minimum`` when given; ``None`` if ``allow_none``."""
+    """``value`` must be an ``int`` (not a ``bool``),
+    ``>= minimum`` when given; ``None`` if ``allow_none``."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        expected = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if allow_none else "")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
+    ):
+        expected = (
+            "an integer"
+            + (f" >= {minimum}" if minimum is not None else "")
+            + (" or None" if allow_none else "")
+        )
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def check_real(
-    value: Any, name: str, *, low: float | None = None, high: float | None = None,
-    low_open: bool = False, high_open: bool = False, allow_none: bool = False, hint: str = "",
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+    hint: str = "",
 ) -> None:
     """``value`` must be a finite real number (an ``int`` or ``float``, not a ``bool``) in the
-    interval from ``low`` to ``high`` (each bound excluded when ``*_open``); ``None`` if ``allow_none``.
+    interval from ``low`` to ``high`` (each bound excluded when ``*_open``); ``None`` if
+    ``allow_none``.
 
     Example: ``check_real(lr, "lr", low=0, low_open=True)`` asks for ``lr > 0``; NaN and
     infinity are always refused (the maths of every option here needs a finite number).
@@ -87,7 +108,10 @@ def check_real(
         else:
             domain = "a finite number"
         expected = f"a finite number {domain}" if low is not None or high is not None else domain
-        raise ValueError(f"{name} must be {expected}{' or None' if allow_none else ''}, got {value!r}" + (f"; {hint}" if hint else ""))
+        raise ValueError(
+            f"{name} must be {expected}{' or None' if allow_none else ''}, got {value!r}"
+            + (f"; {hint}" if hint else "")
+        )
 
 
 def check_bool(value: Any, name: str, allow_none: bool = False) -> None:
@@ -95,19 +119,23 @@ def check_bool(value: Any, name: str, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False{' (or None)' if allow_none else ''}, got {value!r}")
+        raise ValueError(
+            f"{name} must be True or False{' (or None)' if allow_none else ''}, got {value!r}"
+        )
 
 
 def check_token_range(ids: torch.Tensor, vocab_size: int, what: str) -> None:
-    """Every id in ``ids`` must be in ``0 .. vocab_size - 1`` (else the embedding lookup fails obscurely)."""
+    """Every id in ``ids`` must be in ``0 .. vocab_size - 1``
+    (else the embedding lookup fails obscurely)."""
     if ids.numel() == 0:
         return
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
         raise ValueError(
-            f"{what} holds token id {bad}, but the model's ids are 0..{vocab_size - 1} (vocab_size {vocab_size}); "
-            f"tokenize the data with the model's tokenizer, or build the model with vocab_size >= {high + 1}"
+            f"{what} holds token id {bad}, but the model's ids are 0..{vocab_size - 1} (vocab_size "
+            f"{vocab_size}); tokenize the data with the model's tokenizer, or build the model with "
+            f"vocab_size >= {high + 1}"
         )
 
 
@@ -119,8 +147,9 @@ def check_input_ids(input_ids: Any, name: str = "input_ids") -> None:
     """
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(
-            f"{name} must be a (batch, tokens) tensor of token ids, got {type(input_ids).__name__}; "
-            "make one with torch.tensor([ids]) or sydsgpt.tokenizer.text_to_token_ids(text)."
+            f"{name} must be a (batch, tokens) tensor of token ids, got "
+            f"{type(input_ids).__name__}; make one with torch.tensor([ids]) or "
+            "sydsgpt.tokenizer.text_to_token_ids(text)."
         )
     if input_ids.dim() != 2:
         raise ValueError(
@@ -128,17 +157,22 @@ def check_input_ids(input_ids: Any, name: str = "input_ids") -> None:
             f"for a single sequence use {name}.unsqueeze(0)."
         )
     if input_ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must be an integer tensor of token ids, got dtype {input_ids.dtype}")
+        raise TypeError(
+            f"{name} must be an integer tensor of token ids, got dtype {input_ids.dtype}"
+        )
     if input_ids.shape[1] == 0:
-        raise ValueError(f"{name} has no tokens: give at least one token (e.g. the end-of-text token).")
+        raise ValueError(
+            f"{name} has no tokens: give at least one token (e.g. the end-of-text token)."
+        )
 
 
 def check_features(x: torch.Tensor, expected: int, layer: str) -> None:
-    """``x``'s last dimension must be ``expected`` (the features a ``layer`` such as ``"LayerNorm"`` was built for)."""
+    """``x``'s last dimension must be ``expected`` (the features
+    a ``layer`` such as ``"LayerNorm"`` was built for)."""
     if x.shape[-1] != expected:
         raise ValueError(
-            f"{layer} was built for {expected} features per token but the input's last "
-            f"dimension is {x.shape[-1]} (shape {tuple(x.shape)}); build it with {layer}({x.shape[-1]})."
+            f"{layer} was built for {expected} features per token but the input's last dimension "
+            f"is {x.shape[-1]} (shape {tuple(x.shape)}); build it with {layer}({x.shape[-1]})."
         )
 
 
@@ -178,15 +212,19 @@ def check_temperature(temperature: float) -> None:
             "values below 1 for safer text, above 1 for more varied text."
         )
     if not math.isfinite(temperature):  # logits / inf is uniform noise, not "very varied" text
-        raise ValueError(f"temperature must be a finite number, got {temperature}; values around "
-                         "0.5-1.5 are typical")
+        raise ValueError(
+            f"temperature must be a finite number, got {temperature}; values around "
+            "0.5-1.5 are typical"
+        )
 
 
 def check_top_k(k: int) -> None:
     """``k`` (top-k) must be an integer ``>= 1``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be an integer >= 1 (the number of tokens kept), got {k!r}; "
-                         "use None to switch it off.")
+        raise ValueError(
+            f"top_k must be an integer >= 1 (the number of tokens kept), got {k!r}; "
+            "use None to switch it off."
+        )
 
 
 def check_top_p(p: float) -> None:
@@ -201,11 +239,14 @@ def check_top_p(p: float) -> None:
 def check_repetition_penalty(penalty: float) -> None:
     """``penalty`` must be a finite number ``> 0`` (1 is no penalty)."""
     if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), "
-                         f"got {penalty}")
+        raise ValueError(
+            f"repetition_penalty must be > 0 (1 = no penalty, 1.2 is typical), got {penalty}"
+        )
     if not math.isfinite(penalty):
-        raise ValueError("repetition_penalty must be a finite number (1 = no penalty, 1.2 is "
-                         f"typical), got {penalty}")
+        raise ValueError(
+            "repetition_penalty must be a finite number (1 = no penalty, 1.2 is "
+            f"typical), got {penalty}"
+        )
 
 
 def check_ngram_size(n: int) -> None:

@@ -1,4 +1,5 @@
-"""The ``sydsgpt`` command line: ``sydsgpt prepare``, ``sydsgpt train``, ``sydsgpt generate``, ``sydsgpt finetune``, ``sydsgpt bench``.
+"""The ``sydsgpt`` command line: ``sydsgpt prepare``, ``sydsgpt train``, ``sydsgpt generate``,
+``sydsgpt finetune``, ``sydsgpt bench``.
 
 Each subcommand lives in a module of this package that provides
 ``configure(parser)`` (adds its arguments) and ``run(args) -> int`` (does the work).
@@ -22,9 +23,11 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "Pretrain a model on a dataset (chapter 5).",
     "generate": "Generate text from a checkpoint (chapter 6).",
     "chat": "Chat with a model in the terminal: SmolLM2-135M-Instruct or your own (chapter 8).",
-    "finetune": "Finetune a pretrained model: a classifier or an instruction follower, optionally with LoRA (chapter 8).",
+    "finetune": "Finetune a pretrained model: a classifier or an instruction follower, optionally "
+    "with LoRA (chapter 8).",
     "bench": "Measure training, generation and tokenizer speed (appendix: Making it fast).",
-    "check": "Check your own exercise answers (a chapter notebook or a .py file) with the book's cases.",
+    "check": "Check your own exercise answers (a chapter notebook or a .py file) with the book's "
+    "cases.",
 }
 
 
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per available subcommand."""
     parser = Parser(
         prog="sydsgpt",
-        description="SydsGPT: the GPT-style language model built in the book. Train, generate, benchmark.",
+        description="SydsGPT: the GPT-style language model built in the book. Train, generate, "
+        "benchmark.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in SUBCOMMANDS.items():
@@ -45,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         describe = getattr(module, "description", None)
         text = describe() if describe else (module.__doc__ or summary)
         sub = subparsers.add_parser(
-            name, help=summary, description=text.strip(),
-            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_STATUS_HELP,
+            name,
+            help=summary,
+            description=text.strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=EXIT_STATUS_HELP,
         )
         module.configure(sub)
         for leaf in _leaf_parsers(sub):  # finetune's options are its tasks' (classify, instruct)
@@ -76,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except TrainingInterrupted as exc:
-        print(f"sydsgpt {args.command}: {exc.describe('continue with the same command plus --resume')}", file=sys.stderr)
+        print(
+            f"sydsgpt {args.command}: "
+            f"{exc.describe('continue with the same command plus --resume')}",
+            file=sys.stderr,
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"sydsgpt {args.command}: interrupted", file=sys.stderr)

@@ -35,18 +35,32 @@ CHAT_CONTEXT = 2048
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sydsgpt chat`` arguments."""
-    parser.add_argument("--model", default=SMOLLM2, metavar="NAME_OR_PATH",
-                        help=f"{SMOLLM2} (default), {BOOK}, a .gguf file (Llama architecture) "
-                        "or a training checkpoint (.pt)")
+    parser.add_argument(
+        "--model",
+        default=SMOLLM2,
+        metavar="NAME_OR_PATH",
+        help=f"{SMOLLM2} (default), {BOOK}, a .gguf file (Llama architecture) "
+        "or a training checkpoint (.pt)",
+    )
     parser.add_argument("--system", default=None, help="the system message (chat models only)")
-    parser.add_argument("--prompt", default=None,
-                        help="one message: print the answer and exit (escapes like \\n work)")
-    parser.add_argument("--max-new-tokens", type=int, default=256,
-                        help="most tokens in one answer (default: 256)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    add_config_options(parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"),
-                       GenerationConfig, skip=("eos_id",))
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="one message: print the answer and exit (escapes like \\n work)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=256, help="most tokens in one answer (default: 256)"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
+    )
+    add_config_options(
+        parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"),
+        GenerationConfig,
+        skip=("eos_id",),
+    )
 
 
 def load_chat_model(name: str, device: str = "auto") -> tuple[Any, Any]:
@@ -72,8 +86,9 @@ def load_chat_model(name: str, device: str = "auto") -> tuple[Any, Any]:
 
         model, tokenizer = load_model_and_tokenizer(name)
     else:
-        raise ValueError(f"--model {name!r} is neither {SMOLLM2!r}, {BOOK!r}, a .gguf file nor a "
-                         "checkpoint file")
+        raise ValueError(
+            f"--model {name!r} is neither {SMOLLM2!r}, {BOOK!r}, a .gguf file nor a checkpoint file"
+        )
     return use_decoding_layout(model.to(resolve_device(device)).eval()), tokenizer
 
 
@@ -92,11 +107,19 @@ def _answer(session: ChatSession, text: str, out: TextIO) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model, then answer ``--prompt`` or chat until end of input."""
     model, tokenizer = load_chat_model(args.model, args.device)
-    session = ChatSession(model, tokenizer, None if args.system is None else unescape(args.system),
-                          config_from_args(GenerationConfig, args), args.max_new_tokens)
+    session = ChatSession(
+        model,
+        tokenizer,
+        None if args.system is None else unescape(args.system),
+        config_from_args(GenerationConfig, args),
+        args.max_new_tokens,
+    )
     if not session.is_chat:
-        print(f"{args.model} is not a chat model (no chat template): it continues the text you "
-              "give it", file=sys.stderr)
+        print(
+            f"{args.model} is not a chat model (no chat template): it continues the text you "
+            "give it",
+            file=sys.stderr,
+        )
     if args.prompt is not None:
         _answer(session, unescape(args.prompt), sys.stdout)
         return 0

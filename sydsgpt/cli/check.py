@@ -19,27 +19,50 @@ import argparse
 import math
 import sys
 
-from ..exercises.answers import (CELL_TIME_LIMIT, NOT_ATTEMPTED, AnswersError, any_failed,
-                                 check_answers, table)
+from ..exercises.answers import (
+    CELL_TIME_LIMIT,
+    NOT_ATTEMPTED,
+    AnswersError,
+    any_failed,
+    check_answers,
+    table,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sydsgpt check`` arguments."""
     parser.add_argument("path", help="a chapter notebook (.ipynb) or a .py file of answers")
-    parser.add_argument("--chapter", type=int, action="append", default=None, metavar="N",
-                        help="report these chapters' exercises (default: the chapters the file answers)")
-    parser.add_argument("--verbose", action="store_true", help="also print the full feedback of each attempted exercise")
-    parser.add_argument("--time-limit", type=float, default=CELL_TIME_LIMIT, metavar="SECONDS",
-                        help="seconds each answer cell may run before it is stopped and its "
-                        f"exercise fails (default: {CELL_TIME_LIMIT:g}; a .py file: the whole "
-                        "file)")
+    parser.add_argument(
+        "--chapter",
+        type=int,
+        action="append",
+        default=None,
+        metavar="N",
+        help="report these chapters' exercises (default: the chapters the file answers)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the full feedback of each attempted exercise",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=CELL_TIME_LIMIT,
+        metavar="SECONDS",
+        help="seconds each answer cell may run before it is stopped and its "
+        f"exercise fails (default: {CELL_TIME_LIMIT:g}; a .py file: the whole "
+        "file)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the table; 1 when an attempted exercise fails, 2 when the file cannot be read."""
     if not 0 < args.time_limit < math.inf:
-        print(f"sydsgpt check: --time-limit must be a number of seconds > 0, got {args.time_limit}",
-              file=sys.stderr)
+        print(
+            f"sydsgpt check: --time-limit must be a number of seconds > 0, got {args.time_limit}",
+            file=sys.stderr,
+        )
         return 2
     try:
         results = check_answers(args.path, args.chapter, args.time_limit)

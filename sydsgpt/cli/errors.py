@@ -30,10 +30,10 @@ from ..runtime import DeviceUnavailableError
 USAGE, FAILED = 2, 1
 DEBUG_ENV = "SYDSGPT_DEBUG"
 EXIT_STATUS_HELP = (
-    "exit status: 0 done; 1 the run failed (disk full or read-only, no data offline, diverged, damaged checkpoint, "
-    "folder in use); 2 bad usage (an invalid option, a missing file, a checkpoint of another model); 128+N stopped by "
-    f"signal N (130 Ctrl-C, 143 SIGTERM) after saving a checkpoint. Errors are one line; --debug (or {DEBUG_ENV}=1) "
-    "shows the traceback."
+    "exit status: 0 done; 1 the run failed (disk full or read-only, no data offline, diverged, "
+    "damaged checkpoint, folder in use); 2 bad usage (an invalid option, a missing file, a "
+    "checkpoint of another model); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM) after "
+    f"saving a checkpoint. Errors are one line; --debug (or {DEBUG_ENV}=1) shows the traceback."
 )
 
 
@@ -48,16 +48,27 @@ class Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-_USAGE_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, IsADirectoryError,
-                 NotADirectoryError, CheckpointMismatchError, DeviceUnavailableError)
+_USAGE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    CheckpointMismatchError,
+    DeviceUnavailableError,
+)
 _FIXES = {
     errno.ENOSPC: "free some disk space or choose another --out",
     errno.EDQUOT: "free some disk space or choose another --out",
     errno.EACCES: "choose a folder you can write to (--out DIR) or fix its permissions",
     errno.EPERM: "choose a folder you can write to (--out DIR) or fix its permissions",
     errno.EROFS: "the file system is read-only: choose another --out",
-    errno.EEXIST: "a file is in the way of a folder: choose another --out (a folder, or a new name)",
-    errno.ENOTDIR: "a file is in the way of a folder: choose another --out (a folder, or a new name)",
+    errno.EEXIST: "a file is in the way of a folder: choose another --out (a folder, or a new "
+    "name)",
+    errno.ENOTDIR: "a file is in the way of a folder: choose another --out (a folder, or a new "
+    "name)",
 }
 
 
@@ -70,7 +81,9 @@ def exit_status(exc: BaseException) -> int:
     """2 for bad usage, 1 for a run that failed (see the module docstring)."""
     if isinstance(exc, UsageError):
         return USAGE
-    if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)):
+    if isinstance(exc, OSError) and not isinstance(
+        exc, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+    ):
         return FAILED
     return USAGE if isinstance(exc, _USAGE_ERRORS) else FAILED
 
@@ -86,7 +99,10 @@ def describe(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
         if not isinstance(exc, (*_USAGE_ERRORS, OSError, RuntimeError)):
-            text = f"{type(exc).__name__}: {text} (unexpected: run again with --debug for the traceback and please report it)"
+            text = (
+                f"{type(exc).__name__}: {text} (unexpected: run again with --debug for the "
+                "traceback and please report it)"
+            )
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 

@@ -24,8 +24,14 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 from ..flags import escape, flag_name, option_flag, unescape, unwrap_optional
 
-__all__ = ["add_config_options", "config_from_args", "field_docs", "flag_name", "option_flag",
-           "unescape"]
+__all__ = [
+    "add_config_options",
+    "config_from_args",
+    "field_docs",
+    "flag_name",
+    "option_flag",
+    "unescape",
+]
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,13 +59,18 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     for node, after in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            if (
+                isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
 
 def _plain(text: str) -> str:
-    """Docstring markup to terminal text: ````x```` -> ``x``, roles dropped, ``%`` escaped for argparse."""
+    """Docstring markup to terminal text:
+    ````x```` -> ``x``, roles dropped, ``%`` escaped for argparse."""
     text = re.sub(r":\w+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], text)
     return text.replace("``", "").replace("%", "%%")
 
@@ -73,8 +84,10 @@ def _parser_for(kind: Any, nullable: bool, name: str) -> Callable[[str], Any]:
         try:
             return base(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {getattr(kind, '__name__', kind)}"
-                                             + (" (or none)" if nullable else "")) from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a valid {getattr(kind, '__name__', kind)}"
+                + (" (or none)" if nullable else "")
+            ) from None
 
     parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its errors
     return parse
@@ -107,11 +120,16 @@ def add_config_options(
         kind, nullable = unwrap_optional(hints[f.name])
         flags = [flag_name(f.name), *aliases.get(f.name, ())]
         if f.name not in docs:
-            raise TypeError(f"{cls.__name__}.{f.name} has no docstring: it is the option's --help "
-                            "text; write one")
+            raise TypeError(
+                f"{cls.__name__}.{f.name} has no docstring: it is the option's --help "
+                "text; write one"
+            )
         help_text = _plain(docs[f.name])
-        shown = "auto" if default is None and kind is bool else ("none" if default is None else default)
-        help_text += f" (default: {escape(shown) if isinstance(shown, str) and f.name not in ('device', 'dtype') else shown})"
+        shown = (
+            "auto" if default is None and kind is bool else ("none" if default is None else default)
+        )
+        literal = isinstance(shown, str) and f.name not in ("device", "dtype")
+        help_text += f" (default: {escape(shown) if literal else shown})"
         options: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
@@ -127,7 +145,9 @@ def add_config_options(
 
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """An instance of ``cls`` from the parsed options :func:`add_config_options` added."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
     try:
         return cls(**{**values, **overrides})
     except ValueError as exc:  # name the option as the user typed it: TrainConfig.lr -> --lr

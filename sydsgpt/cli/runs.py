@@ -25,11 +25,14 @@ def check_run_folder(out: Path, resume: bool) -> None:
     """Refuse to overwrite a run without ``--resume``, and ``--resume`` without a checkpoint."""
     checkpoint = out / CHECKPOINT_NAME
     if checkpoint.exists() and not resume:
-        raise FileExistsError(f"{checkpoint} already exists: add --resume to continue that run, "
-                              "or choose another --out")
+        raise FileExistsError(
+            f"{checkpoint} already exists: add --resume to continue that run, "
+            "or choose another --out"
+        )
     if resume and not checkpoint.exists():
-        raise FileNotFoundError(f"--resume: there is no {checkpoint} to continue from; "
-                                "run without --resume first")
+        raise FileNotFoundError(
+            f"--resume: there is no {checkpoint} to continue from; run without --resume first"
+        )
 
 
 @contextmanager
@@ -48,8 +51,14 @@ def last_val_loss(history: list[dict[str, Any]]) -> float | None:
     return next((r["val_loss"] for r in reversed(history) if "val_loss" in r), None)
 
 
-def finish_run(out: Path, history: list[dict[str, Any]], title: str, *, loss_name: str = "val loss",
-               extra: str = "") -> None:
+def finish_run(
+    out: Path,
+    history: list[dict[str, Any]],
+    title: str,
+    *,
+    loss_name: str = "val loss",
+    extra: str = "",
+) -> None:
     """Save the loss curves as ``out/loss.png`` and print ``done: step N, <loss_name> X<extra>;
     checkpoint PATH`` on stderr."""
     import matplotlib
@@ -61,5 +70,8 @@ def finish_run(out: Path, history: list[dict[str, Any]], title: str, *, loss_nam
     ax.figure.savefig(out / LOSS_PLOT_NAME, dpi=100, bbox_inches="tight")
     plt.close(ax.figure)
     val = last_val_loss(history)
-    print(f"done: step {history[-1]['step']}, {loss_name} {val if val is None else round(val, 4)}"
-          f"{extra}; checkpoint {out / CHECKPOINT_NAME}", file=sys.stderr)
+    print(
+        f"done: step {history[-1]['step']}, {loss_name} {val if val is None else round(val, 4)}"
+        f"{extra}; checkpoint {out / CHECKPOINT_NAME}",
+        file=sys.stderr,
+    )

@@ -14,9 +14,28 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .checker import REGISTRY, Case, CheckReport, Exercise, check, exercises_in_chapter, get_exercise, register
+from .checker import (
+    REGISTRY,
+    Case,
+    CheckReport,
+    Exercise,
+    check,
+    exercises_in_chapter,
+    get_exercise,
+    register,
+)
 
-__all__ = ["REGISTRY", "Case", "CheckReport", "Exercise", "check", "exercises_in_chapter", "get_exercise", "register", "load_all"]
+__all__ = [
+    "REGISTRY",
+    "Case",
+    "CheckReport",
+    "Exercise",
+    "check",
+    "exercises_in_chapter",
+    "get_exercise",
+    "register",
+    "load_all",
+]
 
 
 def load_all() -> None:

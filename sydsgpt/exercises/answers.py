@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checker import (CaseTimeout, CheckReport, Exercise, explain_mistakes, get_exercise,
-                      run_checks, time_limited)
+from .checker import (
+    CaseTimeout,
+    CheckReport,
+    Exercise,
+    explain_mistakes,
+    get_exercise,
+    run_checks,
+    time_limited,
+)
 from . import exercises_in_chapter, load_all
 
 MARKER = re.compile(r"^\s*#\s*exercise\s+(\d+)\.(\d+)\s*$", re.IGNORECASE)
@@ -90,21 +97,32 @@ def _fresh_namespace() -> dict[str, Any]:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    return {"__name__": "__answers__", "math": math, "torch": torch, "nn": nn, "F": F,
-            "check": lambda *args, **kwargs: None}
+    return {
+        "__name__": "__answers__",
+        "math": math,
+        "torch": torch,
+        "nn": nn,
+        "F": F,
+        "check": lambda *args, **kwargs: None,
+    }
 
 
-def _run_source(source: str, namespace: dict[str, Any], label: str,
-                limit: float | None = CELL_TIME_LIMIT) -> str:
+def _run_source(
+    source: str, namespace: dict[str, Any], label: str, limit: float | None = CELL_TIME_LIMIT
+) -> str:
     """Run ``source`` in ``namespace`` quietly, for at most ``limit`` seconds (``None``: no
     limit); the error it raised (or that it ran too long), as one line ('' if none)."""
-    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
+    lines = [
+        line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+    ]  # IPython magics
     try:
         with contextlib.redirect_stdout(io.StringIO()), time_limited(limit):
             exec(compile("\n".join(lines), label, "exec"), namespace)
     except CaseTimeout:
-        return (f"still running after {limit:g} s, so it was stopped (an endless loop? a test loop "
-                "after the function?); allow more with --time-limit SECONDS")
+        return (
+            f"still running after {limit:g} s, so it was stopped (an endless loop? a test loop "
+            "after the function?); allow more with --time-limit SECONDS"
+        )
     except Exception as exc:  # the reader's code may raise anything
         return f"{type(exc).__name__}: {exc}"
     return ""
@@ -115,15 +133,18 @@ def _chapter_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def load_answers(path: str | Path, chapters: list[int] | None = None,
-                 time_limit: float | None = CELL_TIME_LIMIT) -> Answers:
+def load_answers(
+    path: str | Path, chapters: list[int] | None = None, time_limit: float | None = CELL_TIME_LIMIT
+) -> Answers:
     """Run the reader's answers in ``path``: a notebook or a ``.py`` file (module docstring).
 
     Each answer cell (a ``.py`` file: the whole file) may run ``time_limit`` seconds.
     """
     path = Path(path)
     if not path.is_file():
-        raise AnswersError(f"no such file: {path} (give a chapter notebook or a .py file of answers)")
+        raise AnswersError(
+            f"no such file: {path} (give a chapter notebook or a .py file of answers)"
+        )
     namespace = _fresh_namespace()
     errors: dict[str, str] = {}
     load_all()
@@ -133,19 +154,31 @@ def load_answers(path: str | Path, chapters: list[int] | None = None,
         except json.JSONDecodeError as exc:
             raise AnswersError(f"{path} is not a notebook (invalid JSON: {exc})") from None
         if not cells and chapters is None:
-            raise AnswersError(f"{path} has no answer cells: an answer cell's first line is '# exercise N.M'")
+            raise AnswersError(
+                f"{path} has no answer cells: an answer cell's first line is '# exercise N.M'"
+            )
         for key, source in cells:
             error = _run_source(source, namespace, f"{path.name} [exercise {key}]", time_limit)
             if error:
                 errors[key] = error
-        found = sorted({int(key.split(".")[0]) for key, _ in cells} | ({_chapter_of(path)} - {None}))
+        found = sorted(
+            {int(key.split(".")[0]) for key, _ in cells} | ({_chapter_of(path)} - {None})
+        )
     elif path.suffix == ".py":
         error = _run_source(path.read_text(encoding="utf-8"), namespace, str(path), time_limit)
         if error:
             raise AnswersError(f"{path} raised {error} when it ran; fix it and check again")
-        found = sorted({int(k.split(".")[0]) for k in _all_keys() if get_exercise(k).function_name in namespace})
+        found = sorted(
+            {
+                int(k.split(".")[0])
+                for k in _all_keys()
+                if get_exercise(k).function_name in namespace
+            }
+        )
         if not found and chapters is None:
-            raise AnswersError(f"{path} defines none of the exercises' functions (e.g. causal_softmax for 2.1)")
+            raise AnswersError(
+                f"{path} defines none of the exercises' functions (e.g. causal_softmax for 2.1)"
+            )
     else:
         raise AnswersError(f"{path}: expected a .ipynb notebook or a .py file")
     return Answers(path, namespace, chapters if chapters is not None else found, errors)
@@ -157,8 +190,9 @@ def _all_keys() -> list[str]:
     return list(REGISTRY)
 
 
-def check_answers(path: str | Path, chapters: list[int] | None = None,
-                  time_limit: float | None = CELL_TIME_LIMIT) -> list[AnswerResult]:
+def check_answers(
+    path: str | Path, chapters: list[int] | None = None, time_limit: float | None = CELL_TIME_LIMIT
+) -> list[AnswerResult]:
     """The outcome of every coding exercise of the answered chapters, in order (each answer
     cell may run ``time_limit`` seconds: a cell stopped there fails its exercise)."""
     answers = load_answers(path, chapters, time_limit)
@@ -175,7 +209,9 @@ def _check_one(exercise: Exercise, answers: Answers) -> AnswerResult:
     if error.startswith("still running"):  # a cell that never ends fails, even after a good answer
         return AnswerResult(exercise.key, FAILED, f"the answer cell was {error}")
     if exercise.key in answers.cell_errors and not callable(candidate):
-        return AnswerResult(exercise.key, FAILED, f"the answer cell raised {answers.cell_errors[exercise.key]}")
+        return AnswerResult(
+            exercise.key, FAILED, f"the answer cell raised {answers.cell_errors[exercise.key]}"
+        )
     if not callable(candidate):
         return AnswerResult(exercise.key, NOT_ATTEMPTED, f"no function {exercise.function_name}")
     report = explain_mistakes(exercise, run_checks(exercise, candidate))
@@ -185,7 +221,9 @@ def _check_one(exercise: Exercise, answers: Answers) -> AnswerResult:
         return AnswerResult(exercise.key, PASSED, f"all {len(report.results)} checks", report)
     first = report.first_failure
     assert first is not None
-    detail = f"{first.name}: {first.message}" + (f" (likely mistake: {first.mistake})" if first.mistake else "")
+    detail = f"{first.name}: {first.message}" + (
+        f" (likely mistake: {first.mistake})" if first.mistake else ""
+    )
     return AnswerResult(exercise.key, FAILED, detail, report)
 
 
@@ -193,14 +231,21 @@ def table(results: list[AnswerResult]) -> str:
     """The per-exercise table: key, difficulty, function, status, and why."""
     if not results:
         return "no coding exercises in these chapters"
-    rows = [(r.key, r.exercise.stars, r.exercise.function_name, r.status, r.detail) for r in results]
+    rows = [
+        (r.key, r.exercise.stars, r.exercise.function_name, r.status, r.detail) for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for row in rows:
         cells = [text.ljust(width) for text, width in zip(row[:4], widths)]
         lines.append("  ".join(cells) + ("  " + row[4] if row[4] else ""))
-    counts = {status: sum(r.status == status for r in results) for status in (PASSED, FAILED, NOT_ATTEMPTED)}
-    lines.append(f"{counts[PASSED]} passed, {counts[FAILED]} failed, {counts[NOT_ATTEMPTED]} not attempted")
+    counts = {
+        status: sum(r.status == status for r in results)
+        for status in (PASSED, FAILED, NOT_ATTEMPTED)
+    }
+    lines.append(
+        f"{counts[PASSED]} passed, {counts[FAILED]} failed, {counts[NOT_ATTEMPTED]} not attempted"
+    )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Chapter 1 exercises: decoding from merges, loading saved merges, compression, and encoding by replaying merges."""
+"""Chapter 1 exercises: decoding from merges, loading saved
+merges, compression, and encoding by replaying merges."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def _wrong_decode_strict(ids: list[int], merges: dict[tuple[int, int], int]) -> 
     return b"".join(_vocabulary(merges)[i] for i in ids).decode("utf-8")
 
 
-def _decode_case(name: str, ids: list[int], merges: dict[tuple[int, int], int], expected: str) -> Case:
+def _decode_case(
+    name: str, ids: list[int], merges: dict[tuple[int, int], int], expected: str
+) -> Case:
     def run(candidate):
         expect_equal(candidate(list(ids), dict(merges)), expected, f"decode({ids}, {merges})")
 
@@ -58,21 +61,37 @@ def _decode_case(name: str, ids: list[int], merges: dict[tuple[int, int], int], 
 register(
     Exercise(
         key="1.1",
-        title="decode(ids, merges): the text of a list of token ids, given the merges {(a, b): new_id} that made the tokens",
+        title="decode(ids, merges): the text of a list of token ids, given the merges {(a, b): "
+        "new_id} that made the tokens",
         cases=[
             _decode_case("bytes only, no merges", [104, 105, 33], {}, "hi!"),
-            _decode_case("a token made of a token made of bytes", [256, 257], {(104, 105): 256, (256, 33): 257}, "hihi!"),
+            _decode_case(
+                "a token made of a token made of bytes",
+                [256, 257],
+                {(104, 105): 256, (256, 33): 257},
+                "hihi!",
+            ),
             _decode_case("'é' is two UTF-8 bytes", [195, 169], {}, "é"),
-            _decode_case("a character split across two tokens", [256, 257], {(99, 195): 256, (169, 33): 257}, "cé!"),
-            _decode_case("ids that end in the middle of a character", [256], {(99, 195): 256},
-                         "c\ufffd"),
+            _decode_case(
+                "a character split across two tokens",
+                [256, 257],
+                {(99, 195): 256, (169, 33): 257},
+                "cé!",
+            ),
+            _decode_case(
+                "ids that end in the middle of a character", [256], {(99, 195): 256}, "c\ufffd"
+            ),
         ],
         solution=_solution_decode,
-        wrong_answers=[_wrong_decode_token_by_token, _wrong_decode_bytes_as_characters,
-                       _wrong_decode_flat_merges, _wrong_decode_strict],
-        hint="Build the vocabulary {id: bytes} first: ids 0..255 are bytes([id]); walking the merges in the order "
-        "they were learned, vocab[new_id] = vocab[a] + vocab[b]. Then join the bytes of all the ids and decode them "
-        "once with .decode('utf-8', errors='replace').",
+        wrong_answers=[
+            _wrong_decode_token_by_token,
+            _wrong_decode_bytes_as_characters,
+            _wrong_decode_flat_merges,
+            _wrong_decode_strict,
+        ],
+        hint="Build the vocabulary {id: bytes} first: ids 0..255 are bytes([id]); walking the "
+        "merges in the order they were learned, vocab[new_id] = vocab[a] + vocab[b]. Then join the "
+        "bytes of all the ids and decode them once with .decode('utf-8', errors='replace').",
         difficulty=2,
     )
 )
@@ -113,7 +132,11 @@ def _load_case(name: str, text: str, expected: list[tuple[tuple[int, int], int]]
         got = candidate(text)
         if not isinstance(got, dict):
             raise AssertionError(f"load_merges(...) should return a dict, got {type(got).__name__}")
-        expect_equal(list(got.items()), expected, f"load_merges({text!r}) as a list of (pair, new_id) in order")
+        expect_equal(
+            list(got.items()),
+            expected,
+            f"load_merges({text!r}) as a list of (pair, new_id) in order",
+        )
 
     return Case(name, run)
 
@@ -121,30 +144,51 @@ def _load_case(name: str, text: str, expected: list[tuple[tuple[int, int], int]]
 def _run_round_trip(candidate) -> None:
     from ..bpe import BPETokenizer
 
-    tokenizer = BPETokenizer().train("low lower lowest newer newest wider widest " * 3, vocab_size=270)
+    tokenizer = BPETokenizer().train(
+        "low lower lowest newer newest wider widest " * 3, vocab_size=270
+    )
     merges = {tuple(pair): new_id for pair, new_id in tokenizer.merges.items()}
     text = "#version: 1\n" + "".join(f"{a} {b}\n" for a, b in merges)
     loaded = candidate(text)
-    expect_equal(list(dict(loaded).items()), list(merges.items()), "the merges of a trained tokenizer after saving and loading")
+    expect_equal(
+        list(dict(loaded).items()),
+        list(merges.items()),
+        "the merges of a trained tokenizer after saving and loading",
+    )
     sample = list("lowest widest".encode("utf-8"))
-    expect_equal(_solution_encode_with_merges(sample, dict(loaded)), _solution_encode_with_merges(sample, merges),
-                 "'lowest widest' encoded with the loaded merges")
+    expect_equal(
+        _solution_encode_with_merges(sample, dict(loaded)),
+        _solution_encode_with_merges(sample, merges),
+        "'lowest widest' encoded with the loaded merges",
+    )
 
 
 register(
     Exercise(
         key="1.2",
-        title="load_merges(text): the merges {(a, b): new_id} from a merges file (header line, then one 'a b' line per merge)",
+        title="load_merges(text): the merges {(a, b): new_id} from a merges file (header line, "
+        "then one 'a b' line per merge)",
         cases=[
-            _load_case("two merges by hand", "#version: 1\n104 105\n256 33\n", [((104, 105), 256), ((256, 33), 257)]),
-            _load_case("the file order is the learning order", "#version: 1\n32 116\n101 32\n", [((32, 116), 256), ((101, 32), 257)]),
+            _load_case(
+                "two merges by hand",
+                "#version: 1\n104 105\n256 33\n",
+                [((104, 105), 256), ((256, 33), 257)],
+            ),
+            _load_case(
+                "the file order is the learning order",
+                "#version: 1\n32 116\n101 32\n",
+                [((32, 116), 256), ((101, 32), 257)],
+            ),
             _load_case("a file with no merges", "#version: 1\n", []),
-            Case("round trip: a trained tokenizer's merges come back and encode the same", _run_round_trip),
+            Case(
+                "round trip: a trained tokenizer's merges come back and encode the same",
+                _run_round_trip,
+            ),
         ],
         solution=_solution_load_merges,
         wrong_answers=[_wrong_load_ids_from_zero, _wrong_load_string_ids, _wrong_load_sorted],
-        hint="Skip the first line; the merge on line r (counting from 0 after the header) made token 256 + r. "
-        "Parse both ids with int() and build the dict in file order.",
+        hint="Skip the first line; the merge on line r (counting from 0 after the header) made "
+        "token 256 + r. Parse both ids with int() and build the dict in file order.",
         difficulty=2,
     )
 )
@@ -163,14 +207,20 @@ def _wrong_bytes_per_token_characters(text: str, ids: list[int]) -> float:
 
 
 def _wrong_bytes_per_token_inverted(text: str, ids: list[int]) -> float:
-    """Divides the other way round (tokens per byte): a better tokenizer must give a LARGER number."""
+    """Divides the other way round (tokens per byte):
+    a better tokenizer must give a LARGER number."""
     return len(ids) / len(text.encode("utf-8"))
 
 
 def _bpt_case(name: str, text: str, encode, expected: float) -> Case:
     def run(candidate):
         ids = encode(text)
-        expect_close(float(candidate(text, list(ids))), expected, f"bytes_per_token({text!r}, {len(ids)} ids)", atol=1e-9)
+        expect_close(
+            float(candidate(text, list(ids))),
+            expected,
+            f"bytes_per_token({text!r}, {len(ids)} ids)",
+            atol=1e-9,
+        )
 
     return Case(name, run)
 
@@ -180,16 +230,23 @@ def _gpt2_case(candidate) -> None:
 
     text = "Every effort moves you forward, déjà vu."
     ids = get_gpt2_tokenizer().encode(text)
-    expect_close(float(candidate(text, list(ids))), len(text.encode("utf-8")) / len(ids),
-                 f"bytes_per_token with GPT-2's tokenizer on {text!r} ({len(ids)} tokens)", atol=1e-9)
+    expect_close(
+        float(candidate(text, list(ids))),
+        len(text.encode("utf-8")) / len(ids),
+        f"bytes_per_token with GPT-2's tokenizer on {text!r} ({len(ids)} tokens)",
+        atol=1e-9,
+    )
 
 
 register(
     Exercise(
         key="1.3",
-        title="bytes_per_token(text, ids): how many UTF-8 bytes of text each token covers on average (the compression)",
+        title="bytes_per_token(text, ids): how many UTF-8 bytes of text each token covers on "
+        "average (the compression)",
         cases=[
-            _bpt_case("raw bytes: one byte per token", "hello", lambda t: list(t.encode("utf-8")), 1.0),
+            _bpt_case(
+                "raw bytes: one byte per token", "hello", lambda t: list(t.encode("utf-8")), 1.0
+            ),
             _bpt_case("four bytes, two tokens", "abcd", lambda t: [256, 257], 2.0),
             _bpt_case("'é' counts two bytes", "héllo", lambda t: [256, 257, 258], 2.0),
             Case("GPT-2's tokenizer on a sentence with accents", _gpt2_case),
@@ -213,7 +270,8 @@ def _merge_first_only(ids: list[int], pair: tuple[int, int], new_id: int) -> lis
 
 
 def _list_case(name: str, ids: list[int], more_args: tuple, expected: list[int]) -> Case:
-    """A case that calls ``candidate(ids, *more_args)``: the result must be ``expected`` and ``ids`` unchanged."""
+    """A case that calls ``candidate(ids, *more_args)``: the
+    result must be ``expected`` and ``ids`` unchanged."""
 
     def run(candidate):
         given = list(ids)
@@ -239,11 +297,14 @@ def _solution_encode_with_merges(ids: list[int], merges: dict[tuple[int, int], i
 def _wrong_encode_sorted_merges(ids: list[int], merges: dict[tuple[int, int], int]) -> list[int]:
     """Applies the merges in sorted order instead of the order they were learned: a merge can
     only use tokens that earlier merges made."""
-    return _solution_encode_with_merges(ids, dict(sorted(merges.items())))  # forgets the learning order
+    return _solution_encode_with_merges(
+        ids, dict(sorted(merges.items()))
+    )  # forgets the learning order
 
 
 def _wrong_encode_first_occurrence(ids: list[int], merges: dict[tuple[int, int], int]) -> list[int]:
-    """Replaces only the first occurrence of each pair: every occurrence, left to right, must be merged."""
+    """Replaces only the first occurrence of each pair:
+    every occurrence, left to right, must be merged."""
     tokens = list(ids)
     for pair, new_id in merges.items():
         tokens = _merge_first_only(tokens, pair, new_id)
@@ -257,7 +318,8 @@ def _encode_case(ids: list[int], merges: dict[tuple[int, int], int], expected: l
 register(
     Exercise(
         key="1.4",
-        title="encode_with_merges(ids, merges): apply the learned merges {(a, b): new_id}, in the order they were learned",
+        title="encode_with_merges(ids, merges): apply the learned merges {(a, b): new_id}, in the "
+        "order they were learned",
         cases=[
             _encode_case([1, 2, 3, 1, 2], {(1, 2): 4, (4, 3): 5}, [5, 4]),
             _encode_case([1, 2, 3], {(2, 3): 4, (1, 2): 5}, [1, 4]),
@@ -266,7 +328,8 @@ register(
         ],
         solution=_solution_encode_with_merges,
         wrong_answers=[_wrong_encode_sorted_merges, _wrong_encode_first_occurrence],
-        hint="Loop over merges.items() (a dict keeps insertion order) and replace every occurrence of each pair.",
+        hint="Loop over merges.items() (a dict keeps insertion order) and replace every occurrence "
+        "of each pair.",
         difficulty=2,
     )
 )
