@@ -76,7 +76,34 @@ def _pack_for_dynamic_int8(q: torch.Tensor, scale: torch.Tensor) -> Any | None:
         return None
 
 
-class Int8Linear(nn.Module):
+class QuantizedLinear(nn.Module):
+    """What both quantized layers share: sizes, a float bias, and the reference forward
+    ``F.linear(x, dequantized_weight(), bias)``. Subclasses store the weights and say how to
+    dequantize them."""
+
+    def __init__(self, out_features: int, in_features: int, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = out_features, in_features
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
+                                                           requires_grad=False)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weights the layer computes with, float32 ``(out, in)``."""
+        raise NotImplementedError
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + bias``, the whole weight dequantized at once: ``(..., in) -> (..., out)``."""
+        return F.linear(x, self.dequantized_weight().to(x.dtype), self._bias(x.dtype))
+
+    def _bias(self, dtype: torch.dtype, rows: slice = slice(None)) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias[rows].to(dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Int8Linear(QuantizedLinear):
     """A linear layer with int8 weights, one scale per output channel; bias in float.
 
     Buffers: ``weight_int8`` ``(out, in)`` int8, ``weight_scale`` ``(out,)`` float32 (the
@@ -102,11 +129,9 @@ class Int8Linear(nn.Module):
     """
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.out_features, self.in_features = q.shape
+        super().__init__(q.shape[0], q.shape[1], bias)
         self.register_buffer("weight_int8", q)
         self.register_buffer("weight_scale", scale)
-        self.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False) if bias is not None else None
         self._packed: Any | None = None
         self._packed_key: tuple[int, ...] | None = None
 
@@ -117,15 +142,7 @@ class Int8Linear(nn.Module):
         return cls(q, scale, linear.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The weights the layer computes with, float32 ``(out, in)``."""
         return dequantize_int8_rows(self.weight_int8, self.weight_scale)
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ (scale * q).T + bias``, dequantizing on every call."""
-        return F.linear(x, self.dequantized_weight().to(x.dtype), self._bias_for(x))
-
-    def _bias_for(self, x: torch.Tensor) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias.to(x.dtype)
 
     def _packed_weight(self) -> Any | None:
         """The packed weight, (re)made when the buffers are new or changed in place."""
@@ -136,17 +153,15 @@ class Int8Linear(nn.Module):
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._packed_weight() if x.device.type == "cpu" and x.dtype == torch.float32 else None
-        if packed is None or x.requires_grad:
+        on_cpu = x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+        packed = self._packed_weight() if on_cpu else None
+        if packed is None:
             return self.forward_reference(x)
         flat = x.reshape(-1, self.in_features)  # (N, in)
         y = torch.ops.quantized.linear_dynamic(flat, packed, True)  # (N, out)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 # --------------------------------------------------------------------------- 4-bit blocks
@@ -174,7 +189,7 @@ def dequantize_q4_rows(nibbles: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return w.reshape(nibbles.shape[0], -1)
 
 
-class Q4Linear(nn.Module):
+class Q4Linear(QuantizedLinear):
     """A linear layer with GGML ``Q4_0`` weights (4.5 bits per weight); bias in float.
 
     Buffers: ``weight_nibbles`` ``(out, in/32, 16)`` uint8, ``weight_d`` ``(out, in/32)``
@@ -188,12 +203,9 @@ class Q4Linear(nn.Module):
     """
 
     def __init__(self, nibbles: torch.Tensor, d: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.out_features, blocks, _ = nibbles.shape
-        self.in_features = blocks * Q4_BLOCK
+        super().__init__(nibbles.shape[0], nibbles.shape[1] * Q4_BLOCK, bias)
         self.register_buffer("weight_nibbles", nibbles)
         self.register_buffer("weight_d", d)
-        self.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False) if bias is not None else None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Q4Linear":
@@ -202,13 +214,7 @@ class Q4Linear(nn.Module):
         return cls(nibbles, d, linear.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The weights the layer computes with, float32 ``(out, in)``."""
         return dequantize_q4_rows(self.weight_nibbles, self.weight_d)
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear`` on the whole dequantized weight at once."""
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = max(1, Q4_CHUNK_VALUES // self.in_features)
@@ -216,19 +222,16 @@ class Q4Linear(nn.Module):
             return self.forward_reference(x)
         parts = []
         for start in range(0, self.out_features, rows):
-            stop = start + rows
-            w = dequantize_q4_rows(self.weight_nibbles[start:stop], self.weight_d[start:stop])
-            bias = None if self.bias is None else self.bias[start:stop].to(x.dtype)
-            parts.append(F.linear(x, w.to(x.dtype), bias))  # (..., rows)
+            part = slice(start, start + rows)
+            w = dequantize_q4_rows(self.weight_nibbles[part], self.weight_d[part])
+            parts.append(F.linear(x, w.to(x.dtype), self._bias(x.dtype, part)))  # (..., rows)
         return torch.cat(parts, dim=-1)  # (..., out)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 # --------------------------------------------------------------------------- whole models
 
-QUANTIZED_LAYERS: dict[str, type[Int8Linear] | type[Q4Linear]] = {"int8": Int8Linear, "q4": Q4Linear}
+QUANTIZED_LAYERS: dict[str, type[Int8Linear] | type[Q4Linear]] = {
+    "int8": Int8Linear, "q4": Q4Linear}
 """Scheme name -> the layer that replaces ``nn.Linear``."""
 
 
@@ -270,7 +273,8 @@ class QuantizationReport:
 
 def _is_tied(model: nn.Module, name: str, linear: nn.Linear) -> bool:
     embedding = getattr(model, "token_embedding", None)
-    return name == "output_projection" and isinstance(embedding, nn.Embedding) and embedding.weight is linear.weight
+    return (name == "output_projection" and isinstance(embedding, nn.Embedding)
+            and embedding.weight is linear.weight)
 
 
 def quantize_model(
@@ -287,7 +291,8 @@ def quantize_model(
     float weights); the result is the same.
     """
     if scheme not in QUANTIZED_LAYERS:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        raise ValueError(
+            f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     layer_type = QUANTIZED_LAYERS[scheme]
     report = QuantizationReport(scheme, bytes_before=model_weight_bytes(model))
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -296,7 +301,8 @@ def quantize_model(
             report.kept_float[name] = "skipped"
             continue
         if scheme == "q4" and linear.in_features % Q4_BLOCK:
-            report.kept_float[name] = f"in_features={linear.in_features} is not a multiple of {Q4_BLOCK}"
+            report.kept_float[name] = (
+                f"in_features={linear.in_features} is not a multiple of {Q4_BLOCK}")
             continue
         report.tied_head |= _is_tied(model, name, linear)
         parent_name, _, child = name.rpartition(".")

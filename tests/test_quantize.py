@@ -14,6 +14,7 @@ from torch import nn
 from helpers import seeded_randn, tiny_model
 from sydsgpt.bench import quantization
 from sydsgpt.book import load_book_checkpoint
+from sydsgpt.cli import main
 from sydsgpt.corpora import load_corpus
 from sydsgpt.data import train_val_split
 from sydsgpt.generate import generate
@@ -130,12 +131,14 @@ def test_q4_linear_chunks_equal_the_whole_product(monkeypatch: pytest.MonkeyPatc
 # --------------------------------------------------------------------------- whole models
 
 def _modern(seed: int = 0) -> nn.Module:
-    return tiny_model(seed, embedding_dim=64, num_heads=4, num_kv_heads=2, ffn="swiglu", norm="rmsnorm",
-                      positions="rope", ffn_hidden_dim=128, linear_bias=False, qkv_bias=False, tie_weights=True)
+    return tiny_model(seed, embedding_dim=64, num_heads=4, num_kv_heads=2, ffn="swiglu",
+                      norm="rmsnorm", positions="rope", ffn_hidden_dim=128, linear_bias=False,
+                      qkv_bias=False, tie_weights=True)
 
 
 @pytest.mark.parametrize("scheme, tolerance", [("int8", 0.05), ("q4", 0.25)])
-@pytest.mark.parametrize("build", [lambda: tiny_model(embedding_dim=64), _modern], ids=["gpt2", "modern"])
+@pytest.mark.parametrize("build", [lambda: tiny_model(embedding_dim=64), _modern],
+                         ids=["gpt2", "modern"])
 def test_quantized_model_is_close_to_the_float_model(build, scheme: str, tolerance: float) -> None:
     model = build()
     with torch.no_grad():  # a larger head, so the logits are not all near zero
@@ -184,7 +187,7 @@ def test_quantize_model_skips_and_refuses() -> None:
     report = quantize_model(copy.deepcopy(model), "int8", skip=("output_projection",))
     assert "output_projection" not in report.replaced and not report.tied_head
     assert "transformer_blocks.0.attention.output_projection" in report.kept_float
-    with pytest.raises(ValueError, match="unknown quantization scheme 'int4'; choose one of int8, q4"):
+    with pytest.raises(ValueError, match="scheme 'int4'; choose one of int8, q4"):
         quantize_model(model, "int4")
 
 
@@ -195,7 +198,7 @@ def book_eval():
     """The book checkpoint, and bits per byte on the held-out split's first 3,000 characters."""
     book = load_book_checkpoint()
     text = train_val_split(load_corpus("tinyshakespeare"), 0.1)[1][:3000]
-    evaluate = quantization._slice_eval(book.tokenizer, text, book.model.config.context_length)
+    evaluate = quantization.text_evaluator(book.tokenizer, text, book.model.config.context_length)
     return book, evaluate, evaluate(book.model)[1]
 
 
@@ -203,7 +206,8 @@ def book_eval():
 # per byte, 4 bits about 0.003 (0.0012 and 0.0032 on the first 20,000 characters). The bounds
 # leave room for other CPUs' kernels: 0.01 for int8, 0.03 for 4 bits (ten times what we saw).
 @pytest.mark.parametrize("scheme, bound", [("int8", 0.01), ("q4", 0.03)])
-def test_book_checkpoint_quality_survives_quantization(book_eval, scheme: str, bound: float) -> None:
+def test_book_checkpoint_quality_survives_quantization(book_eval, scheme: str, bound: float
+                                                       ) -> None:
     book, evaluate, float_bpb = book_eval
     quantized = copy.deepcopy(book.model)
     report = quantize_model(quantized, scheme)
@@ -213,10 +217,10 @@ def test_book_checkpoint_quality_survives_quantization(book_eval, scheme: str, b
     assert generate(quantized, ids, 8, use_cache=True).shape == (1, ids.shape[1] + 8)
 
 
-def test_quick_benchmark_writes_every_row_and_field(tmp_path) -> None:
-    out = tmp_path / "quantization_cpu.json"
-    quantization.run(out, quick=True, log=lambda _msg: None)
-    result = json.loads(out.read_text())
+def test_quick_benchmark_writes_every_row_and_field(tmp_path, capsys) -> None:
+    assert main(["bench", "--what", "quantization", "--quick", "--out", str(tmp_path)]) == 0
+    assert "tiny-random" in capsys.readouterr().out
+    result = json.loads((tmp_path / "quantization_cpu.json").read_text())
     assert result["benchmark"] == "quantization" and result["quick"] is True
     assert [(r["model"], r["scheme"]) for r in result["rows"]] == [
         ("tiny-random", s) for s in ("fp32", "int8", "q4")]

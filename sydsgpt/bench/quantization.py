@@ -63,7 +63,8 @@ Evaluate = Callable[[nn.Module], tuple[float, float, int]]
 """model -> (held-out loss, bits per byte, tokens graded)."""
 
 
-def _slice_eval(tokenizer: Any, text: str, seq_len: int, max_tokens: int | None = None) -> Evaluate:
+def text_evaluator(tokenizer: Any, text: str, seq_len: int, max_tokens: int | None = None
+                   ) -> Evaluate:
     """Bits per byte on ``text`` cut into sequences of ``seq_len`` (the first ``max_tokens``)."""
     loader = create_dataloader(text, tokenizer=tokenizer, max_length=seq_len, step_size=seq_len,
                                batch_size=16, shuffle=False, drop_last=False)
@@ -123,7 +124,8 @@ def measure_model(name: str, model: nn.Module, tokenizer: Any, evaluate: Evaluat
             "val_tokens": tokens, "val_loss": round(loss, 4), "val_bpb": round(bpb, 4),
             "weight_bytes": model_weight_bytes(candidate),
             "weight_mib": model_weight_bytes(candidate) / MIB, "resident_mib": resident / MIB,
-            "decode_peak_mib": peak / MIB, "prompt_tokens": prompt.shape[1], "new_tokens": new_tokens,
+            "decode_peak_mib": peak / MIB, "prompt_tokens": prompt.shape[1],
+            "new_tokens": new_tokens,
             "repeats": repeats, "tok_s_median": new_tokens / statistics.median(seconds),
             "tok_s_best": new_tokens / min(seconds),
             "same_tokens_as_fp32": bool(torch.equal(out, fp32_tokens)),
@@ -138,16 +140,17 @@ def _quick_rows(log: Callable[[str], None]) -> list[dict[str, Any]]:
     model = SydsGPT(QUICK_CONFIG).eval()
     tokenizer = load_book_checkpoint().tokenizer
     text = _held_out_text()[:QUICK_EVAL_CHARS]
-    evaluate = _slice_eval(tokenizer, text, QUICK_CONFIG["context_length"])
+    evaluate = text_evaluator(tokenizer, text, QUICK_CONFIG["context_length"])
     how = f"the first {QUICK_EVAL_CHARS} characters of the held-out split (quick smoke test)"
-    return measure_model("tiny-random", model, tokenizer, evaluate, how, QUICK_NEW_TOKENS, QUICK_REPEATS, log)
+    return measure_model("tiny-random", model, tokenizer, evaluate, how, QUICK_NEW_TOKENS,
+                         QUICK_REPEATS, log)
 
 
 def _full_rows(log: Callable[[str], None]) -> list[dict[str, Any]]:
     from ..smollm2 import find_smollm2, load_smollm2
 
     book = load_book_checkpoint()
-    evaluate = _slice_eval(book.tokenizer, _held_out_text(), book.model.config.context_length)
+    evaluate = text_evaluator(book.tokenizer, _held_out_text(), book.model.config.context_length)
     how = ("the whole held-out split, in sequences of the context length "
            "(the same sequences as sydsgpt.book.held_out)")
     rows = measure_model("book-checkpoint", book.model, book.tokenizer, evaluate, how, log=log)
@@ -157,7 +160,7 @@ def _full_rows(log: Callable[[str], None]) -> list[dict[str, Any]]:
         log(f"SmolLM2 rows skipped: {exc}")
         return rows
     model, tokenizer = load_smollm2(path, context_length=SMOLLM2_SEQ_LEN)
-    evaluate = _slice_eval(tokenizer, _held_out_text(), SMOLLM2_SEQ_LEN, SMOLLM2_EVAL_TOKENS)
+    evaluate = text_evaluator(tokenizer, _held_out_text(), SMOLLM2_SEQ_LEN, SMOLLM2_EVAL_TOKENS)
     how = (f"the first {SMOLLM2_EVAL_TOKENS} tokens of the held-out split, in sequences of "
            f"{SMOLLM2_SEQ_LEN} (not the whole split: a few minutes per row)")
     rows += measure_model("smollm2-135m-instruct", model, tokenizer, evaluate, how, log=log)

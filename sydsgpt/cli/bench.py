@@ -42,8 +42,8 @@ from ..validation import check_positive_int
 from .errors import UsageError
 from .options import add_config_options, config_from_args, flag_name
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune", "instruct",
-        "quantization")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune",
+        "instruct", "quantization")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
