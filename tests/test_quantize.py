@@ -84,6 +84,15 @@ def test_int8_linear_without_bias_and_reloaded_weights() -> None:
     assert torch.equal(layer(x), layer.forward_reference(x))
 
 
+def test_int8_linear_without_the_kernel_takes_the_reference_path(monkeypatch) -> None:
+    # Where PyTorch has no quantized engine (or on a GPU) the layer dequantizes per call.
+    monkeypatch.setattr("sydsgpt.quantize._pack_for_dynamic_int8", lambda q, scale: None)
+    layer = Int8Linear.from_linear(_linear(_weights()))
+    x = seeded_randn(2, 96, seed=7)
+    with torch.no_grad():
+        assert torch.equal(layer(x), layer.forward_reference(x))
+
+
 # --------------------------------------------------------------------------- 4-bit
 
 def test_q4_rows_are_the_bytes_of_quants_q4_0() -> None:
@@ -233,3 +242,21 @@ def test_quick_benchmark_writes_every_row_and_field(tmp_path, capsys) -> None:
     assert {"machine", "loadavg_before", "loadavg_after", "memory", "threads"} <= set(result)
     fp32, int8, q4 = result["rows"]
     assert fp32["weight_bytes"] > int8["weight_bytes"] > q4["weight_bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "q4"])
+def test_smollm2_quantized_still_names_paris(scheme: str) -> None:
+    from gguf_files import smollm2_path
+
+    from sydsgpt.chat import encode_chat
+    from sydsgpt.smollm2 import load_smollm2
+
+    model, tokenizer = load_smollm2(smollm2_path(), context_length=64)
+    report = quantize_model(model, scheme)
+    assert len(report.replaced) == 30 * 7 + 1 and report.tied_head  # 7 linears a block, the head
+    assert report.bytes_after < report.bytes_before / 2
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = torch.tensor([encode_chat(tokenizer, question)])
+    answer = generate(model, ids, 12, eos_id=tokenizer.eos_id)[0, ids.shape[1]:]
+    assert "Paris" in tokenizer.decode(answer.tolist())
