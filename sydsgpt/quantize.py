@@ -116,14 +116,16 @@ class Int8Linear(QuantizedLinear):
     * :meth:`forward` on the CPU: PyTorch's dynamic int8 kernel
       (``torch.ops.quantized.linear_dynamic``, the kernel behind
       ``torch.ao.quantization.quantize_dynamic``), which also rounds the *activations* to
-      8 bits (per call, per tensor) and multiplies integers. Chosen because it was the only
-      int8 path faster than float32 in our quick checks on block-sized products (dequantizing
-      per call and ``torch._weight_int8pack_mm`` were slower; to be measured by the
-      quantization benchmark). It runs with ``reduce_range=True`` (7-bit activations), as
-      PyTorch's own dynamic ``Linear`` does, which avoids 16-bit overflow on CPUs without
-      VNNI. Cost: the kernel keeps its own packed copy of the int8 weights, made on the first
-      call, so in memory the layer takes about 2 bytes per weight (4 in float32);
-      :func:`model_weight_bytes` counts the stored format, 1 byte per weight.
+      integers (per call, one scale per tensor) and multiplies integers. Chosen because in
+      quick checks it was the only int8 path faster than float32 on block-sized products
+      (dequantizing per call and ``torch._weight_int8pack_mm`` were slower); the quantization
+      benchmark measures it. It runs with ``reduce_range=True`` (7-bit activations), as
+      PyTorch's own dynamic ``Linear`` does (PyTorch documents it as avoiding instruction
+      overflow on some CPUs). Costs: the activations' rounding (the tests bound it), and a
+      packed copy of the int8 weights the kernel keeps, made on the first call, so in memory
+      the layer takes about 2 bytes per weight (4 in float32); :func:`model_weight_bytes`
+      counts the stored format, 1 byte per weight. PyTorch 2.13 deprecates quantized
+      tensors: where packing fails, the layer falls back to :meth:`forward_reference`.
 
     Forward: ``(..., in_features)`` -> ``(..., out_features)``.
     """
