@@ -2,7 +2,8 @@
 
 A decode step reads every weight once, so fewer bytes per weight means less memory and,
 where the matrix-vector products are limited by memory bandwidth, faster tokens. Two
-weight-only formats; activations stay float (the int8 fast path quantizes them on the fly):
+weight-only formats (activations stay float; the ``int8-dynamic`` scheme also rounds them,
+for PyTorch's int8 kernel):
 
 * :class:`Int8Linear`: one int8 per weight, one float32 scale per output row (channel),
   symmetric: ``scale = max|w_row| / 127``, ``q = round(w / scale)``, ``w ~ scale * q``.
@@ -20,9 +21,10 @@ Shapes: both layers map ``(..., in_features)`` to ``(..., out_features)``, like 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,9 +37,10 @@ INT8_MAX = 127
 """Largest int8 magnitude used: the range is symmetric, -127..127 (-128 is never used)."""
 Q4_BLOCK = 32
 """Weights per Q4_0 block (along the input dimension)."""
-Q4_CHUNK_VALUES = 1 << 22
-""":class:`Q4Linear` dequantizes at most this many weights at a time (16 MB of float32)."""
-SCHEMES = ("int8", "q4")
+CHUNK_VALUES = 1 << 22
+"""The quantized layers turn at most this many weights into floats at a time (16 MB of
+float32): a block of rows, multiplied, then the next."""
+SCHEMES = ("int8", "int8-dynamic", "q4")
 """The formats :func:`quantize_model` knows."""
 
 
@@ -98,6 +101,26 @@ class QuantizedLinear(nn.Module):
     def _bias(self, dtype: torch.dtype, rows: slice = slice(None)) -> torch.Tensor | None:
         return None if self.bias is None else self.bias[rows].to(dtype)
 
+    def _float_rows(self, rows: slice, dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight rows ``rows`` as floats ``(r, in)``, and a scale ``(r,)`` for the outputs
+        (or None): ``W[rows] = float_rows * scale[:, None]``."""
+        raise NotImplementedError
+
+    def forward_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in) -> (..., out)``, turning :data:`CHUNK_VALUES` weights into floats at a
+        time, so no float copy of the whole weight is ever made."""
+        step = max(1, CHUNK_VALUES // self.in_features)
+        parts = []
+        for start in range(0, self.out_features, step):
+            rows = slice(start, start + step)
+            w, scale = self._float_rows(rows, x.dtype)
+            y = F.linear(x, w)  # (..., r)
+            y = y if scale is None else y * scale
+            bias = self._bias(x.dtype, rows)
+            parts.append(y if bias is None else y + bias)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (..., out)
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -109,42 +132,55 @@ class Int8Linear(QuantizedLinear):
     Buffers: ``weight_int8`` ``(out, in)`` int8, ``weight_scale`` ``(out,)`` float32 (the
     stored format, what ``state_dict`` holds); ``bias`` ``(out,)`` float or None.
 
-    Two forward paths, same maths up to the activations' rounding:
+    Forward paths:
 
-    * :meth:`forward_reference`: dequantize the weights (``scale * q``) and call
-      ``F.linear``. Exact for the stored weights; used on GPUs and as the tests' reference.
-    * :meth:`forward` on the CPU: PyTorch's dynamic int8 kernel
+    * weight-only (the default): ``(x @ q.T) * scale + bias``: the int8 weights are turned
+      into floats on every call, :data:`CHUNK_VALUES` at a time, and the scale is applied to
+      the outputs (one multiply per output instead of one per weight). Nothing float is
+      kept, so the layer's memory is the int8 format plus one chunk while it runs. Chosen over
+      ``torch._weight_int8pack_mm`` (also weight-only) because it was faster on block-sized
+      products in quick checks and runs on any device; both were slower than float32 there:
+      in eager PyTorch, weight-only int8 saves memory, not time (the quantization benchmark
+      measures it).
+    * ``dynamic=True`` on the CPU: PyTorch's dynamic int8 kernel
       (``torch.ops.quantized.linear_dynamic``, the kernel behind
       ``torch.ao.quantization.quantize_dynamic``), which also rounds the *activations* to
-      integers (per call, one scale per tensor) and multiplies integers. Chosen because in
-      quick checks it was the only int8 path faster than float32 on block-sized products
-      (dequantizing per call and ``torch._weight_int8pack_mm`` were slower); the quantization
-      benchmark measures it. It runs with ``reduce_range=True`` (7-bit activations), as
-      PyTorch's own dynamic ``Linear`` does (PyTorch documents it as avoiding instruction
-      overflow on some CPUs). Costs: the activations' rounding (the tests bound it), and a
-      packed copy of the int8 weights the kernel keeps, made on the first call, so in memory
-      the layer takes about 2 bytes per weight (4 in float32); :func:`model_weight_bytes`
-      counts the stored format, 1 byte per weight. PyTorch 2.13 deprecates quantized
-      tensors: where packing fails, the layer falls back to :meth:`forward_reference`.
+      integers (per call, one scale per tensor) and multiplies integers: the fast path in
+      quick checks on block-sized products. It runs with ``reduce_range=True`` (7-bit
+      activations), as PyTorch's own dynamic ``Linear`` does. Costs: the activations'
+      rounding, which is harmless for the book checkpoint (+0.001 bits per byte) but not for
+      models whose activations have a few huge channels (SmolLM2: +0.4 bits per byte on 1,024
+      held-out tokens, against +0.005 weight-only), and a packed copy of the int8 weights the
+      kernel keeps (made on the first call; about 2 bytes per weight in all). PyTorch 2.13
+      deprecates quantized tensors: where packing fails, the layer takes the weight-only path.
+    * :meth:`forward_reference`: ``F.linear`` on the dequantized weights ``scale * q``: what
+      the tests compare both paths with.
+
+    :func:`model_weight_bytes` counts the stored format, 1 byte per weight plus the scales.
 
     Forward: ``(..., in_features)`` -> ``(..., out_features)``.
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                 dynamic: bool = False) -> None:
         super().__init__(q.shape[0], q.shape[1], bias)
         self.register_buffer("weight_int8", q)
         self.register_buffer("weight_scale", scale)
+        self.dynamic = dynamic
         self._packed: Any | None = None
         self._packed_key: tuple[int, ...] | None = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+    def from_linear(cls, linear: nn.Linear, dynamic: bool = False) -> "Int8Linear":
         """Quantize ``linear``'s weight (:func:`quantize_int8_rows`); the bias is copied."""
         q, scale = quantize_int8_rows(linear.weight)
-        return cls(q, scale, linear.bias)
+        return cls(q, scale, linear.bias, dynamic)
 
     def dequantized_weight(self) -> torch.Tensor:
         return dequantize_int8_rows(self.weight_int8, self.weight_scale)
+
+    def _float_rows(self, rows: slice, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weight_int8[rows].to(dtype), self.weight_scale[rows].to(dtype)
 
     def _packed_weight(self) -> Any | None:
         """The packed weight, (re)made when the buffers are new or changed in place."""
@@ -155,15 +191,18 @@ class Int8Linear(QuantizedLinear):
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        on_cpu = x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
-        packed = self._packed_weight() if on_cpu else None
+        kernel = self.dynamic and x.device.type == "cpu" and x.dtype == torch.float32
+        packed = self._packed_weight() if kernel and not x.requires_grad else None
         if packed is None:
-            return self.forward_reference(x)
+            return self.forward_in_chunks(x)  # weight-only
         flat = x.reshape(-1, self.in_features)  # (N, in)
         y = torch.ops.quantized.linear_dynamic(flat, packed, True)  # (N, out)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dynamic={self.dynamic}"
 
 
 # --------------------------------------------------------------------------- 4-bit blocks
@@ -196,7 +235,7 @@ class Q4Linear(QuantizedLinear):
 
     Buffers: ``weight_nibbles`` ``(out, in/32, 16)`` uint8, ``weight_d`` ``(out, in/32)``
     float16, ``bias`` ``(out,)`` float or None. The weights are dequantized on every call,
-    :data:`Q4_CHUNK_VALUES` at a time (a block of rows), and multiplied in float32: nothing
+    :data:`CHUNK_VALUES` at a time (a block of rows), and multiplied in float32: nothing
     float is kept, so the layer's memory is the 4-bit format plus one chunk while it runs.
     This is a memory format, not a fast one: PyTorch has no 4-bit CPU kernel for this
     layout, so a call pays for dequantizing every weight.
@@ -218,23 +257,21 @@ class Q4Linear(QuantizedLinear):
     def dequantized_weight(self) -> torch.Tensor:
         return dequantize_q4_rows(self.weight_nibbles, self.weight_d)
 
+    def _float_rows(self, rows: slice, dtype: torch.dtype) -> tuple[torch.Tensor, None]:
+        return dequantize_q4_rows(self.weight_nibbles[rows], self.weight_d[rows]).to(dtype), None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = max(1, Q4_CHUNK_VALUES // self.in_features)
-        if rows >= self.out_features:
-            return self.forward_reference(x)
-        parts = []
-        for start in range(0, self.out_features, rows):
-            part = slice(start, start + rows)
-            w = dequantize_q4_rows(self.weight_nibbles[part], self.weight_d[part])
-            parts.append(F.linear(x, w.to(x.dtype), self._bias(x.dtype, part)))  # (..., rows)
-        return torch.cat(parts, dim=-1)  # (..., out)
+        return self.forward_in_chunks(x)
 
 
 # --------------------------------------------------------------------------- whole models
 
-QUANTIZED_LAYERS: dict[str, type[Int8Linear] | type[Q4Linear]] = {
-    "int8": Int8Linear, "q4": Q4Linear}
-"""Scheme name -> the layer that replaces ``nn.Linear``."""
+QUANTIZED_LAYERS: dict[str, Callable[[nn.Linear], QuantizedLinear]] = {
+    "int8": Int8Linear.from_linear,
+    "int8-dynamic": functools.partial(Int8Linear.from_linear, dynamic=True),
+    "q4": Q4Linear.from_linear,
+}
+"""Scheme name (:data:`SCHEMES`) -> how an ``nn.Linear`` becomes its quantized layer."""
 
 
 def model_weight_bytes(model: nn.Module) -> int:
@@ -285,6 +322,12 @@ def quantize_model(
     """Replace ``model``'s ``nn.Linear`` layers by quantized ones (:data:`QUANTIZED_LAYERS`),
     in place; the head too.
 
+    Schemes: ``"int8"`` (:class:`Int8Linear`, weight-only), ``"int8-dynamic"`` (the same
+    weights, PyTorch's int8 kernel on the CPU, activations rounded too), ``"q4"``
+    (:class:`Q4Linear`). With a tied head (the head *is* the token embedding's tensor) the
+    embedding stays float and the head gets its own quantized copy: the report's
+    ``tied_head`` says so, and ``bytes_after`` counts both.
+
     Embeddings are lookups, not products, and stay float. ``skip`` names layers to leave in
     float: a linear layer is skipped when a part of its dotted name is in ``skip`` (e.g.
     ``("output_projection",)`` keeps every output projection, the head's included). A ``q4``
@@ -295,7 +338,7 @@ def quantize_model(
     if scheme not in QUANTIZED_LAYERS:
         raise ValueError(
             f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    layer_type = QUANTIZED_LAYERS[scheme]
+    make_layer = QUANTIZED_LAYERS[scheme]
     report = QuantizationReport(scheme, bytes_before=model_weight_bytes(model))
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in linears:
@@ -309,7 +352,7 @@ def quantize_model(
         report.tied_head |= _is_tied(model, name, linear)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer_type.from_linear(linear))
+        setattr(parent, child, make_layer(linear))
         if child in ("weight_query", "weight_key", "weight_value") and hasattr(parent, "kernels"):
             parent.kernels = dataclasses.replace(parent.kernels, fused_qkv=False)
         report.replaced.append(name)

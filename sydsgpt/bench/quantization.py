@@ -1,7 +1,8 @@
 """Benchmark: what quantizing the weights costs and buys (chapter 8).
 
 For the book checkpoint and (when :func:`sydsgpt.smollm2.find_smollm2` finds the file)
-SmolLM2-135M-Instruct, in float32, int8 and 4-bit (:func:`sydsgpt.quantize.quantize_model`):
+SmolLM2-135M-Instruct, in float32 and each scheme of :func:`sydsgpt.quantize.quantize_model`
+(``int8`` weight-only, ``int8-dynamic`` with PyTorch's int8 kernel, ``q4`` 4-bit blocks):
 
 * ``val_bpb``: held-out bits per byte on Tiny Shakespeare's held-out split (the last 10%):
   the whole split for the book checkpoint (as :func:`sydsgpt.book.held_out` measures it);
@@ -57,7 +58,7 @@ SMOLLM2_EVAL_TOKENS, SMOLLM2_SEQ_LEN, SMOLLM2_BATCH = 8192, 512, 2
 logits, 2 x 512 x 49,152 floats, take 200 MB)."""
 QUICK_CONFIG = {"vocab_size": 2048, "embedding_dim": 64, "context_length": 64, "num_layers": 2,
                 "num_heads": 2, "dropout": 0.0, "qkv_bias": False, "tie_weights": True}
-QUICK_EVAL_CHARS, QUICK_NEW_TOKENS, QUICK_REPEATS = 4000, 8, 2
+QUICK_EVAL_CHARS, QUICK_NEW_TOKENS, QUICK_REPEATS = 2000, 8, 2
 MIB = 2**20
 
 Evaluate = Callable[[nn.Module], tuple[float, float, int]]

@@ -18,8 +18,9 @@ settings, one row per configuration) into the --out folder:
              test accuracy, trainable parameters, time, peak memory -> finetune_<cpu|gpu>.json
   instruct   chapter 8's instruction finetuning: the base model, finetuned with and without loss
              masking, scored on held-out prompts -> instruct_<cpu|gpu>.json
-  quantization  the book checkpoint and SmolLM2-135M-Instruct in float32, int8 and 4-bit: held-out
-             bits per byte, weight bytes, memory, decode tokens/s -> quantization_cpu.json
+  quantization  the book checkpoint and SmolLM2-135M-Instruct in float32, int8 (weight-only and
+             dynamic) and 4-bit: held-out bits per byte, weight bytes, memory, decode tokens/s
+             -> quantization_cpu.json
   all        all of them
 
 Examples:
