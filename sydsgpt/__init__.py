@@ -16,7 +16,8 @@ The modules follow the book's table of contents:
 8. ``classify``, ``instruct``, ``lora``: finetuning a classifier, an instruction follower, LoRA
 
 A real model on your laptop (the chapter after 7, in progress): ``gguf`` (reading GGUF files),
-``quants`` (their block formats, both ways), ``gguf_tokenizer``, ``gguf_model``,
+``quants`` (their block formats, both ways), ``quantize`` (int8 and 4-bit linear layers for
+our own models), ``gguf_tokenizer``, ``gguf_model``,
 ``gguf_writer`` (export), ``smollm2`` (finding SmolLM2-135M-Instruct), ``chat`` (the chat
 template and a chat session).
 

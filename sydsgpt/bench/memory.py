@@ -75,6 +75,14 @@ _METHODS = {
 }
 
 
+def resident_bytes() -> int:
+    """The process's resident set size now, in bytes, after handing free heap pages back to
+    the OS (0 where ``/proc/self/status`` is missing)."""
+    gc.collect()
+    _malloc_trim()
+    return (_status_kib("VmRSS") or 0) * 1024
+
+
 def memory_method(device: str | torch.device = "cpu") -> str:
     """How :class:`PeakMemory` measures on ``device`` on this machine (the text results record)."""
     if torch.device(device).type == "cuda":

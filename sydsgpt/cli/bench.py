@@ -18,6 +18,9 @@ settings, one row per configuration) into the --out folder:
              test accuracy, trainable parameters, time, peak memory -> finetune_<cpu|gpu>.json
   instruct   chapter 8's instruction finetuning: the base model, finetuned with and without loss
              masking, scored on held-out prompts -> instruct_<cpu|gpu>.json
+  quantization  the book checkpoint and SmolLM2-135M-Instruct in float32, int8 (weight-only and
+             dynamic) and 4-bit: held-out bits per byte, weight bytes, memory, decode tokens/s
+             -> quantization_cpu.json
   all        all of them
 
 Examples:
@@ -40,7 +43,8 @@ from ..validation import check_positive_int
 from .errors import UsageError
 from .options import add_config_options, config_from_args, flag_name
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune", "instruct")
+WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune",
+        "instruct", "quantization")
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -117,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
 
             out = args.out / f"instruct_{result}.json"
             instruct_bench.run(out, quick=args.quick, device=args.device)
+        elif what == "quantization":
+            from ..bench import quantization
+
+            out = args.out / "quantization_cpu.json"
+            quantization.run(out, quick=args.quick)
         elif what == "prepare":
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)
