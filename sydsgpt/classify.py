@@ -387,7 +387,8 @@ def load_classifier(out_dir: str | Path, device: str | torch.device = "cpu") -> 
     and its ``classifier.json`` (``labels``, ``pooling``, ``trainable``, ``max_length``, ``lora``)."""
     out = Path(out_dir)
     if not (out / CLASSIFIER_NAME).is_file():
-        raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder (finetune_classifier(..., out_dir=...))")
+        raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder "
+                                "(finetune_classifier(..., session=Session(out_dir=...)))")
     info = json.loads((out / CLASSIFIER_NAME).read_text())
     state = load_checkpoint(out / CHECKPOINT_NAME)
     classifier = GPTClassifier(SydsGPT(state["config"]), len(info["labels"]), info["pooling"])
