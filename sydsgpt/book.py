@@ -35,7 +35,7 @@ from .model import SydsGPT, count_parameters
 from .presets import RunPreset, get_run
 from .runtime import cpu_model, resolve_device, seed_everything
 from .bpe import resolve_tokenizer
-from .train import TrainConfig, train
+from .train import Session, TrainConfig, train
 
 
 @dataclass
@@ -120,8 +120,9 @@ def train_book_model(
             resume = True
     seq_len = cfg.seq_len or model_config["context_length"]
     train_loader, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, seq_len, cfg.batch_size, spec.val_fraction)
-    history = train(model, train_loader, val_loader, cfg, tokenizer=tokenizer, out_dir=out, resume=resume,
-                    stop_after=stop_after, show_progress=show_progress, progress_interval=progress_interval)
+    session = Session(out_dir=out, resume=resume, stop_after=stop_after,
+                      show_progress=show_progress, progress_interval=progress_interval)
+    history = train(model, train_loader, val_loader, cfg, tokenizer=tokenizer, session=session)
     return BookRun(model.eval(), tokenizer, history, out, True)
 
 

@@ -13,8 +13,8 @@ A checkpoint is one ``torch.save`` file holding a plain dict:
 ``tokenizer``      the tokenizer's identity, ``{"name": ..., "n_vocab": ...}``
 ``rng``            one RNG snapshot per process (torch CPU, CUDA, ``random``, numpy)
 ``data``           where the data order stands (epoch, batch within the epoch, seed)
-``data_fingerprint``  (written by :func:`sydsgpt.train.train`) a short hash of the training
-                   tokens: a resume on other data is refused
+``data_fingerprint``  a short hash of the training tokens (:func:`sydsgpt.train.train`
+                   writes it): a resume on other data is refused
 ``checksum``       sha256 of every tensor's bytes (with its place, dtype and shape),
                    checked at load: a damaged file is an error, not silently wrong weights
 =================  ===============================================================
@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,8 +44,9 @@ from .model import SydsGPT
 from .tokenizer import get_gpt2_tokenizer
 
 FORMAT_VERSION = 1
-__all__ = ["CHECKPOINT_NAME", "CheckpointError", "CheckpointMismatchError", "load_checkpoint", "load_model",
-           "load_model_and_tokenizer", "model_from_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "CheckpointMismatchError", "RunState",
+           "load_checkpoint", "load_model", "load_model_and_tokenizer", "model_from_checkpoint",
+           "save_checkpoint"]
 
 
 class CheckpointError(RuntimeError):
@@ -118,27 +120,42 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+@dataclass(frozen=True)
+class RunState:
+    """Where a training run stands and how it was made: what a checkpoint stores beside the
+    weights, the optimizer and the scheduler (each field is the checkpoint key of its name)."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    tokens_seen: int = 0
+    """Training tokens consumed so far (over all processes)."""
+    train_config: Mapping[str, Any] | None = None
+    """The run's :class:`sydsgpt.train.TrainConfig`, as a dict."""
+    rng: list[dict[str, Any]] | None = None
+    """One :func:`capture_rng_state` per process (``None``: this process's, taken at the save)."""
+    data: Mapping[str, Any] | None = None
+    """The data order's ``state_dict`` (e.g. :class:`sydsgpt.data.ResumableBatches`)."""
+    data_fingerprint: str | None = None
+    """A short hash of the training tokens (:func:`sydsgpt.train.data_fingerprint`); stored
+    only when given."""
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     *,
-    step: int = 0,
-    tokens_seen: int = 0,
-    train_config: Mapping[str, Any] | None = None,
     tokenizer: Any = None,
-    rng: list[dict[str, Any]] | None = None,
-    data: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    run: RunState = RunState(),
 ) -> Path:
     """Write a checkpoint atomically (see the module docstring for its keys).
 
     Args:
         model: the model (DDP / compiled wrappers are removed first).
-        rng: one :func:`capture_rng_state` per process; default: this process's.
-        data: the data order's ``state_dict`` (e.g. :class:`sydsgpt.train.ResumableBatches`).
-        extra: more plain values to store (must be tensors / Python builtins).
+        tokenizer: stored as its identity (:func:`tokenizer_identity`), checked at resume.
+        run: where the run stands (:class:`RunState`: step, tokens seen, training config,
+            RNG states, data position and fingerprint).
     """
     raw = unwrap_model(model)
     checkpoint: dict[str, Any] = {
@@ -146,16 +163,16 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "config": dict(raw.config) if isinstance(getattr(raw, "config", None), Mapping) else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "step": int(step),
-        "tokens_seen": int(tokens_seen),
-        "train_config": dict(train_config) if train_config is not None else None,
+        "step": int(run.step),
+        "tokens_seen": int(run.tokens_seen),
+        "train_config": dict(run.train_config) if run.train_config is not None else None,
         "tokenizer": tokenizer_identity(tokenizer),
-        "rng": rng if rng is not None else [capture_rng_state()],
-        "data": dict(data) if data is not None else None,
+        "rng": run.rng if run.rng is not None else [capture_rng_state()],
+        "data": dict(run.data) if run.data is not None else None,
         "format_version": FORMAT_VERSION,
     }
-    if extra:
-        checkpoint.update(extra)
+    if run.data_fingerprint is not None:
+        checkpoint["data_fingerprint"] = run.data_fingerprint
     checkpoint["checksum"] = {"algorithm": "sha256", "tensors": tensor_checksum(checkpoint)}
     return atomic_torch_save(checkpoint, path)
 

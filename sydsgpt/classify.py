@@ -14,6 +14,7 @@ logits at its last real token against its label (and the accuracy, for the log).
 
 - :func:`balanced_split`: equal numbers of each class in train / validation / test, seeded;
 - :func:`set_trainable`: train the head only, the last block too, everything, or LoRA;
+- :class:`ClassifierConfig`: how the classifier is built (labels, pooling, what trains);
 - :func:`finetune_classifier`, :func:`accuracy`, :func:`predict`, :func:`load_classifier`;
 - baselines to beat: :func:`majority_baseline`, :func:`bag_of_words_baseline`.
 """
@@ -25,7 +26,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -39,7 +40,7 @@ from .checkpoint import load_checkpoint, load_weights
 from .model import SydsGPT
 from .objectives import ObjectiveOutput, to_device
 from .runtime import seed_everything
-from .train import TrainConfig, train
+from .train import Session, TrainConfig, train
 
 Record = tuple[str, str]
 """``(label, text)``."""
@@ -272,6 +273,35 @@ def classifier_train_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """How :func:`finetune_classifier` builds the classifier and what of it trains; saved
+    (resolved) as the run folder's ``classifier.json``, and a resumed run must use the same."""
+
+    labels: Sequence[str] | None = None
+    """The classes, in index order (``None``: the sorted labels of the training records)."""
+    pooling: str = "last"
+    """Where the class is read: the ``"last"`` token or the ``"mean"`` over tokens
+    (:class:`GPTClassifier`)."""
+    trainable: str = "last-block"
+    """What trains (:func:`set_trainable`): ``"head"``, ``"last-block"``, ``"all"``, ``"lora"``."""
+    last_blocks: int = 1
+    """With ``"last-block"``: how many of the last transformer blocks train."""
+    lora: LoRAConfig | None = None
+    """With ``"lora"``: the adapters (``None``: :class:`~sydsgpt.lora.LoRAConfig`'s defaults)."""
+    max_length: int | None = None
+    """Tokens per text (``None``: the longest training text, at most the model's context)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``classifier.json``'s content: LoRA only with ``"lora"``, ``last_blocks`` only with
+        ``"last-block"``."""
+        info = asdict(self)
+        info["labels"] = list(self.labels) if self.labels is not None else None
+        info["lora"] = (self.lora or LoRAConfig()).to_dict() if self.trainable == "lora" else None
+        info["last_blocks"] = self.last_blocks if self.trainable == "last-block" else None
+        return info
+
+
 @dataclass
 class ClassifierRun:
     """What :func:`finetune_classifier` returns."""
@@ -297,29 +327,33 @@ class ClassifierRun:
 
 
 def finetune_classifier(
-    model: nn.Module, tokenizer: Any, train_records: Sequence[Record], val_records: Sequence[Record] | None = None, *,
-    labels: Sequence[str] | None = None, trainable: str = "last-block", pooling: str = "last",
-    lora: LoRAConfig | None = None, last_blocks: int = 1, cfg: TrainConfig | None = None,
-    max_length: int | None = None, out_dir: str | Path | LockedRunFolder | None = None, resume: bool = False, stop_after: int | None = None,
-    show_progress: bool = True, progress_interval: float = 1.0,
+    model: nn.Module,
+    tokenizer: Any,
+    train_records: Sequence[Record],
+    val_records: Sequence[Record] | None = None,
+    *,
+    classifier: ClassifierConfig = ClassifierConfig(),
+    cfg: TrainConfig | None = None,
+    session: Session = Session(),
 ) -> ClassifierRun:
     """Turn ``model`` (changed in place) into a classifier and train it on ``train_records``.
 
     Args:
-        labels: the classes, in index order (default: the sorted labels of ``train_records``).
-        trainable, lora, last_blocks: see :func:`set_trainable`.
+        classifier: how the classifier is built and what trains (:class:`ClassifierConfig`).
         cfg: the training options (default :func:`classifier_train_config`); text samples are off.
-        max_length: tokens per text (default: the longest training text, at most the context).
-        out_dir: the run folder (``checkpoint.pt``, ``log.jsonl``, ``run.json`` as for
-            :func:`sydsgpt.train.train`, plus ``classifier.json``; with LoRA ``adapter.safetensors``),
-            or the :class:`~sydsgpt.files.LockedRunFolder` of one the caller locked.
-        resume, stop_after, show_progress, progress_interval: as for :func:`sydsgpt.train.train`.
+        session: as for :func:`sydsgpt.train.train`; its ``out_dir`` is the run folder
+            (``checkpoint.pt``, ``log.jsonl``, ``run.json`` as for :func:`~sydsgpt.train.train`,
+            plus ``classifier.json``; with LoRA ``adapter.safetensors``).
     """
-    labels = tuple(labels) if labels is not None else class_labels(train_records)
+    spec = classifier
+    trainable, pooling, lora = spec.trainable, spec.pooling, spec.lora
+    last_blocks = spec.last_blocks
+    labels = tuple(spec.labels) if spec.labels is not None else class_labels(train_records)
     if len(labels) < 2:
         raise ValueError(f"a classifier needs at least two labels, got {list(labels)}")
     cfg = replace(cfg or classifier_train_config(), sample_tokens=0)  # a classifier writes no text
     context = model.config.context_length
+    max_length = spec.max_length
     if max_length is None:
         longest = max((len(tokenizer.encode(text)) for _, text in train_records), default=1)
         max_length = max(1, min(context, longest))
@@ -330,23 +364,22 @@ def finetune_classifier(
     if val_records:
         val_loader = DataLoader(ClassificationDataset(val_records, tokenizer, labels, max_length), batch_size=cfg.batch_size)
     seed_everything(cfg.seed)  # the new head's and the adapters' initial values
-    classifier = GPTClassifier(model, len(labels), pooling)
-    trainable_params = set_trainable(classifier, trainable, lora, last_blocks)
-    info = {"labels": list(labels), "pooling": pooling, "trainable": trainable, "max_length": max_length,
-            "lora": (lora or LoRAConfig()).to_dict() if trainable == "lora" else None,
-            "last_blocks": last_blocks if trainable == "last-block" else None}
+    built = GPTClassifier(model, len(labels), pooling)
+    trainable_params = set_trainable(built, trainable, lora, last_blocks)
+    info = replace(spec, labels=labels, max_length=max_length).to_dict()
+    out_dir = session.out_dir
     out = out_dir.path if isinstance(out_dir, LockedRunFolder) else out_dir and Path(out_dir)
     if out is not None:
-        _check_same_classifier(out, info, resume)
+        _check_same_classifier(out, info, bool(session.resume))
         atomic_write(out / CLASSIFIER_NAME, json.dumps(info, indent=2) + "\n")
     start = time.perf_counter()
-    history = train(classifier, train_data, val_loader, cfg, tokenizer=tokenizer, out_dir=out_dir,
-                    resume=resume, stop_after=stop_after, show_progress=show_progress,
-                    progress_interval=progress_interval, objective=ClassificationObjective())
+    history = train(built, train_data, val_loader, cfg, tokenizer=tokenizer, session=session,
+                    objective=ClassificationObjective())
     train_s = time.perf_counter() - start
     if out is not None and trainable == "lora":
-        save_adapter(out / ADAPTER_NAME, classifier, lora or LoRAConfig(), metadata=info)
-    return ClassifierRun(classifier.eval(), tokenizer, labels, max_length, history, train_s, trainable_params)
+        save_adapter(out / ADAPTER_NAME, built, lora or LoRAConfig(), metadata=info)
+    return ClassifierRun(built.eval(), tokenizer, labels, max_length, history, train_s,
+                         trainable_params)
 
 
 def load_classifier(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GPTClassifier, dict[str, Any]]:
@@ -354,7 +387,8 @@ def load_classifier(out_dir: str | Path, device: str | torch.device = "cpu") -> 
     and its ``classifier.json`` (``labels``, ``pooling``, ``trainable``, ``max_length``, ``lora``)."""
     out = Path(out_dir)
     if not (out / CLASSIFIER_NAME).is_file():
-        raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder (finetune_classifier(..., out_dir=...))")
+        raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder "
+                                "(finetune_classifier(..., session=Session(out_dir=...)))")
     info = json.loads((out / CLASSIFIER_NAME).read_text())
     state = load_checkpoint(out / CHECKPOINT_NAME)
     classifier = GPTClassifier(SydsGPT(state["config"]), len(info["labels"]), info["pooling"])

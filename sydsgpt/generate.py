@@ -300,7 +300,6 @@ def stream_text(
     *,
     stop: str | Iterable[str] = (),
     stop_at_eos: bool = True,
-    generator: torch.Generator | None = None,
     **options: Any,
 ) -> Iterator[str]:
     """Yield the continuation of ``prompt`` as text, piece by piece, as it is generated.
@@ -314,7 +313,8 @@ def stream_text(
     Args:
         tokenizer: tiktoken's GPT-2 encoding or a :class:`~sydsgpt.bpe.BPETokenizer`.
             Special tokens written in the prompt (``<|endoftext|>``) become their ids.
-        options: generation options (:class:`GenerationConfig`).
+        options: generation options (:class:`GenerationConfig`); ``seed`` makes sampling
+            repeatable (for a generator of your own, use :func:`stream` on token ids).
     """
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("the prompt is empty: give some text to continue (e.g. 'Once upon a time').")
@@ -325,7 +325,7 @@ def stream_text(
     if stop_at_eos and cfg.eos_id is None:
         cfg = replace(cfg, eos_id=end_of_text_id(tokenizer))
     input_ids = text_to_token_ids(prompt, tokenizer)  # (1, T)
-    steps = stream(model, input_ids, max_new_tokens, cfg, generator=generator)
+    steps = stream(model, input_ids, max_new_tokens, cfg)
     return _text_pieces(steps, tokenizer, stops, cfg.eos_id)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import random
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -37,7 +36,7 @@ from .losses import NextTokenObjective
 from .model import SydsGPT
 from .objectives import IGNORE_INDEX
 from .train import train
-from .train_config import TrainConfig
+from .train_config import Session, TrainConfig
 
 # region: template
 PROMPT_TEMPLATE = (
@@ -332,10 +331,7 @@ def finetune_instructions(
     cfg: TrainConfig,
     *,
     mask_prompt: bool = True,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    stop_after: int | None = None,
-    show_progress: bool = True,
+    session: Session = Session(),
 ) -> list[dict[str, Any]]:
     """Finetune ``model`` on instruction records with :func:`sydsgpt.train.train`.
 
@@ -343,11 +339,12 @@ def finetune_instructions(
     objective as pretraining (:class:`~sydsgpt.losses.NextTokenObjective`, which does not
     grade the :data:`IGNORE_INDEX` targets): AdamW, warm-up and cosine schedule, clipping,
     the JSON-lines log, checkpoints and exact resume; ``val_loss`` in the log is the held-out response loss
-    (masked like the training targets). ``out_dir``, ``resume``, ``stop_after`` and
-    ``show_progress`` are :func:`~sydsgpt.train.train`'s. Returns the log records.
+    (masked like the training targets). ``mask_prompt=False`` grades every token.
+    ``session`` (where it writes, resume, stop, progress) is :func:`~sydsgpt.train.train`'s.
+    Returns the log records.
     """
     train_data, val_data = instruction_data(train_records, val_records, tokenizer,
                                             model.config.context_length, cfg.batch_size,
                                             mask_prompt=mask_prompt)
-    return train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=out_dir, resume=resume,
-                 stop_after=stop_after, show_progress=show_progress, objective=NextTokenObjective())
+    return train(model, train_data, val_data, cfg, tokenizer=tokenizer, session=session,
+                 objective=NextTokenObjective())

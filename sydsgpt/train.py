@@ -4,6 +4,8 @@ The training loop a practitioner would use, and the one config that controls it:
 
 - :class:`TrainConfig` (defined in :mod:`sydsgpt.train_config`): every knob of a run, stored
   in every checkpoint; the command line's ``sydsgpt train`` options are derived from its fields;
+  beside it :class:`Session` (where a call writes, resume, stop, progress) and
+  :class:`StepOptions` (clipping, autocast, device of a step);
 - :func:`train_step`: one optimizer step on any :class:`~sydsgpt.objectives.Objective`
   (gradient accumulation, bf16 autocast, clipping,
   a :class:`TrainingDiverged` error on a NaN/inf loss);
@@ -34,8 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import (
-    CheckpointMismatchError, capture_rng_state, check_compatible, load_checkpoint, load_weights,
-    restore_rng_state, save_checkpoint, tokenizer_identity, unwrap_model,
+    CheckpointMismatchError, RunState, capture_rng_state, check_compatible, load_checkpoint,
+    load_weights, restore_rng_state, save_checkpoint, tokenizer_identity, unwrap_model,
 )
 from .data import Batch, ResumableBatches, as_dataset
 from .divergence import DivergenceGuard, TrainingDiverged
@@ -51,8 +53,8 @@ from .objectives import Objective
 from .optim import apply_hyperparameters, build_optimizer, make_scheduler
 from .resume import record_changes, resume_changes
 from .runtime import autocast, configure_threads, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
-from .train_config import TrainConfig
-from .validation import check_positive_int, check_token_range
+from .train_config import Session, StepOptions, TrainConfig
+from .validation import check_token_range
 
 # ---------------------------------------------------------------------------- one step
 
@@ -75,12 +77,9 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     *,
     scheduler: Any = None,
-    grad_clip: float | None = 1.0,
-    amp_dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    ctx: DistributedContext | None = None,
-    step: int | None = None,
+    options: StepOptions = StepOptions(),
     objective: Objective | None = None,
+    step: int | None = None,
     metrics: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """One optimizer step on ``micro_batches`` (gradient accumulation over them).
@@ -88,7 +87,10 @@ def train_step(
     ``objective`` (default :class:`~sydsgpt.losses.NextTokenObjective`: ``(input_ids,
     target_ids)`` batches) turns each micro-batch into a loss. Each loss is divided by the
     number of micro-batches before ``backward()``, so the accumulated gradient is that of
-    their mean loss. Under DDP the gradients are averaged across processes on the last
+    their mean loss. ``options`` (:class:`StepOptions`) sets the clipping, the autocast
+    dtype and the device; ``scheduler``, if given, steps after the optimizer; ``step``
+    names the step in a :class:`TrainingDiverged` error. Under DDP (or FSDP, any
+    initialised process group) the gradients are averaged across processes on the last
     micro-batch only (:func:`gradient_sync`). ``metrics``, if given, is filled with the
     objective's other metrics (means over micro-batches and processes).
 
@@ -98,8 +100,9 @@ def train_step(
     Raises:
         TrainingDiverged: the loss or gradient norm is NaN/inf (the optimizer step is skipped).
     """
-    ctx = ctx or current_context()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ctx = current_context()
+    grad_clip, amp_dtype = options.grad_clip, options.amp_dtype
+    device = torch.device(options.device or next(model.parameters()).device)
     objective = objective or NextTokenObjective()
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
@@ -184,11 +187,7 @@ def train(
     cfg: TrainConfig,
     *,
     tokenizer: Any = None,
-    out_dir: str | Path | LockedRunFolder | None = None,
-    resume: bool | str | Path = False,
-    stop_after: int | None = None,
-    show_progress: bool = True,
-    progress_interval: float = 1.0,
+    session: Session = Session(),
     objective: Objective | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` and return the log records (one dict per step, plus step 0).
@@ -200,14 +199,9 @@ def train(
         val_data: validation batches (e.g. a DataLoader without shuffling), or ``None``.
         cfg: the :class:`TrainConfig`.
         tokenizer: for the samples printed at each evaluation, and recorded in checkpoints.
-        out_dir: where to write ``log.jsonl`` and ``checkpoint.pt`` (nothing written if None);
-            a :class:`~sydsgpt.files.LockedRunFolder` is a folder the caller already locked.
-        resume: ``True`` resumes from ``out_dir/checkpoint.pt``; a path resumes from that file.
-        stop_after: end this session after this step (checkpointed; the learning-rate
-            schedule still spans the whole run). Resume it later with ``resume=True``.
-        show_progress: the tqdm progress bar (rank 0 only).
-        progress_interval: seconds between refreshes of the bar (a notebook keeps every
-            refresh in its output: use tens of seconds there).
+        session: this call's :class:`Session`: ``out_dir`` (where ``log.jsonl``,
+            ``checkpoint.pt`` and ``run.json`` go; nothing is written without one),
+            ``resume``, ``stop_after``, ``show_progress`` and ``progress_interval``.
         objective: what turns a batch into a loss (default
             :class:`~sydsgpt.losses.NextTokenObjective`); ``train_data`` and ``val_data``
             hold its batches. Its metrics are logged as ``train_<name>`` / ``val_<name>``.
@@ -216,7 +210,7 @@ def train(
     ``grad_norm``, ``tokens_per_s``, and ``val_loss`` (and ``sample``) when evaluated.
     Under ``torchrun`` the model is wrapped in DDP; every process must call :func:`train`.
 
-    While it runs, ``out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`, unless the
+    While it runs, ``session.out_dir`` is locked (:func:`sydsgpt.files.lock_run_folder`, unless the
     caller holds its lock already: a second run on it is refused; a dead run's lock and
     temporary files are cleaned up), and the first
     SIGINT (Ctrl-C) or SIGTERM ends the current step, checkpoints it and raises
@@ -227,27 +221,31 @@ def train(
             absurdly large weight (:mod:`sydsgpt.divergence`); the last checkpoint on disk is
             left intact and passed the same checks.
         TrainingInterrupted: SIGINT/SIGTERM; the current step was checkpointed (if ``out_dir``).
-        RunFolderLocked: another running process uses ``out_dir``.
+        RunFolderLocked: another running process uses ``session.out_dir``.
         CheckpointMismatchError: resuming from a checkpoint of another model/tokenizer, or with
             a changed option of :data:`sydsgpt.resume.RESUME_FIXED`.
     """
-    check_positive_int(stop_after, "stop_after", allow_none=True)
+    out_dir = session.out_dir
     held = isinstance(out_dir, LockedRunFolder)
     out = out_dir.path if isinstance(out_dir, LockedRunFolder) else out_dir and Path(out_dir)
     with ExitStack() as guards:
         if out is not None and not held and current_context().is_main:
             guards.enter_context(lock_run_folder(out))
         stop = guards.enter_context(StopRequests())
-        return _train(model, train_data, val_data, cfg, tokenizer, out, resume, stop_after,
-                      show_progress, progress_interval, stop, objective or NextTokenObjective())
+        data = (train_data, val_data)
+        return _train(model, data, cfg, tokenizer, session, out, stop,
+                      objective or NextTokenObjective())
 
 
 def _train(
-    model: nn.Module, train_data: DataLoader | Dataset, val_data: Iterable[Batch] | None, cfg: TrainConfig, tokenizer: Any,
-    out: Path | None, resume: bool | str | Path, stop_after: int | None, show_progress: bool, progress_interval: float,
-    stop: StopRequests, objective: Objective,
+    model: nn.Module, data: tuple[DataLoader | Dataset, Iterable[Batch] | None], cfg: TrainConfig,
+    tokenizer: Any, session: Session, out: Path | None, stop: StopRequests, objective: Objective,
 ) -> list[dict[str, Any]]:
-    """:func:`train`'s body, run while the output folder is locked and signals are caught."""
+    """:func:`train`'s body, run while the output folder ``out`` (``session.out_dir``'s
+    path) is locked and signals are caught; ``data`` is ``(train_data, val_data)``."""
+    train_data, val_data = data
+    resume, stop_after = session.resume, session.stop_after
+    show_progress, progress_interval = session.show_progress, session.progress_interval
     ctx = current_context()
     device = resolve_device(cfg.device, ctx.local_rank)
     amp_dtype = resolve_fast_paths(device.type, cfg.dtype).amp_dtype
@@ -280,8 +278,7 @@ def _train(
     last_checkpoint: str | None = None  # named in the TrainingDiverged message
     if resume:
         path = Path(resume) if not isinstance(resume, bool) else checkpoint_path
-        if path is None:
-            raise ValueError("resume=True needs out_dir (the checkpoint is out_dir/checkpoint.pt), or pass resume=<path>")
+        assert path is not None  # Session refuses resume=True without out_dir
         state = load_checkpoint(path)
         check_compatible(state, raw.config, tokenizer)
         changes = resume_changes(state.get("train_config"), cfg)
@@ -325,6 +322,7 @@ def _train(
         step_model = torch.compile(step_model, backend=cfg.compile_backend)
 
     log_file = log_path.open("a") if log_path is not None else None
+    step_options = StepOptions(cfg.grad_clip, amp_dtype, device)
     checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval or None
 
     def evaluate(record: dict[str, Any]) -> None:
@@ -376,9 +374,8 @@ def _train(
             lr = optimizer.param_groups[0]["lr"]
             try:
                 loss, grad_norm = train_step(
-                    step_model, micro_batches, optimizer, scheduler=scheduler, grad_clip=cfg.grad_clip,
-                    amp_dtype=amp_dtype, device=device, ctx=ctx, step=step + 1, objective=objective,
-                    metrics=step_metrics,
+                    step_model, micro_batches, optimizer, scheduler=scheduler, options=step_options,
+                    objective=objective, step=step + 1, metrics=step_metrics,
                 )
                 guard.after_step(step + 1, loss, grad_norm)
             except TrainingDiverged as exc:
@@ -412,11 +409,11 @@ def _train(
                 rng_states = gather_objects(capture_rng_state(), ctx)
                 saved_model, saved_optimizer = full_state_views(raw, optimizer) if sharded else (raw, optimizer)
                 if ctx.is_main:
-                    save_checkpoint(
-                        checkpoint_path, saved_model, saved_optimizer, scheduler, step=step, tokens_seen=tokens_seen,
-                        train_config=cfg.to_dict(), tokenizer=tokenizer, rng=rng_states, data=batches.state_dict(),
-                        extra={"data_fingerprint": fingerprint},
-                    )
+                    run = RunState(step=step, tokens_seen=tokens_seen, train_config=cfg.to_dict(),
+                                   rng=rng_states, data=batches.state_dict(),
+                                   data_fingerprint=fingerprint)
+                    save_checkpoint(checkpoint_path, saved_model, saved_optimizer, scheduler,
+                                    tokenizer=tokenizer, run=run)
                 last_checkpoint = str(checkpoint_path)
                 barrier(ctx)
             if interrupted:

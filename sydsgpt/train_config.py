@@ -4,18 +4,28 @@ It is stored in every checkpoint, :mod:`sydsgpt.resume` decides which of its fie
 resumed run may change, and the command line's ``sydsgpt train`` options are derived
 from its fields (:mod:`sydsgpt.cli.options`): each field's docstring is its ``--help``.
 The loop that reads it is :func:`sydsgpt.train.train`.
+
+Two small configs sit beside it, neither stored in a checkpoint: :class:`Session` (where
+one call of :func:`~sydsgpt.train.train` writes, whether it resumes, where it stops, what
+it shows) and :class:`StepOptions` (how :func:`~sydsgpt.train.train_step` runs a step).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
 
 from .runtime import DTYPES, Dtype, check_device_name
 from .validation import (
     check_bool, check_choice, check_int, check_keys, check_positive_int, check_real, check_str,
     field_names,
 )
+
+if TYPE_CHECKING:
+    from .files import LockedRunFolder
 
 
 @dataclass
@@ -31,7 +41,7 @@ class TrainConfig:
     here (a negative clip, a NaN learning rate, ``beta2 = 1``, zero evaluation batches, ...
     are errors), so a Python script gets the same checks as the command line.
 
-    **Resuming** (``train(..., resume=True)``, ``sydsgpt train ... --resume``): the four fields
+    **Resuming** (``Session(resume=True)``, ``sydsgpt train ... --resume``): the four fields
     marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
     decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the checkpoint's, or
     resume refuses and lists the differences. Every other field may change and applies from
@@ -143,3 +153,45 @@ class TrainConfig:
     def warmup_for(self, total_steps: int) -> int:
         """Warm-up steps: ``warmup_steps``, or 5% of ``total_steps``."""
         return self.warmup_steps if self.warmup_steps is not None else round(0.05 * total_steps)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One call of :func:`~sydsgpt.train.train`: where it writes, whether it continues a
+    run, where it stops and what it shows. Not stored in checkpoints: a run may be resumed
+    in a session that shows less or stops elsewhere."""
+
+    out_dir: str | Path | LockedRunFolder | None = None
+    """Where ``log.jsonl``, ``checkpoint.pt`` and ``run.json`` go (``None``: nothing is written);
+    a :class:`~sydsgpt.files.LockedRunFolder` is a folder the caller already locked."""
+    resume: bool | str | Path = False
+    """``True``: continue from ``out_dir/checkpoint.pt``; a path: continue from that file."""
+    stop_after: int | None = None
+    """End this session after this step (checkpointed; the learning-rate schedule still spans
+    the whole run). Continue it later with ``resume=True``."""
+    show_progress: bool = True
+    """The tqdm progress bar and a line per evaluation, on stderr (rank 0 only)."""
+    progress_interval: float = 1.0
+    """Seconds between refreshes of the bar (a notebook keeps every refresh in its output:
+    use tens of seconds there)."""
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.stop_after, "stop_after", allow_none=True)
+        check_bool(self.show_progress, "Session.show_progress")
+        check_real(self.progress_interval, "Session.progress_interval", low=0)
+        if self.resume is True and self.out_dir is None:
+            raise ValueError("resume=True needs out_dir (the checkpoint is out_dir/checkpoint.pt), "
+                             "or pass resume=<path>")
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How :func:`~sydsgpt.train.train_step` runs a step: the same at every step of a run
+    (:func:`~sydsgpt.train.train` builds them from its :class:`TrainConfig`)."""
+
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this (``None``: no clipping)."""
+    amp_dtype: torch.dtype | None = None
+    """Run the forward passes under autocast to this dtype (``None``: no autocast)."""
+    device: torch.device | str | None = None
+    """Where the batches go (``None``: the device of the model's first parameter)."""

@@ -17,6 +17,7 @@ from helpers import TRAIN_TINY, assert_same_parameters, config, datasets, train_
 from sydsgpt.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
+    RunState,
     capture_rng_state,
     check_compatible,
     load_checkpoint,
@@ -47,8 +48,9 @@ def trained_state(steps: int = 2):
 
 def test_keys_roundtrip_and_weights_only(tmp_path: Path) -> None:
     model, optimizer, scheduler = trained_state()
-    path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, scheduler, step=2, tokens_seen=64,
-                           train_config=config().to_dict(), tokenizer=TOKENIZER, data={"epoch": 0, "position": 2})
+    run = RunState(step=2, tokens_seen=64, train_config=config().to_dict(),
+                   data={"epoch": 0, "position": 2})
+    path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, scheduler, tokenizer=TOKENIZER, run=run)
     raw = torch.load(path, weights_only=True)  # loads without unpickling any Python object
     assert {"model", "optimizer", "config"} <= raw.keys()  # the original project's keys
     assert {"scheduler", "step", "tokens_seen", "train_config", "tokenizer", "rng", "data"} <= raw.keys()

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from sydsgpt.classify import (
     ClassificationDataset, ClassificationObjective, GPTClassifier, balanced_split, bag_of_words_baseline, class_labels,
     class_logits, classifier_train_config, finetune_classifier, load_classifier, majority_baseline, set_trainable,
+    ClassifierConfig,
 )
+from sydsgpt.train import Session
 from sydsgpt.config import Kernels
 from sydsgpt.logs import read_log
 from sydsgpt.model import SydsGPT
@@ -152,8 +154,9 @@ def quick_config(**overrides: object) -> object:
 
 def test_finetuning_learns_a_toy_task_and_writes_its_run_folder(tmp_path: Path) -> None:
     train, val, test = balanced_split(toy_records(120), (0.6, 0.2, 0.2), seed=0)
-    run = finetune_classifier(tiny_model(), TOKENIZER, train, val, trainable="all", cfg=quick_config(),
-                              out_dir=tmp_path, show_progress=False)
+    run = finetune_classifier(tiny_model(), TOKENIZER, train, val, cfg=quick_config(),
+                              classifier=ClassifierConfig(trainable="all"),
+                              session=Session(out_dir=tmp_path, show_progress=False))
     assert run.labels == class_labels(train) == ("abc", "xyz") and run.max_length == 9
     assert run.accuracy(test) >= 0.9 and run.predict(["aabbc", "zzyx"]) == ["abc", "xyz"]
     assert run.history[-1]["step"] == 3 * len(train) // 8 and "val_loss" in run.history[-1]
@@ -170,25 +173,31 @@ def test_finetuning_learns_a_toy_task_and_writes_its_run_folder(tmp_path: Path) 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
     train, val, _ = balanced_split(toy_records(80), (0.6, 0.2, 0.2), seed=0)
-    common = {"trainable": "last-block", "cfg": quick_config(), "show_progress": False}
-    whole = finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "whole", **common)
-    finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "parts", stop_after=3, **common)
-    resumed = finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "parts", resume=True, **common)
+    common = {"classifier": ClassifierConfig(trainable="last-block"), "cfg": quick_config()}
+    parts, quiet = tmp_path / "parts", {"show_progress": False}
+    whole = finetune_classifier(tiny_model(), TOKENIZER, train, val, **common,
+                                session=Session(out_dir=tmp_path / "whole", **quiet))
+    finetune_classifier(tiny_model(), TOKENIZER, train, val, **common,
+                        session=Session(out_dir=parts, stop_after=3, **quiet))
+    resumed = finetune_classifier(tiny_model(), TOKENIZER, train, val, **common,
+                                  session=Session(out_dir=parts, resume=True, **quiet))
     assert_same_parameters(whole.classifier, resumed.classifier)
     resumed_log = read_log(tmp_path / "parts" / "log.jsonl")
     assert [r.get("train_loss") for r in whole.history] == [r.get("train_loss") for r in resumed_log]
     assert [r.get("val_accuracy") for r in whole.history] == [r.get("val_accuracy") for r in resumed_log]
     with pytest.raises(ValueError, match="cannot resume .*trainable"):
-        finetune_classifier(tiny_model(), TOKENIZER, train, val, out_dir=tmp_path / "parts", resume=True,
-                            **{**common, "trainable": "all"})
+        finetune_classifier(tiny_model(), TOKENIZER, train, val, cfg=common["cfg"],
+                            classifier=ClassifierConfig(trainable="all"),
+                            session=Session(out_dir=parts, resume=True, **quiet))
 
 
 def test_a_lora_run_saves_only_its_adapter(tmp_path: Path) -> None:
     train, val, test = balanced_split(toy_records(80), (0.6, 0.2, 0.2), seed=0)
     base = tiny_model()
     before = {k: v.clone() for k, v in base.state_dict().items() if k != "output_projection.weight"}
-    run = finetune_classifier(base, TOKENIZER, train, val, trainable="lora", lora=LoRAConfig(rank=2),
-                              cfg=quick_config(), out_dir=tmp_path, show_progress=False)
+    run = finetune_classifier(base, TOKENIZER, train, val, cfg=quick_config(),
+                              classifier=ClassifierConfig(trainable="lora", lora=LoRAConfig(rank=2)),
+                              session=Session(out_dir=tmp_path, show_progress=False))
     tensors, info = read_adapter(tmp_path / "adapter.safetensors")
     assert sum(t.numel() for t in tensors.values()) == run.trainable_params
     assert set(tensors) == {k for k, p in run.classifier.named_parameters() if p.requires_grad}
@@ -202,7 +211,9 @@ def test_a_lora_run_saves_only_its_adapter(tmp_path: Path) -> None:
 
 def test_max_length_must_fit_the_context() -> None:
     with pytest.raises(ValueError, match="context length 12"):
-        finetune_classifier(tiny_model(), TOKENIZER, toy_records(8), max_length=13, cfg=quick_config(), show_progress=False)
+        finetune_classifier(tiny_model(), TOKENIZER, toy_records(8), cfg=quick_config(),
+                            classifier=ClassifierConfig(max_length=13),
+                            session=Session(show_progress=False))
 
 
 def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:

@@ -34,7 +34,7 @@ from sydsgpt.config import Kernels
 from sydsgpt.model import SydsGPT
 from sydsgpt.optim import build_optimizer
 from sydsgpt.runtime import auto_amp_dtype, configure_tf32
-from sydsgpt.train import TrainConfig, train_step
+from sydsgpt.train import StepOptions, TrainConfig, train_step
 
 
 TINY = tiny_config(tie_weights=True)
@@ -101,9 +101,11 @@ def test_bf16_autocast_gradients_match_float32_within_bf16_precision() -> None:
     m = model(FAST)
     x, y = batch()
     frozen = torch.optim.SGD(m.parameters(), lr=0.0)
-    train_step(m, [(x, y)], frozen, grad_clip=None, amp_dtype=auto_amp_dtype("float32", "cpu"))
+    fp32 = StepOptions(grad_clip=None, amp_dtype=auto_amp_dtype("float32", "cpu"))
+    train_step(m, [(x, y)], frozen, options=fp32)
     g32 = grads(m)
-    train_step(m, [(x, y)], frozen, grad_clip=None, amp_dtype=auto_amp_dtype("bfloat16", "cpu"))
+    bf16 = StepOptions(grad_clip=None, amp_dtype=auto_amp_dtype("bfloat16", "cpu"))
+    train_step(m, [(x, y)], frozen, options=bf16)
     g16 = grads(m)
     relative = ((g16 - g32).norm() / g32.norm()).item()
     assert 0 < relative < 4 * BF16_UNIT_ROUNDOFF

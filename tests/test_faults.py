@@ -47,7 +47,9 @@ from helpers import CLI_MODEL, SEQ, TINY_TEXT, cli_args, config, datasets, start
 
 from sydsgpt import corpora
 from sydsgpt.bpe import BPETokenizer
-from sydsgpt.checkpoint import CheckpointError, CheckpointMismatchError, load_checkpoint, load_model, save_checkpoint
+from sydsgpt.checkpoint import (
+    CheckpointError, CheckpointMismatchError, RunState, load_checkpoint, load_model, save_checkpoint,
+)
 from sydsgpt.cli import main
 from sydsgpt.data import GPTDataset, train_val_split
 from sydsgpt.exercises.checker import DEFAULT_TIME_LIMIT, Case, Exercise, check, expect_equal, run_checks
@@ -59,7 +61,7 @@ from sydsgpt.logs import read_log
 from sydsgpt.model import SydsGPT, SydsGPTConfig
 from sydsgpt.optim import lr_at_step
 from sydsgpt.tokenizer import get_gpt2_tokenizer
-from sydsgpt.train import TrainConfig, TrainingDiverged, train
+from sydsgpt.train import Session, TrainConfig, TrainingDiverged, train
 
 
 OUTCOMES = ("clear error", "refused", "recovered")
@@ -175,11 +177,12 @@ for _fault, _make, _message in CONFIG_PROBES:
     PROBES.append(Probe(f"config: {_fault}", "config", "clear error", _fault, f"ValueError: {_message}", _config_probe(_make, _message)))
 
 
-@probe("config", "clear error", "train(..., stop_after=0)", "ValueError before anything is written")
+@probe("config", "clear error", "train(..., session=Session(stop_after=0))", "ValueError before anything is written")
 def stop_after_zero(env: Env) -> None:
     train_data, val = datasets()
     with pytest.raises(ValueError, match="stop_after must be a positive integer, got 0"):
-        train(train_model(), train_data, val, config(), out_dir=env.out, stop_after=0, show_progress=False)
+        train(train_model(), train_data, val, config(),
+              session=Session(out_dir=env.out, stop_after=0, show_progress=False))
     assert not env.out.exists()
 
 
@@ -187,7 +190,7 @@ def stop_after_zero(env: Env) -> None:
 def ids_outside_vocabulary(env: Env) -> None:
     bad = GPTDataset(torch.full((50,), 40), SEQ, SEQ)  # the training model has 23 ids
     with pytest.raises(ValueError, match=r"the training data holds token id 40, but the model's ids are 0\.\.22"):
-        train(train_model(), bad, None, config(max_steps=2), show_progress=False)
+        train(train_model(), bad, None, config(max_steps=2), session=Session(show_progress=False))
 
 
 # ---------------------------------------------------------------------------- command-line options
@@ -407,7 +410,7 @@ def empty_special_token_at_training(env: Env) -> None:
 
 
 def _checkpoint(env: Env) -> Path:
-    return save_checkpoint(env.tmp / "c.pt", train_model(), step=3)
+    return save_checkpoint(env.tmp / "c.pt", train_model(), run=RunState(step=3))
 
 
 @probe("checkpoint", "clear error", "a truncated checkpoint", "CheckpointError naming the file")
@@ -497,7 +500,8 @@ def generate_truncated_checkpoint(env: Env) -> None:
 def _stopped_run(env: Env, **overrides: Any) -> tuple[TrainConfig, Path]:
     train_data, val = datasets()
     cfg = config(max_steps=8, eval_interval=4, **overrides)
-    train(train_model(), train_data, val, cfg, out_dir=env.out, stop_after=4, show_progress=False)
+    train(train_model(), train_data, val, cfg,
+          session=Session(out_dir=env.out, stop_after=4, show_progress=False))
     return cfg, env.out / CHECKPOINT_NAME
 
 
@@ -507,7 +511,8 @@ def resume_with_new_options(env: Env) -> None:
     cfg, _ = _stopped_run(env)
     new = TrainConfig(**{**cfg.to_dict(), "lr": cfg.lr * 2})
     train_data, val = datasets()
-    history = train(train_model(), train_data, val, new, out_dir=env.out, resume=True, stop_after=6, show_progress=False)
+    history = train(train_model(), train_data, val, new,
+                    session=Session(out_dir=env.out, resume=True, stop_after=6, show_progress=False))
     first = next(r for r in history if r["step"] == 5)
     assert first["changed"] == {"lr": [cfg.lr, new.lr]}
     warmup = new.warmup_for(8)
@@ -515,7 +520,8 @@ def resume_with_new_options(env: Env) -> None:
     assert load_checkpoint(env.out / CHECKPOINT_NAME)["train_config"]["lr"] == new.lr
 
     again = TrainConfig(**{**new.to_dict(), "weight_decay": 0.3, "beta2": 0.99, "fused_adamw": True})
-    train(train_model(), train_data, val, again, out_dir=env.out, resume=True, show_progress=False)
+    train(train_model(), train_data, val, again,
+          session=Session(out_dir=env.out, resume=True, show_progress=False))
     groups = load_checkpoint(env.out / CHECKPOINT_NAME)["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.3, 0.0] and all(tuple(g["betas"]) == (cfg.beta1, 0.99) for g in groups)
     assert all(g["fused"] is True for g in groups)
@@ -530,7 +536,8 @@ def resume_with_new_options(env: Env) -> None:
         {"step": 7, "option": "fused_adamw", "from": None, "to": True},
     ]
     (env.out / CHECKPOINT_NAME).unlink()  # a fresh run in the same folder starts a fresh history
-    train(train_model(), train_data, val, cfg, out_dir=env.out, show_progress=False)
+    train(train_model(), train_data, val, cfg,
+          session=Session(out_dir=env.out, show_progress=False))
     assert json.loads((env.out / RUN_INFO_NAME).read_text())["changes"] == []
 
 
@@ -543,8 +550,9 @@ def resume_old_config_values(env: Env) -> None:
     state.pop("checksum")
     torch.save(state, path)
     train_data, val = datasets()
-    history = train(train_model(), train_data, val, TrainConfig(**{**cfg.to_dict(), "grad_clip": None}), out_dir=env.out,
-                    resume=True, show_progress=False)
+    history = train(train_model(), train_data, val,
+                    TrainConfig(**{**cfg.to_dict(), "grad_clip": None}),
+                    session=Session(out_dir=env.out, resume=True, show_progress=False))
     assert history[-1]["step"] == 8 and next(r for r in history if r["step"] == 5)["changed"] == {"grad_clip": [0.0, None]}
 
 
@@ -555,7 +563,8 @@ def resume_with_fixed_changes(env: Env) -> None:
     changed = TrainConfig(**{**cfg.to_dict(), "batch_size": 8, "seed": 1})
     train_data, val = datasets()
     with pytest.raises(CheckpointMismatchError, match=r"--resume cannot change batch_size: 4 -> 8, seed: 7 -> 1"):
-        train(train_model(), train_data, val, changed, out_dir=env.out, resume=True, show_progress=False)
+        train(train_model(), train_data, val, changed,
+              session=Session(out_dir=env.out, resume=True, show_progress=False))
     assert path.read_bytes() == before
 
 
@@ -564,7 +573,8 @@ def resume_past_the_end(env: Env) -> None:
     cfg, path = _stopped_run(env)
     train_data, val = datasets()
     with pytest.raises(CheckpointMismatchError, match="is at step 4, past the 2 steps this run asks for"):
-        train(train_model(), train_data, val, TrainConfig(**{**cfg.to_dict(), "max_steps": 2}), out_dir=env.out, resume=True, show_progress=False)
+        train(train_model(), train_data, val, TrainConfig(**{**cfg.to_dict(), "max_steps": 2}),
+              session=Session(out_dir=env.out, resume=True, show_progress=False))
 
 
 @probe("resume", "refused", "sydsgpt train twice into one --out, without --resume", "exit 2, one line; the first run's files untouched")
@@ -582,7 +592,8 @@ def resume_on_other_data(env: Env) -> None:
     other = GPTDataset(torch.flip(train_data.token_ids, [0]), SEQ, SEQ)  # the same tokens backwards
     assert len(other) == len(train_data)
     with pytest.raises(CheckpointMismatchError, match=f"the training data differs from the one {path} was trained on"):
-        train(train_model(), other, val, cfg, out_dir=env.out, resume=True, show_progress=False)
+        train(train_model(), other, val, cfg,
+              session=Session(out_dir=env.out, resume=True, show_progress=False))
 
 
 @probe("resume", "refused", "sydsgpt train --resume with another --batch-size", "exit 2, one line listing the difference; checkpoint untouched")
@@ -630,7 +641,8 @@ def exploding_learning_rate(env: Env) -> None:
     explode = TrainConfig(**{**cfg.to_dict(), "lr": 1e30, "checkpoint_interval": 1})
     train_data, val = datasets()
     with pytest.raises(TrainingDiverged) as info:
-        train(train_model(), train_data, val, explode, out_dir=env.out, resume=True, show_progress=False)
+        train(train_model(), train_data, val, explode,
+              session=Session(out_dir=env.out, resume=True, show_progress=False))
     assert info.value.checkpoint == str(path) and f"The last good checkpoint is {path}" in str(info.value)
     _assert_finite_checkpoint(path, info.value.step - 1)
 
@@ -652,7 +664,8 @@ def weight_overflows(env: Env) -> None:
     env.monkeypatch.setattr(train_module, "train_step", overflowing_step)
     train_data, val = datasets()
     with pytest.raises(TrainingDiverged) as info:
-        train(train_model(), train_data, val, config(max_steps=8, checkpoint_interval=1), out_dir=env.out, show_progress=False)
+        train(train_model(), train_data, val, config(max_steps=8, checkpoint_interval=1),
+              session=Session(out_dir=env.out, show_progress=False))
     assert info.value.step == 6 and info.value.tensor == "weight transformer_blocks.1.feed_forward.layers.0.weight"
     assert str(info.value).startswith("training diverged at step 6: weight transformer_blocks.1.feed_forward.layers.0.weight "
                                       "is not finite after the update")
@@ -666,7 +679,8 @@ def nan_from_the_start(env: Env) -> None:
         model.token_embedding.weight[0, 0] = float("nan")
     train_data, val = datasets()
     with pytest.raises(TrainingDiverged, match="training diverged at step 1: loss is nan.*No checkpoint was written yet"):
-        train(model, train_data, None, config(), out_dir=env.out, show_progress=False)
+        train(model, train_data, None, config(),
+              session=Session(out_dir=env.out, show_progress=False))
     assert not (env.out / CHECKPOINT_NAME).exists() and not (env.out / LOCK_NAME).exists()
 
 
@@ -708,7 +722,8 @@ def disk_full_run_info(env: Env) -> None:
     train_data, val = datasets()
     env.monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError) as info:
-        train(train_model(), train_data, val, config(max_steps=2), out_dir=env.out, show_progress=False)
+        train(train_model(), train_data, val, config(max_steps=2),
+              session=Session(out_dir=env.out, show_progress=False))
     env.monkeypatch.setattr(os, "fsync", real_fsync)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(env.out / RUN_INFO_NAME)
     assert not list(env.out.glob(".*.tmp"))
@@ -882,15 +897,17 @@ def _signal_probe(signum: int, start_ignored: bool = False) -> Callable[[Env], N
         cfg = config(max_steps=12, eval_interval=100)  # no checkpoint before the end unless interrupted
         before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         with pytest.raises(TrainingInterrupted) as info:
-            train(train_model(), _SignalAt(train_data, 4 * 5 + 1, signum), val, cfg, out_dir=env.out, show_progress=False)
+            train(train_model(), _SignalAt(train_data, 4 * 5 + 1, signum), val, cfg,
+                  session=Session(out_dir=env.out, show_progress=False))
         assert info.value.step == 6 and info.value.exit_code == 128 + signum
         assert str(info.value) == (f"interrupted by {signal.Signals(signum).name}: checkpoint of step 6 saved to "
-                                   f"{env.out / CHECKPOINT_NAME}; continue with train(..., resume=True)")
+                                   f"{env.out / CHECKPOINT_NAME}; continue with train(..., session=Session(..., resume=True))")
         assert load_checkpoint(env.out / CHECKPOINT_NAME)["step"] == 6
         # the handlers are put back as they were (not as a terminal starts them: under nohup,
         # `&` or a CI runner SIGINT may be ignored)
         assert {sig: signal.getsignal(sig) for sig in before} == before
-        history = train(train_model(seed=5), train_data, val, cfg, out_dir=env.out, resume=True, show_progress=False)
+        history = train(train_model(seed=5), train_data, val, cfg,
+                        session=Session(out_dir=env.out, resume=True, show_progress=False))
         assert [r["step"] for r in history] == list(range(13))
 
     return run
@@ -911,7 +928,8 @@ PROBES.append(Probe("signals: SIGINT mid-step, started with SIGINT ignored", "si
 def interrupted_without_out_dir(env: Env) -> None:
     train_data, val = datasets()
     with pytest.raises(TrainingInterrupted, match="interrupted by SIGINT at step 2; no output folder was given, so nothing was saved"):
-        train(train_model(), _SignalAt(train_data, 5, signal.SIGINT), val, config(), show_progress=False)
+        train(train_model(), _SignalAt(train_data, 5, signal.SIGINT), val, config(),
+              session=Session(show_progress=False))
 
 
 @probe("signals", "recovered", "Ctrl-C (SIGINT) to a real sydsgpt train process", "exit 130, one line naming the checkpoint; --resume finishes", slow=True)

@@ -17,7 +17,7 @@ from sydsgpt.instruct import (
     word_task_records,
 )
 from sydsgpt.model import SydsGPT
-from sydsgpt.train import TrainConfig
+from sydsgpt.train import Session, TrainConfig
 
 
 RECORD = {"instruction": "Name a colour.", "input": "", "output": "Red."}
@@ -161,7 +161,8 @@ def test_finetuning_lowers_the_held_out_response_loss() -> None:
     val = instruction_loader(val_records, tokenizer, 64, batch_size=8)
     before = response_loss(model, val)
     cfg = TrainConfig(max_steps=30, batch_size=8, lr=3e-3, eval_interval=0, sample_tokens=0, device="cpu", seed=1)
-    history = finetune_instructions(model, tokenizer, train_records, val_records, cfg, show_progress=False)
+    history = finetune_instructions(model, tokenizer, train_records, val_records, cfg,
+                                    session=Session(show_progress=False))
     assert len(history) == 30
     assert response_loss(model, val) < before - 1.0
 

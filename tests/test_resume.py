@@ -16,7 +16,7 @@ from helpers import (
 
 from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.logs import read_log
-from sydsgpt.train import train
+from sydsgpt.train import Session, train
 
 
 
@@ -25,13 +25,16 @@ def test_stop_and_resume_in_process_is_bit_identical(tmp_path: Path) -> None:
     # dropout (RNG), gradient accumulation, and 14 steps x 2 micro-batches cross an epoch (21 batches)
     cfg = config(max_steps=14, grad_accum_steps=2, eval_interval=5, checkpoint_interval=3)
     whole = train_model()
-    train(whole, train_data, val, cfg, out_dir=tmp_path / "whole", show_progress=False)
+    train(whole, train_data, val, cfg,
+          session=Session(out_dir=tmp_path / "whole", show_progress=False))
 
     interrupted = train_model()
-    train(interrupted, train_data, val, cfg, out_dir=tmp_path / "parts", stop_after=6, show_progress=False)
+    train(interrupted, train_data, val, cfg,
+          session=Session(out_dir=tmp_path / "parts", stop_after=6, show_progress=False))
     assert load_checkpoint(tmp_path / "parts" / "checkpoint.pt")["step"] == 6
     resumed = train_model(seed=99)  # a different init: everything must come from the checkpoint
-    history = train(resumed, train_data, val, cfg, out_dir=tmp_path / "parts", resume=True, show_progress=False)
+    history = train(resumed, train_data, val, cfg,
+                    session=Session(out_dir=tmp_path / "parts", resume=True, show_progress=False))
 
     assert_same_parameters(resumed, whole)
     assert [r["step"] for r in history] == list(range(15))  # the log continues, no step twice

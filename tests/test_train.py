@@ -18,7 +18,7 @@ from sydsgpt.logs import plot_losses, read_log
 from sydsgpt.losses import batch_loss, cross_entropy_loss, loader_loss, perplexity
 from sydsgpt.objectives import Objective, ObjectiveOutput
 from sydsgpt.optim import build_optimizer, lr_at_step, make_scheduler
-from sydsgpt.train import TrainConfig, TrainingDiverged, train, train_step
+from sydsgpt.train import Session, StepOptions, TrainConfig, TrainingDiverged, train, train_step
 
 
 # ------------------------------------------------------------------ loss
@@ -150,7 +150,7 @@ def test_gradient_accumulation_matches_one_big_batch() -> None:
     for micro in ([(x, y)], [(x[:2], y[:2]), (x[2:], y[2:])]):
         model = train_model(dropout=0.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        loss, _ = train_step(model, micro, optimizer, grad_clip=None)
+        loss, _ = train_step(model, micro, optimizer, options=StepOptions(grad_clip=None))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
@@ -161,7 +161,8 @@ def test_bf16_autocast_on_cpu_is_close_to_float32() -> None:
     model = train_model(dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     loss32, _ = train_step(model, [(x, y)], optimizer)
-    loss16, _ = train_step(model, [(x, y)], optimizer, amp_dtype=torch.bfloat16)
+    loss16, _ = train_step(model, [(x, y)], optimizer,
+                             options=StepOptions(amp_dtype=torch.bfloat16))
     assert loss16 != loss32 and abs(loss16 - loss32) < 0.05
 
 
@@ -169,8 +170,9 @@ def test_bf16_autocast_on_cpu_is_close_to_float32() -> None:
 def test_compiled_training_matches_eager() -> None:
     train_data, _ = datasets()
     runs = [
-        train(train_model(dropout=0.0), train_data, None, config(max_steps=3, eval_interval=0, compile=c, compile_backend="aot_eager"),
-              show_progress=False)
+        train(train_model(dropout=0.0), train_data, None,
+              config(max_steps=3, eval_interval=0, compile=c, compile_backend="aot_eager"),
+              session=Session(show_progress=False))
         for c in (False, True)
     ]
     losses = [[r["train_loss"] for r in history] for history in runs]
@@ -182,7 +184,8 @@ def test_compiled_training_matches_eager() -> None:
 
 def test_training_lowers_the_loss_and_logs_every_step(tmp_path: Path) -> None:
     train_data, val = datasets()
-    history = train(train_model(), train_data, val, config(max_steps=40, eval_interval=20), out_dir=tmp_path, show_progress=False)
+    history = train(train_model(), train_data, val, config(max_steps=40, eval_interval=20),
+                    session=Session(out_dir=tmp_path, show_progress=False))
     log = read_log(tmp_path / "log.jsonl")
     assert log == history
     assert [r["step"] for r in log] == list(range(41))
@@ -199,7 +202,7 @@ def test_dataloader_batch_size_must_match(tmp_path: Path) -> None:
     train_data, val = datasets()
     loader = DataLoader(train_data, batch_size=2)
     with pytest.raises(ValueError, match="DataLoader has batch_size=2 but TrainConfig.batch_size is 4"):
-        train(train_model(), loader, val, config(), show_progress=False)
+        train(train_model(), loader, val, config(), session=Session(show_progress=False))
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
@@ -214,7 +217,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Pa
     cfg = config(max_steps=10, eval_interval=0, checkpoint_interval=2)
     model.register_forward_hook(poison_after_five_steps)
     with pytest.raises(TrainingDiverged, match=r"at step 6: loss is nan.*last good checkpoint is .*checkpoint\.pt"):
-        train(model, train_data, val, cfg, out_dir=tmp_path, show_progress=False)
+        train(model, train_data, val, cfg, session=Session(out_dir=tmp_path, show_progress=False))
     saved = load_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
@@ -234,7 +237,8 @@ def test_a_huge_learning_rate_stops_before_a_checkpoint_holds_exploded_weights(t
     train_data, val = datasets()
     cfg = config(max_steps=4, lr=1e6, warmup_steps=0, eval_interval=0, checkpoint_interval=1)
     with pytest.raises(TrainingDiverged) as info:
-        train(train_model(), train_data, val, cfg, out_dir=tmp_path, show_progress=False)
+        train(train_model(), train_data, val, cfg,
+              session=Session(out_dir=tmp_path, show_progress=False))
     assert info.value.step == 1 and "a weight reached" in str(info.value)
     assert "No checkpoint was written yet" in str(info.value)
     assert not (tmp_path / "checkpoint.pt").exists()
@@ -254,7 +258,7 @@ def test_a_loss_spike_stops_and_names_the_last_sane_checkpoint(tmp_path: Path) -
     cfg = config(max_steps=12, eval_interval=0, checkpoint_interval=2)
     with pytest.raises(TrainingDiverged, match=r"at step 9: the loss .* is far above its recent level"
                        r".*last good checkpoint is .*checkpoint\.pt") as info:
-        train(model, train_data, val, cfg, out_dir=tmp_path, show_progress=False)
+        train(model, train_data, val, cfg, session=Session(out_dir=tmp_path, show_progress=False))
     assert math.isfinite(info.value.loss)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 8
 
@@ -310,17 +314,17 @@ def test_a_pairwise_objective_trains_through_the_same_loop_and_resumes_exactly(t
     assert isinstance(objective, Objective)
     val = DataLoader(Pairs(16, 1), batch_size=4)
     cfg = config(max_steps=30, eval_interval=10, grad_accum_steps=2, lr=1e-2)
-    history = train(train_model(), Pairs(64, 0), val, cfg, out_dir=tmp_path / "a", show_progress=False,
-                    objective=objective)
+    history = train(train_model(), Pairs(64, 0), val, cfg, objective=objective,
+                    session=Session(out_dir=tmp_path / "a", show_progress=False))
     assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.3
     assert history[-1]["val_accuracy"] > history[0]["val_accuracy"]
     assert "train_accuracy" in history[5] and history[30]["tokens_seen"] == 30 * 2 * 4 * 2 * (SEQ + 1)
     # stopped at step 13 and resumed: the same weights as the straight run
     model = train_model()
-    train(model, Pairs(64, 0), val, cfg, out_dir=tmp_path / "b", stop_after=13, show_progress=False,
-          objective=objective)
+    train(model, Pairs(64, 0), val, cfg, objective=objective,
+          session=Session(out_dir=tmp_path / "b", stop_after=13, show_progress=False))
     model = train_model()
-    train(model, Pairs(64, 0), val, cfg, out_dir=tmp_path / "b", resume=True, show_progress=False,
-          objective=objective)
+    train(model, Pairs(64, 0), val, cfg, objective=objective,
+          session=Session(out_dir=tmp_path / "b", resume=True, show_progress=False))
     straight = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
     assert all(torch.equal(straight[k], v) for k, v in model.state_dict().items())

@@ -35,11 +35,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..classify import bag_of_words_baseline, balanced_split, classifier_train_config, finetune_classifier, majority_baseline
+from ..classify import (
+    ClassifierConfig, bag_of_words_baseline, balanced_split, classifier_train_config,
+    finetune_classifier, majority_baseline,
+)
 from ..corpora import load_sms_spam
 from ..lora import LoRAConfig
 from ..model import SydsGPT
 from ..runtime import seed_everything
+from ..train_config import Session
 from .common import RESULTS_DIR, report
 from .memory import PeakMemory
 
@@ -156,8 +160,9 @@ def _run(out: str | os.PathLike[str] | None, quick: bool, epochs: int, max_lengt
         cfg = classifier_train_config(epochs=epochs, batch_size=BATCH_SIZE, lr=lr, device=device, eval_interval=0,
                                       seed=SPLIT_SEED)  # no evaluations inside train_s: the test split scores
         with PeakMemory(device) as memory:
-            result = finetune_classifier(model, tokenizer, train, None, cfg=cfg, max_length=max_length,
-                                         show_progress=False, **options)
+            classifier = ClassifierConfig(max_length=max_length, **options)
+            result = finetune_classifier(model, tokenizer, train, None, classifier=classifier,
+                                         cfg=cfg, session=Session(show_progress=False))
         rows.append({"setup": name, "accuracy": result.accuracy(test), "trainable_params": result.trainable_params,
                      "train_s": result.train_s, "peak_mem_mb": memory.peak_bytes / 2**20, "lr": lr, "epochs": epochs,
                      "steps": result.history[-1]["step"]})

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..instruct import add_end_token, exact_match, finetune_instructions, instruction_loader, response_loss, word_task_records
 from ..runtime import seed_everything
-from ..train_config import TrainConfig
+from ..train_config import Session, TrainConfig
 from .common import RESULTS_DIR, report
 
 COLUMNS = ("setup", "response_loss", "stopped", "exact_match", "trainable_params", "train_s", "steps", "lr")
@@ -97,7 +97,8 @@ def _run(model0: nn.Module, tokenizer0: Any, source: str, out: Any, quick: bool,
                           eval_interval=0, sample_tokens=0, device=device, seed=SEED)
         seed_everything(SEED)
         start = time.perf_counter()
-        finetune_instructions(model, tokenizer, train, None, cfg, mask_prompt=mask, show_progress=False)
+        finetune_instructions(model, tokenizer, train, None, cfg, mask_prompt=mask,
+                              session=Session(show_progress=False))
         train_s = time.perf_counter() - start
         rows.append({"setup": name, **_score(model, tokenizer, test, quick), "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                      "train_s": round(train_s, 1), "steps": steps, "lr": lr})

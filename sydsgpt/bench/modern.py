@@ -42,7 +42,7 @@ from ..losses import held_out_bits_per_byte
 from ..model import SydsGPT, count_parameters
 from ..presets import RUNS, get_preset
 from ..runtime import seed_everything
-from ..train import TrainConfig, train
+from ..train import Session, TrainConfig, train
 from .common import format_table, report
 
 BOOK_RUN = RUNS["book-ch05"]
@@ -103,7 +103,7 @@ def _train_row(
     seed_everything(cfg.seed)
     model = SydsGPT(dict(config))
     start = time.perf_counter()
-    history = train(model, loaders[0], None, cfg, show_progress=False)
+    history = train(model, loaders[0], None, cfg, session=Session(show_progress=False))
     seconds = time.perf_counter() - start
     speeds = [r["tokens_per_s"] for r in history[1:] if "tokens_per_s" in r]
     step_speeds, late = (

@@ -50,7 +50,7 @@ from ..optim import build_optimizer
 from ..presets import get_preset
 from ..runtime import configure_tf32, resolve_device, resolve_fast_paths
 from ..validation import check_positive_int
-from ..train import TrainConfig, train_step
+from ..train import StepOptions, TrainConfig, train_step
 from .common import report
 from .memory import PeakMemory, memory_method
 from .peaks import Peak, mfu, peak_flops
@@ -157,14 +157,8 @@ class _Runner:
         """One optimizer step; returns its wall-clock seconds (``train_step`` syncs via ``.item()``)."""
         configure_tf32(self.cfg.tf32, self.device)  # process-wide: set it for this setup each time
         start = time.perf_counter()
-        loss, _ = train_step(
-            self.step_model,
-            [batch],
-            self.optimizer,
-            grad_clip=self.cfg.grad_clip,
-            amp_dtype=self.amp_dtype,
-            device=self.device,
-        )
+        options = StepOptions(self.cfg.grad_clip, self.amp_dtype, self.device)
+        loss, _ = train_step(self.step_model, [batch], self.optimizer, options=options)
         seconds = time.perf_counter() - start
         self.losses.append(loss)
         return seconds

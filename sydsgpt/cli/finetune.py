@@ -33,7 +33,8 @@ from typing import Any, Sequence
 from ..book import load_book_checkpoint
 from ..checkpoint import load_model_and_tokenizer
 from ..classify import (
-    POOLINGS, TRAINABLE, balanced_split, classifier_train_config, finetune_classifier,
+    POOLINGS, TRAINABLE, ClassifierConfig, balanced_split, classifier_train_config,
+    finetune_classifier,
 )
 from ..corpora import load_instructions, load_labelled_texts
 from ..files import CHECKPOINT_NAME, TOKENIZER_NAME
@@ -44,7 +45,7 @@ from ..losses import NextTokenObjective
 from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
 from ..runtime import resolve_device, seed_everything
 from ..tokenizer import get_gpt2_tokenizer
-from ..train import train
+from ..train import Session, train
 from ..train_config import TrainConfig
 from ..validation import check_positive_int, check_real
 from .errors import EXIT_STATUS_HELP, UsageError
@@ -231,8 +232,9 @@ def _run_instruct(args: argparse.Namespace) -> int:
         graded = "the response only" if args.mask_prompt else "every token"
         _say(f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held "
              f"out); loss on {graded}; out: {out}")
-        history = train(model, train_data, val_data, cfg, tokenizer=tokenizer, out_dir=folder,
-                        resume=args.resume, stop_after=args.stop_after, show_progress=not args.quiet,
+        session = Session(out_dir=folder, resume=args.resume, stop_after=args.stop_after,
+                          show_progress=not args.quiet)
+        history = train(model, train_data, val_data, cfg, tokenizer=tokenizer, session=session,
                         objective=NextTokenObjective())
         if lora is not None:
             save_adapter(out / ADAPTER_NAME, model, lora)
@@ -263,11 +265,12 @@ def _run_classify(args: argparse.Namespace) -> int:
         _say(f"finetuning a classifier ({trainable}, {args.pooling} pooling) on "
              f"{len(train_records):,} texts ({len(val_records):,} validation, "
              f"{len(test_records):,} test); out: {out}")
-        result = finetune_classifier(
-            model, tokenizer, train_records, val_records, labels=labels, trainable=trainable,
-            pooling=args.pooling, lora=lora, cfg=cfg, max_length=args.max_length, out_dir=folder,
-            resume=args.resume, show_progress=not args.quiet, stop_after=args.stop_after,
-        )
+        classifier = ClassifierConfig(labels=labels, pooling=args.pooling, trainable=trainable,
+                                      lora=lora, max_length=args.max_length)
+        session = Session(out_dir=folder, resume=args.resume, stop_after=args.stop_after,
+                          show_progress=not args.quiet)
+        result = finetune_classifier(model, tokenizer, train_records, val_records,
+                                     classifier=classifier, cfg=cfg, session=session)
         finish_run(out, result.history, "Finetuning loss", extra=f"; {result.trainable_params:,} "
                    f"trainable parameters, {result.train_s:.0f} s")
     print(f"test accuracy {result.accuracy(test_records):.4f} on {len(test_records):,} texts")

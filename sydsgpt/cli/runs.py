@@ -38,7 +38,7 @@ def check_run_folder(out: Path, resume: bool) -> None:
 @contextmanager
 def run_folder(out: Path, lock: bool = True) -> Iterator[LockedRunFolder | Path]:
     """Hold ``out``'s lock while the block runs (``lock=False``: another process of a
-    ``torchrun`` job holds it) and yield what to pass to ``train(out_dir=...)``."""
+    ``torchrun`` job holds it) and yield what to pass as ``Session(out_dir=...)``."""
     if not lock:
         yield out
         return

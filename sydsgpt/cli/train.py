@@ -53,7 +53,7 @@ from ..resume import RESUME_FIXED
 from ..runtime import device_type, resolve_device, seed_everything
 from ..shards import DATASET_TOKENIZER_NAME, dataset_tokenizer, is_prepared_dataset, prepared_loaders, read_manifest
 from ..bpe import TOKENIZER_SPEC_HELP, resolve_tokenizer
-from ..train import train as train_loop
+from ..train import Session, train as train_loop
 from ..train_config import TrainConfig
 from ..validation import check_positive_int
 from .options import add_config_options, config_from_args, flag_name
@@ -197,9 +197,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, out: Path, folder: Any, c
         print(f"model: {n_params:,} parameters; tokenizer {tokenizer.name} ({tokenizer.n_vocab} ids); "
               f"{len(train_loader.dataset):,} training sequences; {ctx.world_size} process(es); out: {out}",
               file=sys.stderr)
-    history = train_loop(
-        model, train_loader, val_loader, cfg, tokenizer=tokenizer, out_dir=folder, resume=args.resume,
-        stop_after=args.stop_after, show_progress=not args.quiet,
-    )
+    session = Session(out_dir=folder, resume=args.resume, stop_after=args.stop_after,
+                      show_progress=not args.quiet)
+    history = train_loop(model, train_loader, val_loader, cfg, tokenizer=tokenizer, session=session)
     if ctx.is_main:
         finish_run(out, history, "Training and validation loss")

@@ -71,9 +71,11 @@ register(
 # shrink keeps a small step instead of a growing one.
 
 
-def _solution_amsgrad_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
-                           eps=1e-8, weight_decay=0.01):
+def _solution_amsgrad_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                           weight_decay=0.01):
     beta1, beta2 = betas
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    max_exp_avg_sq = state["max_exp_avg_sq"]
     param.mul_(1 - lr * weight_decay)  # decoupled weight decay, as in AdamW
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -83,35 +85,42 @@ def _solution_amsgrad_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, ste
     param.add_(-lr * m_hat / (v_hat.sqrt() + eps))
 
 
-def _wrong_amsgrad_plain_adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999),
-                               eps=1e-8, weight_decay=0.01):
+def _wrong_amsgrad_plain_adamw(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                               weight_decay=0.01):
     """Plain AdamW: divides by the current second moment; AMSGrad divides by the largest one so far
-    (keep it in max_exp_avg_sq, updated in place)."""
+    (keep it in state["max_exp_avg_sq"], updated in place)."""
     beta1, beta2 = betas
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
     param.mul_(1 - lr * weight_decay)
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    max_exp_avg_sq.copy_(exp_avg_sq)
-    param.add_(-lr * (exp_avg / (1 - beta1**step)) / ((exp_avg_sq / (1 - beta2**step)).sqrt() + eps))
+    state["max_exp_avg_sq"].copy_(exp_avg_sq)
+    v_hat = exp_avg_sq / (1 - beta2**step)
+    param.add_(-lr * (exp_avg / (1 - beta1**step)) / (v_hat.sqrt() + eps))
 
 
-def _wrong_amsgrad_max_before_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3,
-                                     betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+def _wrong_amsgrad_max_before_update(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999),
+                                     eps=1e-8, weight_decay=0.01):
     """Takes the maximum with the *previous* second moment: update exp_avg_sq with this step's gradient first,
     then max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)."""
     beta1, beta2 = betas
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    max_exp_avg_sq = state["max_exp_avg_sq"]
     param.mul_(1 - lr * weight_decay)
     torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    param.add_(-lr * (exp_avg / (1 - beta1**step)) / ((max_exp_avg_sq / (1 - beta2**step)).sqrt() + eps))
+    v_hat = max_exp_avg_sq / (1 - beta2**step)
+    param.add_(-lr * (exp_avg / (1 - beta1**step)) / (v_hat.sqrt() + eps))
 
 
-def _wrong_amsgrad_max_of_corrected(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3,
-                                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+def _wrong_amsgrad_max_of_corrected(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999),
+                                    eps=1e-8, weight_decay=0.01):
     """Keeps the maximum of the bias-*corrected* v_hat: PyTorch keeps the maximum of the raw moment and
     corrects it at each step (early, corrected values are large, so their maximum would freeze the step)."""
     beta1, beta2 = betas
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    max_exp_avg_sq = state["max_exp_avg_sq"]
     param.mul_(1 - lr * weight_decay)
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -127,16 +136,18 @@ def _amsgrad_case(name: str, steps: int, lr: float, weight_decay: float, decay: 
         grads = [_randn(4, 3, seed=seed + 1 + s) * decay**s for s in range(steps)]
         reference = torch.nn.Parameter(start.clone())
         optimizer = torch.optim.AdamW([reference], lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, amsgrad=True)
-        param, m, v, v_max = start.clone(), torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4, 3)
+        param = start.clone()
+        state = {key: torch.zeros(4, 3) for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
         for s, grad in enumerate(grads, start=1):
             reference.grad = grad.clone()
             optimizer.step()
-            candidate(param, grad.clone(), m, v, v_max, s, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
+            candidate(param, grad.clone(), state, s, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
         what = (f"the weights after {steps} step(s) (lr={lr}, weight_decay={weight_decay}, gradients x{decay} per step) "
                 "vs torch.optim.AdamW(amsgrad=True)")
         expect_close(param, reference.detach(), what, atol=1e-6, rtol=1e-5)
-        state = optimizer.state[reference]
-        expect_close(v_max, state["max_exp_avg_sq"], "max_exp_avg_sq (the largest raw second moment so far)", atol=1e-9)
+        expected = optimizer.state[reference]
+        expect_close(state["max_exp_avg_sq"], expected["max_exp_avg_sq"],
+                     'state["max_exp_avg_sq"] (the largest raw second moment so far)', atol=1e-9)
 
     return Case(name, run)
 
@@ -145,8 +156,9 @@ register(
     Exercise(
         key="5.2",
         in_place=True,
-        title="amsgrad_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr=1e-3, betas=(0.9, 0.999), "
-        "eps=1e-8, weight_decay=0.01): one AdamW update with AMSGrad's maximum, in place",
+        title="amsgrad_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, "
+        "weight_decay=0.01): one AdamW update with AMSGrad's maximum, param and state's "
+        "exp_avg, exp_avg_sq, max_exp_avg_sq updated in place",
         cases=[
             _amsgrad_case("one step: the maximum is the moment itself", 1, 1e-2, 0.0, 1.0, 0),
             _amsgrad_case("shrinking gradients, where the maximum matters", 6, 1e-2, 0.0, 0.3, 10),
@@ -154,8 +166,9 @@ register(
         ],
         solution=_solution_amsgrad_step,
         wrong_answers=[_wrong_amsgrad_plain_adamw, _wrong_amsgrad_max_before_update, _wrong_amsgrad_max_of_corrected],
-        hint="Start from the chapter's AdamW step. After updating exp_avg_sq, set max_exp_avg_sq to the elementwise "
-        "maximum of itself and exp_avg_sq (in place: torch.maximum(a, b, out=a)); then divide by "
+        hint="Start from the chapter's AdamW step, with the moments read from state. After updating "
+        "state[\"exp_avg_sq\"], set state[\"max_exp_avg_sq\"] to the elementwise maximum of itself and "
+        "exp_avg_sq (in place: torch.maximum(a, b, out=a)); then divide by "
         "sqrt(max_exp_avg_sq / (1 - beta2 ** step)) + eps instead of the current moment.",
         difficulty=2,
     )
