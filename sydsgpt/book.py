@@ -28,7 +28,14 @@ from .bpe import BPETokenizer
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, model_from_checkpoint
 from .corpora import load_corpus
 from .data import make_loaders, train_val_split
-from .files import CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, TOKENIZER_NAME, atomic_write, file_sha256
+from .files import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    RUN_INFO_NAME,
+    TOKENIZER_NAME,
+    atomic_write,
+    file_sha256,
+)
 from .logs import read_log
 from .losses import held_out_bits_per_byte
 from .model import SydsGPT, count_parameters
@@ -59,7 +66,8 @@ BOOK_CHECKPOINT_DIR = Path(__file__).parent / "weights" / BOOK_CHECKPOINT
 WEIGHTS_NAME = "model.safetensors"
 INFO_NAME = "info.json"
 _TIED_NAME, _TIED_TO = "output_projection.weight", "token_embedding.weight"
-"""With ``tie_weights`` the head is the token embedding's tensor: the weights file stores it once."""
+"""With ``tie_weights`` the head is the token
+embedding's tensor: the weights file stores it once."""
 
 
 def book_tokenizer(out_dir: str | Path | None = None, run: str | RunPreset = "book-ch05") -> Any:
@@ -112,16 +120,31 @@ def train_book_model(
     resume = False
     if checkpoint_path.is_file():
         state = load_checkpoint(checkpoint_path)
-        same_train = state.get("train_config") and TrainConfig.from_dict(state["train_config"]) == cfg
+        same_train = (
+            state.get("train_config") and TrainConfig.from_dict(state["train_config"]) == cfg
+        )
         if same_train and model.config == state.get("config"):
             if state["step"] == cfg.max_steps:
                 model.load_state_dict(state["model"])
-                return BookRun(model.to(resolve_device(cfg.device)).eval(), tokenizer, read_log(out / LOG_NAME), out, False)
+                return BookRun(
+                    model.to(resolve_device(cfg.device)).eval(),
+                    tokenizer,
+                    read_log(out / LOG_NAME),
+                    out,
+                    False,
+                )
             resume = True
     seq_len = cfg.seq_len or model_config["context_length"]
-    train_loader, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, seq_len, cfg.batch_size, spec.val_fraction)
-    session = Session(out_dir=out, resume=resume, stop_after=stop_after,
-                      show_progress=show_progress, progress_interval=progress_interval)
+    train_loader, val_loader = make_loaders(
+        load_corpus(spec.corpus), tokenizer, seq_len, cfg.batch_size, spec.val_fraction
+    )
+    session = Session(
+        out_dir=out,
+        resume=resume,
+        stop_after=stop_after,
+        show_progress=show_progress,
+        progress_interval=progress_interval,
+    )
     history = train(model, train_loader, val_loader, cfg, tokenizer=tokenizer, session=session)
     return BookRun(model.eval(), tokenizer, history, out, True)
 
@@ -130,19 +153,25 @@ def held_out(model: nn.Module, tokenizer: Any, run: str) -> tuple[float, float]:
     """``(loss, bits per byte)`` of ``model`` over the whole held-out split of ``run``'s corpus,
     cut into sequences of the model's ``context_length`` (how the book reports quality)."""
     spec = get_run(run)
-    _, val_loader = make_loaders(load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction)
+    _, val_loader = make_loaders(
+        load_corpus(spec.corpus), tokenizer, model.config.context_length, 16, spec.val_fraction
+    )
     return held_out_bits_per_byte(model, val_loader, tokenizer)
 
 
 def _run_seconds(log: list[dict[str, Any]]) -> float:
     """Training time of a run from its log: each step's tokens over its measured speed."""
     steps = [r for r in log if r.get("tokens_per_s")]
-    tokens = [b["tokens_seen"] - a["tokens_seen"] for a, b in zip([{"tokens_seen": 0}, *steps], steps)]
+    tokens = [
+        b["tokens_seen"] - a["tokens_seen"] for a, b in zip([{"tokens_seen": 0}, *steps], steps)
+    ]
     return sum(n / r["tokens_per_s"] for n, r in zip(tokens, steps))
 
 
 def publish_book_checkpoint(
-    run_dir: str | Path = f"runs/{BOOK_CHECKPOINT}", dest: str | Path = BOOK_CHECKPOINT_DIR, run: str = BOOK_CHECKPOINT
+    run_dir: str | Path = f"runs/{BOOK_CHECKPOINT}",
+    dest: str | Path = BOOK_CHECKPOINT_DIR,
+    run: str = BOOK_CHECKPOINT,
 ) -> dict[str, Any]:
     """Write a finished run's weights (safetensors), tokenizer and ``info.json`` into ``dest``.
 
@@ -155,26 +184,44 @@ def publish_book_checkpoint(
     spec = get_run(run)
     run_dir, dest = Path(run_dir), Path(dest)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    if TrainConfig.from_dict(state["train_config"]) != spec.train or state["step"] != spec.train.max_steps:
-        raise CheckpointError(f"{run_dir} is not the finished {run!r} run; train it with: {spec.command(str(run_dir))}")
+    if (
+        TrainConfig.from_dict(state["train_config"]) != spec.train
+        or state["step"] != spec.train.max_steps
+    ):
+        raise CheckpointError(
+            f"{run_dir} is not the finished {run!r} run; train it with: "
+            f"{spec.command(str(run_dir))}"
+        )
     model = model_from_checkpoint(state, run_dir / CHECKPOINT_NAME).eval()
     tokenizer = book_tokenizer(run_dir, spec)
     val_loss, val_bpb = held_out(model, tokenizer, run)
     log = read_log(run_dir / LOG_NAME)
     dest.mkdir(parents=True, exist_ok=True)
     weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    if model.config.tie_weights:  # one tensor under two names: store it once (same bytes every time)
+    if (
+        model.config.tie_weights
+    ):  # one tensor under two names: store it once (same bytes every time)
         del weights[_TIED_NAME]
     save_file(weights, str(dest / WEIGHTS_NAME), metadata={"run": run})
     tokenizer.save(dest / TOKENIZER_NAME)
     info = {
-        "run": run, "command": spec.command(f"runs/{run}"), "sha256": file_sha256(dest / WEIGHTS_NAME),
-        "model": model.config.to_dict(), "parameters": count_parameters(model),
-        "tokenizer": tokenizer.name, "train": spec.train.to_dict(), "steps": state["step"],
-        "tokens_seen": state["tokens_seen"], "train_seconds": round(_run_seconds(log), 3),
-        "val_curve": [[r["step"], r["tokens_seen"], round(r["val_loss"], 4)] for r in log if "val_loss" in r],
-        "val_loss": round(val_loss, 4), "val_bpb": round(val_bpb, 4),
-        "machine": f"{cpu_model()}, torch {torch.__version__}, {spec.train.threads or 'default'} thread(s)",
+        "run": run,
+        "command": spec.command(f"runs/{run}"),
+        "sha256": file_sha256(dest / WEIGHTS_NAME),
+        "model": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "tokenizer": tokenizer.name,
+        "train": spec.train.to_dict(),
+        "steps": state["step"],
+        "tokens_seen": state["tokens_seen"],
+        "train_seconds": round(_run_seconds(log), 3),
+        "val_curve": [
+            [r["step"], r["tokens_seen"], round(r["val_loss"], 4)] for r in log if "val_loss" in r
+        ],
+        "val_loss": round(val_loss, 4),
+        "val_bpb": round(val_bpb, 4),
+        "machine": f"{cpu_model()}, torch {torch.__version__}, {spec.train.threads or 'default'} "
+        "thread(s)",
     }
     atomic_write(dest / INFO_NAME, json.dumps(info, indent=2) + "\n")
     return info
@@ -188,17 +235,22 @@ def load_book_checkpoint(folder: str | Path = BOOK_CHECKPOINT_DIR, device: str =
             sha256 (a damaged or replaced file).
     """
 
-
     folder = Path(folder)
-    missing = [name for name in (WEIGHTS_NAME, TOKENIZER_NAME, INFO_NAME) if not (folder / name).is_file()]
+    missing = [
+        name for name in (WEIGHTS_NAME, TOKENIZER_NAME, INFO_NAME) if not (folder / name).is_file()
+    ]
     if missing:
-        raise CheckpointError(f"the book checkpoint in {folder} lacks {', '.join(missing)}; reinstall sydsgpt, or "
-                              f"train and publish it (sydsgpt.book.publish_book_checkpoint)")
+        raise CheckpointError(
+            f"the book checkpoint in {folder} lacks {', '.join(missing)}; reinstall sydsgpt, or "
+            f"train and publish it (sydsgpt.book.publish_book_checkpoint)"
+        )
     info = json.loads((folder / INFO_NAME).read_text())
     digest = file_sha256(folder / WEIGHTS_NAME)
     if digest != info["sha256"]:
-        raise CheckpointError(f"{folder / WEIGHTS_NAME} has sha256 {digest}, but {folder / INFO_NAME} records "
-                              f"{info['sha256']}: the file is damaged or was replaced; reinstall sydsgpt")
+        raise CheckpointError(
+            f"{folder / WEIGHTS_NAME} has sha256 {digest}, but {folder / INFO_NAME} records "
+            f"{info['sha256']}: the file is damaged or was replaced; reinstall sydsgpt"
+        )
     model = SydsGPT(info["model"])
     weights = load_file(folder / WEIGHTS_NAME)
     if model.config.tie_weights and _TIED_TO in weights:

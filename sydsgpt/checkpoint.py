@@ -44,9 +44,17 @@ from .model import SydsGPT
 from .tokenizer import get_gpt2_tokenizer
 
 FORMAT_VERSION = 1
-__all__ = ["CHECKPOINT_NAME", "CheckpointError", "CheckpointMismatchError", "RunState",
-           "load_checkpoint", "load_model", "load_model_and_tokenizer", "model_from_checkpoint",
-           "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "RunState",
+    "load_checkpoint",
+    "load_model",
+    "load_model_and_tokenizer",
+    "model_from_checkpoint",
+    "save_checkpoint",
+]
 
 
 class CheckpointError(RuntimeError):
@@ -93,7 +101,13 @@ def capture_rng_state() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - numpy is a dependency
         return state
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state["numpy"] = {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+    state["numpy"] = {
+        "name": name,
+        "keys": keys.tolist(),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
     return state
 
 
@@ -108,7 +122,9 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         import numpy as np
 
         n = state["numpy"]
-        np.random.set_state((n["name"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        np.random.set_state(
+            (n["name"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"])
+        )
 
 
 # ---------------------------------------------------------------------------- saving
@@ -201,7 +217,9 @@ def tensor_checksum(checkpoint: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def first_non_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str | None:
+def first_non_finite(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> str | None:
     """The name of the first weight (or optimizer moment) holding a NaN or infinity, else ``None``:
     checked before a checkpoint is saved, so a saved checkpoint is always finite."""
     for name, tensor in unwrap_model(model).state_dict().items():
@@ -210,7 +228,11 @@ def first_non_finite(model: nn.Module, optimizer: torch.optim.Optimizer | None =
     if optimizer is not None:
         for i, state in enumerate(optimizer.state.values()):
             for key, tensor in state.items():
-                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                if (
+                    isinstance(tensor, torch.Tensor)
+                    and tensor.is_floating_point()
+                    and not bool(torch.isfinite(tensor).all())
+                ):
                     return f"optimizer state {key} of parameter {i}"
     return None
 
@@ -227,37 +249,46 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (sydsgpt train ... --out {path.parent})")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train first (sydsgpt train ... --out {path.parent})"
+        )
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint; use another copy or train again")
+        raise CheckpointError(
+            f"{path} is empty (0 bytes), not a checkpoint; use another copy or train again"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
-            raise CheckpointError(f"{path} is damaged or not a checkpoint (its pickle data cannot be read: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+            raise CheckpointError(
+                f"{path} is damaged or not a checkpoint (its pickle data cannot be read: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from exc
         raise CheckpointError(
-            f"{path} contains Python objects other than tensors and plain values, so it was not loaded "
-            "(loading arbitrary pickles can run code). SydsGPT checkpoints only hold tensors, numbers, "
-            f"strings, lists and dicts. If you trust the file, open it yourself with "
-            f"torch.load(path, weights_only=False). Details: {str(exc).splitlines()[0]}"
+            f"{path} contains Python objects other than tensors and plain values, so it was not "
+            "loaded (loading arbitrary pickles can run code). SydsGPT checkpoints only hold "
+            "tensors, numbers, strings, lists and dicts. If you trust the file, open it yourself "
+            f"with torch.load(path, weights_only=False). Details: {str(exc).splitlines()[0]}"
         ) from exc
     except Exception as exc:  # torch/zip/pickle raise many types for a truncated or foreign file
         detail = str(exc).split(". ")[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint: it is truncated, damaged or not a torch.save file "
-            f"({type(exc).__name__}: {detail}); use another copy or an earlier checkpoint"
+            f"{path} is not a readable checkpoint: it is truncated, damaged or not a torch.save "
+            f"file ({type(exc).__name__}: {detail}); use another copy or an earlier checkpoint"
         ) from exc
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} is not a SydsGPT checkpoint: expected a dict with 'model' and 'config', found {found}")
+        raise CheckpointError(
+            f"{path} is not a SydsGPT checkpoint: expected a dict with 'model' and 'config', found "
+            f"{found}"
+        )
     stored = checkpoint.get("checksum")
     if stored is not None:
         if not isinstance(stored, Mapping) or stored.get("tensors") != tensor_checksum(checkpoint):
             raise CheckpointError(
-                f"{path} is corrupted: its tensor data does not match the sha256 checksum stored when it was saved "
-                "(the file was changed or damaged after it was written, e.g. by a disk or copy error); "
-                "use another copy or an earlier checkpoint"
+                f"{path} is corrupted: its tensor data does not match the sha256 checksum stored "
+                "when it was saved (the file was changed or damaged after it was written, e.g. by "
+                "a disk or copy error); use another copy or an earlier checkpoint"
             )
     return checkpoint
 
@@ -267,7 +298,8 @@ def check_compatible(
     model_config: Mapping[str, Any] | None = None,
     tokenizer: Any = None,
 ) -> None:
-    """Raise :class:`CheckpointMismatchError` if the checkpoint was made for another model or tokenizer.
+    """Raise :class:`CheckpointMismatchError` if the checkpoint was made for another model or
+    tokenizer.
 
     Only the values given are compared; the message lists every differing key.
     """
@@ -276,20 +308,33 @@ def check_compatible(
         saved, wanted = checkpoint["config"], dict(model_config)
         for key in sorted(set(saved) | set(wanted)):
             if saved.get(key) != wanted.get(key):
-                problems.append(f"model config '{key}': checkpoint has {saved.get(key)!r}, this run has {wanted.get(key)!r}")
+                problems.append(
+                    f"model config '{key}': checkpoint has {saved.get(key)!r}, this run has "
+                    f"{wanted.get(key)!r}"
+                )
     identity = tokenizer_identity(tokenizer)
-    if identity is not None and checkpoint.get("tokenizer") is not None and checkpoint["tokenizer"] != identity:
-        problems.append(f"tokenizer: checkpoint was trained with {checkpoint['tokenizer']}, this run uses {identity}")
+    if (
+        identity is not None
+        and checkpoint.get("tokenizer") is not None
+        and checkpoint["tokenizer"] != identity
+    ):
+        problems.append(
+            f"tokenizer: checkpoint was trained with {checkpoint['tokenizer']}, this run uses "
+            f"{identity}"
+        )
     if problems:
         raise CheckpointMismatchError(
-            "the checkpoint does not match this run:\n  - " + "\n  - ".join(problems)
-            + "\nUse the same model config (--preset/--config) and tokenizer as the run that wrote it, "
-            "or start a fresh run in another output directory."
+            "the checkpoint does not match this run:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse the same model config (--preset/--config) and tokenizer as the run that wrote "
+            "it, or start a fresh run in another output directory."
         )
 
 
 def load_model_and_tokenizer(
-    path: str | Path, device: str | torch.device = "cpu", tokenizer_path: str | Path | None = None,
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    tokenizer_path: str | Path | None = None,
 ) -> tuple[nn.Module, Any]:
     """The model (eval mode, on ``device``) and tokenizer of a checkpoint, checked to match.
 
@@ -303,18 +348,23 @@ def load_model_and_tokenizer(
     beside = Path(path).parent / TOKENIZER_NAME
     if tokenizer_path is None and identity["name"] != "gpt2" and beside.is_file():
         tokenizer_path = beside
-    tokenizer = get_gpt2_tokenizer() if tokenizer_path is None else BPETokenizer.load(tokenizer_path)
+    tokenizer = (
+        get_gpt2_tokenizer() if tokenizer_path is None else BPETokenizer.load(tokenizer_path)
+    )
     check_compatible(checkpoint, tokenizer=tokenizer)
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     if tokenizer.n_vocab > model.config.vocab_size:
         raise ValueError(
-            f"the tokenizer has {tokenizer.n_vocab} ids but the model only {model.config.vocab_size}; "
-            "pass the tokenizer the model was trained with (--tokenizer PATH)."
+            f"the tokenizer has {tokenizer.n_vocab} ids but the model only "
+            f"{model.config.vocab_size}; pass the tokenizer the model was trained with "
+            "(--tokenizer PATH)."
         )
     return model.to(device).eval(), tokenizer
 
 
-def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "the checkpoint") -> nn.Module:
+def model_from_checkpoint(
+    checkpoint: Mapping[str, Any], path: str | Path = "the checkpoint"
+) -> nn.Module:
     """A :class:`~sydsgpt.model.SydsGPT` built from a loaded checkpoint's config, with its weights.
 
     Raises:
@@ -329,12 +379,17 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "the
     return model
 
 
-def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path = "the checkpoint") -> None:
+def load_weights(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path = "the checkpoint"
+) -> None:
     """``model.load_state_dict(state)``, with a :class:`CheckpointError` naming ``path`` and the
-    tensors that are of another shape than the model's config gives them (or missing, unexpected)."""
+    tensors that are of another shape than the model's config gives them (or missing,
+    unexpected)."""
     expected = model.state_dict()
     if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: its 'model' entry is a {type(state).__name__}, not a state dict")
+        raise CheckpointError(
+            f"{path}: its 'model' entry is a {type(state).__name__}, not a state dict"
+        )
     # The original SydsGPT-Pretraining checkpoints store each layer's causal mask; it follows
     # from the shapes, so it is not a weight here.
     state = {k: v for k, v in state.items() if not k.endswith(".attention.causal_mask")}
@@ -347,20 +402,29 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], path: str 
             return value.shape[1:] == want[1:]
         return value.shape == want
 
-    problems = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
-                for k, v in state.items() if k in expected and isinstance(v, torch.Tensor) and not fits(k, v)]
+    problems = [
+        f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and isinstance(v, torch.Tensor) and not fits(k, v)
+    ]
     if problems:
         raise CheckpointError(
-            f"{path}: its tensors do not fit the model its config describes ({len(problems)} problem(s): "
-            + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "") + "); the file is damaged or was edited"
+            f"{path}: its tensors do not fit the model its config describes ({len(problems)} "
+            "problem(s): "
+            + "; ".join(problems[:5])
+            + ("; ..." if len(problems) > 5 else "")
+            + "); the file is damaged or was edited"
         )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # missing or unexpected tensors
         detail = " ".join(str(exc).split())
-        raise CheckpointError(f"{path}: its tensors do not fit the model its config describes ({detail[:400]})") from exc
+        raise CheckpointError(
+            f"{path}: its tensors do not fit the model its config describes ({detail[:400]})"
+        ) from exc
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """A :class:`~sydsgpt.model.SydsGPT` built from a checkpoint's config and weights, in eval mode."""
+    """A :class:`~sydsgpt.model.SydsGPT` built from a
+    checkpoint's config and weights, in eval mode."""
     return model_from_checkpoint(load_checkpoint(path, map_location), path).to(map_location).eval()

@@ -35,7 +35,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .files import CHECKPOINT_NAME, LockedRunFolder, atomic_write
-from .lora import ADAPTER_NAME, LoRAConfig, apply_lora, count_trainable_parameters, lora_layers, save_adapter
+from .lora import (
+    ADAPTER_NAME,
+    LoRAConfig,
+    apply_lora,
+    count_trainable_parameters,
+    lora_layers,
+    save_adapter,
+)
 from .checkpoint import load_checkpoint, load_weights
 from .model import SydsGPT
 from .objectives import ObjectiveOutput, to_device
@@ -66,21 +73,31 @@ def balanced_split(
     A majority-class guess therefore scores ``1 / num_classes`` on every split.
     """
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, validation, test), got {fractions!r}")
+        raise ValueError(
+            "fractions must be three positive numbers summing to 1 (train, validation, test), got "
+            f"{fractions!r}"
+        )
     by_label: dict[str, list[Record]] = {}
     for label, text in records:
         by_label.setdefault(label, []).append((label, text))
     if len(by_label) < 2:
-        raise ValueError(f"a classifier needs at least two labels; the records have {sorted(by_label)}")
+        raise ValueError(
+            f"a classifier needs at least two labels; the records have {sorted(by_label)}"
+        )
     n = min(len(group) for group in by_label.values())
     n_train, n_val = round(n * fractions[0]), round(n * fractions[1])
     if min(n_train, n_val, n - n_train - n_val) < 1:
-        raise ValueError(f"the rarest label has {n} records, too few to put at least one in each of the three splits")
+        raise ValueError(
+            f"the rarest label has {n} records, too few to put at least one in each of the three "
+            "splits"
+        )
     rng = random.Random(seed)
     splits: tuple[list[Record], list[Record], list[Record]] = ([], [], [])
     for label in sorted(by_label):
         group = rng.sample(by_label[label], n)
-        for split, part in zip(splits, (group[:n_train], group[n_train : n_train + n_val], group[n_train + n_val :])):
+        for split, part in zip(
+            splits, (group[:n_train], group[n_train : n_train + n_val], group[n_train + n_val :])
+        ):
             split.extend(part)
     for split in splits:
         rng.shuffle(split)
@@ -108,8 +125,14 @@ class ClassificationDataset(Dataset):
     padding), ``label_ids`` ``(N,)``, ``truncated`` (how many texts were cut).
     """
 
-    def __init__(self, records: Sequence[Record], tokenizer: Any, labels: Sequence[str], max_length: int,
-                 pad_id: int | None = None) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        tokenizer: Any,
+        labels: Sequence[str],
+        max_length: int,
+        pad_id: int | None = None,
+    ) -> None:
         if not records:
             raise ValueError("there are no records to classify")
         index = {label: i for i, label in enumerate(labels)}
@@ -121,10 +144,16 @@ class ClassificationDataset(Dataset):
         self.truncated = 0
         for i, (label, text) in enumerate(records):
             if label not in index:
-                raise ValueError(f"record {i} has the unknown label {label!r}; the classifier's labels are {list(labels)}")
+                raise ValueError(
+                    f"record {i} has the unknown label {label!r}; the classifier's labels are "
+                    f"{list(labels)}"
+                )
             ids = tokenizer.encode(text) if isinstance(text, str) else []
             if not ids:
-                raise ValueError(f"record {i} (label {label!r}) has an empty text; every record needs some text to classify")
+                raise ValueError(
+                    f"record {i} (label {label!r}) has an empty text; every record needs some text "
+                    "to classify"
+                )
             self.truncated += len(ids) > max_length
             ids = ids[:max_length]
             self.token_ids[i, : len(ids)] = torch.tensor(ids)
@@ -163,6 +192,7 @@ class GPTClassifier(nn.Module):
             steps = torch.arange(1, logits.shape[1] + 1, device=logits.device)
             logits = logits.cumsum(dim=1) / steps.view(1, -1, 1)
         return logits
+
     # endregion: classifier
 
     @property
@@ -175,8 +205,9 @@ class GPTClassifier(nn.Module):
         return self.model.output_projection
 
 
-def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | None = None,
-                  last_blocks: int = 1) -> int:
+def set_trainable(
+    classifier: GPTClassifier, trainable: str, lora: LoRAConfig | None = None, last_blocks: int = 1
+) -> int:
     """Freeze the classifier except for what ``trainable`` names; returns the trainable count.
 
     ``"head"``: the new head only; ``"last-block"``: also the last ``last_blocks`` transformer
@@ -186,10 +217,19 @@ def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | 
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
     blocks = classifier.model.transformer_blocks
-    if isinstance(last_blocks, bool) or not isinstance(last_blocks, int) or not 1 <= last_blocks <= len(blocks):
-        raise ValueError(f"last_blocks must be between 1 and the model's {len(blocks)} blocks, got {last_blocks!r}")
+    if (
+        isinstance(last_blocks, bool)
+        or not isinstance(last_blocks, int)
+        or not 1 <= last_blocks <= len(blocks)
+    ):
+        raise ValueError(
+            f"last_blocks must be between 1 and the model's {len(blocks)} blocks, got "
+            f"{last_blocks!r}"
+        )
     if lora is not None and trainable != "lora":
-        raise ValueError(f"a LoRA config was given but trainable={trainable!r}; use trainable='lora'")
+        raise ValueError(
+            f"a LoRA config was given but trainable={trainable!r}; use trainable='lora'"
+        )
     if trainable == "lora":
         if not lora_layers(classifier):
             apply_lora(classifier.model, lora or LoRAConfig())
@@ -206,16 +246,18 @@ def set_trainable(classifier: GPTClassifier, trainable: str, lora: LoRAConfig | 
     return count_trainable_parameters(classifier)
 
 
-def last_token_logits(classifier: nn.Module, input_ids: torch.Tensor,
-                      lengths: torch.Tensor) -> torch.Tensor:
+def last_token_logits(
+    classifier: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
     """``(B, num_classes)``: each text's logits at its last real token (``lengths - 1``)."""
     logits = classifier(input_ids)  # (B, T, C)
     return logits[torch.arange(len(lengths), device=logits.device), lengths.to(logits.device) - 1]
 
 
 @torch.no_grad()
-def class_logits(classifier: nn.Module, input_ids: torch.Tensor,
-                 lengths: torch.Tensor) -> torch.Tensor:
+def class_logits(
+    classifier: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
     """:func:`last_token_logits` without a graph for gradients (predictions)."""
     return last_token_logits(classifier, input_ids, lengths)
 
@@ -230,8 +272,12 @@ class ClassificationObjective:
 
     metric_names = ("accuracy",)
 
-    def __call__(self, model: nn.Module, batch: Sequence[torch.Tensor],
-                 device: torch.device | str | None = None) -> ObjectiveOutput:
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: Sequence[torch.Tensor],
+        device: torch.device | str | None = None,
+    ) -> ObjectiveOutput:
         input_ids, lengths, labels = to_device(tuple(batch), device)
         logits = last_token_logits(model, input_ids, lengths)  # (B, C)
         loss = nn.functional.cross_entropy(logits, labels)
@@ -250,13 +296,21 @@ def accuracy(classifier: nn.Module, dataset: ClassificationDataset, batch_size: 
     correct = 0
     for start in range(0, len(dataset), batch_size):
         ids = dataset.token_ids[start : start + batch_size].to(device)
-        predicted = class_logits(classifier, ids, dataset.lengths[start : start + batch_size]).argmax(-1)
+        predicted = class_logits(
+            classifier, ids, dataset.lengths[start : start + batch_size]
+        ).argmax(-1)
         correct += int((predicted.cpu() == dataset.label_ids[start : start + batch_size]).sum())
     classifier.train(was_training)
     return correct / len(dataset)
 
 
-def predict(classifier: nn.Module, tokenizer: Any, texts: Sequence[str], labels: Sequence[str], max_length: int) -> list[str]:
+def predict(
+    classifier: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    max_length: int,
+) -> list[str]:
     """The predicted label of each text."""
     data = ClassificationDataset([(labels[0], t) for t in texts], tokenizer, labels, max_length)
     classifier.eval()
@@ -268,8 +322,17 @@ def predict(classifier: nn.Module, tokenizer: Any, texts: Sequence[str], labels:
 def classifier_train_config(**overrides: Any) -> TrainConfig:
     """The training options chapter 8 classifies with (``overrides`` replace any of them):
     two epochs, a 10-step warm-up then the cosine decay, no weight decay, no text samples."""
-    base: dict[str, Any] = {"epochs": 2, "batch_size": 16, "lr": 5e-4, "warmup_steps": 10, "min_lr_ratio": 0.1,
-                            "weight_decay": 0.0, "eval_interval": 25, "eval_batches": None, "sample_tokens": 0}
+    base: dict[str, Any] = {
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 5e-4,
+        "warmup_steps": 10,
+        "min_lr_ratio": 0.1,
+        "weight_decay": 0.0,
+        "eval_interval": 25,
+        "eval_batches": None,
+        "sample_tokens": 0,
+    }
     return TrainConfig(**{**base, **overrides})
 
 
@@ -358,11 +421,17 @@ def finetune_classifier(
         longest = max((len(tokenizer.encode(text)) for _, text in train_records), default=1)
         max_length = max(1, min(context, longest))
     if not 1 <= max_length <= context:
-        raise ValueError(f"max_length must be between 1 and the model's context length {context}, got {max_length}")
+        raise ValueError(
+            f"max_length must be between 1 and the model's context length {context}, got "
+            f"{max_length}"
+        )
     train_data = ClassificationDataset(train_records, tokenizer, labels, max_length)
     val_loader = None
     if val_records:
-        val_loader = DataLoader(ClassificationDataset(val_records, tokenizer, labels, max_length), batch_size=cfg.batch_size)
+        val_loader = DataLoader(
+            ClassificationDataset(val_records, tokenizer, labels, max_length),
+            batch_size=cfg.batch_size,
+        )
     seed_everything(cfg.seed)  # the new head's and the adapters' initial values
     built = GPTClassifier(model, len(labels), pooling)
     trainable_params = set_trainable(built, trainable, lora, last_blocks)
@@ -373,22 +442,35 @@ def finetune_classifier(
         _check_same_classifier(out, info, bool(session.resume))
         atomic_write(out / CLASSIFIER_NAME, json.dumps(info, indent=2) + "\n")
     start = time.perf_counter()
-    history = train(built, train_data, val_loader, cfg, tokenizer=tokenizer, session=session,
-                    objective=ClassificationObjective())
+    history = train(
+        built,
+        train_data,
+        val_loader,
+        cfg,
+        tokenizer=tokenizer,
+        session=session,
+        objective=ClassificationObjective(),
+    )
     train_s = time.perf_counter() - start
     if out is not None and trainable == "lora":
         save_adapter(out / ADAPTER_NAME, built, lora or LoRAConfig(), metadata=info)
-    return ClassifierRun(built.eval(), tokenizer, labels, max_length, history, train_s,
-                         trainable_params)
+    return ClassifierRun(
+        built.eval(), tokenizer, labels, max_length, history, train_s, trainable_params
+    )
 
 
-def load_classifier(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GPTClassifier, dict[str, Any]]:
+def load_classifier(
+    out_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[GPTClassifier, dict[str, Any]]:
     """The classifier a :func:`finetune_classifier` run folder holds (eval mode, on ``device``),
-    and its ``classifier.json`` (``labels``, ``pooling``, ``trainable``, ``max_length``, ``lora``)."""
+    and its ``classifier.json`` (``labels``, ``pooling``, ``trainable``, ``max_length``,
+    ``lora``)."""
     out = Path(out_dir)
     if not (out / CLASSIFIER_NAME).is_file():
-        raise FileNotFoundError(f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder "
-                                "(finetune_classifier(..., session=Session(out_dir=...)))")
+        raise FileNotFoundError(
+            f"{out} has no {CLASSIFIER_NAME}: it is not a classifier run folder "
+            "(finetune_classifier(..., session=Session(out_dir=...)))"
+        )
     info = json.loads((out / CLASSIFIER_NAME).read_text())
     state = load_checkpoint(out / CHECKPOINT_NAME)
     classifier = GPTClassifier(SydsGPT(state["config"]), len(info["labels"]), info["pooling"])
@@ -405,15 +487,19 @@ def _check_same_classifier(out: Path, info: dict[str, Any], resume: bool) -> Non
     old = json.loads(saved.read_text())
     changed = [k for k in info if old.get(k) != info[k]]
     if changed:
-        raise ValueError(f"cannot resume {out}: its classifier was built with other {', '.join(changed)} "
-                         f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}); use the same options or another output folder")
+        raise ValueError(
+            f"cannot resume {out}: its classifier was built with other {', '.join(changed)} "
+            f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}); use the same options or "
+            "another output folder"
+        )
 
 
 # ---------------------------------------------------------------------------- baselines
 
 
 def majority_baseline(train_records: Sequence[Record], test_records: Sequence[Record]) -> float:
-    """Test accuracy of always answering the most common training label (``1/num_classes`` on balanced data)."""
+    """Test accuracy of always answering the most common
+    training label (``1/num_classes`` on balanced data)."""
     counts = Counter(label for label, _ in train_records)
     guess = max(sorted(counts), key=counts.__getitem__)
     return sum(label == guess for label, _ in test_records) / len(test_records)
@@ -425,23 +511,34 @@ def words(text: str) -> list[str]:
 
 
 def bag_of_words_baseline(
-    train_records: Sequence[Record], test_records: Sequence[Record], *, min_count: int = 2,
-    steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 123,
+    train_records: Sequence[Record],
+    test_records: Sequence[Record],
+    *,
+    min_count: int = 2,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-4,
+    seed: int = 123,
 ) -> dict[str, Any]:
     """Logistic regression on word presence: ``logits = x W^T + b``, ``x[j] = 1`` when the text
     has vocabulary word ``j`` (words seen ``min_count`` times in training). Full-batch Adam.
 
-    Returns ``{"accuracy", "trainable_params", "train_s", "vocabulary"}`` (accuracy on ``test_records``).
+    Returns ``{"accuracy", "trainable_params", "train_s", "vocabulary"}`` (accuracy on
+    ``test_records``).
     """
     labels = class_labels(train_records)
     counts = Counter(w for _, text in train_records for w in set(words(text)))
-    vocabulary = {w: j for j, w in enumerate(sorted(w for w, c in counts.items() if c >= min_count))}
+    vocabulary = {
+        w: j for j, w in enumerate(sorted(w for w, c in counts.items() if c >= min_count))
+    }
 
     def features(records: Sequence[Record]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.zeros(len(records), len(vocabulary))
         for i, (_, text) in enumerate(records):
             x[i, [vocabulary[w] for w in set(words(text)) if w in vocabulary]] = 1.0
-        return x, torch.tensor([labels.index(label) if label in labels else -1 for label, _ in records])
+        return x, torch.tensor(
+            [labels.index(label) if label in labels else -1 for label, _ in records]
+        )
 
     (x, y), (x_test, y_test) = features(train_records), features(test_records)
     torch.manual_seed(seed)
@@ -455,5 +552,9 @@ def bag_of_words_baseline(
     train_s = time.perf_counter() - start
     with torch.no_grad():
         acc = (regression(x_test).argmax(-1) == y_test).float().mean().item()
-    return {"accuracy": acc, "trainable_params": count_trainable_parameters(regression), "train_s": train_s,
-            "vocabulary": len(vocabulary)}
+    return {
+        "accuracy": acc,
+        "trainable_params": count_trainable_parameters(regression),
+        "train_s": train_s,
+        "vocabulary": len(vocabulary),
+    }

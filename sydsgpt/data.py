@@ -61,7 +61,8 @@ class GPTDataset(Dataset):
         if ids.numel() < needed:
             raise ValueError(
                 f"the text has {ids.numel()} tokens, but one training window needs at least "
-                f"{needed} (max_length={max_length} plus 1 for the shifted target); use more text or a smaller max_length"
+                f"{needed} (max_length={max_length} plus 1 for the shifted target); use more text "
+                "or a smaller max_length"
             )
         # endlater
         self.token_ids = ids
@@ -127,9 +128,9 @@ def create_dataloader(
     # later: an error if drop_last would leave no batch at all
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
-            f"the text gives only {len(dataset)} window(s) of {max_length} tokens, fewer than batch_size="
-            f"{batch_size}, so with drop_last=True there would be no batch at all; use drop_last=False, "
-            "a smaller batch_size or step_size, or more text"
+            f"the text gives only {len(dataset)} window(s) of {max_length} tokens, fewer than "
+            f"batch_size={batch_size}, so with drop_last=True there would be no batch at all; use "
+            "drop_last=False, a smaller batch_size or step_size, or more text"
         )
     # endlater
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -144,7 +145,8 @@ def create_dataloader(
 
 
 def train_val_split(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
-    """Split ``text`` by characters: the first ``1 - val_fraction`` for training, the rest for validation.
+    """Split ``text`` by characters: the first ``1 - val_fraction`` for training, the rest for
+    validation.
 
     Returns:
         ``(train_text, val_text)``; ``train_text + val_text == text``.
@@ -156,8 +158,8 @@ def train_val_split(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
     split = int(round(len(text) * (1.0 - val_fraction)))
     if not 0 < split < len(text):
         raise ValueError(
-            f"a text of {len(text)} characters split with val_fraction={val_fraction} leaves one part empty; "
-            "use a longer text or a val_fraction nearer 0.5"
+            f"a text of {len(text)} characters split with val_fraction={val_fraction} leaves one "
+            "part empty; use a longer text or a val_fraction nearer 0.5"
         )
     return text[:split], text[split:]
 
@@ -186,16 +188,17 @@ class ResumableBatches:
     ) -> None:
         if batch_size % world_size != 0:
             raise ValueError(
-                f"batch_size ({batch_size}) must be divisible by the number of processes ({world_size}): "
-                "each process gets an equal share of every global batch"
+                f"batch_size ({batch_size}) must be divisible by the number of processes "
+                f"({world_size}): each process gets an equal share of every global batch"
             )
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.num_samples = len(dataset)  # type: ignore[arg-type]
         if self.num_samples < batch_size:
             raise ValueError(
-                f"the training data has {self.num_samples} sequences, fewer than batch_size={batch_size}; "
-                "use more text, a smaller batch size or a shorter context length"
+                f"the training data has {self.num_samples} sequences, fewer than "
+                f"batch_size={batch_size}; use more text, a smaller batch size or a shorter "
+                "context length"
             )
         self.epoch, self.position = 0, 0
         self._order: tuple[int, torch.Tensor] | None = None
@@ -231,7 +234,9 @@ class ResumableBatches:
         per_rank = self.batch_size // self.world_size
         mine = indices[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
         items = [self.dataset[i] for i in mine]
-        if all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):  # (x, y) pairs
+        if all(
+            isinstance(item, (tuple, list)) and len(item) == 2 for item in items
+        ):  # (x, y) pairs
             return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
         return default_collate(items)  # other objectives' items: tuples or dicts of tensors
 
@@ -254,8 +259,9 @@ class ResumableBatches:
         for key in ("seed", "shuffle", "num_samples", "batch_size"):
             if state[key] != getattr(self, key):
                 raise ValueError(
-                    f"cannot resume the data order: the checkpoint's {key} is {state[key]!r} but this run's is "
-                    f"{getattr(self, key)!r}. Resume with the same text, tokenizer, context length, batch size and seed."
+                    f"cannot resume the data order: the checkpoint's {key} is {state[key]!r} but "
+                    f"this run's is {getattr(self, key)!r}. Resume with the same text, tokenizer, "
+                    "context length, batch size and seed."
                 )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
@@ -265,13 +271,15 @@ def as_dataset(data: Any, batch_size: int) -> Dataset:
     if isinstance(data, DataLoader):
         if data.batch_size != batch_size:
             raise ValueError(
-                f"the training DataLoader has batch_size={data.batch_size} but TrainConfig.batch_size is "
-                f"{batch_size}; make them equal (or pass the dataset itself)"
+                f"the training DataLoader has batch_size={data.batch_size} but "
+                f"TrainConfig.batch_size is {batch_size}; make them equal (or pass the dataset "
+                "itself)"
             )
         return data.dataset
     if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         raise TypeError(
-            f"train data must be a DataLoader or a map-style Dataset of (input_ids, target_ids), got {type(data).__name__}"
+            "train data must be a DataLoader or a map-style Dataset of (input_ids, target_ids), "
+            f"got {type(data).__name__}"
         )
     return data
 

@@ -27,12 +27,23 @@ from .attention import KVCache
 from .config import SydsGPTConfig
 from .sampling import select_next_token
 from .tokenizer import text_to_token_ids
-from .validation import (check_bool, check_input_ids, check_int, check_keys, check_ngram_size,
-                         check_positive_int, check_repetition_penalty, check_temperature,
-                         check_top_k, check_top_p, field_names)
+from .validation import (
+    check_bool,
+    check_input_ids,
+    check_int,
+    check_keys,
+    check_ngram_size,
+    check_positive_int,
+    check_repetition_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    field_names,
+)
 
 
 # --------------------------------------------------------------------------- configuration
+
 
 class IgnoredOptionWarning(UserWarning):
     """A generation option is set but changes nothing (top-k at temperature 0)."""
@@ -101,12 +112,16 @@ class GenerationConfig:
         shown = ", ".join(flags or names)
         temperature = "--temperature" if flags else "temperature"
         verb = "has" if len(names) == 1 else "have"
-        return (f"{shown} {verb} no effect at temperature 0, which is greedy "
-                f"decoding (always the most likely token); to sample, set {temperature} above 0 "
-                f"(e.g. 0.8), or leave {shown} out")
+        return (
+            f"{shown} {verb} no effect at temperature 0, which is greedy "
+            f"decoding (always the most likely token); to sample, set {temperature} above 0 "
+            f"(e.g. 0.8), or leave {shown} out"
+        )
 
     @classmethod
-    def from_options(cls, config: "GenerationConfig | Mapping[str, Any] | None" = None, **options: Any) -> "GenerationConfig":
+    def from_options(
+        cls, config: "GenerationConfig | Mapping[str, Any] | None" = None, **options: Any
+    ) -> "GenerationConfig":
         """``config`` (or the defaults) with ``options`` overriding it; unknown names are an error.
 
         ``context_len`` (this option's name before it became ``context_length``) still works.
@@ -154,6 +169,7 @@ def next_token_logits(
 
 # --------------------------------------------------------------------------- the loop
 
+
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -162,24 +178,32 @@ def _context_length(model: nn.Module, config: GenerationConfig) -> int:
     model_ctx = getattr(getattr(model, "config", None), "context_length", None)
     if config.context_length is None:
         if model_ctx is None:
-            raise ValueError("the model has no config.context_length; pass context_length=<the model's context length>")
+            raise ValueError(
+                "the model has no config.context_length; pass context_length=<the model's context "
+                "length>"
+            )
         return model_ctx
     if model_ctx is not None and config.context_length > model_ctx:
         raise ValueError(
-            f"context_length={config.context_length} is longer than the model's context_length={model_ctx}; "
-            f"use at most {model_ctx} (or leave it out)."
+            f"context_length={config.context_length} is longer than the model's "
+            f"context_length={model_ctx}; use at most {model_ctx} (or leave it out)."
         )
     return config.context_length
 
 
 def _check_prompt(input_ids: torch.Tensor, context_length: int, max_new_tokens: int) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 1
+    ):
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     check_input_ids(input_ids)
     if input_ids.shape[1] > context_length:
         raise ValueError(
-            f"the prompt has {input_ids.shape[1]} tokens, more than the context of {context_length}; "
-            f"crop it to its last {context_length} tokens first: input_ids[:, -{context_length}:]"
+            f"the prompt has {input_ids.shape[1]} tokens, more than the context of "
+            f"{context_length}; crop it to its last {context_length} tokens first: input_ids[:, "
+            f"-{context_length}:]"
         )
 
 
@@ -273,6 +297,7 @@ def generate(
 
 # --------------------------------------------------------------------------- text
 
+
 def end_of_text_id(tokenizer: Any) -> int | None:
     """The tokenizer's end-of-text token id (``eot_token``), or ``None`` if it has none."""
     eot = getattr(tokenizer, "eot_token", None)
@@ -317,7 +342,9 @@ def stream_text(
             repeatable (for a generator of your own, use :func:`stream` on token ids).
     """
     if not isinstance(prompt, str) or not prompt:
-        raise ValueError("the prompt is empty: give some text to continue (e.g. 'Once upon a time').")
+        raise ValueError(
+            "the prompt is empty: give some text to continue (e.g. 'Once upon a time')."
+        )
     stops = [stop] if isinstance(stop, str) else list(stop)
     if any(not isinstance(s, str) or not s for s in stops):
         raise ValueError(f"stop strings must be non-empty strings, got {stops!r}")
@@ -329,7 +356,9 @@ def stream_text(
     return _text_pieces(steps, tokenizer, stops, cfg.eos_id)
 
 
-def _text_pieces(steps: Iterator[torch.Tensor], tokenizer: Any, stops: Sequence[str], eos_id: int | None) -> Iterator[str]:
+def _text_pieces(
+    steps: Iterator[torch.Tensor], tokenizer: Any, stops: Sequence[str], eos_id: int | None
+) -> Iterator[str]:
     new_ids: list[int] = []
     sent = 0  # characters already yielded
     text = ""
@@ -372,7 +401,10 @@ def generate_text(
 
 
 def kv_cache_bytes(
-    config: Mapping[str, Any] | SydsGPTConfig, num_tokens: int | None = None, batch_size: int = 1, bytes_per_value: int = 4
+    config: Mapping[str, Any] | SydsGPTConfig,
+    num_tokens: int | None = None,
+    batch_size: int = 1,
+    bytes_per_value: int = 4,
 ) -> int:
     """Memory of a full KV cache: ``2 * layers * tokens * kv_heads * head_dim * batch * bytes``.
 
@@ -388,6 +420,7 @@ def kv_cache_bytes(
 
 
 # --------------------------------------------------------------------------- weight layout
+
 
 def use_decoding_layout(model: nn.Module, enable: bool = True) -> nn.Module:
     """Store every linear layer's weight transposed in memory, for faster one-token steps.
@@ -416,7 +449,9 @@ def use_decoding_layout(model: nn.Module, enable: bool = True) -> nn.Module:
         if isinstance(module, nn.Linear) and id(module.weight) not in replaced:
             weight = module.weight.detach()
             data = weight.t().contiguous().t() if enable else weight.contiguous()
-            replaced[id(module.weight)] = nn.Parameter(data, requires_grad=module.weight.requires_grad)
+            replaced[id(module.weight)] = nn.Parameter(
+                data, requires_grad=module.weight.requires_grad
+            )
     for module in model.modules():  # every user of a replaced tensor (a tied embedding too)
         if isinstance(module, (nn.Linear, nn.Embedding)) and id(module.weight) in replaced:
             module.weight = replaced[id(module.weight)]

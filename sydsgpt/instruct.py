@@ -59,6 +59,8 @@ def format_prompt(record: Mapping[str, str]) -> str:
     given = record.get("input", "")
     section = INPUT_SECTION.format(input=given) if given else ""
     return PROMPT_TEMPLATE.format(instruction=record["instruction"], input_section=section)
+
+
 # endregion: template
 
 
@@ -73,8 +75,10 @@ def end_token_id(tokenizer: Any) -> int:
     """
     eot = end_of_text_id(tokenizer)
     if eot is None:
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name', tokenizer)!r} has no {END_OF_TEXT} token to end a "
-                         "response with; add one with sydsgpt.instruct.add_end_token(model, tokenizer)")
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name', tokenizer)!r} has no {END_OF_TEXT} token to "
+            "end a response with; add one with sydsgpt.instruct.add_end_token(model, tokenizer)"
+        )
     return eot
 
 
@@ -92,7 +96,9 @@ def add_end_token(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
     if end_of_text_id(tokenizer) is not None:
         return model, tokenizer
     if not isinstance(tokenizer, BPETokenizer):
-        raise TypeError(f"add_end_token extends a BPETokenizer; {type(tokenizer).__name__} has no {END_OF_TEXT}")
+        raise TypeError(
+            f"add_end_token extends a BPETokenizer; {type(tokenizer).__name__} has no {END_OF_TEXT}"
+        )
     new_id = tokenizer.n_vocab
     extended = copy.deepcopy(tokenizer)
     extended.special_tokens = {**tokenizer.special_tokens, END_OF_TEXT: new_id}
@@ -101,7 +107,9 @@ def add_end_token(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
     if new_id < old_config.vocab_size:  # the model already has a row for the id
         return model, extended
     param = next(model.parameters())
-    grown = SydsGPT(old_config.replace(vocab_size=new_id + 1)).to(device=param.device, dtype=param.dtype)
+    grown = SydsGPT(old_config.replace(vocab_size=new_id + 1)).to(
+        device=param.device, dtype=param.dtype
+    )
     state = model.state_dict()
     with torch.no_grad():
         for name in ("token_embedding.weight", "output_projection.weight"):
@@ -116,7 +124,9 @@ def add_end_token(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
 # ---------------------------------------------------------------------------- tokens and masks
 
 
-def tokenize_example(record: Mapping[str, str], tokenizer: Any, end_id: int, max_length: int | None = None) -> tuple[list[int], int]:
+def tokenize_example(
+    record: Mapping[str, str], tokenizer: Any, end_id: int, max_length: int | None = None
+) -> tuple[list[int], int]:
     """``prompt + response + [end_id]`` as ids, and the number of prompt ids.
 
     The prompt and the response are encoded separately (special-token text in them is
@@ -131,8 +141,9 @@ def tokenize_example(record: Mapping[str, str], tokenizer: Any, end_id: int, max
     response = tokenizer.encode_ordinary(record["output"]) + [end_id]
     if max_length is not None and len(prompt) + 1 > max_length:
         raise ValueError(
-            f"the prompt of the record {record['instruction'][:40]!r} is {len(prompt)} tokens, longer than the context "
-            f"of {max_length} minus one response token; shorten it, drop it, or use a model with a longer context"
+            f"the prompt of the record {record['instruction'][:40]!r} is {len(prompt)} tokens, "
+            f"longer than the context of {max_length} minus one response token; shorten it, drop "
+            "it, or use a model with a longer context"
         )
     ids = prompt + response
     return (ids[: max_length + 1] if max_length is not None else ids), len(prompt)
@@ -146,7 +157,8 @@ def collate_instructions(
     mask_prompt: bool = True,
     pad_to: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A padded batch of ``(ids, prompt_len)`` examples: ``(input_ids, target_ids)``, each ``(B, T)``.
+    """A padded batch of ``(ids, prompt_len)`` examples: ``(input_ids, target_ids)``, each
+    ``(B, T)``.
 
     Inputs are ``ids[:-1]`` and targets ``ids[1:]`` (next-token prediction), both padded
     on the right to ``T`` (``pad_to``, default the longest example minus one). Target
@@ -165,6 +177,8 @@ def collate_instructions(
         if mask_prompt:
             targets[row, : prompt_len - 1] = IGNORE_INDEX  # position t predicts ids[t + 1]
     return inputs, targets
+
+
 # endregion: collate
 
 
@@ -184,11 +198,20 @@ class InstructionDataset(Dataset):
         mask_prompt: mask the prompt's targets (the default) or grade them too.
     """
 
-    def __init__(self, records: Sequence[Mapping[str, str]], tokenizer: Any, max_length: int, *, mask_prompt: bool = True) -> None:
+    def __init__(
+        self,
+        records: Sequence[Mapping[str, str]],
+        tokenizer: Any,
+        max_length: int,
+        *,
+        mask_prompt: bool = True,
+    ) -> None:
         self.end_id = end_token_id(tokenizer)
         self.examples = [tokenize_example(r, tokenizer, self.end_id, max_length) for r in records]
         self.length = max(len(ids) for ids, _ in self.examples) - 1
-        self.inputs, self.targets = collate_instructions(self.examples, self.end_id, mask_prompt=mask_prompt, pad_to=self.length)
+        self.inputs, self.targets = collate_instructions(
+            self.examples, self.end_id, mask_prompt=mask_prompt, pad_to=self.length
+        )
         self.token_ids = self.inputs.reshape(-1)
 
     def __len__(self) -> int:
@@ -198,13 +221,23 @@ class InstructionDataset(Dataset):
         return self.inputs[index], self.targets[index]
 
 
-def instruction_loader(records: Sequence[Mapping[str, str]], tokenizer: Any, max_length: int, batch_size: int = 8,
-                       *, mask_prompt: bool = True) -> DataLoader:
+def instruction_loader(
+    records: Sequence[Mapping[str, str]],
+    tokenizer: Any,
+    max_length: int,
+    batch_size: int = 8,
+    *,
+    mask_prompt: bool = True,
+) -> DataLoader:
     """Batches of ``records`` in order, each padded to its own longest example (evaluation)."""
     end_id = end_token_id(tokenizer)
     examples = [tokenize_example(r, tokenizer, end_id, max_length) for r in records]
-    return DataLoader(examples, batch_size=batch_size, shuffle=False,  # type: ignore[arg-type]
-                      collate_fn=lambda batch: collate_instructions(batch, end_id, mask_prompt=mask_prompt))
+    return DataLoader(
+        examples,
+        batch_size=batch_size,
+        shuffle=False,  # type: ignore[arg-type]
+        collate_fn=lambda batch: collate_instructions(batch, end_id, mask_prompt=mask_prompt),
+    )
 
 
 # region: loss
@@ -218,20 +251,25 @@ def response_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     for input_ids, target_ids in batches:
         logits = model(input_ids.to(device))  # (B, T, V)
         targets = target_ids.to(device)
-        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                 reduction="sum").item()
+        total += F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
         count += int((targets != IGNORE_INDEX).sum())
     model.train(was_training)
     if count == 0:
         raise ValueError("no graded tokens: every target is IGNORE_INDEX")
     return total / count
+
+
 # endregion: loss
 
 
 # ---------------------------------------------------------------------------- answers and scores
 
 
-def generate_response(model: nn.Module, tokenizer: Any, record: Mapping[str, str] | str, max_new_tokens: int = 64) -> tuple[str, bool]:
+def generate_response(
+    model: nn.Module, tokenizer: Any, record: Mapping[str, str] | str, max_new_tokens: int = 64
+) -> tuple[str, bool]:
     """The model's greedy answer to ``record`` (or a formatted prompt), and whether it ended
     with the end token (``False``: it ran out of ``max_new_tokens``). The end token is not
     part of the text.
@@ -244,16 +282,22 @@ def generate_response(model: nn.Module, tokenizer: Any, record: Mapping[str, str
     ids = tokenizer.encode_ordinary(prompt)
     context = model.config.context_length
     if len(ids) >= context:
-        raise ValueError(f"the prompt is {len(ids)} tokens, but the model's context is {context}: "
-                         "shorten the prompt (or the instruction/input) so the answer has room")
+        raise ValueError(
+            f"the prompt is {len(ids)} tokens, but the model's context is {context}: "
+            "shorten the prompt (or the instruction/input) so the answer has room"
+        )
     device = next(model.parameters()).device
     prompt_ids = torch.tensor([ids], device=device)
-    new = generate(model, prompt_ids, min(max_new_tokens, context - len(ids)), eos_id=end_id)[0, len(ids):].tolist()
+    new = generate(model, prompt_ids, min(max_new_tokens, context - len(ids)), eos_id=end_id)[
+        0, len(ids) :
+    ].tolist()
     stopped = bool(new) and new[-1] == end_id
     return tokenizer.decode(new[:-1] if stopped else new), stopped
 
 
-def exact_match(model: nn.Module, tokenizer: Any, records: Sequence[Mapping[str, str]], max_new_tokens: int = 32) -> dict[str, Any]:
+def exact_match(
+    model: nn.Module, tokenizer: Any, records: Sequence[Mapping[str, str]], max_new_tokens: int = 32
+) -> dict[str, Any]:
     """Score greedy answers against the records' outputs.
 
     Returns:
@@ -267,14 +311,42 @@ def exact_match(model: nn.Module, tokenizer: Any, records: Sequence[Mapping[str,
         answers.append(text)
         stopped += ended
         correct += ended and text.strip() == record["output"].strip()
-    return {"exact_match": correct / len(records), "stopped": stopped / len(records), "answers": answers}
+    return {
+        "exact_match": correct / len(records),
+        "stopped": stopped / len(records),
+        "answers": answers,
+    }
 
 
 # ---------------------------------------------------------------------------- a checkable task set
 
 
-WORDS = ("king", "queen", "love", "night", "death", "heart", "blood", "lord", "good", "sweet", "time", "man",
-         "life", "hand", "eyes", "day", "father", "son", "name", "sir", "world", "heaven", "fair", "god")
+WORDS = (
+    "king",
+    "queen",
+    "love",
+    "night",
+    "death",
+    "heart",
+    "blood",
+    "lord",
+    "good",
+    "sweet",
+    "time",
+    "man",
+    "life",
+    "hand",
+    "eyes",
+    "day",
+    "father",
+    "son",
+    "name",
+    "sir",
+    "world",
+    "heaven",
+    "fair",
+    "god",
+)
 """Common Tiny Shakespeare words (short for the book's 1,024-id tokenizer)."""
 
 # region: tasks
@@ -295,8 +367,12 @@ def word_task_records(n: int, seed: int = 0, words: Sequence[str] = WORDS) -> li
         instruction = list(TASKS)[i % len(TASKS)]
         count, answer = TASKS[instruction]
         chosen = rng.sample(list(words), count)
-        records.append({"instruction": instruction, "input": " ".join(chosen), "output": answer(chosen)})
+        records.append(
+            {"instruction": instruction, "input": " ".join(chosen), "output": answer(chosen)}
+        )
     return records
+
+
 # endregion: tasks
 
 
@@ -314,12 +390,14 @@ def instruction_data(
 ) -> tuple[InstructionDataset, DataLoader | None]:
     """The training dataset and the validation loader (``None`` without records) of
     :func:`finetune_instructions`: every record tokenized and checked against the context."""
-    train_data = InstructionDataset(train_records, tokenizer, context_length,
-                                    mask_prompt=mask_prompt)
+    train_data = InstructionDataset(
+        train_records, tokenizer, context_length, mask_prompt=mask_prompt
+    )
     val_data = None
     if val_records:
-        val_data = instruction_loader(val_records, tokenizer, context_length, batch_size,
-                                      mask_prompt=mask_prompt)
+        val_data = instruction_loader(
+            val_records, tokenizer, context_length, batch_size, mask_prompt=mask_prompt
+        )
     return train_data, val_data
 
 
@@ -338,13 +416,25 @@ def finetune_instructions(
     The model must already know the end token (:func:`add_end_token`). The same loop and
     objective as pretraining (:class:`~sydsgpt.losses.NextTokenObjective`, which does not
     grade the :data:`IGNORE_INDEX` targets): AdamW, warm-up and cosine schedule, clipping,
-    the JSON-lines log, checkpoints and exact resume; ``val_loss`` in the log is the held-out response loss
-    (masked like the training targets). ``mask_prompt=False`` grades every token.
+    the JSON-lines log, checkpoints and exact resume; ``val_loss`` in the log is the held-out
+    response loss (masked like the training targets). ``mask_prompt=False`` grades every token.
     ``session`` (where it writes, resume, stop, progress) is :func:`~sydsgpt.train.train`'s.
     Returns the log records.
     """
-    train_data, val_data = instruction_data(train_records, val_records, tokenizer,
-                                            model.config.context_length, cfg.batch_size,
-                                            mask_prompt=mask_prompt)
-    return train(model, train_data, val_data, cfg, tokenizer=tokenizer, session=session,
-                 objective=NextTokenObjective())
+    train_data, val_data = instruction_data(
+        train_records,
+        val_records,
+        tokenizer,
+        model.config.context_length,
+        cfg.batch_size,
+        mask_prompt=mask_prompt,
+    )
+    return train(
+        model,
+        train_data,
+        val_data,
+        cfg,
+        tokenizer=tokenizer,
+        session=session,
+        objective=NextTokenObjective(),
+    )

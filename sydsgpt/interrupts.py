@@ -24,7 +24,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int, step: int, checkpoint: str | None) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        super().__init__(self.describe("continue with train(..., session=Session(..., resume=True))"))
+        super().__init__(
+            self.describe("continue with train(..., session=Session(..., resume=True))")
+        )
 
     def describe(self, how_to_resume: str) -> str:
         """The message, with ``how_to_resume`` said the way

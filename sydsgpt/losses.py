@@ -32,11 +32,17 @@ def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def perplexity(loss: float | torch.Tensor) -> float:
-    """``exp(mean cross-entropy)``: the number of equally likely tokens the model hesitates between."""
+    """``exp(mean cross-entropy)``: the number of equally
+    likely tokens the model hesitates between."""
     return math.exp(float(loss))
 
 
-def batch_loss(model: nn.Module, input_ids: torch.Tensor, target_ids: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+def batch_loss(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    target_ids: torch.Tensor,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """The model's mean cross-entropy on one batch (``(B, T)`` inputs and targets)."""
     if device is not None:
         input_ids = input_ids.to(device, non_blocking=True)
@@ -52,8 +58,9 @@ class NextTokenObjective:
     ``count`` is the number of graded targets. Pretraining's default objective.
     """
 
-    def __call__(self, model: nn.Module, batch: Batch, device: torch.device | str | None = None
-                 ) -> ObjectiveOutput:
+    def __call__(
+        self, model: nn.Module, batch: Batch, device: torch.device | str | None = None
+    ) -> ObjectiveOutput:
         input_ids, target_ids = to_device(batch, device)
         loss = batch_loss(model, input_ids, target_ids)
         return ObjectiveOutput(loss, count=(target_ids != IGNORE_INDEX).sum())
@@ -72,7 +79,10 @@ def bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
     token covers: a 1,024-id tokenizer and GPT-2's 50,257-id one are compared fairly.
     """
     if num_tokens < 1 or num_bytes < 1:
-        raise ValueError(f"bits_per_byte needs num_tokens >= 1 and num_bytes >= 1, got {num_tokens} and {num_bytes}")
+        raise ValueError(
+            f"bits_per_byte needs num_tokens >= 1 and num_bytes >= 1, got {num_tokens} and "
+            f"{num_bytes}"
+        )
     return float(loss) * num_tokens / (math.log(2) * num_bytes)
 
 
@@ -138,7 +148,9 @@ def loader_loss(
 
 
 @torch.no_grad()
-def held_out_bits_per_byte(model: nn.Module, loader: Iterable[Any], tokenizer: Any) -> tuple[float, float]:
+def held_out_bits_per_byte(
+    model: nn.Module, loader: Iterable[Any], tokenizer: Any
+) -> tuple[float, float]:
     """``(loss, bits per byte)`` over every batch of ``loader``.
 
     Bits per byte = the total cross-entropy of the predicted tokens in bits, divided by
@@ -147,5 +159,9 @@ def held_out_bits_per_byte(model: nn.Module, loader: Iterable[Any], tokenizer: A
     batches = list(loader)
     loss = loader_loss(model, batches)  # mean nats per token
     tokens = sum(target.numel() for _, target in batches)
-    n_bytes = sum(len(tokenizer.decode(row.tolist()).encode("utf-8")) for _, target in batches for row in target)
+    n_bytes = sum(
+        len(tokenizer.decode(row.tolist()).encode("utf-8"))
+        for _, target in batches
+        for row in target
+    )
     return loss, bits_per_byte(loss, tokens, n_bytes)

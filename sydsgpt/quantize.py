@@ -46,6 +46,7 @@ SCHEMES = ("int8", "int8-dynamic", "q4")
 
 # --------------------------------------------------------------------------- int8, per row
 
+
 def quantize_int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, in)`` float -> int8 ``q`` ``(out, in)`` and float32 ``scale`` ``(out,)``.
 
@@ -87,8 +88,11 @@ class QuantizedLinear(nn.Module):
     def __init__(self, out_features: int, in_features: int, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = out_features, in_features
-        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(),
-                                                           requires_grad=False)
+        self.bias = (
+            None
+            if bias is None
+            else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        )
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weights the layer computes with, float32 ``(out, in)``."""
@@ -101,8 +105,9 @@ class QuantizedLinear(nn.Module):
     def _bias(self, dtype: torch.dtype, rows: slice = slice(None)) -> torch.Tensor | None:
         return None if self.bias is None else self.bias[rows].to(dtype)
 
-    def _float_rows(self, rows: slice, dtype: torch.dtype
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _float_rows(
+        self, rows: slice, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weight rows ``rows`` as floats ``(r, in)``, and a scale ``(r,)`` for the outputs
         (or None): ``W[rows] = float_rows * scale[:, None]``."""
         raise NotImplementedError
@@ -122,8 +127,10 @@ class QuantizedLinear(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (..., out)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Int8Linear(QuantizedLinear):
@@ -161,8 +168,9 @@ class Int8Linear(QuantizedLinear):
     Forward: ``(..., in_features)`` -> ``(..., out_features)``.
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-                 dynamic: bool = False) -> None:
+    def __init__(
+        self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, dynamic: bool = False
+    ) -> None:
         super().__init__(q.shape[0], q.shape[1], bias)
         self.register_buffer("weight_int8", q)
         self.register_buffer("weight_scale", scale)
@@ -206,6 +214,7 @@ class Int8Linear(QuantizedLinear):
 
 
 # --------------------------------------------------------------------------- 4-bit blocks
+
 
 def quantize_q4_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, in)`` float -> Q4_0 ``nibbles`` uint8 ``(out, in/32, 16)`` and ``d`` float16
@@ -312,8 +321,11 @@ class QuantizationReport:
 
 def _is_tied(model: nn.Module, name: str, linear: nn.Linear) -> bool:
     embedding = getattr(model, "token_embedding", None)
-    return (name == "output_projection" and isinstance(embedding, nn.Embedding)
-            and embedding.weight is linear.weight)
+    return (
+        name == "output_projection"
+        and isinstance(embedding, nn.Embedding)
+        and embedding.weight is linear.weight
+    )
 
 
 def quantize_model(
@@ -337,7 +349,8 @@ def quantize_model(
     """
     if scheme not in QUANTIZED_LAYERS:
         raise ValueError(
-            f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+            f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}"
+        )
     make_layer = QUANTIZED_LAYERS[scheme]
     report = QuantizationReport(scheme, bytes_before=model_weight_bytes(model))
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -347,7 +360,8 @@ def quantize_model(
             continue
         if scheme == "q4" and linear.in_features % Q4_BLOCK:
             report.kept_float[name] = (
-                f"in_features={linear.in_features} is not a multiple of {Q4_BLOCK}")
+                f"in_features={linear.in_features} is not a multiple of {Q4_BLOCK}"
+            )
             continue
         report.tied_head |= _is_tied(model, name, linear)
         parent_name, _, child = name.rpartition(".")

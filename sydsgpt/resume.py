@@ -1,8 +1,8 @@
 """Chapter 5: what a resumed run may change, and the record of what it changed.
 
-A run resumed from a checkpoint (``train(..., session=Session(..., resume=True))``, ``sydsgpt train --resume``)
-may be given different training options. Those that decide which tokens each step sees
-(:data:`RESUME_FIXED`) cannot change without making the run something else, so resume
+A run resumed from a checkpoint (``train(..., session=Session(..., resume=True))``,
+``sydsgpt train --resume``) may be given different training options. Those that decide which tokens
+each step sees (:data:`RESUME_FIXED`) cannot change without making the run something else, so resume
 refuses them, listing every difference. Every other option applies from the next step
 (see :class:`sydsgpt.train.TrainConfig`), and :func:`record_changes` keeps the history in
 ``run.json``.

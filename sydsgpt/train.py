@@ -36,14 +36,34 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import (
-    CheckpointMismatchError, RunState, capture_rng_state, check_compatible, load_checkpoint,
-    load_weights, restore_rng_state, save_checkpoint, tokenizer_identity, unwrap_model,
+    CheckpointMismatchError,
+    RunState,
+    capture_rng_state,
+    check_compatible,
+    load_checkpoint,
+    load_weights,
+    restore_rng_state,
+    save_checkpoint,
+    tokenizer_identity,
+    unwrap_model,
 )
 from .data import Batch, ResumableBatches, as_dataset
 from .divergence import DivergenceGuard, TrainingDiverged
-from .distributed import DistributedContext, all_reduce_mean, all_reduce_sum, barrier, current_context, gather_objects
+from .distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    current_context,
+    gather_objects,
+)
 from .files import (
-    CHECKPOINT_NAME, LOG_NAME, RUN_INFO_NAME, LockedRunFolder, atomic_write, lock_run_folder,
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    RUN_INFO_NAME,
+    LockedRunFolder,
+    atomic_write,
+    lock_run_folder,
 )
 from .interrupts import StopRequests, TrainingInterrupted
 from .logs import truncate_log
@@ -52,7 +72,14 @@ from .model import generate_simple
 from .objectives import Objective
 from .optim import apply_hyperparameters, build_optimizer, make_scheduler
 from .resume import record_changes, resume_changes
-from .runtime import autocast, configure_threads, configure_tf32, resolve_device, resolve_fast_paths, seed_everything
+from .runtime import (
+    autocast,
+    configure_threads,
+    configure_tf32,
+    resolve_device,
+    resolve_fast_paths,
+    seed_everything,
+)
 from .train_config import Session, StepOptions, TrainConfig
 from .validation import check_token_range
 
@@ -135,8 +162,12 @@ def train_step(
     return loss_value, norm_value
 
 
-def _mean_metrics(names: Sequence[str], batch_metrics: Sequence[Mapping[str, Any]],
-                  device: torch.device, ctx: DistributedContext) -> dict[str, float]:
+def _mean_metrics(
+    names: Sequence[str],
+    batch_metrics: Sequence[Mapping[str, Any]],
+    device: torch.device,
+    ctx: DistributedContext,
+) -> dict[str, float]:
     """Each metric of ``names``, averaged over micro-batches and processes."""
     if not names:
         return {}
@@ -147,9 +178,9 @@ def _mean_metrics(names: Sequence[str], batch_metrics: Sequence[Mapping[str, Any
 
 
 def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
-    """A short sha256 of a :class:`~sydsgpt.data.GPTDataset`'s token ids (their number, the first and
-    last ``sample`` of them), stored in checkpoints so a resume on other data is refused; ``None``
-    for other datasets."""
+    """A short sha256 of a :class:`~sydsgpt.data.GPTDataset`'s token ids (their number, the first
+    and last ``sample`` of them), stored in checkpoints so a resume on other data is refused;
+    ``None`` for other datasets."""
     ids = getattr(dataset, "token_ids", None)
     if not isinstance(ids, torch.Tensor):
         return None
@@ -161,14 +192,21 @@ def data_fingerprint(dataset: Any, sample: int = 1 << 20) -> str | None:
 
 
 def stop_requested(stop: StopRequests, ctx: DistributedContext, device: torch.device) -> bool:
-    """Whether a SIGINT/SIGTERM asked the run to stop (under DDP: any process's, so all stop at one step)."""
+    """Whether a SIGINT/SIGTERM asked the run to stop
+    (under DDP: any process's, so all stop at one step)."""
     flag = stop.signum is not None
     if ctx.enabled:
         flag = all_reduce_sum(torch.tensor(float(flag), device=device), ctx).item() > 0
     return flag
 
 
-def sample_text(model: nn.Module, tokenizer: Any, prompt: str, max_new_tokens: int, device: torch.device | str | None = None) -> str:
+def sample_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int,
+    device: torch.device | str | None = None,
+) -> str:
     """Greedy continuation of ``prompt`` (eval mode; the model's mode is restored)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     context = unwrap_model(model).config.context_length
@@ -233,13 +271,20 @@ def train(
             guards.enter_context(lock_run_folder(out))
         stop = guards.enter_context(StopRequests())
         data = (train_data, val_data)
-        return _train(model, data, cfg, tokenizer, session, out, stop,
-                      objective or NextTokenObjective())
+        return _train(
+            model, data, cfg, tokenizer, session, out, stop, objective or NextTokenObjective()
+        )
 
 
 def _train(
-    model: nn.Module, data: tuple[DataLoader | Dataset, Iterable[Batch] | None], cfg: TrainConfig,
-    tokenizer: Any, session: Session, out: Path | None, stop: StopRequests, objective: Objective,
+    model: nn.Module,
+    data: tuple[DataLoader | Dataset, Iterable[Batch] | None],
+    cfg: TrainConfig,
+    tokenizer: Any,
+    session: Session,
+    out: Path | None,
+    stop: StopRequests,
+    objective: Objective,
 ) -> list[dict[str, Any]]:
     """:func:`train`'s body, run while the output folder ``out`` (``session.out_dir``'s
     path) is locked and signals are caught; ``data`` is ``(train_data, val_data)``."""
@@ -254,19 +299,28 @@ def _train(
     raw = unwrap_model(model).to(device)
     raw.train()
     dataset = as_dataset(train_data, cfg.batch_size)
-    for what, data in (("the training data", dataset), ("the validation data", getattr(val_data, "dataset", None))):
-        if isinstance(getattr(data, "token_ids", None), torch.Tensor):  # a GPTDataset: check every id once
+    for what, data in (
+        ("the training data", dataset),
+        ("the validation data", getattr(val_data, "dataset", None)),
+    ):
+        if isinstance(
+            getattr(data, "token_ids", None), torch.Tensor
+        ):  # a GPTDataset: check every id once
             check_token_range(data.token_ids, raw.config.vocab_size, what)
     sharded = cfg.fsdp and ctx.enabled
     if sharded:  # FSDP2: before the optimizer is built, which must see the sharded parameters
         from .fsdp import full_state_views, load_full_state, shard_model
 
         shard_model(raw)
-    batches = ResumableBatches(dataset, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size)
+    batches = ResumableBatches(
+        dataset, cfg.batch_size, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size
+    )
     fingerprint = data_fingerprint(dataset)
     total_steps = cfg.total_steps(batches.batches_per_epoch)
     optimizer = build_optimizer(raw, cfg, device)
-    scheduler = make_scheduler(optimizer, total_steps, cfg.warmup_for(total_steps), cfg.min_lr_ratio)
+    scheduler = make_scheduler(
+        optimizer, total_steps, cfg.warmup_for(total_steps), cfg.min_lr_ratio
+    )
     seed_everything(cfg.seed + ctx.rank)
 
     checkpoint_path = out / CHECKPOINT_NAME if out is not None else None
@@ -284,8 +338,8 @@ def _train(
         changes = resume_changes(state.get("train_config"), cfg)
         if total_steps < int(state["step"]):
             raise CheckpointMismatchError(
-                f"the checkpoint {path} is at step {state['step']}, past the {total_steps} steps this run asks for; "
-                "give a larger --max-steps to continue it"
+                f"the checkpoint {path} is at step {state['step']}, past the {total_steps} steps "
+                "this run asks for; give a larger --max-steps to continue it"
             )
         if sharded:
             load_full_state(raw, optimizer, state["model"], state["optimizer"])
@@ -295,29 +349,48 @@ def _train(
         scheduler.load_state_dict(state["scheduler"])
         apply_hyperparameters(optimizer, scheduler, cfg, device)
         batches.load_state_dict(state["data"])
-        if state.get("data_fingerprint") and fingerprint and state["data_fingerprint"] != fingerprint:
+        if (
+            state.get("data_fingerprint")
+            and fingerprint
+            and state["data_fingerprint"] != fingerprint
+        ):
             raise CheckpointMismatchError(
-                f"the training data differs from the one {path} was trained on (as many sequences, other tokens); "
-                "resume with the same DATA, --val-fraction and tokenizer, or start a new run in another output directory"
+                f"the training data differs from the one {path} was trained on (as many sequences, "
+                "other tokens); resume with the same DATA, --val-fraction and tokenizer, or start "
+                "a new run in another output directory"
             )
         rng_states = state["rng"]
         restore_rng_state(rng_states[ctx.rank % len(rng_states)])
-        step, tokens_seen, last_checkpoint = int(state["step"]), int(state["tokens_seen"]), str(path)
+        step, tokens_seen, last_checkpoint = (
+            int(state["step"]),
+            int(state["tokens_seen"]),
+            str(path),
+        )
         if log_path is not None:
             history = truncate_log(log_path, step)
     elif log_path is not None:
         log_path.write_text("")
     if changes and ctx.is_main:
-        print(f"resuming at step {step} with changed training options, applied from step {step + 1}: "
-              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()), file=sys.stderr)
+        print(
+            f"resuming at step {step} with changed training options, applied from step {step + 1}: "
+            + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()),
+            file=sys.stderr,
+        )
     if out is not None and ctx.is_main:
-        run_info = {"model": raw.config.to_dict(), "train": cfg.to_dict(), "tokenizer": tokenizer_identity(tokenizer),
-                    "world_size": ctx.world_size, "changes": record_changes(out / RUN_INFO_NAME, step + 1, changes) if resume else []}
+        run_info = {
+            "model": raw.config.to_dict(),
+            "train": cfg.to_dict(),
+            "tokenizer": tokenizer_identity(tokenizer),
+            "world_size": ctx.world_size,
+            "changes": record_changes(out / RUN_INFO_NAME, step + 1, changes) if resume else [],
+        }
         atomic_write(out / RUN_INFO_NAME, json.dumps(run_info, indent=2) + "\n")
 
     step_model: nn.Module = raw
     if ctx.enabled and not sharded:
-        step_model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.compile:
         step_model = torch.compile(step_model, backend=cfg.compile_backend)
 
@@ -328,10 +401,20 @@ def _train(
     def evaluate(record: dict[str, Any]) -> None:
         if val_data is not None:
             metrics: dict[str, float] = {}
-            record["val_loss"] = loader_loss(raw, val_data, cfg.eval_batches, device, amp_dtype,
-                                             ctx, objective=objective, metrics=metrics)
+            record["val_loss"] = loader_loss(
+                raw,
+                val_data,
+                cfg.eval_batches,
+                device,
+                amp_dtype,
+                ctx,
+                objective=objective,
+                metrics=metrics,
+            )
             record.update({f"val_{name}": value for name, value in metrics.items()})
-        if tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded):  # FSDP: every process runs the model
+        if (
+            tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded)
+        ):  # FSDP: every process runs the model
             with autocast(device, amp_dtype):
                 sample = sample_text(raw, tokenizer, cfg.sample_prompt, cfg.sample_tokens, device)
             if ctx.is_main:
@@ -353,7 +436,10 @@ def _train(
                 parts.append(f"train loss {record['train_loss']:.3f}")
             if "val_loss" in record:
                 parts.append(f"val loss {record['val_loss']:.3f}")
-            tqdm.write(", ".join(parts) + (f" | {record['sample']!r}" if "sample" in record else ""), file=sys.stderr)
+            tqdm.write(
+                ", ".join(parts) + (f" | {record['sample']!r}" if "sample" in record else ""),
+                file=sys.stderr,
+            )
 
     if step == 0 and cfg.eval_at_start and cfg.eval_interval:
         record = {"step": 0, "epoch": 0.0, "tokens_seen": 0}
@@ -362,8 +448,15 @@ def _train(
         report(record)
 
     end = total_steps if stop_after is None else min(total_steps, stop_after)
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", mininterval=progress_interval,
-               disable=not (show_progress and ctx.is_main), file=sys.stderr)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc="training",
+        unit="step",
+        mininterval=progress_interval,
+        disable=not (show_progress and ctx.is_main),
+        file=sys.stderr,
+    )
     smoothed_tps = None
     guard = DivergenceGuard(raw, ctx, device)
     try:
@@ -374,8 +467,14 @@ def _train(
             lr = optimizer.param_groups[0]["lr"]
             try:
                 loss, grad_norm = train_step(
-                    step_model, micro_batches, optimizer, scheduler=scheduler, options=step_options,
-                    objective=objective, step=step + 1, metrics=step_metrics,
+                    step_model,
+                    micro_batches,
+                    optimizer,
+                    scheduler=scheduler,
+                    options=step_options,
+                    objective=objective,
+                    step=step + 1,
+                    metrics=step_metrics,
                 )
                 guard.after_step(step + 1, loss, grad_norm)
             except TrainingDiverged as exc:
@@ -386,8 +485,13 @@ def _train(
             tps = n_tokens / max(time.perf_counter() - start, 1e-9)
             smoothed_tps = tps if smoothed_tps is None else 0.9 * smoothed_tps + 0.1 * tps
             record = {
-                "step": step, "epoch": round(batches.progress, 4), "tokens_seen": tokens_seen, "lr": lr,
-                "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1),
+                "step": step,
+                "epoch": round(batches.progress, 4),
+                "tokens_seen": tokens_seen,
+                "lr": lr,
+                "train_loss": loss,
+                "grad_norm": grad_norm,
+                "tokens_per_s": round(tps, 1),
                 **{f"train_{name}": value for name, value in step_metrics.items()},
             }
             if changes:  # the first step of a resumed session that changed options
@@ -405,22 +509,40 @@ def _train(
                     guard.before_save(step, loss, grad_norm, raw, optimizer)
                 except TrainingDiverged as exc:
                     raise exc.naming(last_checkpoint) from None
-            if checkpoint_path is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0) or interrupted):
+            if checkpoint_path is not None and (
+                step == end or (checkpoint_every and step % checkpoint_every == 0) or interrupted
+            ):
                 rng_states = gather_objects(capture_rng_state(), ctx)
-                saved_model, saved_optimizer = full_state_views(raw, optimizer) if sharded else (raw, optimizer)
+                saved_model, saved_optimizer = (
+                    full_state_views(raw, optimizer) if sharded else (raw, optimizer)
+                )
                 if ctx.is_main:
-                    run = RunState(step=step, tokens_seen=tokens_seen, train_config=cfg.to_dict(),
-                                   rng=rng_states, data=batches.state_dict(),
-                                   data_fingerprint=fingerprint)
-                    save_checkpoint(checkpoint_path, saved_model, saved_optimizer, scheduler,
-                                    tokenizer=tokenizer, run=run)
+                    run = RunState(
+                        step=step,
+                        tokens_seen=tokens_seen,
+                        train_config=cfg.to_dict(),
+                        rng=rng_states,
+                        data=batches.state_dict(),
+                        data_fingerprint=fingerprint,
+                    )
+                    save_checkpoint(
+                        checkpoint_path,
+                        saved_model,
+                        saved_optimizer,
+                        scheduler,
+                        tokenizer=tokenizer,
+                        run=run,
+                    )
                 last_checkpoint = str(checkpoint_path)
                 barrier(ctx)
             if interrupted:
-                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, last_checkpoint if checkpoint_path else None)
+                raise TrainingInterrupted(
+                    stop.signum or signal.SIGTERM,
+                    step,
+                    last_checkpoint if checkpoint_path else None,
+                )
     finally:
         bar.close()
         if log_file is not None:
             log_file.close()
     return history
-

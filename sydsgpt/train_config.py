@@ -20,7 +20,13 @@ import torch
 
 from .runtime import DTYPES, Dtype, check_device_name
 from .validation import (
-    check_bool, check_choice, check_int, check_keys, check_positive_int, check_real, check_str,
+    check_bool,
+    check_choice,
+    check_int,
+    check_keys,
+    check_positive_int,
+    check_real,
+    check_str,
     field_names,
 )
 
@@ -43,11 +49,11 @@ class TrainConfig:
 
     **Resuming** (``Session(resume=True)``, ``sydsgpt train ... --resume``): the four fields
     marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
-    decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the checkpoint's, or
-    resume refuses and lists the differences. Every other field may change and applies from
-    the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or ``epochs``
-    recomputes the schedule at the step reached; ``weight_decay`` and the betas go into the
-    optimizer; the rest are read at every step. Each change is recorded in the first log record
+    decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the
+    checkpoint's, or resume refuses and lists the differences. Every other field may change and
+    applies from the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or
+    ``epochs`` recomputes the schedule at the step reached; ``weight_decay`` and the betas go into
+    the optimizer; the rest are read at every step. Each change is recorded in the first log record
     of the resumed session (``"changed": {field: [old, new]}``) and in ``run.json``
     (``"changes"``: step, option, from, to).
     """
@@ -57,11 +63,14 @@ class TrainConfig:
     epochs: int = 1
     """Passes over the training data (when ``max_steps`` is not given)."""
     batch_size: int = 8
-    """Sequences per micro-batch, over all processes together. Fixed for a run (resume refuses a change)."""
+    """Sequences per micro-batch, over all processes
+    together. Fixed for a run (resume refuses a change)."""
     seq_len: int | None = None
-    """Tokens per training sequence; ``None``: the model's ``context_length``. Fixed for a run (resume refuses a change)."""
+    """Tokens per training sequence; ``None``: the model's
+    ``context_length``. Fixed for a run (resume refuses a change)."""
     grad_accum_steps: int = 1
-    """Micro-batches whose gradients are summed into one optimizer step. Fixed for a run (resume refuses a change)."""
+    """Micro-batches whose gradients are summed into one
+    optimizer step. Fixed for a run (resume refuses a change)."""
     lr: float = 4e-4
     """Peak learning rate, reached at the end of the warm-up."""
     min_lr_ratio: float = 0.1
@@ -89,11 +98,13 @@ class TrainConfig:
     checkpoint_interval: int | None = None
     """Save every this many steps (``None``: at each evaluation); always at the end."""
     seed: int = 123
-    """Seeds the initialisation, dropout and the data order. Fixed for a run (resume refuses a change)."""
+    """Seeds the initialisation, dropout and the data
+    order. Fixed for a run (resume refuses a change)."""
     device: str = "auto"
     """``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
     dtype: Dtype = "auto"
-    """``auto`` (bfloat16 autocast on a CUDA GPU that supports it, else float32), ``float32`` or ``bfloat16``."""
+    """``auto`` (bfloat16 autocast on a CUDA GPU that supports
+    it, else float32), ``float32`` or ``bfloat16``."""
     compile: bool = False
     """Run the training step through ``torch.compile``."""
     compile_backend: str = "inductor"
@@ -111,18 +122,43 @@ class TrainConfig:
     with the same thread count: the book's runs pin it."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum_steps", "max_steps", "seq_len", "checkpoint_interval", "eval_batches", "threads"):
-            check_positive_int(getattr(self, name), f"TrainConfig.{name}", allow_none=name not in ("epochs", "batch_size", "grad_accum_steps"))
+        for name in (
+            "epochs",
+            "batch_size",
+            "grad_accum_steps",
+            "max_steps",
+            "seq_len",
+            "checkpoint_interval",
+            "eval_batches",
+            "threads",
+        ):
+            check_positive_int(
+                getattr(self, name),
+                f"TrainConfig.{name}",
+                allow_none=name not in ("epochs", "batch_size", "grad_accum_steps"),
+            )
         for name in ("warmup_steps", "eval_interval", "sample_tokens"):
-            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=0, allow_none=name == "warmup_steps")
+            check_int(
+                getattr(self, name),
+                f"TrainConfig.{name}",
+                minimum=0,
+                allow_none=name == "warmup_steps",
+            )
         check_int(self.seed, "TrainConfig.seed")
         check_real(self.lr, "TrainConfig.lr", low=0, low_open=True)
         check_real(self.min_lr_ratio, "TrainConfig.min_lr_ratio", low=0, high=1)
         check_real(self.weight_decay, "TrainConfig.weight_decay", low=0)
         for name in ("beta1", "beta2"):
             check_real(getattr(self, name), f"TrainConfig.{name}", low=0, high=1, high_open=True)
-        check_real(self.grad_clip, "TrainConfig.grad_clip", low=0, low_open=True, allow_none=True,
-                   hint="a clip <= 0 would flip or zero the gradient; use None (--grad-clip none) for no clipping")
+        check_real(
+            self.grad_clip,
+            "TrainConfig.grad_clip",
+            low=0,
+            low_open=True,
+            allow_none=True,
+            hint="a clip <= 0 would flip or zero the gradient; use None (--grad-clip none) for no "
+            "clipping",
+        )
         for name in ("eval_at_start", "compile", "fsdp"):
             check_bool(getattr(self, name), f"TrainConfig.{name}")
         for name in ("tf32", "fused_adamw"):
@@ -130,8 +166,10 @@ class TrainConfig:
         for name in ("sample_prompt", "device", "compile_backend"):
             check_str(getattr(self, name), f"TrainConfig.{name}")
         if self.sample_tokens and not self.sample_prompt:
-            raise ValueError("TrainConfig.sample_prompt must not be empty when TrainConfig.sample_tokens > 0 (a sample continues a prompt); "
-                             "give a prompt or set sample_tokens to 0")
+            raise ValueError(
+                "TrainConfig.sample_prompt must not be empty when TrainConfig.sample_tokens > 0 (a "
+                "sample continues a prompt); give a prompt or set sample_tokens to 0"
+            )
         check_device_name(self.device)
         check_choice(self.dtype, "TrainConfig.dtype", DTYPES)
 
@@ -180,8 +218,10 @@ class Session:
         check_bool(self.show_progress, "Session.show_progress")
         check_real(self.progress_interval, "Session.progress_interval", low=0)
         if self.resume is True and self.out_dir is None:
-            raise ValueError("resume=True needs out_dir (the checkpoint is out_dir/checkpoint.pt), "
-                             "or pass resume=<path>")
+            raise ValueError(
+                "resume=True needs out_dir (the checkpoint is out_dir/checkpoint.pt), "
+                "or pass resume=<path>"
+            )
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,13 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--answers", action="append", default=[], metavar="PATH",
-        help="check YOUR exercise answers in PATH (a chapter notebook or a .py file of answers) and run only "
-        "that check; may be given more than once. For a file outside the project write --answers=PATH.",
+        "--answers",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="check YOUR exercise answers in PATH (a chapter notebook or a .py file of answers) "
+        "and run only that check; may be given more than once. For a file outside the project "
+        "write --answers=PATH.",
     )
 
 

@@ -45,7 +45,11 @@ MISSING_HELP = (
 def find_chromium() -> str | None:
     """The path of the system Chromium, or None."""
     for candidate in CHROMIUM_CANDIDATES:
-        path = candidate if os.path.isabs(candidate) and os.access(candidate, os.X_OK) else shutil.which(candidate)
+        path = (
+            candidate
+            if os.path.isabs(candidate) and os.access(candidate, os.X_OK)
+            else shutil.which(candidate)
+        )
         if path:
             return path
     return None
@@ -89,7 +93,10 @@ def chromium_context(executable: str) -> Iterator[BrowserContext]:
     """A Playwright persistent context of the system Chromium with an empty, temporary profile."""
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="sydsgpt-chromium-") as profile, sync_playwright() as pw:
+    with (
+        tempfile.TemporaryDirectory(prefix="sydsgpt-chromium-") as profile,
+        sync_playwright() as pw,
+    ):
         context = pw.chromium.launch_persistent_context(
             user_data_dir=profile,
             executable_path=executable,
@@ -104,8 +111,11 @@ def chromium_context(executable: str) -> Iterator[BrowserContext]:
             context.close()
 
 
-def open_page(context: BrowserContext, url: str, allowed_host: str = "127.0.0.1") -> tuple[Page, PageProblems]:
-    """Open ``url`` in a new tab, recording console errors, page errors and failed or blocked requests.
+def open_page(
+    context: BrowserContext, url: str, allowed_host: str = "127.0.0.1"
+) -> tuple[Page, PageProblems]:
+    """Open ``url`` in a new tab, recording console errors, page errors and failed or blocked
+    requests.
 
     Requests to any host other than ``allowed_host`` are aborted and recorded.
     """
@@ -121,13 +131,27 @@ def open_page(context: BrowserContext, url: str, allowed_host: str = "127.0.0.1"
             route_obj.abort()
 
     page.route("**/*", route)
-    page.on("console", lambda msg: msg.type == "error" and problems.console_errors.append(
-        f"console error: {msg.text} ({msg.location.get('url', '')})"))
+    page.on(
+        "console",
+        lambda msg: (
+            msg.type == "error"
+            and problems.console_errors.append(
+                f"console error: {msg.text} ({msg.location.get('url', '')})"
+            )
+        ),
+    )
     page.on("pageerror", lambda exc: problems.page_errors.append(f"uncaught exception: {exc}"))
-    page.on("requestfailed", lambda req: problems.failed_requests.append(
-        f"request failed: {req.url} ({req.failure})"))
-    page.on("response", lambda resp: resp.status >= 400 and problems.failed_requests.append(
-        f"HTTP {resp.status}: {resp.url}"))
+    page.on(
+        "requestfailed",
+        lambda req: problems.failed_requests.append(f"request failed: {req.url} ({req.failure})"),
+    )
+    page.on(
+        "response",
+        lambda resp: (
+            resp.status >= 400
+            and problems.failed_requests.append(f"HTTP {resp.status}: {resp.url}")
+        ),
+    )
     page.goto(url, wait_until="load")
     return page, problems
 

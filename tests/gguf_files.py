@@ -30,8 +30,12 @@ def add_quantized(writer: Any, name: str, weight: np.ndarray, qtype: Any) -> Non
     writer.add_tensor(name, quantize(weight, qtype), raw_dtype=qtype)
 
 
-def write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, Any]],
-               metadata: dict[str, Any] | None = None, arch: str = "llama") -> Path:
+def write_gguf(
+    path: Path,
+    tensors: dict[str, tuple[np.ndarray, Any]],
+    metadata: dict[str, Any] | None = None,
+    arch: str = "llama",
+) -> Path:
     """Write ``tensors`` (name -> (float32 weight, type)) and typed ``metadata`` to ``path``.
 
     ``metadata`` values: str, bool, int (u32), float (f32), or a list (an array).
@@ -77,8 +81,12 @@ def small_gguf(path: Path) -> Path:
     writer.add_array("t.arr_int", [1, 2, 3])
     writer.add_array("t.arr_str", ["a", "bc", ""])
     writer.add_array("t.arr_nested", [[1, 2], [3]])
-    for name, (rows, cols), qtype in (("w_f32", (3, 8), Q.F32), ("w_f16", (2, 16), Q.F16),
-                                      ("w_q8", (2, 64), Q.Q8_0), ("w_q41", (2, 32), Q.Q4_1)):
+    for name, (rows, cols), qtype in (
+        ("w_f32", (3, 8), Q.F32),
+        ("w_f16", (2, 16), Q.F16),
+        ("w_q8", (2, 64), Q.Q8_0),
+        ("w_q41", (2, 32), Q.Q4_1),
+    ):
         add_quantized(writer, name, random_weight(rows, cols, seed=rows * cols), qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -89,15 +97,30 @@ def small_gguf(path: Path) -> Path:
 
 # ---------------------------------------------------------------- a tiny llama and its tokenizer
 
-TINY_LLAMA = {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
-              "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True}
+TINY_LLAMA = {
+    "vocab_size": 300,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+}
 
-_LLAMA_CPP_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-                    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-                    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-                    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                    "mlp.down_proj": "ffn_down"}
+_LLAMA_CPP_NAMES = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
 
 
 def llama_cpp_order(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -116,7 +139,7 @@ def llama_gguf_tensors(state: dict[str, Any], cfg: dict[str, Any], qtype: Any) -
         elif name == "model.norm.weight":
             out["output_norm.weight"] = (w, Q.F32)
         elif name.startswith("model.layers."):
-            n, part = name[len("model.layers."):].removesuffix(".weight").split(".", 1)
+            n, part = name[len("model.layers.") :].removesuffix(".weight").split(".", 1)
             if part == "self_attn.q_proj":
                 w = llama_cpp_order(w, cfg["num_attention_heads"])
             elif part == "self_attn.k_proj":
@@ -126,20 +149,24 @@ def llama_gguf_tensors(state: dict[str, Any], cfg: dict[str, Any], qtype: Any) -
 
 
 def llama_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"llama.block_count": cfg["num_hidden_layers"],
-            "llama.context_length": cfg["max_position_embeddings"],
-            "llama.embedding_length": cfg["hidden_size"],
-            "llama.feed_forward_length": cfg["intermediate_size"],
-            "llama.attention.head_count": cfg["num_attention_heads"],
-            "llama.attention.head_count_kv": cfg["num_key_value_heads"],
-            "llama.rope.freq_base": cfg["rope_theta"],
-            "llama.attention.layer_norm_rms_epsilon": cfg["rms_norm_eps"],
-            "llama.vocab_size": cfg["vocab_size"]}
+    return {
+        "llama.block_count": cfg["num_hidden_layers"],
+        "llama.context_length": cfg["max_position_embeddings"],
+        "llama.embedding_length": cfg["hidden_size"],
+        "llama.feed_forward_length": cfg["intermediate_size"],
+        "llama.attention.head_count": cfg["num_attention_heads"],
+        "llama.attention.head_count_kv": cfg["num_key_value_heads"],
+        "llama.rope.freq_base": cfg["rope_theta"],
+        "llama.attention.layer_norm_rms_epsilon": cfg["rms_norm_eps"],
+        "llama.vocab_size": cfg["vocab_size"],
+    }
 
 
-CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-                   "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-                   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def chat_tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
@@ -147,10 +174,12 @@ def chat_tokenizer_metadata(tokenizer: Any) -> dict[str, Any]:
     template and ``<|im_start|>`` / ``<|im_end|>`` as bos / eos."""
     from sydsgpt.gguf_tokenizer import tokenizer_metadata
 
-    return {**tokenizer_metadata(tokenizer),
-            "tokenizer.ggml.bos_token_id": tokenizer.special_tokens["<|im_start|>"],
-            "tokenizer.ggml.eos_token_id": tokenizer.special_tokens["<|im_end|>"],
-            "tokenizer.chat_template": CHATML_TEMPLATE}
+    return {
+        **tokenizer_metadata(tokenizer),
+        "tokenizer.ggml.bos_token_id": tokenizer.special_tokens["<|im_start|>"],
+        "tokenizer.ggml.eos_token_id": tokenizer.special_tokens["<|im_end|>"],
+        "tokenizer.chat_template": CHATML_TEMPLATE,
+    }
 
 
 def smollm2_reference_tokenizer(path: Path) -> Any:
@@ -164,9 +193,12 @@ def smollm2_reference_tokenizer(path: Path) -> Any:
     from tokenizers import pre_tokenizers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     return tokenizer
 
 
@@ -200,7 +232,7 @@ def mutations(content: bytes, n: int, seed: int) -> list[bytes]:
         elif kind == 1:
             pos = int(rng.integers(0, len(data) - 8))
             huge = int(rng.integers(1, 2**63)) >> int(rng.integers(0, 60))
-            data[pos: pos + 8] = struct.pack("<Q", huge)
+            data[pos : pos + 8] = struct.pack("<Q", huge)
         else:
             data = data[: int(rng.integers(0, len(data)))]
         out.append(bytes(data))
@@ -215,8 +247,11 @@ def tiny_chat_gguf(path: Path) -> Path:
     from sydsgpt.bpe import BPETokenizer
 
     text = "hello there, how are you? I am fine; the system said 2 + 2 = 4. " * 30
-    bpe = BPETokenizer().train(text, TINY_LLAMA["vocab_size"],
-                               special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    bpe = BPETokenizer().train(
+        text,
+        TINY_LLAMA["vocab_size"],
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    )
     torch.manual_seed(0)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
     tensors = llama_gguf_tensors(hf.state_dict(), TINY_LLAMA, Q.Q8_0)

@@ -21,9 +21,17 @@ from sydsgpt.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY: dict[str, Any] = {"vocab_size": 61, "embedding_dim": 16, "context_length": 12, "num_layers": 2, "num_heads": 4,
-                        "dropout": 0.0, "qkv_bias": True}
-"""The tiny model most unit tests build: every field can be overridden through :func:`tiny_config`."""
+TINY: dict[str, Any] = {
+    "vocab_size": 61,
+    "embedding_dim": 16,
+    "context_length": 12,
+    "num_layers": 2,
+    "num_heads": 4,
+    "dropout": 0.0,
+    "qkv_bias": True,
+}
+"""The tiny model most unit tests build: every field
+can be overridden through :func:`tiny_config`."""
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:
@@ -61,11 +69,17 @@ def seeded_randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32)
 
 VOCAB = 23
 SEQ = 8
-TRAIN_TINY = tiny_config(vocab_size=VOCAB, context_length=SEQ, num_heads=2, dropout=0.1, qkv_bias=False)
-"""The model the training tests train (dropout on, so its randomness is part of what resumes exactly)."""
+TRAIN_TINY = tiny_config(
+    vocab_size=VOCAB, context_length=SEQ, num_heads=2, dropout=0.1, qkv_bias=False
+)
+"""The model the training tests train (dropout on, so
+its randomness is part of what resumes exactly)."""
 
 # A small text with structure a tiny model picks up in a few dozen steps.
-TINY_TEXT = "".join(f"line {i % 7}: the {w} cat sat on the {w} mat.\n" for i, w in enumerate(["red", "blue", "green"] * 60))
+TINY_TEXT = "".join(
+    f"line {i % 7}: the {w} cat sat on the {w} mat.\n"
+    for i, w in enumerate(["red", "blue", "green"] * 60)
+)
 
 # Model config for the command-line tests (vocab_size is replaced by the tokenizer's size).
 CLI_MODEL = tiny_config(vocab_size=1, context_length=16, num_layers=1, num_heads=2, qkv_bias=False)
@@ -88,13 +102,24 @@ def patterned_ids(n: int = 700, seed: int = 0) -> torch.Tensor:
 def datasets(seed: int = 0) -> tuple[GPTDataset, DataLoader]:
     """A training dataset and a validation loader of non-overlapping windows."""
     train = GPTDataset(patterned_ids(700, seed), SEQ, SEQ)
-    val = DataLoader(GPTDataset(patterned_ids(200, seed + 1), SEQ, SEQ), batch_size=4, shuffle=False)
+    val = DataLoader(
+        GPTDataset(patterned_ids(200, seed + 1), SEQ, SEQ), batch_size=4, shuffle=False
+    )
     return train, val
 
 
 def config(**overrides: Any) -> TrainConfig:
     """A CPU training config for the tiny model (quiet: no samples)."""
-    base = {"max_steps": 12, "batch_size": 4, "lr": 3e-3, "eval_interval": 4, "eval_batches": 2, "sample_tokens": 0, "device": "cpu", "seed": 7}
+    base = {
+        "max_steps": 12,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "eval_interval": 4,
+        "eval_batches": 2,
+        "sample_tokens": 0,
+        "device": "cpu",
+        "seed": 7,
+    }
     return TrainConfig(**{**base, **overrides})
 
 
@@ -116,8 +141,25 @@ def write_cli_inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 def cli_args(text: Path, cfg: Path, out: Path, *extra: str) -> list[str]:
     """``sydsgpt train`` arguments for a tiny, fast, quiet run (a 280-id BPE tokenizer)."""
-    return [str(text), "--config", str(cfg), "--tokenizer", "bpe:280", "--out", str(out), "--batch-size", "4",
-            "--eval-batches", "2", "--sample-tokens", "0", "--device", "cpu", "--quiet", *extra]
+    return [
+        str(text),
+        "--config",
+        str(cfg),
+        "--tokenizer",
+        "bpe:280",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--eval-batches",
+        "2",
+        "--sample-tokens",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -125,15 +167,21 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def start_cli(args: list[str], launcher: Sequence[str] = (), output: Any = subprocess.PIPE) -> subprocess.Popen[str]:
-    """Start ``python [LAUNCHER...] -m sydsgpt.cli train ARGS`` (e.g. ``-m torch.distributed.run ...``);
-    its stdout and stderr go to ``output`` (a pipe by default, read by :func:`finish`)."""
+def start_cli(
+    args: list[str], launcher: Sequence[str] = (), output: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """Start ``python [LAUNCHER...] -m sydsgpt.cli train ARGS`` (e.g.
+    ``-m torch.distributed.run ...``); its stdout and stderr go to ``output`` (a pipe by default,
+    read by :func:`finish`)."""
     command = [sys.executable, *launcher, "-m", "sydsgpt.cli", "train", *args]
-    return subprocess.Popen(command, env=subprocess_env(), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, env=subprocess_env(), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    """Wait for a process from :func:`start_cli`; fail the test (with its output) on a non-zero exit."""
+    """Wait for a process from :func:`start_cli`; fail
+    the test (with its output) on a non-zero exit."""
     output, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, (output or "")[-3000:]
     return output or ""
@@ -146,13 +194,18 @@ def logged(out: Path, key: str) -> dict[int, float]:
     return {r["step"]: r[key] for r in read_log(out / "log.jsonl") if key in r}
 
 
-# ---------------------------------------------------------------------------- the Hugging Face Hub, offline
+# -------------------------------------------------------------------- the Hugging Face Hub, offline
 
 
-def fake_hub(monkeypatch: Any, source: Path, sha_override: dict[str, str] | None = None,
-             fail: Exception | None = None) -> None:
-    """A stand-in ``huggingface_hub`` that "downloads" from a local folder and publishes its real sizes and
-    hashes (``sha_override``: other published hashes; ``fail``: what ``model_info`` raises)."""
+def fake_hub(
+    monkeypatch: Any,
+    source: Path,
+    sha_override: dict[str, str] | None = None,
+    fail: Exception | None = None,
+) -> None:
+    """A stand-in ``huggingface_hub`` that "downloads" from a local folder and publishes its real
+    sizes and hashes (``sha_override``: other published hashes; ``fail``: what ``model_info``
+    raises)."""
     hub = types.ModuleType("huggingface_hub")
     files = sorted(p.name for p in source.iterdir())
 
@@ -160,10 +213,16 @@ def fake_hub(monkeypatch: Any, source: Path, sha_override: dict[str, str] | None
         def model_info(self, repo_id, revision=None, files_metadata=False):
             if fail is not None:
                 raise fail
-            siblings = [types.SimpleNamespace(
-                rfilename=n, size=(source / n).stat().st_size,
-                lfs=types.SimpleNamespace(sha256=(sha_override or {}).get(n, file_sha256(source / n))))
-                for n in files]
+            siblings = [
+                types.SimpleNamespace(
+                    rfilename=n,
+                    size=(source / n).stat().st_size,
+                    lfs=types.SimpleNamespace(
+                        sha256=(sha_override or {}).get(n, file_sha256(source / n))
+                    ),
+                )
+                for n in files
+            ]
             return types.SimpleNamespace(sha="0" * 40, siblings=siblings)
 
     def snapshot_download(repo_id, revision=None, allow_patterns=None, local_dir=None):

@@ -14,17 +14,35 @@ from html.parser import HTMLParser
 _EXTERNAL = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
 # <link rel=...> values whose href the browser fetches (or connects to) by itself.
 _LOADING_RELS = {
-    "stylesheet", "preload", "modulepreload", "prefetch", "preconnect", "dns-prefetch",
-    "icon", "shortcut", "apple-touch-icon", "mask-icon", "manifest",
+    "stylesheet",
+    "preload",
+    "modulepreload",
+    "prefetch",
+    "preconnect",
+    "dns-prefetch",
+    "icon",
+    "shortcut",
+    "apple-touch-icon",
+    "mask-icon",
+    "manifest",
 }
 # Elements whose src/data/poster attribute the browser fetches on page load.
 _LOADING_ATTRS = {
-    "script": ("src",), "img": ("src", "srcset"), "iframe": ("src",), "embed": ("src",),
-    "object": ("data",), "video": ("src", "poster"), "audio": ("src",), "source": ("src", "srcset"),
-    "track": ("src",), "input": ("src",),
+    "script": ("src",),
+    "img": ("src", "srcset"),
+    "iframe": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "source": ("src", "srcset"),
+    "track": ("src",),
+    "input": ("src",),
 }
 # url(...) and @import "..." in CSS (stylesheets, <style> blocks, style="" attributes).
-_CSS_URL = re.compile(r"""url\(\s*(['"]?)(?P<url>[^'")]+)\1\s*\)|@import\s+(['"])(?P<imp>[^'"]+)\3""", re.IGNORECASE)
+_CSS_URL = re.compile(
+    r"""url\(\s*(['"]?)(?P<url>[^'")]+)\1\s*\)|@import\s+(['"])(?P<imp>[^'"]+)\3""", re.IGNORECASE
+)
 # A script or stylesheet URL written inside an inline <script>: a loader that injects it.
 _INLINE_SCRIPT_URL = re.compile(
     r"""(?:https?:)?//[\w.-]+\.[a-z]{2,}/[^\s'"`)]*\.(?:m?js|css|woff2?|ttf|otf)\b""", re.IGNORECASE
@@ -66,7 +84,11 @@ class _Scanner(HTMLParser):
                 self.findings.append(f"<link rel={a.get('rel')}> loads {a['href']}")
         if "style" in a:
             self.findings += external_resources_in_css(a["style"], where=f"<{tag} style>")
-        if tag == "script" and not a.get("src") and a.get("type", "").lower() not in _DATA_SCRIPT_TYPES:
+        if (
+            tag == "script"
+            and not a.get("src")
+            and a.get("type", "").lower() not in _DATA_SCRIPT_TYPES
+        ):
             self._in, self._text = "script", []
         elif tag == "style":
             self._in, self._text = "style", []
@@ -82,7 +104,9 @@ class _Scanner(HTMLParser):
         if tag == "style":
             self.findings += external_resources_in_css(text)
         else:
-            self.findings += [f"inline <script> loads {m.group(0)}" for m in _INLINE_SCRIPT_URL.finditer(text)]
+            self.findings += [
+                f"inline <script> loads {m.group(0)}" for m in _INLINE_SCRIPT_URL.finditer(text)
+            ]
         self._in = None
 
 

@@ -15,7 +15,9 @@ from sydsgpt.config import Kernels
 IMPLS = ("explicit", "sdpa")
 
 
-def make_mha(impl: str = "explicit", seed: int = 0, fused_qkv: bool = True, **overrides) -> MultiHeadAttention:
+def make_mha(
+    impl: str = "explicit", seed: int = 0, fused_qkv: bool = True, **overrides
+) -> MultiHeadAttention:
     """A small layer: 8 features in, 12 out, 3 heads of 4, context 10, in eval mode."""
     kwargs = dict(d_in=8, d_out=12, context_length=10, num_heads=3, dropout=0.0, qkv_bias=True)
     kwargs.update(overrides)
@@ -25,7 +27,9 @@ def make_mha(impl: str = "explicit", seed: int = 0, fused_qkv: bool = True, **ov
     return mha
 
 
-def inputs(batch: int = 2, tokens: int = 7, features: int = 8, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
+def inputs(
+    batch: int = 2, tokens: int = 7, features: int = 8, seed: int = 1, dtype=torch.float32
+) -> torch.Tensor:
     return seeded_randn(batch, tokens, features, seed=seed, dtype=dtype)
 
 
@@ -51,7 +55,9 @@ def test_causal_mask_square_hides_the_future() -> None:
 
 def test_causal_mask_with_cached_keys_offsets_the_queries() -> None:
     # Two new queries at absolute positions 3 and 4 of five keys.
-    expected = torch.tensor([[False, False, False, False, True], [False, False, False, False, False]])
+    expected = torch.tensor(
+        [[False, False, False, False, True], [False, False, False, False, False]]
+    )
     assert torch.equal(causal_mask(2, 5), expected)
     assert not causal_mask(1, 6).any()  # the newest token sees every key
 
@@ -148,7 +154,11 @@ def test_mha_matches_a_head_by_head_reference(impl: str, qkv_bias: bool) -> None
 
 def test_state_dict_names_match_the_original_project() -> None:
     names = set(make_mha(qkv_bias=True).state_dict())
-    expected = {f"{layer}.{p}" for layer in ("weight_query", "weight_key", "weight_value") for p in ("weight", "bias")}
+    expected = {
+        f"{layer}.{p}"
+        for layer in ("weight_query", "weight_key", "weight_value")
+        for p in ("weight", "bias")
+    }
     expected |= {"output_projection.weight", "output_projection.bias"}
     assert names == expected
     assert "weight_query.bias" not in make_mha(qkv_bias=False).state_dict()
@@ -182,7 +192,9 @@ def test_fused_and_separate_qkv_projections_agree(impl: str) -> None:
         assert torch.allclose(g, g_separate[name], atol=1e-12), name
 
 
-def _projection_weight_rows(mha: MultiHeadAttention, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def _projection_weight_rows(
+    mha: MultiHeadAttention, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
     """Rows of the weight of every ``F.linear`` call one forward of ``mha`` makes."""
     import sydsgpt.attention as attention
 
@@ -200,7 +212,9 @@ def _projection_weight_rows(mha: MultiHeadAttention, x: torch.Tensor, monkeypatc
     return rows
 
 
-def test_fused_qkv_is_one_product_with_gradients_and_three_without(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fused_qkv_is_one_product_with_gradients_and_three_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     mha, x = make_mha(fused_qkv=True), inputs()
     # Training: one (3 * d_out)-row product for Q, K, V, then the output projection.
     assert _projection_weight_rows(mha, x, monkeypatch) == [3 * mha.d_out, mha.d_out]
@@ -210,7 +224,9 @@ def test_fused_qkv_is_one_product_with_gradients_and_three_without(monkeypatch: 
         assert torch.allclose(mha(x), make_mha(fused_qkv=False)(x), atol=1e-6)
 
 
-def test_one_new_token_after_a_cached_prefix_builds_no_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_new_token_after_a_cached_prefix_builds_no_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import sydsgpt.attention as attention
 
     mha, x = make_mha("sdpa"), inputs(tokens=5)
@@ -314,7 +330,10 @@ def test_an_unknown_state_dict_key_is_refused() -> None:
 
 
 def test_num_heads_must_divide_d_out() -> None:
-    with pytest.raises(ValueError, match=r"num_heads \(5\) must be a divisor of d_out \(12\).*\[1, 2, 3, 4, 6, 12\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"num_heads \(5\) must be a divisor of d_out \(12\).*\[1, 2, 3, 4, 6, 12\]",
+    ):
         MultiHeadAttention(8, 12, 10, num_heads=5)
     with pytest.raises(ValueError, match="num_heads must be a positive integer"):
         MultiHeadAttention(8, 12, 10, num_heads=0)
@@ -340,7 +359,10 @@ def test_input_longer_than_context_length_is_a_clear_error(impl: str) -> None:
 
 def test_wrong_input_rank_or_width_is_a_clear_error() -> None:
     mha = make_mha()
-    with pytest.raises(ValueError, match=r"expects input of shape \(batch, tokens, 8\), got a 2-D tensor.*unsqueeze\(0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expects input of shape \(batch, tokens, 8\), got a 2-D tensor.*unsqueeze\(0\)",
+    ):
         mha(torch.randn(7, 8))
     with pytest.raises(ValueError, match="got a 4-D tensor"):
         mha(torch.randn(1, 2, 7, 8))

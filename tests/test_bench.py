@@ -39,7 +39,9 @@ def test_mfu_of_gpt2_small_on_an_h100_by_hand() -> None:
     per_token = flops_per_token(get_preset("gpt2-small"), 1024, training=True)
     assert per_token == 854_438_400
     # 400k tokens/s: 854438400 * 4e5 = 3.4177536e14 FLOP/s of the H100's 9.89e14
-    assert mfu(4e5, per_token, gpu_peak_flops("NVIDIA H100 80GB HBM3")) == pytest.approx(3.4177536e14 / 9.89e14)
+    assert mfu(4e5, per_token, gpu_peak_flops("NVIDIA H100 80GB HBM3")) == pytest.approx(
+        3.4177536e14 / 9.89e14
+    )
 
 
 def test_mfu_needs_a_positive_peak() -> None:
@@ -108,8 +110,15 @@ def test_setup_switches_start_from_the_plain_path_or_the_defaults() -> None:
     base = get_preset("gpt2-mini")
     assert Setup("plain").switches(base) == {**PLAIN_MODEL, **PLAIN_TRAIN}
     defaults = Setup("defaults", defaults=True).switches(base)
-    assert defaults == {"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 1,
-                        "dtype": "auto", "tf32": None, "compile": False, "fused_adamw": None}
+    assert defaults == {
+        "attention": "sdpa",
+        "fused_qkv": True,
+        "pad_vocab_multiple": 1,
+        "dtype": "auto",
+        "tf32": None,
+        "compile": False,
+        "fused_adamw": None,
+    }
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -140,27 +149,44 @@ def check_machine(result: dict[str, Any]) -> None:
     assert "gpu" in machine
 
 
-def test_bench_train_quick_writes_a_json_with_machine_and_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_train_quick_writes_a_json_with_machine_and_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["bench", "--what", "train", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "tokens_per_s" in printed and "training_cpu.json" in printed
     result = load(tmp_path / "training_cpu.json")
     check_machine(result)
     assert result["benchmark"] == "training" and result["model"] == TINY_MODEL
-    assert result["peak"]["source"] == "measured" and "MFU vs measured matmul peak" in result["peak"]["description"]
+    assert (
+        result["peak"]["source"] == "measured"
+        and "MFU vs measured matmul peak" in result["peak"]["description"]
+    )
     assert result["flops_per_token"] == flops_per_token(TINY_MODEL, result["seq_len"])
     assert "VmHWM" in result["memory"] or "ru_maxrss" in result["memory"]
     rows = result["rows"]
-    assert [r["setup"] for r in rows] == ["plain", "package defaults", "all fast paths", "defaults, decoding layout"]
+    assert [r["setup"] for r in rows] == [
+        "plain",
+        "package defaults",
+        "all fast paths",
+        "defaults, decoding layout",
+    ]
     for row in rows:
         assert row["measured"] and row["tokens_per_s"] > 0 and row["step_s"] > 0 and 0 < row["mfu"]
-        assert row["mfu"] == pytest.approx(row["tokens_per_s"] * result["flops_per_token"] / result["peak"]["flops"])
-        assert row["peak_mib"] == pytest.approx(row["state_mib"] + row["step_mib"]) and row["state_mib"] > 0
+        assert row["mfu"] == pytest.approx(
+            row["tokens_per_s"] * result["flops_per_token"] / result["peak"]["flops"]
+        )
+        assert (
+            row["peak_mib"] == pytest.approx(row["state_mib"] + row["step_mib"])
+            and row["state_mib"] > 0
+        )
         # same initial weights and batch: the same first loss (bf16 in the last row: close)
         assert row["first_loss"] == pytest.approx(rows[0]["first_loss"], abs=0.02)
     assert rows[0]["speedup"] == 1.0
     assert rows[2]["dtype"] == "bfloat16" and rows[2]["pad_vocab_multiple"] == 64
-    assert rows[1]["dtype"] == "float32" and rows[1]["fused_adamw"] is False  # "auto" resolved on the CPU
+    assert (
+        rows[1]["dtype"] == "float32" and rows[1]["fused_adamw"] is False
+    )  # "auto" resolved on the CPU
     # The last row differs from the defaults only in how the weights are stored: same losses.
     assert [r["decoding_layout"] for r in rows] == [False, False, False, True]
     assert rows[3]["final_loss"] == pytest.approx(rows[1]["final_loss"], abs=1e-4)
@@ -170,22 +196,39 @@ def test_bench_ablation_quick_and_the_gpu_plan(tmp_path: Path) -> None:
     assert main(["bench", "--what", "ablation", "--quick", "--out", str(tmp_path)]) == 0
     result = load(tmp_path / "ablation_cpu.json")
     check_machine(result)
-    assert [r["setup"] for r in result["rows"]] == [s.name for s in ablation.ablation_setups("cpu", compile=False)]
+    assert [r["setup"] for r in result["rows"]] == [
+        s.name for s in ablation.ablation_setups("cpu", compile=False)
+    ]
     assert all(r["measured"] and r["tokens_per_s"] > 0 for r in result["rows"])
 
-    assert main(["bench", "--what", "ablation", "--plan", "--device", "cuda", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["bench", "--what", "ablation", "--plan", "--device", "cuda", "--out", str(tmp_path)])
+        == 0
+    )
     plan = load(tmp_path / "ablation_gpu.json")
     assert plan["measured"] is False and plan["preset"] == "gpt2-small" and plan["seq_len"] == 1024
     assert [r["setup"] for r in plan["rows"]] == [s.name for s in ablation.ablation_setups("cuda")]
     for row in plan["rows"]:
-        assert row["measured"] is False and row["tokens_per_s"] is None and row["note"].startswith("not measured")
+        assert (
+            row["measured"] is False
+            and row["tokens_per_s"] is None
+            and row["note"].startswith("not measured")
+        )
     defaults = plan["rows"][-1]  # "auto" / None spelled out as TrainConfig defines them for CUDA
-    assert (defaults["dtype"], defaults["tf32"], defaults["fused_adamw"]) == ("bfloat16", True, True)
+    assert (defaults["dtype"], defaults["tf32"], defaults["fused_adamw"]) == (
+        "bfloat16",
+        True,
+        True,
+    )
 
 
-def test_bench_plan_is_only_for_the_ablation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_plan_is_only_for_the_ablation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["bench", "--what", "train", "--plan", "--out", str(tmp_path)]) == 2  # bad usage
-    assert capsys.readouterr().err == "sydsgpt bench: error: --plan only applies to --what ablation\n"
+    assert (
+        capsys.readouterr().err == "sydsgpt bench: error: --plan only applies to --what ablation\n"
+    )
 
 
 def test_bench_tokenizer_quick_writes_bpe_json_with_memory(tmp_path: Path) -> None:
@@ -196,16 +239,47 @@ def test_bench_tokenizer_quick_writes_bpe_json_with_memory(tmp_path: Path) -> No
     assert result["peak_memory_mib"] > 0 and result["memory"].startswith("whole benchmark")
 
 
-def test_bench_generate_hands_its_options_to_the_generation_benchmark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The generation benchmark itself is tested with the chapter-6 code; here: what the CLI passes on.
+def test_bench_generate_hands_its_options_to_the_generation_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The generation benchmark itself is tested with
+    # the chapter-6 code; here: what the CLI passes on.
     calls = []
     monkeypatch.setattr(generation, "benchmark", lambda **options: calls.append(options) or {})
     main(["bench", "--what", "generate", "--quick", "--out", str(tmp_path)])
-    main(["bench", "--what", "generate", "--device", "cuda", "--preset", "gpt2-medium", "--repeats", "3", "--out", str(tmp_path)])
+    main(
+        [
+            "bench",
+            "--what",
+            "generate",
+            "--device",
+            "cuda",
+            "--preset",
+            "gpt2-medium",
+            "--repeats",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = tmp_path / "generation.json"
     assert calls == [
-        {"preset": None, "device": "cpu", "quick": True, "transformers": False, "repeats": 5, "out": out},
-        {"preset": "gpt2-medium", "device": "cuda", "quick": False, "transformers": True, "repeats": 3, "out": out},
+        {
+            "preset": None,
+            "device": "cpu",
+            "quick": True,
+            "transformers": False,
+            "repeats": 5,
+            "out": out,
+        },
+        {
+            "preset": "gpt2-medium",
+            "device": "cuda",
+            "quick": False,
+            "transformers": True,
+            "repeats": 3,
+            "out": out,
+        },
     ]
 
 
@@ -217,7 +291,9 @@ def test_a_decoding_layout_setup_trains_the_model_with_transposed_weights() -> N
 
     init = SydsGPT(TINY_MODEL, Kernels(**PLAIN_MODEL))
     for layout in (False, True):
-        runner = _Runner(Setup("x", decoding_layout=layout), TINY_MODEL, init, torch.device("cpu"), lr=1e-3)
+        runner = _Runner(
+            Setup("x", decoding_layout=layout), TINY_MODEL, init, torch.device("cpu"), lr=1e-3
+        )
         linears = [m for m in runner.model.modules() if isinstance(m, torch.nn.Linear)]
         assert all(m.weight.t().is_contiguous() != m.weight.is_contiguous() for m in linears)
         assert all(m.weight.t().is_contiguous() == layout for m in linears)
@@ -229,10 +305,14 @@ def test_report_prints_the_table_and_writes_the_json(tmp_path: Path) -> None:
 
     lines: list[str] = []
     rows = [{"setup": "a", "tokens_per_s": 1234.5678}, {"setup": "b", "tokens_per_s": 2.0}]
-    payload = report(rows, ["setup", "tokens_per_s"], tmp_path / "r.json", "demo", log=lines.append, note="x")
+    payload = report(
+        rows, ["setup", "tokens_per_s"], tmp_path / "r.json", "demo", log=lines.append, note="x"
+    )
     assert lines[0].splitlines()[0].split() == ["setup", "tokens_per_s"] and "1235" in lines[0]
     assert lines[1] == f"wrote {tmp_path / 'r.json'}"
     written = load(tmp_path / "r.json")
     assert written["benchmark"] == "demo" and written["rows"] == rows and written["note"] == "x"
     assert payload == {"benchmark": "demo", "note": "x", "rows": rows}
-    assert report(rows, None, None, "demo", log=None)["rows"] == rows  # nothing written, nothing printed
+    assert (
+        report(rows, None, None, "demo", log=None)["rows"] == rows
+    )  # nothing written, nothing printed

@@ -16,7 +16,6 @@ from sydsgpt.model import count_parameters
 from sydsgpt.presets import get_preset
 
 
-
 def test_match_parameter_count_picks_the_closest_width() -> None:
     base = get_preset("book-ch05")
     target = count_parameters(base)
@@ -46,17 +45,25 @@ def test_bits_per_byte_of_a_uniform_model() -> None:
         def forward(self, ids):
             return torch.zeros(*ids.shape, 256) + self.p
 
-    batches = [(torch.zeros(2, 5, dtype=torch.long), torch.randint(0, 128, (2, 5)))]  # ASCII: one byte per token
+    batches = [
+        (torch.zeros(2, 5, dtype=torch.long), torch.randint(0, 128, (2, 5)))
+    ]  # ASCII: one byte per token
     loss, bpb = modern.held_out_bits_per_byte(Uniform(), batches, _Bytes())
-    assert loss == pytest.approx(math.log(256)) and bpb == pytest.approx(8.0)  # 256 equally likely bytes: 8 bits
+    assert loss == pytest.approx(math.log(256)) and bpb == pytest.approx(
+        8.0
+    )  # 256 equally likely bytes: 8 bits
 
 
 def test_quick_run_writes_every_row(tmp_path) -> None:
     assert main(["bench", "--what", "modern", "--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "modern_cpu.json").read_text())
-    assert [r["setup"] for r in result["rows"]] == [name for name, _ in modern.CHANGES] + [f"GPT-2 blocks, seed {modern.REPEAT_SEED}"]
+    assert [r["setup"] for r in result["rows"]] == [name for name, _ in modern.CHANGES] + [
+        f"GPT-2 blocks, seed {modern.REPEAT_SEED}"
+    ]
     assert result["rows"][-1]["params"] == result["rows"][0]["params"]
-    assert result["rows"][-1]["val_bpb"] != result["rows"][0]["val_bpb"]  # another seed, another model
+    assert (
+        result["rows"][-1]["val_bpb"] != result["rows"][0]["val_bpb"]
+    )  # another seed, another model
     assert len(result["loadavg_before"]) == 3 and len(result["loadavg_after"]) == 3
     params = [r["params"] for r in result["rows"]]
     assert max(params) - min(params) < 0.05 * params[0]
@@ -68,7 +75,9 @@ def test_quick_run_writes_every_row(tmp_path) -> None:
 def test_committed_result_is_the_full_run() -> None:
     path = RESULTS_DIR / "modern_cpu.json"
     if not path.is_file():
-        pytest.skip("no committed result yet: sydsgpt bench --what modern --out sydsgpt/bench/results")
+        pytest.skip(
+            "no committed result yet: sydsgpt bench --what modern --out sydsgpt/bench/results"
+        )
     result = json.loads(path.read_text())
     assert not result["quick"] and result["corpus"] == "tinyshakespeare"
     assert [r["setup"] for r in result["rows"]][:-1] == [name for name, _ in modern.CHANGES]

@@ -1,4 +1,5 @@
-"""Chapter 3: LayerNorm, GELU, FeedForward, the pre-norm TransformerBlock, and why shortcuts matter."""
+"""Chapter 3: LayerNorm, GELU, FeedForward, the
+pre-norm TransformerBlock, and why shortcuts matter."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def block_config(emb_dim: int = 16, **overrides) -> SydsGPTConfig:
     return SydsGPTConfig(**{**sizes, **overrides})
 
 
-def make_block(attention: str = "sdpa", emb_dim: int = 16, fused_qkv: bool = True, **overrides) -> TransformerBlock:
+def make_block(
+    attention: str = "sdpa", emb_dim: int = 16, fused_qkv: bool = True, **overrides
+) -> TransformerBlock:
     torch.manual_seed(0)
     kernels = Kernels(attention=attention, fused_qkv=fused_qkv)
     return TransformerBlock(block_config(emb_dim, **overrides), kernels).eval()
@@ -64,7 +67,9 @@ def test_layer_norm_equals_torch_layer_norm_values_and_gradients() -> None:
 
 
 def test_layer_norm_wrong_width_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"built for 4 features.*last dimension is 5.*LayerNorm\(5\)"):
+    with pytest.raises(
+        ValueError, match=r"built for 4 features.*last dimension is 5.*LayerNorm\(5\)"
+    ):
         LayerNorm(4)(torch.zeros(2, 5))
 
 
@@ -124,7 +129,8 @@ def test_block_keeps_the_shape(attention: str) -> None:
 
 
 def test_block_parameter_count_by_hand() -> None:
-    # two LayerNorms 2*2d; Q, K, V 3*d^2 (+3d bias); output projection d^2 + d; feed-forward 8d^2 + 5d
+    # two LayerNorms 2*2d; Q, K, V 3*d^2 (+3d bias);
+    # output projection d^2 + d; feed-forward 8d^2 + 5d
     for d, bias in [(16, False), (16, True), (768, False)]:
         block = TransformerBlock(block_config(d, qkv_bias=bias))
         expected = 4 * d + 3 * d * d + (3 * d if bias else 0) + d * d + d + 8 * d * d + 5 * d
@@ -142,8 +148,12 @@ def test_block_is_pre_norm() -> None:
     # The attention and feed-forward sublayers see layer-normalised inputs.
     block = make_block()
     seen: dict[str, torch.Tensor] = {}
-    block.attention.register_forward_hook(lambda m, args, out: seen.__setitem__("attention", args[0]))
-    block.feed_forward.register_forward_hook(lambda m, args, out: seen.__setitem__("feed_forward", args[0]))
+    block.attention.register_forward_hook(
+        lambda m, args, out: seen.__setitem__("attention", args[0])
+    )
+    block.feed_forward.register_forward_hook(
+        lambda m, args, out: seen.__setitem__("feed_forward", args[0])
+    )
     x = seeded_randn(2, 5, 16) * 4 + 3
     block(x)
     assert torch.allclose(seen["attention"], block.layer_norm1(x))
@@ -184,7 +194,9 @@ def test_block_with_kv_cache_equals_full_forward(attention: str) -> None:
     block = make_block(attention)
     x = seeded_randn(2, 6, 16)
     cache = KVCache(12)
-    steps = [block(x[:, :2], kv_cache=cache)] + [block(x[:, t : t + 1], kv_cache=cache) for t in range(2, 6)]
+    steps = [block(x[:, :2], kv_cache=cache)] + [
+        block(x[:, t : t + 1], kv_cache=cache) for t in range(2, 6)
+    ]
     assert torch.allclose(torch.cat(steps, dim=1), block(x), atol=1e-5)
 
 
@@ -208,8 +220,11 @@ def test_block_passes_its_config_and_kernels_to_attention() -> None:
 # --- why shortcut connections matter --------------------------------------------------------
 
 
-def first_layer_gradient_norm(use_shortcut: bool, depth: int = 8, width: int = 16, seed: int = 0) -> tuple[float, float]:
-    """Gradient norms of the first and last layers' first weight in a stack of FeedForward layers."""
+def first_layer_gradient_norm(
+    use_shortcut: bool, depth: int = 8, width: int = 16, seed: int = 0
+) -> tuple[float, float]:
+    """Gradient norms of the first and last layers'
+    first weight in a stack of FeedForward layers."""
     torch.manual_seed(seed)
     layers = nn.ModuleList(FeedForward(width) for _ in range(depth))
     h = torch.randn(4, 8, width)

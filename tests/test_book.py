@@ -39,7 +39,8 @@ pytestmark = pytest.mark.book
 
 
 def toc_pages() -> list[str]:
-    """Every document of the book in reading order, e.g. ``book/intro``, ``book/01_tokenization``."""
+    """Every document of the book in reading order,
+    e.g. ``book/intro``, ``book/01_tokenization``."""
     pages = [TOC["root"]]
     for part in TOC.get("parts", [{"chapters": TOC.get("chapters", [])}]):
         pages += [chapter["file"] for chapter in part["chapters"]]
@@ -47,7 +48,12 @@ def toc_pages() -> list[str]:
 
 
 PAGES = toc_pages()
-CHAPTER_PAGES = [page for part in TOC["parts"] if part.get("numbered") for page in (c["file"] for c in part["chapters"])]
+CHAPTER_PAGES = [
+    page
+    for part in TOC["parts"]
+    if part.get("numbered")
+    for page in (c["file"] for c in part["chapters"])
+]
 
 
 def source_of(page: str) -> Path:
@@ -71,7 +77,9 @@ def page_has_math(page: str) -> bool:
     if path.suffix == ".md":
         return markdown_has_math(path.read_text(encoding="utf-8"))
     notebook = nbformat.read(path, as_version=4)
-    return any(markdown_has_math(cell.source) for cell in notebook.cells if cell.cell_type == "markdown")
+    return any(
+        markdown_has_math(cell.source) for cell in notebook.cells if cell.cell_type == "markdown"
+    )
 
 
 def html_of(page: str) -> str:
@@ -82,7 +90,10 @@ def html_of(page: str) -> str:
 
 
 def test_scanner_flags_an_external_script() -> None:
-    page = '<html><head><script src="https://cdn.example.org/lib.js"></script></head><body></body></html>'
+    page = (
+        "<html><head><script "
+        'src="https://cdn.example.org/lib.js"></script></head><body></body></html>'
+    )
     assert external_resources_in_html(page) == ["<script src> loads https://cdn.example.org/lib.js"]
 
 
@@ -101,8 +112,16 @@ def test_scanner_flags_an_external_script() -> None:
         ('<img src="../_images/plot.png" alt="plot">', False),
         ("<style>@font-face { src: url('https://example.org/f.woff2'); }</style>", True),
         ('<div style="background: url(https://example.org/bg.png)"></div>', True),
-        ("<script>var s = document.createElement('script'); s.src = 'https://unpkg.com/x@1/dist/x.js';</script>", True),
-        ('<script type="text/x-thebe-config">{"binderOptions": {"binderUrl": "https://mybinder.org"}}</script>', False),
+        (
+            "<script>var s = document.createElement('script'); s.src = "
+            "'https://unpkg.com/x@1/dist/x.js';</script>",
+            True,
+        ),
+        (
+            '<script type="text/x-thebe-config">{"binderOptions": {"binderUrl": '
+            '"https://mybinder.org"}}</script>',
+            False,
+        ),
     ],
 )
 def test_scanner_cases(snippet: str, flagged: bool) -> None:
@@ -112,7 +131,8 @@ def test_scanner_cases(snippet: str, flagged: bool) -> None:
 def test_css_scanner_flags_external_fonts_and_imports() -> None:
     css = (
         '@import "https://fonts.googleapis.com/css2?family=Inter";\n'
-        "@font-face { src: url(https://example.org/f.woff2) format('woff2'), url(../webfonts/fa.woff2); }\n"
+        "@font-face { src: url(https://example.org/f.woff2) format('woff2'), "
+        "url(../webfonts/fa.woff2); }\n"
         ".x { background: url('data:image/png;base64,AAAA'); }"
     )
     assert external_resources_in_css(css, "a.css") == [
@@ -132,9 +152,13 @@ def test_every_figure_describes_itself_in_its_alt_text(notebook: str) -> None:
     # Readers with a screen reader get the cell's alt text instead of the picture.
     nb = nbformat.read(ROOT / "book" / notebook, as_version=4)
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and any("image/png" in out.get("data", {}) for out in cell.outputs):
+        if cell.cell_type == "code" and any(
+            "image/png" in out.get("data", {}) for out in cell.outputs
+        ):
             alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
-            assert len(alt.split()) >= 8, f"{notebook} cell {index}: a figure without a descriptive alt text ({alt!r})"
+            assert len(alt.split()) >= 8, (
+                f"{notebook} cell {index}: a figure without a descriptive alt text ({alt!r})"
+            )
 
 
 def test_printed_tables_are_marked_so_they_keep_their_columns() -> None:
@@ -147,12 +171,20 @@ def test_printed_tables_are_marked_so_they_keep_their_columns() -> None:
     from docutils.utils import new_document
 
     document = new_document("page")
-    table = nodes.literal_block(text="setup  tokens_s\n-----  --------\nplain  830.6", classes=["output", "stream"])
-    prose = nodes.literal_block(text="Hint: a long line -- not a table", classes=["output", "stream"])
+    table = nodes.literal_block(
+        text="setup  tokens_s\n-----  --------\nplain  830.6", classes=["output", "stream"]
+    )
+    prose = nodes.literal_block(
+        text="Hint: a long line -- not a table", classes=["output", "stream"]
+    )
     code = nodes.literal_block(text="-----  --------", classes=["python"])
     document += [table, prose, code]
     mark_text_tables(None, document, "page")
-    assert [("text-table" in block["classes"]) for block in (table, prose, code)] == [True, False, False]
+    assert [("text-table" in block["classes"]) for block in (table, prose, code)] == [
+        True,
+        False,
+        False,
+    ]
 
 
 # --- the build ---------------------------------------------------------------------------------
@@ -164,10 +196,14 @@ def built_book() -> Path:
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book), "build", str(ROOT), "-W", "--keep-going", "--all"]
     t0 = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=ROOT)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=ROOT
+    )
     log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # no terminal colours
     if result.returncode != 0:
-        problems = [line for line in log.splitlines() if re.search(r"WARNING|ERROR|Error|Traceback", line)]
+        problems = [
+            line for line in log.splitlines() if re.search(r"WARNING|ERROR|Error|Traceback", line)
+        ]
         pytest.fail(
             f"`{' '.join(command)}` failed (exit {result.returncode}); warnings are errors.\n"
             + "\n".join(problems[:40] or log.splitlines()[-40:]),
@@ -181,16 +217,25 @@ def test_every_page_of_the_toc_is_built(built_book: Path) -> None:
     missing = [page for page in PAGES if not (built_book / f"{page}.html").exists()]
     assert not missing, f"pages in _toc.yml with no HTML: {missing}"
     assert (built_book / "index.html").exists()
-    assert (built_book / "search.html").exists() and (built_book / "searchindex.js").exists(), "search is missing"
+    assert (built_book / "search.html").exists() and (built_book / "searchindex.js").exists(), (
+        "search is missing"
+    )
 
 
 def test_no_page_loads_anything_from_another_host(built_book: Path) -> None:
     findings = []
     for path in sorted(built_book.rglob("*.html")):
-        findings += [f"{path.relative_to(built_book)}: {f}" for f in external_resources_in_html(path.read_text(encoding="utf-8"))]
+        findings += [
+            f"{path.relative_to(built_book)}: {f}"
+            for f in external_resources_in_html(path.read_text(encoding="utf-8"))
+        ]
     for path in sorted(built_book.rglob("*.css")):
-        findings += external_resources_in_css(path.read_text(encoding="utf-8", errors="replace"), str(path.relative_to(built_book)))
-    assert not findings, "the book must work offline, but these load from another host:\n" + "\n".join(findings[:30])
+        findings += external_resources_in_css(
+            path.read_text(encoding="utf-8", errors="replace"), str(path.relative_to(built_book))
+        )
+    assert not findings, (
+        "the book must work offline, but these load from another host:\n" + "\n".join(findings[:30])
+    )
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -201,8 +246,14 @@ def test_math_is_served_from_the_book_itself(built_book: Path, page: str) -> Non
     assert scripts, f"{page} has math but loads no MathJax"
     for src in scripts:
         local = (built_book / page).parent / src.split("?")[0]
-        assert local.resolve().is_file(), f"{page} loads MathJax from {src}, which is not in the build"
-    fonts = list((built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+        assert local.resolve().is_file(), (
+            f"{page} loads MathJax from {src}, which is not in the build"
+        )
+    fonts = list(
+        (built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob(
+            "*.woff"
+        )
+    )
     assert fonts, "MathJax's fonts are missing from _static/mathjax"
 
 
@@ -216,35 +267,54 @@ def test_reader_buttons_come_from_the_one_repository_url(built_book: Path, page:
     launch = CONFIG["launch_buttons"]
     expected = {
         "repository button": f'href="{url}"',
-        "Binder button": f'href="{launch["binderhub_url"].rstrip("/")}/v2/gh/{org_repo}/{branch}?urlpath=lab/tree/{path}"',
-        "Colab button": f'href="{launch["colab_url"].rstrip("/")}/github/{org_repo}/blob/{branch}/{path}"',
+        "Binder button": (
+            f'href="{launch["binderhub_url"].rstrip("/")}/v2/gh/{org_repo}/{branch}'
+            f'?urlpath=lab/tree/{path}"'
+        ),
+        "Colab button": (
+            f'href="{launch["colab_url"].rstrip("/")}/github/{org_repo}/blob/{branch}/{path}"'
+        ),
         "download button": f'href="../_sources/{page}.ipynb"',
         "copy buttons on code": "copybutton.js",
     }
     missing = [name for name, snippet in expected.items() if snippet not in page_html]
     assert not missing, f"{page} lacks {missing}"
-    assert (built_book / "_sources" / f"{page}.ipynb").is_file(), "the downloadable notebook is not in the build"
+    assert (built_book / "_sources" / f"{page}.ipynb").is_file(), (
+        "the downloadable notebook is not in the build"
+    )
 
 
 def test_chapters_are_numbered_in_the_navigation(built_book: Path) -> None:
     nav = html_of(TOC["root"])
     for number, page in enumerate(CHAPTER_PAGES, start=1):
         target = Path(page).name + ".html"
-        assert re.search(rf'href="{re.escape(target)}">{number}\. ', nav), f"chapter {number} ({page}) is not numbered {number}."
+        assert re.search(rf'href="{re.escape(target)}">{number}\. ', nav), (
+            f"chapter {number} ({page}) is not numbered {number}."
+        )
 
 
 @pytest.mark.parametrize("number", range(1, len(CHAPTER_PAGES) + 1))
 def test_chapter_titles_carry_their_number(built_book: Path, number: int) -> None:
     """custom.css hides the section number in front of chapter titles: the title must say it."""
     page = CHAPTER_PAGES[number - 1]
-    h1 = re.search(r'<h1><span class="section-number">([^<]*)</span>([^<]*)<a class="headerlink"', html_of(page))
+    h1 = re.search(
+        r'<h1><span class="section-number">([^<]*)</span>([^<]*)<a class="headerlink"',
+        html_of(page),
+    )
     assert h1, f"{page}: no numbered title (is the part still `numbered: true`?)"
-    assert h1.group(1).strip() == f"{number}.", f"{page} is numbered {h1.group(1)!r}, expected {number}."
+    assert h1.group(1).strip() == f"{number}.", (
+        f"{page} is numbered {h1.group(1)!r}, expected {number}."
+    )
     title = html.unescape(h1.group(2))
-    assert title.startswith(f"Chapter {number}: "), f"{page}: title {title!r} should start with 'Chapter {number}: '"
-    nav_title = next(c.get("title") for part in TOC["parts"] for c in part["chapters"] if c["file"] == page)
+    assert title.startswith(f"Chapter {number}: "), (
+        f"{page}: title {title!r} should start with 'Chapter {number}: '"
+    )
+    nav_title = next(
+        c.get("title") for part in TOC["parts"] for c in part["chapters"] if c["file"] == page
+    )
     assert title == f"Chapter {number}: {nav_title}", (
-        f"{page}: the page title {title!r} and its navigation title {nav_title!r} in _toc.yml differ; update _toc.yml"
+        f"{page}: the page title {title!r} and its navigation title {nav_title!r} in _toc.yml "
+        "differ; update _toc.yml"
     )
 
 
@@ -269,7 +339,8 @@ def _parse(path: Path) -> _LinksAndIds:
 
 
 def test_every_internal_link_resolves(built_book: Path) -> None:
-    """Cross-references between chapters (and every other internal link) lead to a page and anchor that exist."""
+    """Cross-references between chapters (and every other
+    internal link) lead to a page and anchor that exist."""
     broken, parsed = [], {}
     for page in PAGES:
         source = built_book / f"{page}.html"
@@ -291,7 +362,11 @@ def test_every_internal_link_resolves(built_book: Path) -> None:
 
 def test_intro_links_every_chapter(built_book: Path) -> None:
     links = set(_parse(built_book / f"{TOC['root']}.html").links)
-    missing = [page for page in PAGES[1:] if not any(link.split("#")[0] == Path(page).name + ".html" for link in links)]
+    missing = [
+        page
+        for page in PAGES[1:]
+        if not any(link.split("#")[0] == Path(page).name + ".html" for link in links)
+    ]
     assert not missing, f"the intro does not link to {missing}"
 
 
@@ -304,11 +379,13 @@ def test_solutions_page_shows_every_registered_exercise(built_book: Path) -> Non
         for exercise in exercises_in_chapter(chapter):
             feedback = text.find(f"Exercise {exercise.key} ({exercise.stars}): {exercise.title}")
             assert feedback >= 0, (
-                f"exercise {exercise.key} is registered but not on the Solutions page (or its title changed); "
-                "re-execute the page: .ci/execute-notebooks book/solutions.ipynb"
+                f"exercise {exercise.key} is registered but not on the Solutions page (or its "
+                "title changed); re-execute the page: .ci/execute-notebooks book/solutions.ipynb"
             )
             heading = text.find(f'id="exercise-{exercise.key.replace(".", "-")}"')
-            assert last < heading < feedback, f"exercise {exercise.key}: its heading and check output are out of order"
+            assert last < heading < feedback, (
+                f"exercise {exercise.key}: its heading and check output are out of order"
+            )
             last = feedback
 
 
@@ -327,7 +404,10 @@ def chromium() -> str:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         if os.environ.get("CI"):
-            pytest.fail("CI is set, but Python Playwright is not installed (pip install playwright)", pytrace=False)
+            pytest.fail(
+                "CI is set, but Python Playwright is not installed (pip install playwright)",
+                pytrace=False,
+            )
         pytest.skip("Python Playwright is not installed (pip install playwright)")
     return path
 
@@ -347,7 +427,8 @@ def book_url(built_book: Path) -> str:
 
 
 def test_browser_check_catches_what_a_reader_would_see(browser_context, tmp_path: Path) -> None:
-    """The browser harness itself: a broken page must produce problems (a check that cannot fail is useless)."""
+    """The browser harness itself: a broken page must produce
+    problems (a check that cannot fail is useless)."""
     (tmp_path / "bad.html").write_text(
         "<html><body><p>hi</p>"
         '<script src="https://cdn.example.org/lib.js"></script>'
@@ -373,9 +454,14 @@ def test_page_in_a_real_browser(browser_context, book_url: str, page: str) -> No
         mathjax = tab.evaluate(browser.WAIT_FOR_MATHJAX)
         broken_images = tab.evaluate(browser.BROKEN_IMAGES)
         math_count = tab.locator("mjx-container").count()
-        inputs, outputs = tab.locator("div.cell_input").count(), tab.locator("div.cell_output").count()
+        inputs, outputs = (
+            tab.locator("div.cell_input").count(),
+            tab.locator("div.cell_output").count(),
+        )
         no_alt = tab.evaluate(browser.IMAGES_WITHOUT_ALT)
-        generic_alt = tab.evaluate("alt => Array.from(document.images).filter(i => i.alt === alt).length", GENERIC_ALT)
+        generic_alt = tab.evaluate(
+            "alt => Array.from(document.images).filter(i => i.alt === alt).length", GENERIC_ALT
+        )
         overflow = tab.evaluate(browser.PAGE_OVERFLOW_PX)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         tab.screenshot(path=str(SCREENSHOTS / f"{Path(page).name}.png"), full_page=True)
@@ -389,9 +475,12 @@ def test_page_in_a_real_browser(browser_context, book_url: str, page: str) -> No
     assert not broken_images, f"{page}: images that did not load: {broken_images}"
     assert not no_alt, f"{page}: images without a text alternative: {no_alt}"
     assert not generic_alt, (
-        f"{page}: {generic_alt} figure(s) have only the generic alt text {GENERIC_ALT!r}; describe each plot "
+        f"{page}: {generic_alt} figure(s) have only the generic alt text {GENERIC_ALT!r}; describe "
+        "each plot "
         'with the cell metadata {"mystnb": {"image": {"alt": "..."}}}'
     )
     if source_of(page).suffix == ".ipynb":
-        assert inputs > 0 and outputs > 0, f"{page}: {inputs} code cells and {outputs} outputs rendered"
+        assert inputs > 0 and outputs > 0, (
+            f"{page}: {inputs} code cells and {outputs} outputs rendered"
+        )
     assert overflow <= 1, f"{page} is {overflow}px wider than the window: something overflows"

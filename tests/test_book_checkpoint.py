@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from sydsgpt import presets
-from sydsgpt.book import (BOOK_CHECKPOINT, BOOK_CHECKPOINT_DIR, INFO_NAME, WEIGHTS_NAME, book_tokenizer, held_out,
-                          load_book_checkpoint, publish_book_checkpoint, train_book_model)
+from sydsgpt.book import (
+    BOOK_CHECKPOINT,
+    BOOK_CHECKPOINT_DIR,
+    INFO_NAME,
+    WEIGHTS_NAME,
+    book_tokenizer,
+    held_out,
+    load_book_checkpoint,
+    publish_book_checkpoint,
+    train_book_model,
+)
 from sydsgpt.checkpoint import CheckpointError
 from sydsgpt.files import file_sha256
 from sydsgpt.presets import RunPreset, get_preset
@@ -74,12 +83,28 @@ def test_the_recorded_bits_per_byte_are_reproduced() -> None:
     assert round(loss, 4) == pytest.approx(INFO["val_loss"], abs=2e-4)
 
 
-def test_publish_then_load_gives_the_trained_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_then_load_gives_the_trained_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same publish/load path on a seconds-long run (a tiny model on the-verdict)."""
-    tiny = {"vocab_size": 300, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2,
-            "dropout": 0.0, "qkv_bias": False, "tie_weights": True}
-    spec = RunPreset(corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book",
-                     train=TrainConfig(max_steps=3, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu", threads=1))
+    tiny = {
+        "vocab_size": 300,
+        "embedding_dim": 16,
+        "context_length": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "qkv_bias": False,
+        "tie_weights": True,
+    }
+    spec = RunPreset(
+        corpus="the-verdict",
+        tokenizer="bpe:300",
+        preset="tiny-book",
+        train=TrainConfig(
+            max_steps=3, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu", threads=1
+        ),
+    )
     monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
     monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
     threads = torch.get_num_threads()
@@ -92,22 +117,43 @@ def test_publish_then_load_gives_the_trained_model(tmp_path: Path, monkeypatch: 
     assert info["sha256"] == file_sha256(tmp_path / "published" / WEIGHTS_NAME)
     assert info["steps"] == 3 and info["train_seconds"] > 0
     again = publish_book_checkpoint(tmp_path / "run", tmp_path / "again", run="tiny-book")
-    assert again["sha256"] == info["sha256"], "publishing is deterministic: the same run gives the same bytes"
+    assert again["sha256"] == info["sha256"], (
+        "publishing is deterministic: the same run gives the same bytes"
+    )
     loaded = load_book_checkpoint(tmp_path / "published")
     ids = torch.tensor([trained.tokenizer.encode("I had always thought")[:16]])
     torch.testing.assert_close(loaded.model(ids), trained.model(ids), rtol=0, atol=0)
     assert loaded.tokenizer.merges == trained.tokenizer.merges
 
 
-def test_an_unfinished_run_is_not_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tiny = {"vocab_size": 300, "embedding_dim": 16, "context_length": 16, "num_layers": 1, "num_heads": 2,
-            "dropout": 0.0, "qkv_bias": False, "tie_weights": True}
-    spec = RunPreset(corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book",
-                     train=TrainConfig(max_steps=4, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu"))
+def test_an_unfinished_run_is_not_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny = {
+        "vocab_size": 300,
+        "embedding_dim": 16,
+        "context_length": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "qkv_bias": False,
+        "tie_weights": True,
+    }
+    spec = RunPreset(
+        corpus="the-verdict",
+        tokenizer="bpe:300",
+        preset="tiny-book",
+        train=TrainConfig(
+            max_steps=4, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu"
+        ),
+    )
     monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
     monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
     train_book_model(tmp_path / "run", run="tiny-book", stop_after=2, show_progress=False)
-    with pytest.raises(CheckpointError, match="is not the finished 'tiny-book' run; train it with: sydsgpt train the-verdict"):
+    with pytest.raises(
+        CheckpointError,
+        match="is not the finished 'tiny-book' run; train it with: sydsgpt train the-verdict",
+    ):
         publish_book_checkpoint(tmp_path / "run", tmp_path / "published", run="tiny-book")
 
 

@@ -57,8 +57,9 @@ VERDICT_SPECIALS = [END_OF_TEXT, "<|pad|>"]
 def verdict() -> BPETokenizer:
     """The BPE of 700 ids trained on The Verdict (442 merges + 2 special tokens), trained once
     for every test here that needs a real trained tokenizer."""
-    return BPETokenizer(name="verdict-700").train(load_corpus("the-verdict"), 700,
-                                                  special_tokens=VERDICT_SPECIALS)
+    return BPETokenizer(name="verdict-700").train(
+        load_corpus("the-verdict"), 700, special_tokens=VERDICT_SPECIALS
+    )
 
 
 def naive_train(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
@@ -131,14 +132,24 @@ def test_a_smaller_vocabulary_is_a_prefix_of_a_larger_one(verdict: BPETokenizer)
 
 def test_equal_counts_break_towards_the_greatest_byte_pair() -> None:
     # "abcd" alone: every pair occurs once; (c, d) is the greatest, then (b, cd), then (a, bcd).
-    assert BPETokenizer().train("abcd", 259).merges == {(99, 100): 256, (98, 256): 257, (97, 257): 258}
+    assert BPETokenizer().train("abcd", 259).merges == {
+        (99, 100): 256,
+        (98, 256): 257,
+        (97, 257): 258,
+    }
 
 
 def test_tie_break_compares_bytes_not_ids() -> None:
     # After "cd" -> 256 (3 times) and " x" -> 257 (twice), three pairs occur once each.
     # By bytes: (cd, cd) > (" x", "z") > (" x", "cd"); by ids the order would be reversed.
     merges = BPETokenizer().train("cdcd xcd xz", 261).merges
-    assert merges == {(99, 100): 256, (32, 120): 257, (256, 256): 258, (257, 122): 259, (257, 256): 260}
+    assert merges == {
+        (99, 100): 256,
+        (32, 120): 257,
+        (256, 256): 258,
+        (257, 122): 259,
+        (257, 256): 260,
+    }
 
 
 def test_a_higher_count_beats_a_greater_byte_pair() -> None:
@@ -149,7 +160,9 @@ def test_a_higher_count_beats_a_greater_byte_pair() -> None:
 def test_special_tokens_are_never_merged_across() -> None:
     text = f"hello world{END_OF_TEXT}" * 40
     plain = BPETokenizer().train(text, 300)
-    assert any(b"<|" in plain.vocab[i] for i in plain.merges.values()), "the test text must tempt the trainer"
+    assert any(b"<|" in plain.vocab[i] for i in plain.merges.values()), (
+        "the test text must tempt the trainer"
+    )
     tok = BPETokenizer().train(text, 300, special_tokens=[END_OF_TEXT])
     merged = [tok.vocab[i] for i in tok.merges.values()]
     assert not any(set(b"<|>") & set(token) for token in merged)
@@ -172,8 +185,9 @@ def test_verbose_training_reports_each_merge(capsys: pytest.CaptureFixture[str])
     assert lines[-1] == "no pairs left to merge after 3 merges" and len(lines) == 4
 
 
-def test_encode_cache_is_bounded_and_optional(verdict: BPETokenizer,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encode_cache_is_bounded_and_optional(
+    verdict: BPETokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tok = verdict
     text = load_corpus("the-verdict")[:3000]
     expected = tok.encode(text)
@@ -218,13 +232,17 @@ def test_from_gpt2_recovers_gpt2s_vocabulary(gpt2: BPETokenizer, tiktoken_gpt2) 
 
 
 @pytest.mark.parametrize("text", VARIED_TEXTS)
-def test_encode_equals_tiktoken_on_varied_texts(text: str, gpt2: BPETokenizer, tiktoken_gpt2) -> None:
+def test_encode_equals_tiktoken_on_varied_texts(
+    text: str, gpt2: BPETokenizer, tiktoken_gpt2
+) -> None:
     assert gpt2.encode(text) == tiktoken_gpt2.encode(text)
     assert gpt2.decode(gpt2.encode(text)) == text
 
 
 @pytest.mark.parametrize("name", ["tinyshakespeare", "the-verdict"])
-def test_encode_equals_tiktoken_on_whole_corpora(name: str, gpt2: BPETokenizer, tiktoken_gpt2) -> None:
+def test_encode_equals_tiktoken_on_whole_corpora(
+    name: str, gpt2: BPETokenizer, tiktoken_gpt2
+) -> None:
     text = load_corpus(name)
     ids = gpt2.encode(text)
     assert ids == tiktoken_gpt2.encode(text)
@@ -257,7 +275,9 @@ SPECIAL_OPTIONS = [
 
 @pytest.mark.parametrize("options", SPECIAL_OPTIONS, ids=str)
 @pytest.mark.parametrize("text", SPECIAL_TEXTS)
-def test_special_tokens_behave_like_tiktoken(text: str, options: dict, gpt2: BPETokenizer, tiktoken_gpt2) -> None:
+def test_special_tokens_behave_like_tiktoken(
+    text: str, options: dict, gpt2: BPETokenizer, tiktoken_gpt2
+) -> None:
     try:
         expected = tiktoken_gpt2.encode(text, **options)
     except ValueError:
@@ -269,7 +289,9 @@ def test_special_tokens_behave_like_tiktoken(text: str, options: dict, gpt2: BPE
 
 def test_none_encodes_special_text_as_plain_text(gpt2: BPETokenizer, tiktoken_gpt2) -> None:
     text = f"a{END_OF_TEXT}b"
-    assert gpt2.encode(text, allowed_special="none") == tiktoken_gpt2.encode(text, disallowed_special=())
+    assert gpt2.encode(text, allowed_special="none") == tiktoken_gpt2.encode(
+        text, disallowed_special=()
+    )
     with pytest.raises(ValueError, match="allowed_special"):
         gpt2.encode(text, allowed_special="none_raise")
 

@@ -31,7 +31,8 @@ def test_one_shot_prompt(tiny_chat_model: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_interactive_session_keeps_the_conversation(
-        tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lines = iter(["hello", "", "how are you?"])
 
     def typed(prompt: str = "") -> str:
@@ -49,8 +50,15 @@ def test_interactive_session_keeps_the_conversation(
         seen.append(self)
 
     monkeypatch.setattr(ChatSession, "__init__", remember)
-    argv = ["chat", "--model", str(tiny_chat_model), "--system", "Be brief.",
-            "--max-new-tokens", "4"]
+    argv = [
+        "chat",
+        "--model",
+        str(tiny_chat_model),
+        "--system",
+        "Be brief.",
+        "--max-new-tokens",
+        "4",
+    ]
     assert main(argv) == 0
     (session,) = seen
     roles = [m["role"] for m in session.messages]

@@ -48,12 +48,23 @@ def trained_state(steps: int = 2):
 
 def test_keys_roundtrip_and_weights_only(tmp_path: Path) -> None:
     model, optimizer, scheduler = trained_state()
-    run = RunState(step=2, tokens_seen=64, train_config=config().to_dict(),
-                   data={"epoch": 0, "position": 2})
-    path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, scheduler, tokenizer=TOKENIZER, run=run)
+    run = RunState(
+        step=2, tokens_seen=64, train_config=config().to_dict(), data={"epoch": 0, "position": 2}
+    )
+    path = save_checkpoint(
+        tmp_path / "ck.pt", model, optimizer, scheduler, tokenizer=TOKENIZER, run=run
+    )
     raw = torch.load(path, weights_only=True)  # loads without unpickling any Python object
     assert {"model", "optimizer", "config"} <= raw.keys()  # the original project's keys
-    assert {"scheduler", "step", "tokens_seen", "train_config", "tokenizer", "rng", "data"} <= raw.keys()
+    assert {
+        "scheduler",
+        "step",
+        "tokens_seen",
+        "train_config",
+        "tokenizer",
+        "rng",
+        "data",
+    } <= raw.keys()
     assert raw["config"] == model.config and raw["tokenizer"] == TOKENIZER
     assert raw["step"] == 2 and raw["tokens_seen"] == 64 and raw["train_config"]["batch_size"] == 4
     assert raw["scheduler"]["last_epoch"] == 2
@@ -64,8 +75,10 @@ def test_keys_roundtrip_and_weights_only(tmp_path: Path) -> None:
     assert not restored.training
     optimizer2 = build_optimizer(restored, config())
     optimizer2.load_state_dict(load_checkpoint(path)["optimizer"])
-    for (a, b) in zip(optimizer.state.values(), optimizer2.state.values()):
-        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    for a, b in zip(optimizer.state.values(), optimizer2.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(
+            a["exp_avg_sq"], b["exp_avg_sq"]
+        )
 
 
 def test_not_a_checkpoint_and_missing_file(tmp_path: Path) -> None:
@@ -89,7 +102,9 @@ def test_mismatched_config_or_tokenizer_is_a_clear_error(tmp_path: Path) -> None
     path = save_checkpoint(tmp_path / "ck.pt", model, optimizer, tokenizer=TOKENIZER)
     ck = load_checkpoint(path)
     check_compatible(ck, model.config, TOKENIZER)  # the same: no error
-    with pytest.raises(CheckpointMismatchError, match=r"'embedding_dim': checkpoint has 16, this run has 32"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"'embedding_dim': checkpoint has 16, this run has 32"
+    ):
         check_compatible(ck, {**model.config, "embedding_dim": 32})
     with pytest.raises(CheckpointMismatchError, match="tokenizer: checkpoint was trained with"):
         check_compatible(ck, tokenizer={"name": "gpt2", "n_vocab": 50257})

@@ -1,6 +1,6 @@
 """sydsgpt.classify: balanced seeded splits, the classification objective (the class logits at
-the last real token against a label), the head swap and its pooling, what each freezing choice trains
-(exact counts), finetuning with checkpoints and exact resume, and the baselines."""
+the last real token against a label), the head swap and its pooling, what each freezing choice
+trains (exact counts), finetuning with checkpoints and exact resume, and the baselines."""
 
 from __future__ import annotations
 
@@ -15,8 +15,18 @@ import torch
 import torch.nn.functional as F
 
 from sydsgpt.classify import (
-    ClassificationDataset, ClassificationObjective, GPTClassifier, balanced_split, bag_of_words_baseline, class_labels,
-    class_logits, classifier_train_config, finetune_classifier, load_classifier, majority_baseline, set_trainable,
+    ClassificationDataset,
+    ClassificationObjective,
+    GPTClassifier,
+    balanced_split,
+    bag_of_words_baseline,
+    class_labels,
+    class_logits,
+    classifier_train_config,
+    finetune_classifier,
+    load_classifier,
+    majority_baseline,
+    set_trainable,
     ClassifierConfig,
 )
 from sydsgpt.train import Session
@@ -27,7 +37,11 @@ from sydsgpt.lora import LoRAConfig, count_trainable_parameters, read_adapter
 
 from helpers import assert_same_parameters, tiny_config, tiny_model
 
-D, LAYERS, VOCAB = tiny_config()["embedding_dim"], tiny_config()["num_layers"], tiny_config()["vocab_size"]
+D, LAYERS, VOCAB = (
+    tiny_config()["embedding_dim"],
+    tiny_config()["num_layers"],
+    tiny_config()["vocab_size"],
+)
 
 
 class CharTokenizer:
@@ -48,7 +62,10 @@ TOKENIZER = CharTokenizer()
 def toy_records(n: int = 60, seed: int = 0) -> list[tuple[str, str]]:
     """Label 'abc' texts are made of a, b, c; label 'xyz' texts of x, y, z (lengths 3..9)."""
     rng = random.Random(seed)
-    return [(label, "".join(rng.choice(label) for _ in range(rng.randint(3, 9)))) for label in ("abc", "xyz") * (n // 2)]
+    return [
+        (label, "".join(rng.choice(label) for _ in range(rng.randint(3, 9))))
+        for label in ("abc", "xyz") * (n // 2)
+    ]
 
 
 def test_balanced_split_is_balanced_disjoint_and_seeded() -> None:
@@ -63,27 +80,42 @@ def test_balanced_split_is_balanced_disjoint_and_seeded() -> None:
     assert majority_baseline(train, test) == 0.5
 
 
-@pytest.mark.parametrize("records, fractions, message", [
-    ([("a", "x"), ("a", "y")], (0.7, 0.1, 0.2), "at least two labels"),
-    ([("a", "x"), ("b", "y")], (0.7, 0.1, 0.2), "too few"),
-    ([("a", "x"), ("b", "y")], (0.5, 0.5), "three positive numbers"),
-])
-def test_balanced_split_errors(records: list[tuple[str, str]], fractions: tuple[float, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    "records, fractions, message",
+    [
+        ([("a", "x"), ("a", "y")], (0.7, 0.1, 0.2), "at least two labels"),
+        ([("a", "x"), ("b", "y")], (0.7, 0.1, 0.2), "too few"),
+        ([("a", "x"), ("b", "y")], (0.5, 0.5), "three positive numbers"),
+    ],
+)
+def test_balanced_split_errors(
+    records: list[tuple[str, str]], fractions: tuple[float, ...], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         balanced_split(records, fractions)
 
 
 def test_an_example_is_padded_ids_its_length_and_its_label() -> None:
-    data = ClassificationDataset([("xyz", "xy"), ("abc", "abcabcab")], TOKENIZER, ("abc", "xyz"), max_length=5, pad_id=7)
+    data = ClassificationDataset(
+        [("xyz", "xy"), ("abc", "abcabcab")], TOKENIZER, ("abc", "xyz"), max_length=5, pad_id=7
+    )
     ids, length, label = data[0]
     assert ids.tolist() == TOKENIZER.encode("xy") + [7, 7, 7] and (length, label) == (2, 1)
-    ids, length, label = data[1]  # cut to its first 5 tokens: the class is read at the last kept one
+    ids, length, label = data[
+        1
+    ]  # cut to its first 5 tokens: the class is read at the last kept one
     assert ids.tolist() == TOKENIZER.encode("abcab") and (length, label) == (5, 0)
-    assert data.truncated == 1 and data.lengths.tolist() == [2, 5] and data.label_ids.tolist() == [1, 0]
+    assert (
+        data.truncated == 1
+        and data.lengths.tolist() == [2, 5]
+        and data.label_ids.tolist() == [1, 0]
+    )
 
 
 def test_unknown_labels_and_empty_texts_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="record 1 has the unknown label 'spma'.*\\['ham', 'spam'\\]"):
+    with pytest.raises(
+        ValueError, match="record 1 has the unknown label 'spma'.*\\['ham', 'spam'\\]"
+    ):
         ClassificationDataset([("ham", "hi"), ("spma", "x")], TOKENIZER, ("ham", "spam"), 4)
     with pytest.raises(ValueError, match="record 0 .*empty text"):
         ClassificationDataset([("ham", "")], TOKENIZER, ("ham", "spam"), 4)
@@ -96,7 +128,10 @@ def test_the_objective_is_the_cross_entropy_at_the_last_real_token() -> None:
     out = ClassificationObjective()(classifier, batch)
     logits = class_logits(classifier, data.token_ids, data.lengths)
     torch.testing.assert_close(out.loss, F.cross_entropy(logits, data.label_ids))
-    assert out.count == 6 and out.metrics["accuracy"] == (logits.argmax(-1) == data.label_ids).float().mean()
+    assert (
+        out.count == 6
+        and out.metrics["accuracy"] == (logits.argmax(-1) == data.label_ids).float().mean()
+    )
     assert ClassificationObjective().tokens(batch) == 6 * 10
 
 
@@ -109,8 +144,12 @@ def test_the_head_swap_and_last_token_pooling_ignore_the_padding() -> None:
     out = classifier(ids)
     assert out.shape == (1, 6, 3)
     lengths = torch.tensor([3])
-    torch.testing.assert_close(class_logits(classifier, ids, lengths), class_logits(classifier, other_padding, lengths))
-    torch.testing.assert_close(class_logits(classifier, ids, lengths), classifier(ids[:, :3])[:, -1])
+    torch.testing.assert_close(
+        class_logits(classifier, ids, lengths), class_logits(classifier, other_padding, lengths)
+    )
+    torch.testing.assert_close(
+        class_logits(classifier, ids, lengths), classifier(ids[:, :3])[:, -1]
+    )
 
 
 def test_mean_pooling_is_the_mean_of_the_real_tokens_logits() -> None:
@@ -138,7 +177,9 @@ def test_what_each_choice_trains_is_counted_exactly() -> None:
     per_block = 4 * rank * (D + D) + 2 * rank * (D + 4 * D)
     assert set_trainable(lora, "lora", LoRAConfig(rank=rank)) == head + LAYERS * per_block
     two_blocks = GPTClassifier(tiny_model(), 2)
-    assert set_trainable(two_blocks, "last-block", last_blocks=2) == head + LAYERS * block + final_norm
+    assert (
+        set_trainable(two_blocks, "last-block", last_blocks=2) == head + LAYERS * block + final_norm
+    )
     with pytest.raises(ValueError, match="last_blocks must be between 1 and the model's 2 blocks"):
         set_trainable(GPTClassifier(tiny_model(), 2), "last-block", last_blocks=3)
     with pytest.raises(ValueError, match="trainable must be one of"):
@@ -148,23 +189,44 @@ def test_what_each_choice_trains_is_counted_exactly() -> None:
 
 
 def quick_config(**overrides: object) -> object:
-    return classifier_train_config(**{"epochs": 3, "batch_size": 8, "lr": 1e-2, "eval_interval": 5, "device": "cpu",
-                                      "seed": 5, **overrides})
+    return classifier_train_config(
+        **{
+            "epochs": 3,
+            "batch_size": 8,
+            "lr": 1e-2,
+            "eval_interval": 5,
+            "device": "cpu",
+            "seed": 5,
+            **overrides,
+        }
+    )
 
 
 def test_finetuning_learns_a_toy_task_and_writes_its_run_folder(tmp_path: Path) -> None:
     train, val, test = balanced_split(toy_records(120), (0.6, 0.2, 0.2), seed=0)
-    run = finetune_classifier(tiny_model(), TOKENIZER, train, val, cfg=quick_config(),
-                              classifier=ClassifierConfig(trainable="all"),
-                              session=Session(out_dir=tmp_path, show_progress=False))
+    run = finetune_classifier(
+        tiny_model(),
+        TOKENIZER,
+        train,
+        val,
+        cfg=quick_config(),
+        classifier=ClassifierConfig(trainable="all"),
+        session=Session(out_dir=tmp_path, show_progress=False),
+    )
     assert run.labels == class_labels(train) == ("abc", "xyz") and run.max_length == 9
     assert run.accuracy(test) >= 0.9 and run.predict(["aabbc", "zzyx"]) == ["abc", "xyz"]
     assert run.history[-1]["step"] == 3 * len(train) // 8 and "val_loss" in run.history[-1]
     assert run.history[-1]["val_accuracy"] >= 0.9 and "train_accuracy" in run.history[-1]
     assert run.trainable_params == count_trainable_parameters(run.classifier)
     info = json.loads((tmp_path / "classifier.json").read_text())
-    assert info == {"labels": ["abc", "xyz"], "pooling": "last", "trainable": "all", "max_length": 9, "lora": None,
-                    "last_blocks": None}
+    assert info == {
+        "labels": ["abc", "xyz"],
+        "pooling": "last",
+        "trainable": "all",
+        "max_length": 9,
+        "lora": None,
+        "last_blocks": None,
+    }
     assert {"checkpoint.pt", "log.jsonl", "run.json"} <= {p.name for p in tmp_path.iterdir()}
     loaded, loaded_info = load_classifier(tmp_path)
     assert loaded_info == info
@@ -175,34 +237,72 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> N
     train, val, _ = balanced_split(toy_records(80), (0.6, 0.2, 0.2), seed=0)
     common = {"classifier": ClassifierConfig(trainable="last-block"), "cfg": quick_config()}
     parts, quiet = tmp_path / "parts", {"show_progress": False}
-    whole = finetune_classifier(tiny_model(), TOKENIZER, train, val, **common,
-                                session=Session(out_dir=tmp_path / "whole", **quiet))
-    finetune_classifier(tiny_model(), TOKENIZER, train, val, **common,
-                        session=Session(out_dir=parts, stop_after=3, **quiet))
-    resumed = finetune_classifier(tiny_model(), TOKENIZER, train, val, **common,
-                                  session=Session(out_dir=parts, resume=True, **quiet))
+    whole = finetune_classifier(
+        tiny_model(),
+        TOKENIZER,
+        train,
+        val,
+        **common,
+        session=Session(out_dir=tmp_path / "whole", **quiet),
+    )
+    finetune_classifier(
+        tiny_model(),
+        TOKENIZER,
+        train,
+        val,
+        **common,
+        session=Session(out_dir=parts, stop_after=3, **quiet),
+    )
+    resumed = finetune_classifier(
+        tiny_model(),
+        TOKENIZER,
+        train,
+        val,
+        **common,
+        session=Session(out_dir=parts, resume=True, **quiet),
+    )
     assert_same_parameters(whole.classifier, resumed.classifier)
     resumed_log = read_log(tmp_path / "parts" / "log.jsonl")
-    assert [r.get("train_loss") for r in whole.history] == [r.get("train_loss") for r in resumed_log]
-    assert [r.get("val_accuracy") for r in whole.history] == [r.get("val_accuracy") for r in resumed_log]
+    assert [r.get("train_loss") for r in whole.history] == [
+        r.get("train_loss") for r in resumed_log
+    ]
+    assert [r.get("val_accuracy") for r in whole.history] == [
+        r.get("val_accuracy") for r in resumed_log
+    ]
     with pytest.raises(ValueError, match="cannot resume .*trainable"):
-        finetune_classifier(tiny_model(), TOKENIZER, train, val, cfg=common["cfg"],
-                            classifier=ClassifierConfig(trainable="all"),
-                            session=Session(out_dir=parts, resume=True, **quiet))
+        finetune_classifier(
+            tiny_model(),
+            TOKENIZER,
+            train,
+            val,
+            cfg=common["cfg"],
+            classifier=ClassifierConfig(trainable="all"),
+            session=Session(out_dir=parts, resume=True, **quiet),
+        )
 
 
 def test_a_lora_run_saves_only_its_adapter(tmp_path: Path) -> None:
     train, val, test = balanced_split(toy_records(80), (0.6, 0.2, 0.2), seed=0)
     base = tiny_model()
     before = {k: v.clone() for k, v in base.state_dict().items() if k != "output_projection.weight"}
-    run = finetune_classifier(base, TOKENIZER, train, val, cfg=quick_config(),
-                              classifier=ClassifierConfig(trainable="lora", lora=LoRAConfig(rank=2)),
-                              session=Session(out_dir=tmp_path, show_progress=False))
+    run = finetune_classifier(
+        base,
+        TOKENIZER,
+        train,
+        val,
+        cfg=quick_config(),
+        classifier=ClassifierConfig(trainable="lora", lora=LoRAConfig(rank=2)),
+        session=Session(out_dir=tmp_path, show_progress=False),
+    )
     tensors, info = read_adapter(tmp_path / "adapter.safetensors")
     assert sum(t.numel() for t in tensors.values()) == run.trainable_params
     assert set(tensors) == {k for k, p in run.classifier.named_parameters() if p.requires_grad}
     assert info["labels"] == ["abc", "xyz"] and info["lora"]["rank"] == 2
-    after = {k.replace(".base.", "."): v for k, v in run.classifier.model.state_dict().items() if "lora_" not in k}
+    after = {
+        k.replace(".base.", "."): v
+        for k, v in run.classifier.model.state_dict().items()
+        if "lora_" not in k
+    }
     assert all(torch.equal(after[k], v) for k, v in before.items())  # the base model did not move
     assert run.accuracy(test) >= 0.5
     loaded, _ = load_classifier(tmp_path)
@@ -211,18 +311,30 @@ def test_a_lora_run_saves_only_its_adapter(tmp_path: Path) -> None:
 
 def test_max_length_must_fit_the_context() -> None:
     with pytest.raises(ValueError, match="context length 12"):
-        finetune_classifier(tiny_model(), TOKENIZER, toy_records(8), cfg=quick_config(),
-                            classifier=ClassifierConfig(max_length=13),
-                            session=Session(show_progress=False))
+        finetune_classifier(
+            tiny_model(),
+            TOKENIZER,
+            toy_records(8),
+            cfg=quick_config(),
+            classifier=ClassifierConfig(max_length=13),
+            session=Session(show_progress=False),
+        )
 
 
 def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:
     rng = random.Random(0)
-    records = [(label, " ".join(rng.choice(words) for _ in range(5)))
-               for label, words in (("pos", ["good", "great", "fine"]), ("neg", ["bad", "awful", "poor"])) * 30]
+    records = [
+        (label, " ".join(rng.choice(words) for _ in range(5)))
+        for label, words in (("pos", ["good", "great", "fine"]), ("neg", ["bad", "awful", "poor"]))
+        * 30
+    ]
     train, _, test = balanced_split(records, (0.6, 0.2, 0.2))
     result = bag_of_words_baseline(train, test, steps=50)
-    assert result["accuracy"] == 1.0 and result["vocabulary"] == 6 and result["trainable_params"] == 6 * 2 + 2
+    assert (
+        result["accuracy"] == 1.0
+        and result["vocabulary"] == 6
+        and result["trainable_params"] == 6 * 2 + 2
+    )
 
 
 def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
@@ -235,12 +347,18 @@ def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
     assert main(["bench", "--what", "finetune", "--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "finetune_cpu.json").read_text())
     setups = [row["setup"] for row in result["rows"]]
-    assert setups == ["majority class", "bag of words + logistic regression", *(name for name, _ in MODEL_ROWS)]
+    assert setups == [
+        "majority class",
+        "bag of words + logistic regression",
+        *(name for name, _ in MODEL_ROWS),
+    ]
     assert result["quick"] and all(set(row) <= set(COLUMNS) for row in result["rows"])
     # The same rows measured in two processes' worth of parts, joined in table order.
     baselines = finetune.run(tmp_path / "a.json", quick=True, only=list(finetune.BASELINES))
     assert [row["setup"] for row in baselines["rows"]] == list(finetune.BASELINES)
-    joined = finetune.combine([tmp_path / "a.json", tmp_path / "finetune_cpu.json"], tmp_path / "all.json", note="test")
+    joined = finetune.combine(
+        [tmp_path / "a.json", tmp_path / "finetune_cpu.json"], tmp_path / "all.json", note="test"
+    )
     assert [row["setup"] for row in joined["rows"]] == setups and joined["parallel"] == "test"
     with pytest.raises(ValueError, match="no part measured"):
         finetune.combine([tmp_path / "a.json"], tmp_path / "b.json")
@@ -255,13 +373,24 @@ def test_the_committed_benchmark_is_a_full_run() -> None:
     result = json.loads((RESULTS_DIR / "finetune_cpu.json").read_text())
     assert not result["quick"] and result["data"] == "sms-spam"
     rows = {row["setup"]: row for row in result["rows"]}
-    assert list(rows) == ["majority class", "bag of words + logistic regression", *(name for name, _ in MODEL_ROWS)]
+    assert list(rows) == [
+        "majority class",
+        "bag of words + logistic regression",
+        *(name for name, _ in MODEL_ROWS),
+    ]
     assert rows["majority class"]["accuracy"] == 0.5  # the test split is balanced
     for row in rows.values():
         assert 0 <= row["accuracy"] <= 1 and row["trainable_params"] >= 0
     lora, everything = rows["pretrained, LoRA r=8"], rows["pretrained, all"]
-    assert lora["trainable_params"] < rows["pretrained, last block"]["trainable_params"] < everything["trainable_params"]
-    assert rows["pretrained, head only"]["trainable_params"] == 2 * result["base_config"]["embedding_dim"] + 2
+    assert (
+        lora["trainable_params"]
+        < rows["pretrained, last block"]["trainable_params"]
+        < everything["trainable_params"]
+    )
+    assert (
+        rows["pretrained, head only"]["trainable_params"]
+        == 2 * result["base_config"]["embedding_dim"] + 2
+    )
 
 
 def test_a_gpt2_style_model_with_tied_and_padded_head_becomes_a_classifier() -> None:
@@ -270,7 +399,10 @@ def test_a_gpt2_style_model_with_tied_and_padded_head_becomes_a_classifier() -> 
     model = SydsGPT(tiny_config(tie_weights=True), Kernels(pad_vocab_multiple=64))
     embedding = model.token_embedding.weight.detach().clone()
     classifier = GPTClassifier(model, 2)
-    assert classifier.head.weight.shape == (2, D) and classifier.head.weight is not model.token_embedding.weight
+    assert (
+        classifier.head.weight.shape == (2, D)
+        and classifier.head.weight is not model.token_embedding.weight
+    )
     assert classifier(torch.tensor([[1, 2, 3]])).shape == (1, 3, 2)
     assert set_trainable(classifier, "head") == 2 * D + 2
     assert torch.equal(model.token_embedding.weight, embedding)

@@ -18,8 +18,23 @@ from sydsgpt.logs import read_log
 from sydsgpt.model import SydsGPT
 
 
-FAST = ["--batch-size", "4", "--max-steps", "4", "--eval-interval", "2", "--eval-batches", "1", "--lr", "3e-3",
-        "--device", "cpu", "--quiet", "--max-new-tokens", "3"]
+FAST = [
+    "--batch-size",
+    "4",
+    "--max-steps",
+    "4",
+    "--eval-interval",
+    "2",
+    "--eval-batches",
+    "1",
+    "--lr",
+    "3e-3",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--max-new-tokens",
+    "3",
+]
 
 
 @pytest.fixture
@@ -55,52 +70,134 @@ def test_help_names_both_tasks_and_the_base(capsys: pytest.CaptureFixture[str]) 
         assert expected in text, expected
 
 
-def test_instruct_end_to_end_and_generate_reads_the_result(base: Path, tmp_path: Path, capsys) -> None:
+def test_instruct_end_to_end_and_generate_reads_the_result(
+    base: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "run"
-    code, stdout, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out), *FAST)
+    code, stdout, err = finetune(
+        capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out), *FAST
+    )
     assert code == 0, err
     for name in ("checkpoint.pt", "log.jsonl", "run.json", "loss.png", "tokenizer.json"):
         assert (out / name).is_file(), name
     assert [r["step"] for r in read_log(out / "log.jsonl")] == [0, 1, 2, 3, 4]
-    assert "held-out response loss" in err and "stopped at the end token" in err and "example answer" in stdout
+    assert (
+        "held-out response loss" in err
+        and "stopped at the end token" in err
+        and "example answer" in stdout
+    )
     model, tokenizer = load_model_and_tokenizer(out / "checkpoint.pt")
     assert tokenizer.eot_token == 400 and model.config.vocab_size == 401  # the end token was added
-    code = main(["generate", "--checkpoint", str(out / "checkpoint.pt"), "--prompt", "### Response:\n",
-                 "--max-new-tokens", "3", "--device", "cpu"])
+    code = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(out / "checkpoint.pt"),
+            "--prompt",
+            "### Response:\n",
+            "--max-new-tokens",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
 
 
 def test_masking_can_be_switched_off(base: Path, tmp_path: Path, capsys) -> None:
-    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(tmp_path / "u"),
-                           "--no-mask-prompt", *FAST)
+    code, _, err = finetune(
+        capsys,
+        "instruct",
+        "word-tasks",
+        "--base",
+        str(base),
+        "--out",
+        str(tmp_path / "u"),
+        "--no-mask-prompt",
+        *FAST,
+    )
     assert code == 0 and "loss on every token" in err
 
 
 def test_resume_continues_exactly(base: Path, tmp_path: Path, capsys) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(whole), *FAST)[0] == 0
-    assert finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), "--stop-after", "2", *FAST)[0] == 0
+    assert (
+        finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(whole), *FAST)[
+            0
+        ]
+        == 0
+    )
+    assert (
+        finetune(
+            capsys,
+            "instruct",
+            "word-tasks",
+            "--base",
+            str(base),
+            "--out",
+            str(parts),
+            "--stop-after",
+            "2",
+            *FAST,
+        )[0]
+        == 0
+    )
     assert load_checkpoint(parts / "checkpoint.pt")["step"] == 2
-    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), *FAST)
+    code, _, err = finetune(
+        capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), *FAST
+    )
     assert code == 2 and "add --resume" in err
-    assert finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(parts), "--resume", *FAST)[0] == 0
-    a, b = load_checkpoint(whole / "checkpoint.pt")["model"], load_checkpoint(parts / "checkpoint.pt")["model"]
+    assert (
+        finetune(
+            capsys,
+            "instruct",
+            "word-tasks",
+            "--base",
+            str(base),
+            "--out",
+            str(parts),
+            "--resume",
+            *FAST,
+        )[0]
+        == 0
+    )
+    a, b = (
+        load_checkpoint(whole / "checkpoint.pt")["model"],
+        load_checkpoint(parts / "checkpoint.pt")["model"],
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["train_loss"] for r in read_log(whole / "log.jsonl") if "train_loss" in r] == \
-        [r["train_loss"] for r in read_log(parts / "log.jsonl") if "train_loss" in r]
+    assert [r["train_loss"] for r in read_log(whole / "log.jsonl") if "train_loss" in r] == [
+        r["train_loss"] for r in read_log(parts / "log.jsonl") if "train_loss" in r
+    ]
 
 
 def test_lora_writes_the_adapter_only(base: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("sydsgpt.lora")
     out = tmp_path / "lora"
-    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out), "--lora-rank", "2", *FAST)
+    code, _, err = finetune(
+        capsys,
+        "instruct",
+        "word-tasks",
+        "--base",
+        str(base),
+        "--out",
+        str(out),
+        "--lora-rank",
+        "2",
+        *FAST,
+    )
     assert code == 0, err
     from safetensors.torch import load_file
 
     adapter = load_file(out / "adapter.safetensors")
     # the LoRA matrices, and the embedding (tied to the head) that holds the new end token's row
-    assert any("lora_A" in name for name in adapter) and "model.token_embedding.weight" not in adapter
-    assert all("lora" in name or name.startswith(("token_embedding", "output_projection")) for name in adapter), list(adapter)
+    assert (
+        any("lora_A" in name for name in adapter) and "model.token_embedding.weight" not in adapter
+    )
+    assert all(
+        "lora" in name or name.startswith(("token_embedding", "output_projection"))
+        for name in adapter
+    ), list(adapter)
 
 
 def _records(tmp_path: Path, records: object) -> Path:
@@ -117,46 +214,116 @@ def _records(tmp_path: Path, records: object) -> Path:
         ({"instruction": "not a list"}, "list"),
     ],
 )
-def test_bad_instruction_files_are_one_line_errors(base: Path, tmp_path: Path, capsys, records: object, match: str) -> None:
-    code, _, err = finetune(capsys, "instruct", str(_records(tmp_path, records)), "--base", str(base),
-                            "--out", str(tmp_path / "r"), *FAST)
-    assert code == 2 and err.startswith("sydsgpt finetune: error:") and match in err and err.count("\n") == 1, err
+def test_bad_instruction_files_are_one_line_errors(
+    base: Path, tmp_path: Path, capsys, records: object, match: str
+) -> None:
+    code, _, err = finetune(
+        capsys,
+        "instruct",
+        str(_records(tmp_path, records)),
+        "--base",
+        str(base),
+        "--out",
+        str(tmp_path / "r"),
+        *FAST,
+    )
+    assert (
+        code == 2
+        and err.startswith("sydsgpt finetune: error:")
+        and match in err
+        and err.count("\n") == 1
+    ), err
 
 
-def test_a_prompt_longer_than_the_context_is_a_clear_error(base: Path, tmp_path: Path, capsys) -> None:
-    long = [{"instruction": "Repeat the word twice. " * 40, "input": "king", "output": "king king"}] * 4
-    code, _, err = finetune(capsys, "instruct", str(_records(tmp_path, long)), "--base", str(base),
-                            "--out", str(tmp_path / "r"), *FAST)
+def test_a_prompt_longer_than_the_context_is_a_clear_error(
+    base: Path, tmp_path: Path, capsys
+) -> None:
+    long = [
+        {"instruction": "Repeat the word twice. " * 40, "input": "king", "output": "king king"}
+    ] * 4
+    code, _, err = finetune(
+        capsys,
+        "instruct",
+        str(_records(tmp_path, long)),
+        "--base",
+        str(base),
+        "--out",
+        str(tmp_path / "r"),
+        *FAST,
+    )
     last = err.strip().splitlines()[-1]
-    assert code == 2 and last.startswith("sydsgpt finetune: error: the prompt of the record") and "longer than the context" in last
-    assert not (tmp_path / "r").exists(), "nothing may be written for a run that cannot start (tokenizer.json was)"
+    assert (
+        code == 2
+        and last.startswith("sydsgpt finetune: error: the prompt of the record")
+        and "longer than the context" in last
+    )
+    assert not (tmp_path / "r").exists(), (
+        "nothing may be written for a run that cannot start (tokenizer.json was)"
+    )
 
 
-def test_every_option_is_checked_before_anything_is_loaded_or_written(base: Path, tmp_path: Path, capsys) -> None:
+def test_every_option_is_checked_before_anything_is_loaded_or_written(
+    base: Path, tmp_path: Path, capsys
+) -> None:
     # --max-new-tokens is used only at the end: it used to be refused after the whole run
     out = tmp_path / "r"
-    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(out),
-                            *FAST, "--max-new-tokens", "0")
-    assert code == 2 and "--max-new-tokens must be a positive integer, got 0" in err and err.count("\n") == 1, err
+    code, _, err = finetune(
+        capsys,
+        "instruct",
+        "word-tasks",
+        "--base",
+        str(base),
+        "--out",
+        str(out),
+        *FAST,
+        "--max-new-tokens",
+        "0",
+    )
+    assert (
+        code == 2
+        and "--max-new-tokens must be a positive integer, got 0" in err
+        and err.count("\n") == 1
+    ), err
     assert not out.exists()
 
 
 def test_a_base_of_an_unknown_kind_says_what_is_accepted(tmp_path: Path, capsys) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a model")
-    for spec, what in ((notes, "not a model"), (tmp_path / "missing.pt", "no such file or folder"),
-                       ("missing.pt", "no such file or folder")):
-        code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(spec), "--out", str(tmp_path / "r"))
-        assert code == 2 and what in err and "a checkpoint file from sydsgpt train (.pt)" in err, err
+    for spec, what in (
+        (notes, "not a model"),
+        (tmp_path / "missing.pt", "no such file or folder"),
+        ("missing.pt", "no such file or folder"),
+    ):
+        code, _, err = finetune(
+            capsys, "instruct", "word-tasks", "--base", str(spec), "--out", str(tmp_path / "r")
+        )
+        assert code == 2 and what in err and "a checkpoint file from sydsgpt train (.pt)" in err, (
+            err
+        )
         assert "GPT-2 folder" in err and "Hub name" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
 
 
-def test_lora_runs_with_the_same_seed_give_the_same_weights(base: Path, tmp_path: Path, capsys) -> None:
+def test_lora_runs_with_the_same_seed_give_the_same_weights(
+    base: Path, tmp_path: Path, capsys
+) -> None:
     # the adapters' initial values come from the seed (they were made before anything was seeded)
     for name in ("a", "b"):
-        code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(base), "--out", str(tmp_path / name),
-                                "--lora-rank", "4", "--seed", "3", *FAST)
+        code, _, err = finetune(
+            capsys,
+            "instruct",
+            "word-tasks",
+            "--base",
+            str(base),
+            "--out",
+            str(tmp_path / name),
+            "--lora-rank",
+            "4",
+            "--seed",
+            "3",
+            *FAST,
+        )
         assert code == 0, err
     a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in ("a", "b"))
     assert any("lora_A" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
@@ -190,10 +357,16 @@ def test_random_weight_gpt2_finetunes_with_the_same_code(tmp_path: Path, capsys)
     config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=128)
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
     out = tmp_path / "run"
-    code, _, err = finetune(capsys, "instruct", "word-tasks", "--base", str(tmp_path / "gpt2"), "--out", str(out), *FAST)
+    code, _, err = finetune(
+        capsys, "instruct", "word-tasks", "--base", str(tmp_path / "gpt2"), "--out", str(out), *FAST
+    )
     assert code == 0, err
     model, tokenizer = load_model_and_tokenizer(out / "checkpoint.pt")
-    assert tokenizer.name == "gpt2" and tokenizer.eot_token == 50256 and model.config.vocab_size == 50257
+    assert (
+        tokenizer.name == "gpt2"
+        and tokenizer.eot_token == 50256
+        and model.config.vocab_size == 50257
+    )
     assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to save
 
 
@@ -204,15 +377,33 @@ def _texts(tmp_path: Path, lines: list[str]) -> Path:
 
 
 SPAMMY = [f"spam\tWIN a free prize {i} now, call today" for i in range(20)]
-HAMMY = [f"ham\tsee you at the {w} tonight, love" for w in ("king", "queen", "lord", "hand", "night") * 4]
+HAMMY = [
+    f"ham\tsee you at the {w} tonight, love" for w in ("king", "queen", "lord", "hand", "night") * 4
+]
 
 
 def test_classify_end_to_end_and_with_lora(base: Path, tmp_path: Path, capsys) -> None:
     data = _texts(tmp_path, SPAMMY + HAMMY)
     for extra, out in (([], tmp_path / "plain"), (["--lora-rank", "2"], tmp_path / "lora")):
-        code, stdout, err = finetune(capsys, "classify", str(data), "--base", str(base), "--out", str(out),
-                                     "--batch-size", "4", "--max-steps", "3", "--eval-interval", "3", "--device", "cpu",
-                                     "--quiet", *extra)
+        code, stdout, err = finetune(
+            capsys,
+            "classify",
+            str(data),
+            "--base",
+            str(base),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--eval-interval",
+            "3",
+            "--device",
+            "cpu",
+            "--quiet",
+            *extra,
+        )
         assert code == 0, err
         assert stdout.startswith("test accuracy ") and "trainable parameters" in err
         for name in ("checkpoint.pt", "log.jsonl", "loss.png", "classifier.json", "tokenizer.json"):
@@ -229,8 +420,24 @@ def test_classify_end_to_end_and_with_lora(base: Path, tmp_path: Path, capsys) -
         (SPAMMY + HAMMY + ["ham without a tab"], [], "TAB"),
     ],
 )
-def test_bad_text_files_are_one_line_errors(base: Path, tmp_path: Path, capsys, lines: list[str], extra: list[str],
-                                            match: str) -> None:
-    code, _, err = finetune(capsys, "classify", str(_texts(tmp_path, lines)), "--base", str(base),
-                            "--out", str(tmp_path / "r"), "--device", "cpu", *extra)
-    assert code == 2 and err.startswith("sydsgpt finetune: error:") and match in err and err.count("\n") == 1, err
+def test_bad_text_files_are_one_line_errors(
+    base: Path, tmp_path: Path, capsys, lines: list[str], extra: list[str], match: str
+) -> None:
+    code, _, err = finetune(
+        capsys,
+        "classify",
+        str(_texts(tmp_path, lines)),
+        "--base",
+        str(base),
+        "--out",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+        *extra,
+    )
+    assert (
+        code == 2
+        and err.startswith("sydsgpt finetune: error:")
+        and match in err
+        and err.count("\n") == 1
+    ), err

@@ -26,7 +26,15 @@ COMMANDS = _commands()
 
 
 def test_every_subcommand_is_checked() -> None:
-    assert {"train", "generate", "finetune classify", "finetune instruct", "prepare", "bench", "check"} <= set(COMMANDS)
+    assert {
+        "train",
+        "generate",
+        "finetune classify",
+        "finetune instruct",
+        "prepare",
+        "bench",
+        "check",
+    } <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -37,11 +45,20 @@ def test_every_option_has_its_own_help_text(command: str) -> None:
             continue
         name = "/".join(action.option_strings) or action.dest
         text = re.sub(r"\s*\(default: [^()]*\)$", "", action.help or "").strip().rstrip(".").lower()
-        assert text and action.help != argparse.SUPPRESS, f"sydsgpt {command} {name} has no help text"
-        trivial = {action.dest.lower(), action.dest.replace("_", " ").lower(),
-                   *(flag.lstrip("-").replace("-", " ").lower() for flag in action.option_strings)}
-        assert text not in trivial and len(text.split()) >= 2, f"sydsgpt {command} {name}: help {action.help!r}"
-        assert text not in seen, f"sydsgpt {command}: {name} and {seen.get(text)} share the help {action.help!r}"
+        assert text and action.help != argparse.SUPPRESS, (
+            f"sydsgpt {command} {name} has no help text"
+        )
+        trivial = {
+            action.dest.lower(),
+            action.dest.replace("_", " ").lower(),
+            *(flag.lstrip("-").replace("-", " ").lower() for flag in action.option_strings),
+        }
+        assert text not in trivial and len(text.split()) >= 2, (
+            f"sydsgpt {command} {name}: help {action.help!r}"
+        )
+        assert text not in seen, (
+            f"sydsgpt {command}: {name} and {seen.get(text)} share the help {action.help!r}"
+        )
         seen[text] = name
 
 

@@ -43,17 +43,26 @@ def test_shared_copies_match_the_registry(name: str) -> None:
     assert load_corpus(name) == data.decode("utf-8")
 
 
-def test_offline_and_not_cached_names_file_url_and_env_var(empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_and_not_cached_names_file_url_and_env_var(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(corpora, "_download", _no_network)
     with pytest.raises(CorpusError) as info:
         load_corpus("tinyshakespeare")
     message = str(info.value)
-    for part in ("tinyshakespeare.txt", CORPORA["tinyshakespeare"].url, "SYDSGPT_DATA_DIR", str(empty_cache)):
+    for part in (
+        "tinyshakespeare.txt",
+        CORPORA["tinyshakespeare"].url,
+        "SYDSGPT_DATA_DIR",
+        str(empty_cache),
+    ):
         assert part in message
     assert list(empty_cache.iterdir()) == []
 
 
-def test_first_use_downloads_verifies_and_caches(empty_cache: Path, monkeypatch: pytest.MonkeyPatch, verdict_bytes: bytes) -> None:
+def test_first_use_downloads_verifies_and_caches(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch, verdict_bytes: bytes
+) -> None:
     urls: list[str] = []
 
     def serve(url: str, timeout: float = 60.0) -> bytes:
@@ -74,7 +83,9 @@ def test_corrupt_cached_file_is_an_error(empty_cache: Path) -> None:
         load_corpus("the-verdict")
 
 
-def test_download_with_wrong_sha256_caches_nothing(empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_with_wrong_sha256_caches_nothing(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(corpora, "_download", lambda url, timeout=60.0: b"a different file")
     with pytest.raises(CorpusError, match="sha256"):
         corpus_path("the-verdict")

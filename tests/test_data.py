@@ -42,10 +42,29 @@ def test_dataset_refuses_2d_ids() -> None:
 
 def test_original_signature_and_defaults() -> None:
     params = inspect.signature(create_dataloader).parameters
-    assert list(params)[:8] == ["text", "max_length", "step_size", "batch_size", "shuffle", "drop_last", "num_workers", "tokenizer"]
-    defaults = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
-    assert defaults == {"max_length": 512, "step_size": 256, "batch_size": 8, "shuffle": True, "drop_last": True,
-                        "num_workers": 0, "tokenizer": None, "seed": None}
+    assert list(params)[:8] == [
+        "text",
+        "max_length",
+        "step_size",
+        "batch_size",
+        "shuffle",
+        "drop_last",
+        "num_workers",
+        "tokenizer",
+    ]
+    defaults = {
+        name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty
+    }
+    assert defaults == {
+        "max_length": 512,
+        "step_size": 256,
+        "batch_size": 8,
+        "shuffle": True,
+        "drop_last": True,
+        "num_workers": 0,
+        "tokenizer": None,
+        "seed": None,
+    }
 
 
 def test_loader_shapes_and_shift_by_one(verdict: str) -> None:
@@ -58,7 +77,9 @@ def test_loader_shapes_and_shift_by_one(verdict: str) -> None:
 
 def test_unshuffled_windows_tile_the_token_ids(verdict: str) -> None:
     ids = get_gpt2_tokenizer().encode(verdict)
-    loader = create_dataloader(verdict, max_length=32, step_size=32, batch_size=3, shuffle=False, drop_last=False)
+    loader = create_dataloader(
+        verdict, max_length=32, step_size=32, batch_size=3, shuffle=False, drop_last=False
+    )
     inputs = torch.cat([x for x, _ in loader]).flatten()
     assert len(loader.dataset) == (len(ids) - 33) // 32 + 1
     assert inputs.tolist() == ids[: inputs.numel()]
@@ -66,7 +87,9 @@ def test_unshuffled_windows_tile_the_token_ids(verdict: str) -> None:
 
 def test_seed_fixes_the_shuffle(verdict: str) -> None:
     def first_batch(seed: int) -> torch.Tensor:
-        return next(iter(create_dataloader(verdict, max_length=8, step_size=8, batch_size=4, seed=seed)))[0]
+        return next(
+            iter(create_dataloader(verdict, max_length=8, step_size=8, batch_size=4, seed=seed))
+        )[0]
 
     assert torch.equal(first_batch(1), first_batch(1))
     assert not torch.equal(first_batch(1), first_batch(2))
@@ -74,7 +97,9 @@ def test_seed_fixes_the_shuffle(verdict: str) -> None:
 
 def test_loader_accepts_a_from_scratch_tokenizer(verdict: str) -> None:
     tok = BPETokenizer().train(verdict, 400)
-    loader = create_dataloader(verdict, max_length=10, step_size=10, batch_size=2, shuffle=False, tokenizer=tok)
+    loader = create_dataloader(
+        verdict, max_length=10, step_size=10, batch_size=2, shuffle=False, tokenizer=tok
+    )
     inputs, _ = next(iter(loader))
     assert inputs.flatten().tolist() == tok.encode(verdict)[:20]
 
@@ -89,7 +114,9 @@ def test_too_short_text_says_how_many_tokens(verdict: str) -> None:
         create_dataloader("Hello, world", max_length=8)
 
 
-@pytest.mark.parametrize("bad", [{"max_length": 0}, {"step_size": -1}, {"batch_size": 0}, {"max_length": 2.5}])
+@pytest.mark.parametrize(
+    "bad", [{"max_length": 0}, {"step_size": -1}, {"batch_size": 0}, {"max_length": 2.5}]
+)
 def test_non_positive_sizes_are_errors(bad: dict, verdict: str) -> None:
     with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive integer"):
         create_dataloader(verdict, **{"max_length": 8, "step_size": 8, "batch_size": 2, **bad})
@@ -98,7 +125,14 @@ def test_non_positive_sizes_are_errors(bad: dict, verdict: str) -> None:
 def test_too_few_windows_for_one_batch_is_an_error(verdict: str) -> None:
     with pytest.raises(ValueError, match="no batch at all"):
         create_dataloader(verdict[:200], max_length=16, step_size=16, batch_size=8)
-    assert len(create_dataloader(verdict[:200], max_length=16, step_size=16, batch_size=8, drop_last=False)) == 1
+    assert (
+        len(
+            create_dataloader(
+                verdict[:200], max_length=16, step_size=16, batch_size=8, drop_last=False
+            )
+        )
+        == 1
+    )
 
 
 def test_train_val_split_by_characters(verdict: str) -> None:

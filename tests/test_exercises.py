@@ -47,12 +47,19 @@ def test_wrong_answers_are_explained(key: str) -> None:
     """At least two wrong answers, each naming its likely mistake (its docstring), and the feedback
     on that wrong answer shows a likely mistake."""
     exercise = get_exercise(key)
-    assert len(exercise.wrong_answers) >= 2, f"exercise {key} declares {len(exercise.wrong_answers)} wrong answer(s); at least 2 expected"
+    assert len(exercise.wrong_answers) >= 2, (
+        f"exercise {key} declares {len(exercise.wrong_answers)} wrong answer(s); at least 2 "
+        "expected"
+    )
     for wrong in exercise.wrong_answers:
-        assert wrong.__doc__, f"{key}: wrong answer {wrong.__name__} has no docstring naming its likely mistake"
+        assert wrong.__doc__, (
+            f"{key}: wrong answer {wrong.__name__} has no docstring naming its likely mistake"
+        )
         report = explain_mistakes(exercise, run_checks(exercise, wrong))
         assert report.attempted
-        assert any(r.mistake for r in report.results if not r.passed), f"{key}: no likely mistake shown for {wrong.__name__}\n{report.summary()}"
+        assert any(r.mistake for r in report.results if not r.passed), (
+            f"{key}: no likely mistake shown for {wrong.__name__}\n{report.summary()}"
+        )
         assert "likely mistake:" in report.summary()
 
 
@@ -61,7 +68,9 @@ def test_exercise_shows_difficulty_and_hint(key: str) -> None:
     exercise = get_exercise(key)
     assert exercise.difficulty in (1, 2, 3) and exercise.stars == "★" * exercise.difficulty
     assert exercise.hint, f"exercise {key} has no hint"
-    assert exercise.function_name.isidentifier(), f"exercise {key}: its title must start with the function's name"
+    assert exercise.function_name.isidentifier(), (
+        f"exercise {key}: its title must start with the function's name"
+    )
 
 
 def test_each_chapter_has_four_coding_exercises() -> None:
@@ -93,7 +102,12 @@ def test_wrong_answer_prints_full_feedback(capsys: pytest.CaptureFixture[str]) -
     report = check("2.1", exercise.wrong_answers[0])
     out = capsys.readouterr().out
     assert report.attempted and not report
-    assert f"Exercise 2.1 ({exercise.stars})" in out and "[FAIL]" in out and "likely mistake:" in out and "Hint:" in out
+    assert (
+        f"Exercise 2.1 ({exercise.stars})" in out
+        and "[FAIL]" in out
+        and "likely mistake:" in out
+        and "Hint:" in out
+    )
 
 
 def test_unknown_exercise_is_a_clear_error() -> None:
@@ -115,8 +129,10 @@ def test_the_mutation_guard_is_off_only_for_exercises_that_ask_for_in_place_chan
 # that sits exactly on the boundary it gets wrong. Each row proves its case is needed.
 BOUNDARY_CASES = {
     "1.1": ("_wrong_decode_strict", "ids that end in the middle of a character"),
-    "4.2": ("_wrong_last_logits_counts_tokens",
-            "a real token with the padding's id (0): the lengths say where"),
+    "4.2": (
+        "_wrong_last_logits_counts_tokens",
+        "a real token with the padding's id (0): the lengths say where",
+    ),
     "6.1": ("_wrong_min_p_strict", "exactly on the threshold: 'at least' keeps it"),
 }
 

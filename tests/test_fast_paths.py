@@ -43,7 +43,9 @@ FAST = {"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64}
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bf16 keeps 8 significant bits
 
 
-def batch(seed: int = 0, batch_size: int = 3, tokens: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(
+    seed: int = 0, batch_size: int = 3, tokens: int = 12
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, TINY["vocab_size"], (batch_size, tokens + 1), generator=g)
     return ids[:, :-1], ids[:, 1:]
@@ -61,7 +63,9 @@ def grads(m: torch.nn.Module) -> torch.Tensor:
 # --------------------------------------------------------------- model switches, whole step
 
 
-@pytest.mark.parametrize("switches", [{"pad_vocab_multiple": 64}, FAST], ids=["padded-vocab", "all-model-switches"])
+@pytest.mark.parametrize(
+    "switches", [{"pad_vocab_multiple": 64}, FAST], ids=["padded-vocab", "all-model-switches"]
+)
 def test_fast_model_takes_the_same_training_step_as_the_plain_one(switches: dict[str, Any]) -> None:
     # float64, so the first AdamW step (which moves each weight by about lr * sign(gradient))
     # cannot flip on rounding noise in a near-zero gradient.
@@ -77,11 +81,17 @@ def test_fast_model_takes_the_same_training_step_as_the_plain_one(switches: dict
     vocab = TINY["vocab_size"]
     for name, after in fast.state_dict().items():
         expected = plain.state_dict()[name]
-        torch.testing.assert_close(after[: expected.shape[0]], expected, atol=1e-12, rtol=0, msg=name)
+        torch.testing.assert_close(
+            after[: expected.shape[0]], expected, atol=1e-12, rtol=0, msg=name
+        )
     assert fast.token_embedding.weight.shape[0] == 64  # 61 rounded up to a multiple of 64
     padded = fast.token_embedding.weight  # tied with the head: one tensor for both
-    assert padded.grad is not None and torch.equal(padded.grad[vocab:], torch.zeros_like(padded.grad[vocab:]))
-    assert torch.equal(padded.detach()[vocab:], torch.zeros_like(padded.detach()[vocab:]))  # no gradient, decay of 0 is 0
+    assert padded.grad is not None and torch.equal(
+        padded.grad[vocab:], torch.zeros_like(padded.grad[vocab:])
+    )
+    assert torch.equal(
+        padded.detach()[vocab:], torch.zeros_like(padded.detach()[vocab:])
+    )  # no gradient, decay of 0 is 0
 
 
 def test_transfer_weights_refuses_a_different_architecture() -> None:
@@ -143,7 +153,10 @@ def test_fused_adamw_takes_the_same_steps_as_the_for_each_implementation() -> No
     # float64: the key bias's gradient is 0 up to rounding noise (softmax ignores a constant
     # added to every score), and Adam turns noise into steps of +-lr whose sign is random.
     models = [model(FAST, dtype=torch.float64), model(FAST, dtype=torch.float64)]
-    optimizers = [build_optimizer(m, TrainConfig(lr=1e-2, fused_adamw=fused, device="cpu")) for m, fused in zip(models, (False, True))]
+    optimizers = [
+        build_optimizer(m, TrainConfig(lr=1e-2, fused_adamw=fused, device="cpu"))
+        for m, fused in zip(models, (False, True))
+    ]
     assert [o.defaults["fused"] for o in optimizers] == [False, True]
     for step in range(3):
         x, y = batch(seed=step)
@@ -172,7 +185,9 @@ def test_compiled_forward_and_training_step_equal_eager_with_the_inductor_backen
     compiled = torch.compile(compiled_model, backend=cfg.compile_backend)
     x, y = batch()
     torch.testing.assert_close(compiled(x), eager(x), atol=1e-5, rtol=1e-5)
-    results = [train_step(m, [(x, y)], torch.optim.SGD(m.parameters(), lr=0.1)) for m in (eager, compiled)]
+    results = [
+        train_step(m, [(x, y)], torch.optim.SGD(m.parameters(), lr=0.1)) for m in (eager, compiled)
+    ]
     assert results[1][0] == pytest.approx(results[0][0], abs=1e-5)
     assert results[1][1] == pytest.approx(results[0][1], rel=1e-4)
     torch.testing.assert_close(grads(compiled_model), grads(eager), atol=1e-5, rtol=1e-4)

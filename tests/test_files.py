@@ -37,7 +37,9 @@ def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temp(tmp_pat
 def test_a_run_folder_is_locked_once(tmp_path: Path) -> None:
     with lock_run_folder(tmp_path / "run") as held:
         assert isinstance(held, LockedRunFolder) and held.lock.read_text().split()[0].isdigit()
-        with pytest.raises(RunFolderLocked, match="in use by another run"):  # no reentrancy, even in one process
+        with pytest.raises(
+            RunFolderLocked, match="in use by another run"
+        ):  # no reentrancy, even in one process
             with lock_run_folder(tmp_path / "run"):
                 pass
     assert not held.lock.exists()

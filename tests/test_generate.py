@@ -12,11 +12,22 @@ from torch import nn
 
 from sydsgpt.attention import KVCache
 from sydsgpt.generate import (
-    GenerationConfig, IgnoredOptionWarning, generate, generate_text, kv_cache_bytes, stream,
-    stream_text, use_decoding_layout,
+    GenerationConfig,
+    IgnoredOptionWarning,
+    generate,
+    generate_text,
+    kv_cache_bytes,
+    stream,
+    stream_text,
+    use_decoding_layout,
 )
 from sydsgpt.sampling import (
-    apply_repetition_penalty, apply_temperature, block_repeated_ngrams, select_next_token, top_k_filter, top_p_filter,
+    apply_repetition_penalty,
+    apply_temperature,
+    block_repeated_ngrams,
+    select_next_token,
+    top_k_filter,
+    top_p_filter,
 )
 from sydsgpt.model import SydsGPT, generate_simple
 from sydsgpt.presets import get_preset
@@ -26,8 +37,6 @@ INF = float("inf")
 CONTEXT = 12
 GEN_TINY = {"vocab_size": 64, "embedding_dim": 32, "context_length": CONTEXT}
 """The decoding tests' model (tiny_config with a 64-id vocabulary, 32 features)."""
-
-
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +62,9 @@ def test_temperature_divides_logits_and_reshapes_the_distribution() -> None:
     assert top[1] == pytest.approx(math.exp(2) / (math.exp(2) + math.exp(1) + 1))
 
 
-@pytest.mark.parametrize("bad, match", [(-0.5, "temperature must be >= 0"), (0.0, "temperature 0 means greedy")])
+@pytest.mark.parametrize(
+    "bad, match", [(-0.5, "temperature must be >= 0"), (0.0, "temperature 0 means greedy")]
+)
 def test_temperature_errors(bad: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         apply_temperature(torch.zeros(3), bad)
@@ -76,7 +87,9 @@ def test_top_k_errors(k: object) -> None:
 
 
 def test_top_p_keeps_the_token_that_crosses_the_threshold() -> None:
-    probs = torch.tensor([0.15, 0.5, 0.05, 0.3])  # sorted: 0.5 (id 1), 0.3 (id 3), 0.15 (id 0), 0.05 (id 2)
+    probs = torch.tensor(
+        [0.15, 0.5, 0.05, 0.3]
+    )  # sorted: 0.5 (id 1), 0.3 (id 3), 0.15 (id 0), 0.05 (id 2)
     logits = probs.log()
     kept = lambda p: (top_p_filter(logits, p) > -INF).nonzero().flatten().tolist()  # noqa: E731
     assert kept(0.45) == [1]
@@ -86,7 +99,10 @@ def test_top_p_keeps_the_token_that_crosses_the_threshold() -> None:
     out = top_p_filter(logits, 0.75)
     assert torch.equal(out[[1, 3]], logits[[1, 3]])  # survivors keep their logits
     batch = torch.stack([logits, logits.flip(0)])
-    assert torch.equal(top_p_filter(batch, 0.45) > -INF, torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool))
+    assert torch.equal(
+        top_p_filter(batch, 0.45) > -INF,
+        torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool),
+    )
 
 
 @pytest.mark.parametrize("p", [0.0, -0.1, 1.5, float("nan")])
@@ -126,7 +142,9 @@ def test_block_repeated_ngrams(ids: list[int], n: int, banned: list[int]) -> Non
 
 def test_block_repeated_ngrams_batch_rows_are_independent() -> None:
     out = block_repeated_ngrams(torch.zeros(2, 5), torch.tensor([[1, 2, 1], [3, 4, 3]]), 2)
-    assert torch.equal(out == -INF, torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.bool))
+    assert torch.equal(
+        out == -INF, torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)
+    )
     with pytest.raises(ValueError, match="no_repeat_ngram_size must be an integer >= 0"):
         block_repeated_ngrams(torch.zeros(5), [1, 2], -1)
 
@@ -135,20 +153,34 @@ def test_select_next_token_penalties_apply_before_greedy() -> None:
     logits = torch.tensor([[3.0, 2.0, 0.0]])
     seen = torch.tensor([[0]])
     assert select_next_token(logits, seen, GenerationConfig()).tolist() == [[0]]
-    assert select_next_token(logits, seen, GenerationConfig(repetition_penalty=2.0)).tolist() == [[1]]
-    assert select_next_token(logits, torch.tensor([[0, 0]]), GenerationConfig(no_repeat_ngram_size=2)).tolist() == [[1]]
+    assert select_next_token(logits, seen, GenerationConfig(repetition_penalty=2.0)).tolist() == [
+        [1]
+    ]
+    assert select_next_token(
+        logits, torch.tensor([[0, 0]]), GenerationConfig(no_repeat_ngram_size=2)
+    ).tolist() == [[1]]
     # top-k 1 leaves a single candidate, so sampling must return it whatever the draw.
-    picks = {select_next_token(logits, seen, GenerationConfig(temperature=5.0, top_k=1)).item() for _ in range(20)}
+    picks = {
+        select_next_token(logits, seen, GenerationConfig(temperature=5.0, top_k=1)).item()
+        for _ in range(20)
+    }
     assert picks == {0}
     with pytest.raises(RuntimeError, match="every token was filtered out"):
-        select_next_token(logits, torch.tensor([[0, 1, 2]]), GenerationConfig(no_repeat_ngram_size=1))
+        select_next_token(
+            logits, torch.tensor([[0, 1, 2]]), GenerationConfig(no_repeat_ngram_size=1)
+        )
 
 
 def test_sampling_follows_the_filtered_distribution() -> None:
     logits = torch.tensor([[1.0, 1.0, 1.0, -5.0]]).log_softmax(-1)
     cfg = GenerationConfig(temperature=1.0, top_p=0.6)  # keeps ids 0 and 1 (ties: lower ids first)
     gen = torch.Generator().manual_seed(0)
-    draws = torch.cat([select_next_token(logits, torch.zeros(1, 0, dtype=torch.long), cfg, gen) for _ in range(400)])
+    draws = torch.cat(
+        [
+            select_next_token(logits, torch.zeros(1, 0, dtype=torch.long), cfg, gen)
+            for _ in range(400)
+        ]
+    )
     counts = torch.bincount(draws.flatten(), minlength=4).tolist()
     assert counts[2] == counts[3] == 0 and 150 < counts[0] < 250
 
@@ -180,7 +212,8 @@ def test_sampling_options_at_temperature_zero_warn() -> None:
     assert config.ignored_options() == ["top_k"] and len(caught) == 1
     assert str(caught[0].message) == (
         "top_k has no effect at temperature 0, which is greedy decoding (always the most likely "
-        "token); to sample, set temperature above 0 (e.g. 0.8), or leave top_k out")
+        "token); to sample, set temperature above 0 (e.g. 0.8), or leave top_k out"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # sampling, or nothing set: no warning
         assert GenerationConfig(temperature=0.7, top_k=5, top_p=0.9, seed=1).ignored_options() == []
@@ -192,7 +225,9 @@ def test_unknown_option_is_named() -> None:
     with pytest.raises(TypeError, match=r"unknown generation option\(s\) \['temprature'\]"):
         GenerationConfig.from_options(temprature=0.7)
     base = GenerationConfig(temperature=0.7, top_k=5)
-    assert GenerationConfig.from_options(base, top_k=9) == GenerationConfig(temperature=0.7, top_k=9)
+    assert GenerationConfig.from_options(base, top_k=9) == GenerationConfig(
+        temperature=0.7, top_k=9
+    )
     assert GenerationConfig.from_options({"temperature": 1.0, "top_p": 0.9}).top_p == 0.9
 
 
@@ -200,30 +235,61 @@ def test_unknown_option_is_named() -> None:
     "ids, max_new, options, match",
     [
         (torch.zeros(1, 0, dtype=torch.long), 5, {}, "input_ids has no tokens"),
-        (torch.zeros(1, CONTEXT + 1, dtype=torch.long), 5, {}, r"more than the context of 12; crop it"),
-        (torch.zeros(1, 6, dtype=torch.long), 5, {"context_length": 4}, r"more than the context of 4"),
-        (torch.zeros(1, 6, dtype=torch.long), 5, {"context_len": 4}, r"more than the context of 4"),  # the old name
+        (
+            torch.zeros(1, CONTEXT + 1, dtype=torch.long),
+            5,
+            {},
+            r"more than the context of 12; crop it",
+        ),
+        (
+            torch.zeros(1, 6, dtype=torch.long),
+            5,
+            {"context_length": 4},
+            r"more than the context of 4",
+        ),
+        (
+            torch.zeros(1, 6, dtype=torch.long),
+            5,
+            {"context_len": 4},
+            r"more than the context of 4",
+        ),  # the old name
         (torch.zeros(1, 3, dtype=torch.long), 0, {}, "max_new_tokens must be a positive integer"),
         (torch.zeros(1, 3, dtype=torch.long), -2, {}, "max_new_tokens must be a positive integer"),
-        (torch.zeros(3, dtype=torch.long), 5, {}, r"must have shape \(batch, tokens\), got shape \(3,\)"),
-        (torch.zeros(1, 3, dtype=torch.long), 5, {"context_length": CONTEXT + 1}, "longer than the model's context_length=12"),
+        (
+            torch.zeros(3, dtype=torch.long),
+            5,
+            {},
+            r"must have shape \(batch, tokens\), got shape \(3,\)",
+        ),
+        (
+            torch.zeros(1, 3, dtype=torch.long),
+            5,
+            {"context_length": CONTEXT + 1},
+            "longer than the model's context_length=12",
+        ),
     ],
 )
-def test_generate_errors(model: SydsGPT, ids: torch.Tensor, max_new: int, options: dict, match: str) -> None:
+def test_generate_errors(
+    model: SydsGPT, ids: torch.Tensor, max_new: int, options: dict, match: str
+) -> None:
     with pytest.raises(ValueError, match=match):
         generate(model, ids, max_new, **options)
     with pytest.raises(ValueError, match=match):  # raised at the call, not at the first next()
         stream(model, ids, max_new, **options)
 
 
-# ---------------------------------------------------------------------------- decoding loop and KV cache
+# ----------------------------------------------------------------------- decoding loop and KV cache
 
 
-def test_greedy_equals_generate_simple_also_past_the_context(model: SydsGPT, prompt: torch.Tensor) -> None:
+def test_greedy_equals_generate_simple_also_past_the_context(
+    model: SydsGPT, prompt: torch.Tensor
+) -> None:
     expected = generate_simple(model, prompt, 20, CONTEXT)  # 5 + 20 tokens > 12: the window slides
     for use_cache in (True, False):
         assert torch.equal(generate(model, prompt, 20, use_cache=use_cache), expected)
-    assert torch.equal(generate(model, prompt, 10, context_len=8), generate_simple(model, prompt, 10, 8))
+    assert torch.equal(
+        generate(model, prompt, 10, context_len=8), generate_simple(model, prompt, 10, 8)
+    )
     # temperature 0 is greedy: the sampling filters and the seed change nothing (and say so)
     ignored = "top_k, top_p, seed have no effect at temperature 0"
     with pytest.warns(IgnoredOptionWarning, match=ignored):
@@ -237,17 +303,33 @@ STRATEGIES = {
     "top-p": {"temperature": 1.2, "top_p": 0.6, "seed": 3},
     "repetition-penalty": {"repetition_penalty": 1.5},
     "no-repeat-ngram": {"no_repeat_ngram_size": 2},
-    "everything": {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "seed": 4},
+    "everything": {
+        "temperature": 0.9,
+        "top_k": 20,
+        "top_p": 0.9,
+        "repetition_penalty": 1.3,
+        "no_repeat_ngram_size": 3,
+        "seed": 4,
+    },
 }
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_cache_gives_the_same_tokens_for_every_strategy(model: SydsGPT, prompt: torch.Tensor, name: str) -> None:
+def test_cache_gives_the_same_tokens_for_every_strategy(
+    model: SydsGPT, prompt: torch.Tensor, name: str
+) -> None:
     options = STRATEGIES[name]
-    uncached = generate(model, prompt, 25, use_cache=False, **options)  # runs 18 tokens past the context
+    uncached = generate(
+        model, prompt, 25, use_cache=False, **options
+    )  # runs 18 tokens past the context
     for preallocate in (True, False):
-        assert torch.equal(generate(model, prompt, 25, use_cache=True, preallocate=preallocate, **options), uncached)
-    assert not torch.equal(uncached, generate(model, prompt, 25)), f"{name} should change the greedy tokens"
+        assert torch.equal(
+            generate(model, prompt, 25, use_cache=True, preallocate=preallocate, **options),
+            uncached,
+        )
+    assert not torch.equal(uncached, generate(model, prompt, 25)), (
+        f"{name} should change the greedy tokens"
+    )
 
 
 class _Recorder:
@@ -261,7 +343,9 @@ class _Recorder:
         original = self.model.forward
 
         def forward(input_ids, kv_cache=None, last_only=False):  # type: ignore[no-untyped-def]
-            self.calls.append((input_ids.shape[1], kv_cache[0].length if kv_cache else -1, last_only))
+            self.calls.append(
+                (input_ids.shape[1], kv_cache[0].length if kv_cache else -1, last_only)
+            )
             return original(input_ids, kv_cache=kv_cache, last_only=last_only)
 
         self.model.forward = forward  # type: ignore[method-assign]
@@ -271,7 +355,9 @@ class _Recorder:
         del self.model.forward
 
 
-def test_cache_feeds_one_token_per_step_then_reprefills_the_window(model: SydsGPT, prompt: torch.Tensor) -> None:
+def test_cache_feeds_one_token_per_step_then_reprefills_the_window(
+    model: SydsGPT, prompt: torch.Tensor
+) -> None:
     with _Recorder(model) as rec:
         generate(model, prompt, 10)  # 5 prompt tokens, window of 12
     # prefill 5; then 1 token per step up to 12 tokens in view; then the window slides:
@@ -294,7 +380,9 @@ def test_seed_reproducible_and_private(model: SydsGPT, prompt: torch.Tensor) -> 
     assert torch.equal(generate(model, prompt, 15, generator=gen, **opts), a)
 
 
-def test_stream_yields_each_token_and_restores_train_mode(model: SydsGPT, prompt: torch.Tensor) -> None:
+def test_stream_yields_each_token_and_restores_train_mode(
+    model: SydsGPT, prompt: torch.Tensor
+) -> None:
     expected = generate(model, prompt, 6)
     model.train()
     try:
@@ -303,7 +391,9 @@ def test_stream_yields_each_token_and_restores_train_mode(model: SydsGPT, prompt
     finally:
         model.eval()
     assert [tuple(s.shape) for s in steps] == [(2, 1)] * 6
-    assert torch.equal(torch.cat([prompt, *steps], dim=1), expected)  # dropout was off while generating
+    assert torch.equal(
+        torch.cat([prompt, *steps], dim=1), expected
+    )  # dropout was off while generating
 
 
 def test_eos_stops_and_pads_finished_rows(model: SydsGPT, prompt: torch.Tensor) -> None:
@@ -313,15 +403,20 @@ def test_eos_stops_and_pads_finished_rows(model: SydsGPT, prompt: torch.Tensor) 
     out = generate(model, prompt, 10, eos_id=eos)
     if first_eos[1]:  # both rows finish: stop at the later one
         assert out.shape[1] == 5 + max(first_eos[0][0], first_eos[1][0]) + 1
-    assert torch.equal(out[0, : 8], greedy[0, :8])
+    assert torch.equal(out[0, :8], greedy[0, :8])
     assert (out[0, 8:] == eos).all(), "a finished row is padded with eos_id"
     one = generate(model, prompt[:1], 10, eos_id=eos)
     assert torch.equal(one, greedy[:1, :8])  # stops right after producing eos (kept)
 
 
 def test_kv_cache_bytes_formula_matches_the_buffers(model: SydsGPT, prompt: torch.Tensor) -> None:
-    assert kv_cache_bytes(get_preset("gpt2-small")) == 2 * 12 * 1024 * 768 * 4  # 72 MiB per sequence
-    assert kv_cache_bytes(get_preset("gpt2-small"), 100, batch_size=2, bytes_per_value=2) == 2 * 12 * 100 * 768 * 2 * 2
+    assert (
+        kv_cache_bytes(get_preset("gpt2-small")) == 2 * 12 * 1024 * 768 * 4
+    )  # 72 MiB per sequence
+    assert (
+        kv_cache_bytes(get_preset("gpt2-small"), 100, batch_size=2, bytes_per_value=2)
+        == 2 * 12 * 100 * 768 * 2 * 2
+    )
     cache = model.make_kv_cache(preallocate=True)
     with torch.no_grad():
         model(prompt, kv_cache=cache)
@@ -344,7 +439,9 @@ class ByteTokenizer:
         return list(text.encode("utf-8"))
 
     def decode(self, ids: list[int]) -> str:
-        return b"".join(b"<|endoftext|>" if i == 256 else bytes([i]) for i in ids).decode("utf-8", errors="replace")
+        return b"".join(b"<|endoftext|>" if i == 256 else bytes([i]) for i in ids).decode(
+            "utf-8", errors="replace"
+        )
 
 
 class ScriptedModel(nn.Module):
@@ -359,7 +456,12 @@ class ScriptedModel(nn.Module):
     def make_kv_cache(self, preallocate: bool = True) -> list[KVCache]:
         return [KVCache(64, preallocate)]
 
-    def forward(self, input_ids: torch.Tensor, kv_cache: list[KVCache] | None = None, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        kv_cache: list[KVCache] | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
         seen = input_ids.shape[1] + (kv_cache[0].length if kv_cache else 0)
         if kv_cache:
             kv_cache[0].length += input_ids.shape[1]
@@ -378,13 +480,22 @@ def test_stop_string_ends_generation_and_is_excluded() -> None:
     assert generate_text(scripted("Hello\n\nWorld"), tok, "> ", 30, stop=["\n\n"]) == "Hello"
     assert generate_text(scripted("Hello\n\nWorld"), tok, "> ", 30, stop="lo") == "Hel"
     assert generate_text(scripted("abc"), tok, "> ", 3, stop=["zz"]) == "abc"  # max_new_tokens
-    assert generate_text(scripted("Hello World"), tok, "> ", 30, stop=["W", "ll"]) == "He"  # earliest wins
+    assert (
+        generate_text(scripted("Hello World"), tok, "> ", 30, stop=["W", "ll"]) == "He"
+    )  # earliest wins
 
 
 def test_stream_text_holds_back_possible_stop_starts_and_split_characters() -> None:
     tok = ByteTokenizer()
-    assert list(stream_text(scripted("ab\nc\n\nd"), tok, "> ", 20, stop=["\n\n"])) == ["a", "b", "\nc"]
-    assert list(stream_text(scripted("é!"), tok, "> ", 3)) == ["é", "!"]  # é is two bytes: nothing half-decoded
+    assert list(stream_text(scripted("ab\nc\n\nd"), tok, "> ", 20, stop=["\n\n"])) == [
+        "a",
+        "b",
+        "\nc",
+    ]
+    assert list(stream_text(scripted("é!"), tok, "> ", 3)) == [
+        "é",
+        "!",
+    ]  # é is two bytes: nothing half-decoded
     assert list(stream_text(scripted("xyz"), tok, "> ", 3, stop=["yq"])) == ["x", "yz"]
 
 
@@ -392,7 +503,9 @@ def test_end_of_text_stops_unless_told_otherwise() -> None:
     tok = ByteTokenizer()
     script = list(b"hi") + [256] + list(b"there")
     assert generate_text(scripted(script), tok, "> ", 20) == "hi"
-    assert generate_text(scripted(script), tok, "> ", 8, stop_at_eos=False) == "hi<|endoftext|>there"
+    assert (
+        generate_text(scripted(script), tok, "> ", 8, stop_at_eos=False) == "hi<|endoftext|>there"
+    )
     assert generate_text(scripted(list(b"hi") + [ord("!")]), tok, "> ", 20, eos_id=ord("!")) == "hi"
 
 
@@ -409,7 +522,16 @@ def test_generate_text_errors() -> None:
 def test_generate_text_matches_token_level_generate() -> None:
     """The text functions are the token functions plus encode/decode."""
     tok = ByteTokenizer()
-    small = SydsGPT(tiny_config(vocab_size=257, context_length=16, num_layers=1, num_heads=2, dropout=0.1, qkv_bias=False)).eval()
+    small = SydsGPT(
+        tiny_config(
+            vocab_size=257,
+            context_length=16,
+            num_layers=1,
+            num_heads=2,
+            dropout=0.1,
+            qkv_bias=False,
+        )
+    ).eval()
     opts = {"temperature": 1.0, "top_k": 40, "seed": 3}
     ids = generate(small, torch.tensor([tok.encode("> ")]), 10, **opts)[0, 2:].tolist()
     ids = ids[: ids.index(256)] if 256 in ids else ids
@@ -425,7 +547,10 @@ def test_generation_benchmark_rows(model: SydsGPT) -> None:
     rows = run(new_tokens=[3], preset="tiny", prompt_tokens=4, model=model)
     assert [(r["new_tokens"], r["same_tokens"]) for r in rows] == [(3, True)]
     assert rows[0]["speedup"] == pytest.approx(rows[0]["uncached_s"] / rows[0]["cached_s"])
-    assert rows[0]["cached_peak_mib"] >= 0 and rows[0]["kv_cache_mib"] == kv_cache_bytes(model.config) / 2**20
+    assert (
+        rows[0]["cached_peak_mib"] >= 0
+        and rows[0]["kv_cache_mib"] == kv_cache_bytes(model.config) / 2**20
+    )
     with pytest.raises(ValueError, match="exceed the context of 12"):
         run(new_tokens=[9], prompt_tokens=4, model=model)
 
@@ -437,7 +562,10 @@ def test_generation_benchmark_matches_transformers() -> None:
 
     tied = tiny_model(0, **{**GEN_TINY, "context_length": 16}, tie_weights=True)
     rows = compare_with_transformers(new_tokens=[8, 3], prompt_tokens=4, model=tied, repeats=3)
-    assert [(r["new_tokens"], r["repeats"], r["same_tokens"]) for r in rows] == [(8, 3, True), (3, 3, True)]
+    assert [(r["new_tokens"], r["repeats"], r["same_tokens"]) for r in rows] == [
+        (8, 3, True),
+        (3, 3, True),
+    ]
     for row in rows:
         for name in ("sydsgpt", "sydsgpt_decoding_layout", "transformers"):
             assert row[f"{name}_tok_s"] > 0 and row[f"{name}_peak_mib"] >= 0
@@ -454,7 +582,9 @@ def _linear_weights(model: nn.Module) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_decoding_layout_stores_linear_weights_column_major_and_changes_no_result(tie: bool) -> None:
+def test_decoding_layout_stores_linear_weights_column_major_and_changes_no_result(
+    tie: bool,
+) -> None:
     torch.manual_seed(0)
     config = tiny_config(**GEN_TINY, qkv_bias=True, tie_weights=tie)
     plain = SydsGPT(config).eval()
@@ -474,7 +604,10 @@ def test_decoding_layout_stores_linear_weights_column_major_and_changes_no_resul
     with torch.no_grad():
         assert torch.allclose(fast(ids), plain(ids), atol=1e-6)
     for use_cache in (True, False):
-        assert torch.equal(generate(fast, ids, 20, use_cache=use_cache), generate(plain, ids, 20, use_cache=use_cache))
+        assert torch.equal(
+            generate(fast, ids, 20, use_cache=use_cache),
+            generate(plain, ids, 20, use_cache=use_cache),
+        )
     # The layout survives a dtype change and loading a checkpoint; enable=False undoes it.
     fast.double()
     fast.load_state_dict(plain.double().state_dict())

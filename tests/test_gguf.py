@@ -62,18 +62,26 @@ def test_general_alignment_is_respected(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ hand-made damaged files
 
+
 def _string(s: bytes) -> bytes:
     return struct.pack("<Q", len(s)) + s
 
 
-def _file(version: int = 3, kv: bytes = b"", n_kv: int = 0, infos: bytes = b"", n_tensors: int = 0,
-          data: bytes = b"") -> bytes:
+def _file(
+    version: int = 3,
+    kv: bytes = b"",
+    n_kv: int = 0,
+    infos: bytes = b"",
+    n_tensors: int = 0,
+    data: bytes = b"",
+) -> bytes:
     head = b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv) + kv + infos
     return head + b"\0" * (-len(head) % 32) + data
 
 
-def _info(name: bytes = b"w", dims: tuple[int, ...] = (4,), type_id: int = 0,
-          offset: int = 0) -> bytes:
+def _info(
+    name: bytes = b"w", dims: tuple[int, ...] = (4,), type_id: int = 0, offset: int = 0
+) -> bytes:
     return _string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, type_id, offset)
 
 
@@ -89,21 +97,34 @@ DAMAGED = {
     "absurd string": (_file(kv=struct.pack("<Q", 2**62) + b"x" * 20, n_kv=1), "absurd length"),
     "absurd array": (
         _file(kv=_string(b"a") + struct.pack("<IIQ", 9, 4, 2**61) + b"\0" * 16, n_kv=1),
-        "absurd length"),
+        "absurd length",
+    ),
     "absurd metadata count": (_file(n_kv=2**40), "absurd metadata count"),
     "absurd tensor count": (_file(n_tensors=2**40), "absurd tensor count"),
-    "unknown value type": (_file(kv=_string(b"a") + struct.pack("<I", 13) + b"\0" * 8, n_kv=1),
-                           "unknown value type 13"),
-    "unsupported quant type": (_file(infos=_info(type_id=99), n_tensors=1, data=b"\0" * 16),
-                               "unsupported quantization type 99"),
-    "data out of bounds": (_file(infos=_info(offset=64), n_tensors=1, data=b"\0" * 16),
-                           "out of bounds"),
-    "partial block": (_file(infos=_info(dims=(16,), type_id=8), n_tensors=1, data=b"\0" * 34),
-                      "not a multiple of Q8_0's block size"),
-    "too many dims": (_file(infos=_info(dims=(1, 1, 1, 1, 1)), n_tensors=1, data=b"\0" * 4),
-                      "5 dimensions"),
-    "bad alignment": (_file(kv=_string(b"general.alignment") + struct.pack("<II", 4, 3), n_kv=1),
-                      "power of two"),
+    "unknown value type": (
+        _file(kv=_string(b"a") + struct.pack("<I", 13) + b"\0" * 8, n_kv=1),
+        "unknown value type 13",
+    ),
+    "unsupported quant type": (
+        _file(infos=_info(type_id=99), n_tensors=1, data=b"\0" * 16),
+        "unsupported quantization type 99",
+    ),
+    "data out of bounds": (
+        _file(infos=_info(offset=64), n_tensors=1, data=b"\0" * 16),
+        "out of bounds",
+    ),
+    "partial block": (
+        _file(infos=_info(dims=(16,), type_id=8), n_tensors=1, data=b"\0" * 34),
+        "not a multiple of Q8_0's block size",
+    ),
+    "too many dims": (
+        _file(infos=_info(dims=(1, 1, 1, 1, 1)), n_tensors=1, data=b"\0" * 4),
+        "5 dimensions",
+    ),
+    "bad alignment": (
+        _file(kv=_string(b"general.alignment") + struct.pack("<II", 4, 3), n_kv=1),
+        "power of two",
+    ),
 }
 
 
@@ -121,8 +142,11 @@ def test_damaged_files_give_one_line_errors_naming_the_file(tmp_path: Path, case
 
 def test_a_hand_made_file_reads(tmp_path: Path) -> None:
     path = tmp_path / "ok.gguf"
-    path.write_bytes(_file(kv=GOOD_KV, n_kv=1, infos=_info(), n_tensors=1,
-                           data=np.arange(4, dtype="<f4").tobytes()))
+    path.write_bytes(
+        _file(
+            kv=GOOD_KV, n_kv=1, infos=_info(), n_tensors=1, data=np.arange(4, dtype="<f4").tobytes()
+        )
+    )
     f = read_gguf(path)
     assert f.metadata == {"general.architecture": "llama"}
     assert f.tensor("w").tolist() == [0.0, 1.0, 2.0, 3.0]
@@ -135,8 +159,10 @@ def test_unknown_tensor_name_is_a_key_error(small: Path) -> None:
 
 # ------------------------------------------------------------------ fuzz
 
+
 def test_fuzz_never_a_raw_exception_never_hangs_never_allocates_beyond_the_file(
-        small: Path, tmp_path: Path) -> None:
+    small: Path, tmp_path: Path
+) -> None:
     content = small.read_bytes()
     path = tmp_path / "fuzzed.gguf"
     errors = 0

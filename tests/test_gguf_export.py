@@ -21,10 +21,24 @@ from sydsgpt.quants import QUANTIZE
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
-TINY_MODERN = {"vocab_size": 320, "embedding_dim": 64, "context_length": 64, "num_layers": 2,
-               "num_heads": 4, "num_kv_heads": 2, "ffn_hidden_dim": 96, "dropout": 0.0,
-               "norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "linear_bias": False,
-               "qkv_bias": False, "tie_weights": True, "norm_eps": 1e-5, "rope_theta": 50000.0}
+TINY_MODERN = {
+    "vocab_size": 320,
+    "embedding_dim": 64,
+    "context_length": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "num_kv_heads": 2,
+    "ffn_hidden_dim": 96,
+    "dropout": 0.0,
+    "norm": "rmsnorm",
+    "ffn": "swiglu",
+    "positions": "rope",
+    "linear_bias": False,
+    "qkv_bias": False,
+    "tie_weights": True,
+    "norm_eps": 1e-5,
+    "rope_theta": 50000.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +52,18 @@ def _ids() -> torch.Tensor:
 
 
 def test_writer_round_trips_metadata_and_tensors(tmp_path: Path) -> None:
-    meta = {"general.architecture": "llama", "a.bool": True, "a.str": "héllo", "a.u32": 7,
-            "a.i64": -(2**40), "a.f32": 0.25, "a.ints": [1, -2, 3], "a.strs": ["x", "", "z"],
-            "a.nested": [[1, 2], [3]], "a.big": [2**40, 1]}
+    meta = {
+        "general.architecture": "llama",
+        "a.bool": True,
+        "a.str": "héllo",
+        "a.u32": 7,
+        "a.i64": -(2**40),
+        "a.f32": 0.25,
+        "a.ints": [1, -2, 3],
+        "a.strs": ["x", "", "z"],
+        "a.nested": [[1, 2], [3]],
+        "a.big": [2**40, 1],
+    }
     w = np.arange(64, dtype=np.float32).reshape(2, 32) / 10
     tensors = {name: (QUANTIZE[name](w), name, (2, 32)) for name in ("F32", "F16", "Q8_0", "Q4_1")}
     path = write_gguf(tmp_path / "w.gguf", meta, tensors, alignment=64)
@@ -57,11 +80,13 @@ def test_writer_round_trips_metadata_and_tensors(tmp_path: Path) -> None:
         write_gguf(tmp_path / "bad.gguf", {}, {"x": (np.zeros(10, np.uint8), "F32", (4,))})
 
 
-def test_f32_export_loads_in_transformers_with_the_same_logits(model: SydsGPT,
-                                                               tmp_path: Path) -> None:
+def test_f32_export_loads_in_transformers_with_the_same_logits(
+    model: SydsGPT, tmp_path: Path
+) -> None:
     path = export_gguf(model, tmp_path / "m.gguf")
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name,
-                                                           dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(tmp_path), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     again = load_gguf_model(read_gguf(path))
     with torch.no_grad():
         expected = model(_ids())
@@ -71,14 +96,16 @@ def test_f32_export_loads_in_transformers_with_the_same_logits(model: SydsGPT,
 
 
 @pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_0", "Q4_1"])
-def test_quantized_export_equals_transformers_reading_it(model: SydsGPT, tmp_path: Path,
-                                                         qtype: str) -> None:
+def test_quantized_export_equals_transformers_reading_it(
+    model: SydsGPT, tmp_path: Path, qtype: str
+) -> None:
     path = export_gguf(model, tmp_path / f"{qtype}.gguf", qtype=qtype)
     f = read_gguf(path)
     assert f.tensors["blk.0.attn_q.weight"].ggml_type.name == qtype
     assert f.tensors["blk.0.attn_norm.weight"].ggml_type.name == "F32"
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name,
-                                                           dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(tmp_path), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         ours = load_gguf_model(f)(_ids())
         torch.testing.assert_close(ours, hf(_ids()).logits, atol=1e-4, rtol=0)

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from gguf_files import (Q, TINY_LLAMA, llama_gguf_tensors, llama_metadata, mutations, smollm2_path,
-                        tiny_chat_gguf, write_gguf)
+from gguf_files import (
+    Q,
+    TINY_LLAMA,
+    llama_gguf_tensors,
+    llama_metadata,
+    mutations,
+    smollm2_path,
+    tiny_chat_gguf,
+    write_gguf,
+)
 from sydsgpt.generate import generate
 from sydsgpt.gguf import GGUFError, read_gguf
 from sydsgpt.gguf_model import gguf_hf_config, load_gguf_model, unpermute_qk
@@ -32,7 +40,8 @@ def _tiny_llama_gguf(folder: Path, qtype: object, name: str = "tiny.gguf") -> Pa
 def _hf_from_gguf(path: Path) -> torch.nn.Module:
     pytest.importorskip("accelerate")
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
     return model.eval()
 
 
@@ -52,8 +61,14 @@ def test_unpermute_restores_rotate_half_order() -> None:
     """llama.cpp stores head rows as 0, h, 1, h+1, ...; unpermuting gives 0, 1, ..., 2h-1."""
     heads, head_dim = 2, 6
     hf_rows = torch.arange(heads * head_dim).float()[:, None]  # row r holds the value r
-    stored = torch.cat([torch.stack([hf_rows[h * 6: h * 6 + 3], hf_rows[h * 6 + 3: h * 6 + 6]], 1)
-                        .reshape(6, 1) for h in range(heads)])
+    stored = torch.cat(
+        [
+            torch.stack([hf_rows[h * 6 : h * 6 + 3], hf_rows[h * 6 + 3 : h * 6 + 6]], 1).reshape(
+                6, 1
+            )
+            for h in range(heads)
+        ]
+    )
     assert stored[:6, 0].tolist() == [0, 3, 1, 4, 2, 5]
     assert torch.equal(unpermute_qk(stored, heads), hf_rows)
 
@@ -71,14 +86,19 @@ def test_shape_disagreeing_with_the_config_names_the_file(tmp_path: Path) -> Non
     torch.manual_seed(0)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
     tensors = llama_gguf_tensors(hf.state_dict(), TINY_LLAMA, Q.F32)
-    path = write_gguf(tmp_path / "bad.gguf", tensors, {**llama_metadata(TINY_LLAMA),
-                                                       "llama.feed_forward_length": 128})
+    path = write_gguf(
+        tmp_path / "bad.gguf",
+        tensors,
+        {**llama_metadata(TINY_LLAMA), "llama.feed_forward_length": 128},
+    )
     with pytest.raises(GGUFError, match=f"^{path}: .*ffn|^{path}: .*mlp"):
         load_gguf_model(read_gguf(path))
     tensors["blk.0.attn_k.weight"] = (tensors["blk.0.attn_k.weight"][0][:16], Q.F32)
     path = write_gguf(tmp_path / "bad_k.gguf", tensors, llama_metadata(TINY_LLAMA))
-    with pytest.raises(GGUFError, match="wrong shapes \\['blk.0.attn_k.weight \\(16, 64\\) "
-                                        "\\(config: \\(32, 64\\)\\)'\\]"):
+    with pytest.raises(
+        GGUFError,
+        match="wrong shapes \\['blk.0.attn_k.weight \\(16, 64\\) \\(config: \\(32, 64\\)\\)'\\]",
+    ):
         load_gguf_model(read_gguf(path))
 
 
@@ -110,6 +130,7 @@ def test_other_architectures_are_refused(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ SmolLM2 itself (98 MB)
 
+
 @pytest.fixture(scope="module")
 def smollm2() -> tuple:
     from sydsgpt.smollm2 import load_smollm2
@@ -137,13 +158,14 @@ def test_smollm2_answers_paris_and_the_cache_changes_nothing(smollm2: tuple) -> 
     from sydsgpt.chat import encode_chat, end_of_turn_ids
 
     _, model, tokenizer = smollm2
-    prompt = torch.tensor([encode_chat(tokenizer, [
-        {"role": "user", "content": "What is the capital of France?"}])])
+    prompt = torch.tensor(
+        [encode_chat(tokenizer, [{"role": "user", "content": "What is the capital of France?"}])]
+    )
     (end,) = end_of_turn_ids(tokenizer)
     cached = generate(model, prompt, 24, eos_id=end)
     plain = generate(model, prompt, 24, eos_id=end, use_cache=False)
     assert torch.equal(cached, plain)
-    answer = cached[0, prompt.shape[1]:].tolist()
+    answer = cached[0, prompt.shape[1] :].tolist()
     assert answer[-1] == end  # it stopped at <|im_end|>, not running into a made-up next turn
     assert "Paris" in tokenizer.decode(answer[:-1])
 

@@ -35,17 +35,27 @@ def _random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     t = next(t for t in GGML_TYPES.values() if t.name == name)
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(n_blocks, t.type_size), dtype=np.uint8)
-    f16_fields = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2],
-                  "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2],
-                  "Q6_K": [208]}[name]
+    f16_fields = {
+        "Q8_0": [0],
+        "Q4_0": [0],
+        "Q4_1": [0, 2],
+        "Q5_0": [0],
+        "Q5_1": [0, 2],
+        "Q2_K": [80, 82],
+        "Q3_K": [108],
+        "Q4_K": [0, 2],
+        "Q5_K": [0, 2],
+        "Q6_K": [208],
+    }[name]
     for start in f16_fields:
         scale = rng.uniform(-0.1, 0.1, (n_blocks, 1)).astype("<f2")
-        blocks[:, start: start + 2] = scale.view(np.uint8)
+        blocks[:, start : start + 2] = scale.view(np.uint8)
     return blocks.reshape(-1)
 
 
-@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K",
-                                  "Q5_K", "Q6_K"])
+@pytest.mark.parametrize(
+    "name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+)
 def test_dequantize_random_blocks_like_gguf(name: str) -> None:
     raw = _random_blocks(name, 64, seed=len(name))
     expected = gguf.quants.dequantize(raw, Q[name]).reshape(-1)
@@ -59,8 +69,9 @@ def test_dequantize_random_blocks_like_gguf(name: str) -> None:
 def test_one_q4_1_block_by_hand() -> None:
     """``d = 0.5``, ``m = -1``; byte ``j`` holds value ``j`` (low nibble) and ``j + 16`` (high)."""
     nibbles = np.arange(16, dtype=np.uint8)
-    block = np.concatenate([np.array([0.5, -1.0], dtype="<f2").view(np.uint8),
-                            nibbles | ((15 - nibbles) << 4)])
+    block = np.concatenate(
+        [np.array([0.5, -1.0], dtype="<f2").view(np.uint8), nibbles | ((15 - nibbles) << 4)]
+    )
     values = dequantize(block, "Q4_1")
     assert values[:16].tolist() == [0.5 * q - 1 for q in range(16)]
     assert values[16:].tolist() == [0.5 * (15 - q) - 1 for q in range(16)]

@@ -8,19 +8,62 @@ from pathlib import Path
 import pytest
 import regex
 
-from gguf_files import (chat_tokenizer_metadata, smollm2_path, smollm2_reference_tokenizer,
-                        write_gguf)
+from gguf_files import (
+    chat_tokenizer_metadata,
+    smollm2_path,
+    smollm2_reference_tokenizer,
+    write_gguf,
+)
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.gguf import GGUFError, read_gguf
 from sydsgpt.gguf_tokenizer import SMOLLM_SPLIT_PATTERN, byte_alphabet, tokenizer_from_gguf
 
 transformers = pytest.importorskip("transformers")
 
-WORDS = ["the", "The", "quick", "brown", "fox", "don't", "I'm", "we'LL", "it's", "naïve", "café",
-         "Straße", "東京", "日本語", "привет", "مرحبا", "नमस्ते", "🙂", "👩‍💻", "🇫🇷", "x²", "½", "٣",
-         "def", "return", "self.x", "{}", "()", "==", "->", "#include", "<|im_start|>",
-         "<|im_end|>",
-         "<|endoftext|>", "e.g.", "U.S.A.", "3.14", "1,000", "2024-12-07", "0x1F", "$5", "100%"]
+WORDS = [
+    "the",
+    "The",
+    "quick",
+    "brown",
+    "fox",
+    "don't",
+    "I'm",
+    "we'LL",
+    "it's",
+    "naïve",
+    "café",
+    "Straße",
+    "東京",
+    "日本語",
+    "привет",
+    "مرحبا",
+    "नमस्ते",
+    "🙂",
+    "👩‍💻",
+    "🇫🇷",
+    "x²",
+    "½",
+    "٣",
+    "def",
+    "return",
+    "self.x",
+    "{}",
+    "()",
+    "==",
+    "->",
+    "#include",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "e.g.",
+    "U.S.A.",
+    "3.14",
+    "1,000",
+    "2024-12-07",
+    "0x1F",
+    "$5",
+    "100%",
+]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SPACES = [" ", "  ", "   ", "\t", "\n", "\n\n", " \n", "\r\n", "    ", "\u00a0", "\u3000", ""]
 
@@ -28,8 +71,19 @@ SPACES = [" ", "  ", "   ", "\t", "\n", "\n\n", " \n", "\r\n", "    ", "\u00a0",
 def varied_texts(n: int, seed: int) -> list[str]:
     """``n`` texts mixing words, code, digits, whitespace runs, unicode and emoji."""
     rng = random.Random(seed)
-    texts = ["", " ", "a   1", "  12", "\n\n\n", "hello world", "x=1;y=22;z=333",
-             "if (a) {\n    return b;\n}\n", "  leading and trailing  ", "🙂🙂🙂", "'s 'S 've"]
+    texts = [
+        "",
+        " ",
+        "a   1",
+        "  12",
+        "\n\n\n",
+        "hello world",
+        "x=1;y=22;z=333",
+        "if (a) {\n    return b;\n}\n",
+        "  leading and trailing  ",
+        "🙂🙂🙂",
+        "'s 'S 've",
+    ]
     while len(texts) < n:
         parts = []
         for _ in range(rng.randint(1, 12)):
@@ -39,14 +93,24 @@ def varied_texts(n: int, seed: int) -> list[str]:
             elif kind < 0.7:
                 parts.append(str(rng.randint(0, 10 ** rng.randint(1, 9))))
             else:
-                parts.append(chr(rng.choice([rng.randint(0x20, 0x7E), rng.randint(0xA0, 0x2FFF),
-                                             rng.randint(0x1F300, 0x1FAFF)])))
+                parts.append(
+                    chr(
+                        rng.choice(
+                            [
+                                rng.randint(0x20, 0x7E),
+                                rng.randint(0xA0, 0x2FFF),
+                                rng.randint(0x1F300, 0x1FAFF),
+                            ]
+                        )
+                    )
+                )
             parts.append(rng.choice(SPACES))
         texts.append("".join(parts))
     return texts
 
 
 # ------------------------------------------------------------------ a small file, fast
+
 
 @pytest.fixture(scope="module")
 def trained() -> BPETokenizer:
@@ -69,8 +133,9 @@ def test_byte_alphabet_is_gpt2s() -> None:
     assert spell == bytes_to_unicode()
 
 
-def test_small_file_encodes_like_the_trained_tokenizer(trained: BPETokenizer,
-                                                        small_file: Path) -> None:
+def test_small_file_encodes_like_the_trained_tokenizer(
+    trained: BPETokenizer, small_file: Path
+) -> None:
     tok = tokenizer_from_gguf(read_gguf(small_file))
     assert tok.merges == trained.merges and tok.special_tokens == trained.special_tokens
     assert tok.n_vocab == 500 and tok.eos_id == trained.special_tokens["<|im_end|>"]
@@ -82,8 +147,9 @@ def test_small_file_encodes_like_the_trained_tokenizer(trained: BPETokenizer,
 
 def test_small_file_encodes_like_transformers(small_file: Path) -> None:
     tok = tokenizer_from_gguf(read_gguf(small_file))
-    hf = transformers.AutoTokenizer.from_pretrained(str(small_file.parent),
-                                                    gguf_file=small_file.name)
+    hf = transformers.AutoTokenizer.from_pretrained(
+        str(small_file.parent), gguf_file=small_file.name
+    )
     for text in varied_texts(300, seed=3):
         ids = tok.encode(text, allowed_special="all")
         assert ids == hf.encode(text, add_special_tokens=False), text
@@ -93,10 +159,11 @@ def test_small_file_encodes_like_transformers(small_file: Path) -> None:
 def test_bad_tokenizer_metadata(trained: BPETokenizer, tmp_path: Path) -> None:
     meta = chat_tokenizer_metadata(trained)
     merges = meta["tokenizer.ggml.merges"]
-    for change, message in (({"tokenizer.ggml.model": "llama"}, "only byte-level BPE"),
-                            ({"tokenizer.ggml.pre": "qwen9"}, "unknown pre-tokenizer 'qwen9'"),
-                            ({"tokenizer.ggml.merges": [merges[0], "no such"]},
-                             "merge 1 'no such'")):
+    for change, message in (
+        ({"tokenizer.ggml.model": "llama"}, "only byte-level BPE"),
+        ({"tokenizer.ggml.pre": "qwen9"}, "unknown pre-tokenizer 'qwen9'"),
+        ({"tokenizer.ggml.merges": [merges[0], "no such"]}, "merge 1 'no such'"),
+    ):
         path = write_gguf(tmp_path / "bad.gguf", {}, {**meta, **change})
         with pytest.raises(GGUFError, match=f"^{path}: .*{regex.escape(message)}"):
             tokenizer_from_gguf(read_gguf(path))
@@ -104,11 +171,28 @@ def test_bad_tokenizer_metadata(trained: BPETokenizer, tmp_path: Path) -> None:
 
 def test_smollm_split_cuts_digits_one_by_one() -> None:
     chunks = regex.findall(SMOLLM_SPLIT_PATTERN, "in 2024,  42 cats;   7\n8")
-    assert chunks == ["in", " ", "2", "0", "2", "4", ",", "  ", "4", "2", " cats", ";", "   ", "7",
-                      "\n", "8"]
+    assert chunks == [
+        "in",
+        " ",
+        "2",
+        "0",
+        "2",
+        "4",
+        ",",
+        "  ",
+        "4",
+        "2",
+        " cats",
+        ";",
+        "   ",
+        "7",
+        "\n",
+        "8",
+    ]
 
 
 # ------------------------------------------------------------------ SmolLM2's own file (98 MB)
+
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizers() -> tuple:

@@ -12,8 +12,18 @@ from helpers import tiny_config, tiny_model
 
 from sydsgpt.bpe import END_OF_TEXT, BPETokenizer
 from sydsgpt.instruct import (
-    IGNORE_INDEX, InstructionDataset, add_end_token, collate_instructions, end_token_id, exact_match,
-    finetune_instructions, format_prompt, generate_response, instruction_loader, response_loss, tokenize_example,
+    IGNORE_INDEX,
+    InstructionDataset,
+    add_end_token,
+    collate_instructions,
+    end_token_id,
+    exact_match,
+    finetune_instructions,
+    format_prompt,
+    generate_response,
+    instruction_loader,
+    response_loss,
+    tokenize_example,
     word_task_records,
 )
 from sydsgpt.model import SydsGPT
@@ -32,11 +42,13 @@ def task_tokenizer() -> BPETokenizer:
 
 def test_the_template_with_and_without_an_input() -> None:
     assert format_prompt(RECORD) == (
-        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-        "\n\n### Instruction:\nName a colour.\n\n### Response:\n"
+        "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\nName a colour.\n\n### Response:\n"
     )
     with_input = format_prompt({**RECORD, "input": "the sky"})
-    assert with_input.endswith("### Instruction:\nName a colour.\n\n### Input:\nthe sky\n\n### Response:\n")
+    assert with_input.endswith(
+        "### Instruction:\nName a colour.\n\n### Input:\nthe sky\n\n### Response:\n"
+    )
 
 
 def test_collate_masks_the_prompt_and_the_padding_by_hand() -> None:
@@ -59,7 +71,9 @@ def test_the_masked_loss_is_the_mean_over_response_tokens() -> None:
     by_hand = []
     for row, t in [(0, 2), (0, 3), (0, 4), (1, 1), (1, 2)]:  # the graded positions
         by_hand.append(F.cross_entropy(logits[row, t], batch[1][row, t]))
-    assert response_loss(model, [batch]) == pytest.approx(torch.stack(by_hand).mean().item(), rel=1e-5)
+    assert response_loss(model, [batch]) == pytest.approx(
+        torch.stack(by_hand).mean().item(), rel=1e-5
+    )
     # the graded loss does not depend on the prompt's targets
     other = batch[1].clone()
     other[0, :2] = IGNORE_INDEX
@@ -71,9 +85,18 @@ def test_add_end_token_adds_one_row_and_keeps_every_old_logit() -> None:
     n = tokenizer.n_vocab
     model = tiny_model(vocab_size=n, tie_weights=True)
     grown, extended = add_end_token(model, tokenizer)
-    assert END_OF_TEXT not in tokenizer.special_tokens and tokenizer.n_vocab == n  # the input is untouched
-    assert end_token_id(extended) == n and extended.n_vocab == n + 1 and grown.config.vocab_size == n + 1
-    assert extended.decode(extended.encode(f"cat{END_OF_TEXT}", allowed_special="all")) == f"cat{END_OF_TEXT}"
+    assert (
+        END_OF_TEXT not in tokenizer.special_tokens and tokenizer.n_vocab == n
+    )  # the input is untouched
+    assert (
+        end_token_id(extended) == n
+        and extended.n_vocab == n + 1
+        and grown.config.vocab_size == n + 1
+    )
+    assert (
+        extended.decode(extended.encode(f"cat{END_OF_TEXT}", allowed_special="all"))
+        == f"cat{END_OF_TEXT}"
+    )
     ids = torch.tensor([extended.encode_ordinary("the cat sat")])
     with torch.no_grad():
         torch.testing.assert_close(grown(ids)[..., :n], model(ids))
@@ -128,7 +151,10 @@ def test_generation_stops_at_the_end_token() -> None:
     text, stopped = generate_response(always(word, vocab), tokenizer, record, 5)
     assert not stopped and text == tokenizer.decode([word] * 5)
     assert exact_match(always(end, vocab), tokenizer, word_task_records(4), 5) == {
-        "exact_match": 0.0, "stopped": 1.0, "answers": [""] * 4}
+        "exact_match": 0.0,
+        "stopped": 1.0,
+        "answers": [""] * 4,
+    }
     with pytest.raises(ValueError, match="context"):
         generate_response(always(end, vocab, context_length=8), tokenizer, record, 5)
 
@@ -137,7 +163,14 @@ def test_exact_match_needs_the_answer_and_the_stop(monkeypatch: pytest.MonkeyPat
     import sydsgpt.instruct as instruct
 
     records = word_task_records(4)
-    replies = iter([(records[0]["output"], True), (records[1]["output"] + " ", True), (records[2]["output"], False), ("x", True)])
+    replies = iter(
+        [
+            (records[0]["output"], True),
+            (records[1]["output"] + " ", True),
+            (records[2]["output"], False),
+            ("x", True),
+        ]
+    )
     monkeypatch.setattr(instruct, "generate_response", lambda *args: next(replies))
     score = exact_match(None, None, records)
     assert (score["exact_match"], score["stopped"]) == (0.5, 0.75)
@@ -148,8 +181,12 @@ def test_the_word_tasks_are_seeded_and_correct() -> None:
     assert records == word_task_records(8, seed=3) and records != word_task_records(8, seed=4)
     for r in records:
         words = r["input"].split()
-        expected = {"Repeat the word twice.": f"{words[0]} {words[0]}", "Write the last word.": words[-1],
-                    "Write the first word.": words[0], "Write the words in reverse order.": " ".join(words[::-1])}
+        expected = {
+            "Repeat the word twice.": f"{words[0]} {words[0]}",
+            "Write the last word.": words[-1],
+            "Write the first word.": words[0],
+            "Write the words in reverse order.": " ".join(words[::-1]),
+        }
         assert r["output"] == expected[r["instruction"]]
 
 
@@ -160,9 +197,12 @@ def test_finetuning_lowers_the_held_out_response_loss() -> None:
     train_records, val_records = word_task_records(96, seed=0), word_task_records(16, seed=9)
     val = instruction_loader(val_records, tokenizer, 64, batch_size=8)
     before = response_loss(model, val)
-    cfg = TrainConfig(max_steps=30, batch_size=8, lr=3e-3, eval_interval=0, sample_tokens=0, device="cpu", seed=1)
-    history = finetune_instructions(model, tokenizer, train_records, val_records, cfg,
-                                    session=Session(show_progress=False))
+    cfg = TrainConfig(
+        max_steps=30, batch_size=8, lr=3e-3, eval_interval=0, sample_tokens=0, device="cpu", seed=1
+    )
+    history = finetune_instructions(
+        model, tokenizer, train_records, val_records, cfg, session=Session(show_progress=False)
+    )
     assert len(history) == 30
     assert response_loss(model, val) < before - 1.0
 
@@ -171,7 +211,13 @@ def test_the_instruct_benchmark_runs_quickly() -> None:
     from sydsgpt.bench.instruct import COLUMNS, run, splits
 
     train, test = splits()
-    assert not {(r["instruction"], r["input"]) for r in test} & {(r["instruction"], r["input"]) for r in train}
+    assert not {(r["instruction"], r["input"]) for r in test} & {
+        (r["instruction"], r["input"]) for r in train
+    }
     result = run(None, quick=True)
-    assert [row["setup"] for row in result["rows"]] == ["base model", "finetuned, masked loss", "finetuned, unmasked loss"]
+    assert [row["setup"] for row in result["rows"]] == [
+        "base model",
+        "finetuned, masked loss",
+        "finetuned, unmasked loss",
+    ]
     assert all(set(COLUMNS) <= set(row) | {"lr"} for row in result["rows"])

@@ -76,9 +76,15 @@ def test_a_registered_feed_forward_is_built_counted_and_trained(registered) -> N
     assert model.config.ffn_hidden_size == 3 * d
     # Its two d x 3d matrices replace GELU's two d x 4d ones (no biases): 2 d^2 fewer per layer.
     gelu = count_parameters(tiny_config(linear_bias=False))
-    assert count_parameters(config) == gelu - layers * 2 * d * d == sum(p.numel() for p in model.parameters())
-    assert flops_per_token(config, training=False) == flops_per_token(
-        tiny_config(linear_bias=False), training=False) - 2 * layers * 2 * d * d
+    assert (
+        count_parameters(config)
+        == gelu - layers * 2 * d * d
+        == sum(p.numel() for p in model.parameters())
+    )
+    assert (
+        flops_per_token(config, training=False)
+        == flops_per_token(tiny_config(linear_bias=False), training=False) - 2 * layers * 2 * d * d
+    )
     ids = torch.randint(0, config["vocab_size"], (2, 8))
     loss = nn.functional.cross_entropy(model(ids).flatten(0, 1), ids.flatten())
     loss.backward()
@@ -90,11 +96,12 @@ def test_a_layer_that_uses_part_of_its_weights_counts_only_those_flops(registere
     d, layers = config["embedding_dim"], config["num_layers"]
     one_expert = 2 * d * (2 * d)
     # parameters: the router and both experts; FLOPs: the router and one expert per token.
-    assert count_parameters(config) == count_parameters(tiny_config(ffn="relu2", linear_bias=False,
-                                                                      ffn_hidden_dim=2 * d)) + layers * (
-        2 * d + one_expert)
+    assert count_parameters(config) == count_parameters(
+        tiny_config(ffn="relu2", linear_bias=False, ffn_hidden_dim=2 * d)
+    ) + layers * (2 * d + one_expert)
     matmul = flops_per_token(config, training=False) - flops_per_token(
-        tiny_config(ffn="relu2", linear_bias=False, ffn_hidden_dim=2 * d), training=False)
+        tiny_config(ffn="relu2", linear_bias=False, ffn_hidden_dim=2 * d), training=False
+    )
     assert matmul == 2 * layers * 2 * d
     out = SydsGPT(config)(torch.randint(0, config["vocab_size"], (1, 5)))
     assert out.shape == (1, 5, config["vocab_size"])

@@ -14,7 +14,8 @@ CORE = sorted(p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0
 
 
 def _imports(path: Path) -> list[str]:
-    """Every module ``path`` imports (relative imports resolved to ``sydsgpt.``...), at any depth."""
+    """Every module ``path`` imports (relative imports
+    resolved to ``sydsgpt.``...), at any depth."""
     package = ["sydsgpt", *path.relative_to(PACKAGE).parent.parts]
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -29,7 +30,9 @@ def _imports(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_a_core_module_imports_no_cli_and_no_benchmark(path: Path) -> None:
-    outer = [m for m in _imports(path) if m.split(".")[:2] in (["sydsgpt", "cli"], ["sydsgpt", "bench"])]
+    outer = [
+        m for m in _imports(path) if m.split(".")[:2] in (["sydsgpt", "cli"], ["sydsgpt", "bench"])
+    ]
     assert not outer, f"{path.relative_to(PACKAGE)} imports {outer}: move what it needs to the core"
 
 
@@ -50,7 +53,9 @@ def _module_graph() -> dict[str, set[str]]:
             continue
         targets = set()
         for module in _imports(path):
-            while module and module not in MODULES:  # ``sydsgpt.model.SydsGPT`` -> ``sydsgpt.model``
+            while (
+                module and module not in MODULES
+            ):  # ``sydsgpt.model.SydsGPT`` -> ``sydsgpt.model``
                 module = module.rpartition(".")[0]
             if module and module != name and not MODULES[module].name == "__init__.py":
                 targets.add(module)
@@ -68,7 +73,7 @@ def test_no_import_circles() -> None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                circles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                circles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2

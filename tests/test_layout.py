@@ -46,13 +46,19 @@ def _arguments(function: Callable) -> list[str]:
 
 def test_the_scan_sees_the_package() -> None:
     names = {name for name, _ in _functions()}
-    assert {"sydsgpt.model.count_parameters", "sydsgpt.attention.MultiHeadAttention.from_config"} <= names
+    assert {
+        "sydsgpt.model.count_parameters",
+        "sydsgpt.attention.MultiHeadAttention.from_config",
+    } <= names
     assert len(names) > 300
 
 
 def test_no_function_takes_more_than_eight_arguments() -> None:
-    long = {name: len(_arguments(f)) for name, f in _functions()
-            if name not in EXEMPT and len(_arguments(f)) > MAX_ARGUMENTS}
+    long = {
+        name: len(_arguments(f))
+        for name, f in _functions()
+        if name not in EXEMPT and len(_arguments(f)) > MAX_ARGUMENTS
+    }
     assert long == {}, "group these arguments into a config (a dataclass) or split the function"
 
 

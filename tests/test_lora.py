@@ -11,14 +11,28 @@ import torch
 from torch import nn
 
 from sydsgpt.lora import (
-    LoRAConfig, LoRALinear, adapter_state_dict, apply_lora, count_trainable_parameters, load_adapter, lora_layers,
-    merge_lora, read_adapter, remove_lora, save_adapter, unmerge_lora,
+    LoRAConfig,
+    LoRALinear,
+    adapter_state_dict,
+    apply_lora,
+    count_trainable_parameters,
+    load_adapter,
+    lora_layers,
+    merge_lora,
+    read_adapter,
+    remove_lora,
+    save_adapter,
+    unmerge_lora,
 )
 from sydsgpt.model import SydsGPT
 
 from helpers import seeded_randn, tiny_config, tiny_model
 
-D, LAYERS, HIDDEN = tiny_config()["embedding_dim"], tiny_config()["num_layers"], 4 * tiny_config()["embedding_dim"]
+D, LAYERS, HIDDEN = (
+    tiny_config()["embedding_dim"],
+    tiny_config()["num_layers"],
+    4 * tiny_config()["embedding_dim"],
+)
 IDS = torch.randint(0, 61, (3, 12), generator=torch.Generator().manual_seed(0))
 
 
@@ -38,13 +52,21 @@ def test_a_lora_linear_is_the_base_plus_the_scaled_low_rank_product() -> None:
     assert torch.equal(layer(x), base(x))  # B = 0: the adapted layer starts as the base layer
     with torch.no_grad():
         layer.lora_B.copy_(seeded_randn(3, 2, seed=1))
-    expected = x @ base.weight.T + base.bias + 3.0 * (x @ layer.lora_A.T @ layer.lora_B.T)  # alpha / r = 3
+    expected = (
+        x @ base.weight.T + base.bias + 3.0 * (x @ layer.lora_A.T @ layer.lora_B.T)
+    )  # alpha / r = 3
     torch.testing.assert_close(layer(x), expected)
     assert layer.lora_A.shape == (2, 5) and layer.lora_B.shape == (3, 2)
-    assert not layer.base.weight.requires_grad and layer.lora_A.requires_grad and layer.lora_B.requires_grad
+    assert (
+        not layer.base.weight.requires_grad
+        and layer.lora_A.requires_grad
+        and layer.lora_B.requires_grad
+    )
 
 
-@pytest.mark.parametrize("targets", [("attention", "feed_forward"), ("weight_query", "weight_value"), ("feed_forward",)])
+@pytest.mark.parametrize(
+    "targets", [("attention", "feed_forward"), ("weight_query", "weight_value"), ("feed_forward",)]
+)
 def test_merge_and_unmerge_equal_the_unmerged_forward(targets: tuple[str, ...]) -> None:
     model = tiny_model()
     apply_lora(model, LoRAConfig(rank=4, alpha=8.0, targets=targets))
@@ -89,22 +111,28 @@ def test_trainable_parameter_counts_are_exact(rank: int) -> None:
     model = tiny_model()
     total = sum(p.numel() for p in model.parameters())
     names = apply_lora(model, LoRAConfig(rank=rank))
-    # Per block: 4 attention projections d -> d, r (d + d) each; the feed-forward d -> 4d -> d, r (d + 4d) twice.
+    # Per block: 4 attention projections d -> d, r (d + d)
+    # each; the feed-forward d -> 4d -> d, r (d + 4d) twice.
     per_block = 4 * rank * (D + D) + 2 * rank * (D + HIDDEN)
     assert count_trainable_parameters(model) == LAYERS * per_block
     assert len(names) == 6 * LAYERS and all(n.startswith("transformer_blocks.") for n in names)
-    assert sum(p.numel() for p in model.parameters()) == total + LAYERS * per_block  # the base is all still there
+    assert (
+        sum(p.numel() for p in model.parameters()) == total + LAYERS * per_block
+    )  # the base is all still there
     only_q_v = tiny_model()
     apply_lora(only_q_v, LoRAConfig(rank=rank, targets=("weight_query", "weight_value")))
     assert count_trainable_parameters(only_q_v) == LAYERS * 2 * rank * (D + D)
 
 
 def test_the_vocabulary_head_is_not_a_target() -> None:
-    """``output_projection`` names both the attention output and the model's head: only the blocks are searched."""
+    """``output_projection`` names both the attention output
+    and the model's head: only the blocks are searched."""
     model = tiny_model()
     names = apply_lora(model, LoRAConfig(targets=("output_projection",)))
     assert names == [f"transformer_blocks.{i}.attention.output_projection" for i in range(LAYERS)]
-    assert isinstance(model.output_projection, nn.Linear) and not isinstance(model.output_projection, LoRALinear)
+    assert isinstance(model.output_projection, nn.Linear) and not isinstance(
+        model.output_projection, LoRALinear
+    )
 
 
 def test_bad_configs_and_targets_are_clear_errors() -> None:
@@ -130,8 +158,14 @@ def test_only_the_adapter_is_saved_and_it_loads_onto_a_fresh_base(tmp_path: Path
     randomize_adapters(tuned)
     path = save_adapter(tmp_path / "adapter.safetensors", tuned, config, metadata={"note": "test"})
     tensors, info = read_adapter(path)
-    assert set(tensors) == set(adapter_state_dict(tuned)) and all("lora_" in name for name in tensors)
-    assert sum(t.numel() for t in tensors.values()) == count_trainable_parameters(tuned) == LAYERS * 4 * 2 * (2 * D)
+    assert set(tensors) == set(adapter_state_dict(tuned)) and all(
+        "lora_" in name for name in tensors
+    )
+    assert (
+        sum(t.numel() for t in tensors.values())
+        == count_trainable_parameters(tuned)
+        == LAYERS * 4 * 2 * (2 * D)
+    )
     assert info["lora"] == config.to_dict() and info["note"] == "test"
     assert path.stat().st_size < 20_000  # kilobytes, not the whole model
     fresh = copy.deepcopy(base)

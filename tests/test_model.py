@@ -10,12 +10,16 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sydsgpt.model import (
-    SydsGPT, SydsGPTConfig, count_parameters, flops_per_token, generate_simple, model_memory_bytes,
+    SydsGPT,
+    SydsGPTConfig,
+    count_parameters,
+    flops_per_token,
+    generate_simple,
+    model_memory_bytes,
 )
 from sydsgpt.checkpoint import load_weights
 from sydsgpt.config import Kernels
 from sydsgpt.presets import PRESETS, get_preset
-
 
 
 # ------------------------------------------------------------------------- forward
@@ -54,7 +58,9 @@ def test_kv_cache_matches_full_forward() -> None:
     model = tiny_model()
     ids = torch.randint(0, 61, (2, 10))
     cache = model.make_kv_cache()
-    steps = [model(ids[:, :6], kv_cache=cache)] + [model(ids[:, t : t + 1], kv_cache=cache) for t in range(6, 10)]
+    steps = [model(ids[:, :6], kv_cache=cache)] + [
+        model(ids[:, t : t + 1], kv_cache=cache) for t in range(6, 10)
+    ]
     torch.testing.assert_close(torch.cat(steps, dim=1), model(ids), atol=1e-5, rtol=1e-5)
     model(torch.zeros(2, 2, dtype=torch.long), kv_cache=cache)  # 12 positions: full
     with pytest.raises(ValueError, match="exceeds context_length"):
@@ -75,7 +81,9 @@ def test_config_unknown_key() -> None:
         SydsGPT({**TINY, "emb_dim": 16})
 
 
-@pytest.mark.parametrize("key", ["vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads"])
+@pytest.mark.parametrize(
+    "key", ["vocab_size", "embedding_dim", "context_length", "num_layers", "num_heads"]
+)
 @pytest.mark.parametrize("value", [0, -3, 2.5, True])
 def test_config_non_positive_sizes(key: str, value) -> None:
     with pytest.raises(ValueError, match=f"config\\['{key}'\\] must be a positive integer"):
@@ -83,7 +91,9 @@ def test_config_non_positive_sizes(key: str, value) -> None:
 
 
 def test_config_heads_must_divide_dim() -> None:
-    with pytest.raises(ValueError, match="\\(16\\) must be divisible by config\\['num_heads'\\] \\(3\\)"):
+    with pytest.raises(
+        ValueError, match="\\(16\\) must be divisible by config\\['num_heads'\\] \\(3\\)"
+    ):
         SydsGPTConfig.from_dict({**TINY, "num_heads": 3})
 
 
@@ -101,9 +111,11 @@ def test_kernel_switches_are_not_config_keys(key: str) -> None:
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"attention": "flash"}, "Kernels.attention must be one of \\('explicit', 'sdpa'\\)"),
-     ({"fused_qkv": "yes"}, "Kernels.fused_qkv must be True or False"),
-     ({"pad_vocab_multiple": 0}, "Kernels.pad_vocab_multiple must be a positive integer")],
+    [
+        ({"attention": "flash"}, "Kernels.attention must be one of \\('explicit', 'sdpa'\\)"),
+        ({"fused_qkv": "yes"}, "Kernels.fused_qkv must be True or False"),
+        ({"pad_vocab_multiple": 0}, "Kernels.pad_vocab_multiple must be a positive integer"),
+    ],
 )
 def test_kernels_are_checked(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -129,7 +141,9 @@ def test_config_round_trip_and_presets() -> None:
         get_preset("gpt3")
     with pytest.raises(ValueError, match="num_heads"):
         get_preset("gpt2-mini", num_heads=5)
-    with pytest.raises(ValueError, match="unknown preset 'book'"):  # gpt2-mini's first name, gone in 0.x
+    with pytest.raises(
+        ValueError, match="unknown preset 'book'"
+    ):  # gpt2-mini's first name, gone in 0.x
         get_preset("book")
 
 
@@ -142,22 +156,37 @@ def _numel(model: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"tie_weights": True}, {"qkv_bias": False}, {"ffn": "swiglu", "norm": "rmsnorm"},
-     {"positions": "rope", "num_kv_heads": 2, "qk_norm": True, "linear_bias": False}],
+    [
+        {},
+        {"tie_weights": True},
+        {"qkv_bias": False},
+        {"ffn": "swiglu", "norm": "rmsnorm"},
+        {"positions": "rope", "num_kv_heads": 2, "qk_norm": True, "linear_bias": False},
+    ],
 )
 def test_count_parameters_matches_model(overrides: dict) -> None:
     model = tiny_model(**overrides)
     if model.position_embedding is None:  # RoPE: no position embedding to leave out
-        assert count_parameters(model.config, include_position=False) == count_parameters(model.config)
+        assert count_parameters(model.config, include_position=False) == count_parameters(
+            model.config
+        )
         return
     assert count_parameters(model.config) == _numel(model) == count_parameters(model)
     no_pos = _numel(model) - model.position_embedding.weight.numel()
-    assert count_parameters(model.config, include_position=False) == no_pos == count_parameters(model, include_position=False)
+    assert (
+        count_parameters(model.config, include_position=False)
+        == no_pos
+        == count_parameters(model, include_position=False)
+    )
 
 
 def test_count_parameters_book_and_gpt2_small_instantiated() -> None:
     assert count_parameters(PRESETS["gpt2-mini"]) == _numel(SydsGPT(PRESETS["gpt2-mini"]))
-    assert count_parameters(PRESETS["gpt2-small"]) == _numel(SydsGPT(PRESETS["gpt2-small"])) == 124_439_808
+    assert (
+        count_parameters(PRESETS["gpt2-small"])
+        == _numel(SydsGPT(PRESETS["gpt2-small"]))
+        == 124_439_808
+    )
 
 
 GPT2_SIZES = {  # preset: (Hugging Face config, size in the GPT-2 paper's model names, millions)
@@ -185,7 +214,11 @@ def test_model_memory_bytes() -> None:
     n = count_parameters(model.config)
     assert model_memory_bytes(model.config) == 4 * n == model_memory_bytes(model, torch.float32)
     bf16 = model.to(torch.bfloat16)
-    assert model_memory_bytes(model.config, torch.bfloat16) == sum(p.numel() * p.element_size() for p in bf16.parameters()) == 2 * n
+    assert (
+        model_memory_bytes(model.config, torch.bfloat16)
+        == sum(p.numel() * p.element_size() for p in bf16.parameters())
+        == 2 * n
+    )
     assert model_memory_bytes(PRESETS["gpt2-small"], 2) == 2 * 124_439_808
 
 
@@ -294,7 +327,10 @@ def test_checkpoint_pattern_of_the_original_project(tmp_path) -> None:
     F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
     opt.step()
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": ORIGINAL_CONFIG}, path)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": ORIGINAL_CONFIG},
+        path,
+    )
 
     ckpt = torch.load(path, weights_only=True)
     fresh = SydsGPT(ckpt["config"])
@@ -313,7 +349,9 @@ def test_state_dict_in_the_original_layout_loads() -> None:
     state = dict(source.state_dict())
     ctx = ORIGINAL_CONFIG["context_length"]
     for i in range(ORIGINAL_CONFIG["num_layers"]):
-        state[f"transformer_blocks.{i}.attention.causal_mask"] = torch.triu(torch.ones(ctx, ctx), diagonal=1)
+        state[f"transformer_blocks.{i}.attention.causal_mask"] = torch.triu(
+            torch.ones(ctx, ctx), diagonal=1
+        )
     assert "output_projection.weight" in state and "token_embedding.weight" in state
     fresh = SydsGPT(ORIGINAL_CONFIG).eval()
     with pytest.raises(RuntimeError, match="causal_mask"):  # not a weight of this model ...
@@ -351,7 +389,9 @@ def test_model_config_is_one_object_that_reads_like_the_original_dict() -> None:
     config = model.config
     assert isinstance(config, SydsGPTConfig)
     assert config["num_layers"] == config.num_layers == 2 and config.get("missing", 7) == 7
-    assert dict(config) == config.to_dict() and config == config.to_dict()  # compares equal to its dict
+    assert (
+        dict(config) == config.to_dict() and config == config.to_dict()
+    )  # compares equal to its dict
     assert config != {**config.to_dict(), "num_layers": 3}
     with pytest.raises(KeyError):
         config["emb_dim"]

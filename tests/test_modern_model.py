@@ -16,24 +16,46 @@ from sydsgpt.model import SydsGPT, SydsGPTConfig, count_parameters, flops_per_to
 from sydsgpt.presets import PRESETS, get_preset
 
 TINY = tiny_config(embedding_dim=32, context_length=24, qkv_bias=False)
-MODERN = {"norm": "rmsnorm", "ffn": "swiglu", "positions": "rope", "linear_bias": False, "num_kv_heads": 2, "qk_norm": True}
+MODERN = {
+    "norm": "rmsnorm",
+    "ffn": "swiglu",
+    "positions": "rope",
+    "linear_bias": False,
+    "num_kv_heads": 2,
+    "qk_norm": True,
+}
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"num_kv_heads": 3}, "must be a multiple of config\\['num_kv_heads'\\]"),
-    ({"positions": "rope", "head_dim": 7}, "head dimension must be even"),
-    ({"positions": "rope", "num_heads": 32}, "head dimension must be even"),  # 32 / 32 = 1 feature per head
-    ({"norm": "batchnorm"}, "config\\['norm'\\] must be one of"),
-    ({"ffn": "relu"}, "config\\['ffn'\\] must be one of"),
-    ({"positions": "alibi"}, "config\\['positions'\\] must be one of"),
-    ({"rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_context_length": 16}},
-     "positions='rope'"),
-    ({"positions": "rope", "rope_scaling": {"factor": 8.0}}, "exactly the keys"),
-    ({"num_kv_heads": 0}, "num_kv_heads'\\] must be a positive integer"),
-    ({"norm_eps": 0}, "norm_eps'\\] must be a finite number > 0"),
-    ({"qk_norm": "yes"}, "True or False"),
-    ({"embedding_dim": 30}, "or set config\\['head_dim'\\]"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_kv_heads": 3}, "must be a multiple of config\\['num_kv_heads'\\]"),
+        ({"positions": "rope", "head_dim": 7}, "head dimension must be even"),
+        (
+            {"positions": "rope", "num_heads": 32},
+            "head dimension must be even",
+        ),  # 32 / 32 = 1 feature per head
+        ({"norm": "batchnorm"}, "config\\['norm'\\] must be one of"),
+        ({"ffn": "relu"}, "config\\['ffn'\\] must be one of"),
+        ({"positions": "alibi"}, "config\\['positions'\\] must be one of"),
+        (
+            {
+                "rope_scaling": {
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_context_length": 16,
+                }
+            },
+            "positions='rope'",
+        ),
+        ({"positions": "rope", "rope_scaling": {"factor": 8.0}}, "exactly the keys"),
+        ({"num_kv_heads": 0}, "num_kv_heads'\\] must be a positive integer"),
+        ({"norm_eps": 0}, "norm_eps'\\] must be a finite number > 0"),
+        ({"qk_norm": "yes"}, "True or False"),
+        ({"embedding_dim": 30}, "or set config\\['head_dim'\\]"),
+    ],
+)
 def test_config_errors_say_what_to_fix(overrides, message) -> None:
     with pytest.raises(ValueError, match=message):
         SydsGPTConfig.from_dict({**TINY, **overrides})
@@ -45,9 +67,23 @@ def test_head_dim_lifts_the_divisibility_rule() -> None:
     assert model(torch.randint(0, 61, (1, 5))).shape == (1, 5, 61)
 
 
-VARIANTS = [dict(zip(("norm", "ffn", "positions", "linear_bias", "num_kv_heads", "qk_norm", "tie_weights"), combo))
-            for combo in itertools.product(("layernorm", "rmsnorm"), ("gelu", "swiglu"), ("learned", "rope"),
-                                           (True, False), (None, 1), (False, True), (True, False))]
+VARIANTS = [
+    dict(
+        zip(
+            ("norm", "ffn", "positions", "linear_bias", "num_kv_heads", "qk_norm", "tie_weights"),
+            combo,
+        )
+    )
+    for combo in itertools.product(
+        ("layernorm", "rmsnorm"),
+        ("gelu", "swiglu"),
+        ("learned", "rope"),
+        (True, False),
+        (None, 1),
+        (False, True),
+        (True, False),
+    )
+]
 
 
 @pytest.mark.parametrize("variant", VARIANTS[::5] + [VARIANTS[-1]], ids=str)
@@ -61,17 +97,28 @@ def test_parameter_count_formula_for_every_kind_of_part(variant) -> None:
 
 
 def test_gpt2_path_is_unchanged() -> None:
-    """The default config builds GPT-2's modules under the original names, with the original counts."""
+    """The default config builds GPT-2's modules under
+    the original names, with the original counts."""
     with torch.device("meta"):
         model = SydsGPT(get_preset("gpt2-small"))
     assert count_parameters(model) == 124_439_808
-    assert flops_per_token(get_preset("gpt2-small"), training=False) == 2 * (12 * 12 * 768**2 + 50257 * 768) + 4 * 12 * 1024 * 768
+    assert (
+        flops_per_token(get_preset("gpt2-small"), training=False)
+        == 2 * (12 * 12 * 768**2 + 50257 * 768) + 4 * 12 * 1024 * 768
+    )
     names = set(SydsGPT(TINY).state_dict())
-    assert {"position_embedding.weight", "transformer_blocks.0.layer_norm1.shift",
-            "transformer_blocks.0.feed_forward.layers.0.bias", "transformer_blocks.0.attention.output_projection.bias"} <= names
+    assert {
+        "position_embedding.weight",
+        "transformer_blocks.0.layer_norm1.shift",
+        "transformer_blocks.0.feed_forward.layers.0.bias",
+        "transformer_blocks.0.attention.output_projection.bias",
+    } <= names
     assert not any("q_norm" in n or "rope" in n or "gate" in n for n in names)
     modern = set(SydsGPT({**TINY, **MODERN}).state_dict())
-    assert "position_embedding.weight" not in modern and "transformer_blocks.1.attention.k_norm.scale" in modern
+    assert (
+        "position_embedding.weight" not in modern
+        and "transformer_blocks.1.attention.k_norm.scale" in modern
+    )
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1], ids=["MHA", "GQA", "MQA"])
@@ -83,13 +130,20 @@ def test_kv_cache_bytes_formula_matches_the_cache_tensors(kv_heads: int) -> None
         model(torch.randint(0, 61, (3, 10)), kv_cache=cache)
     measured = sum(t.numel() * t.element_size() for layer in cache for t in (layer._k, layer._v))
     assert measured == kv_cache_bytes(config, num_tokens=10, batch_size=3)
-    assert kv_cache_bytes(config, num_tokens=1) == 2 * 2 * kv_heads * 8 * 4  # layers, K and V, heads, head_dim, float32
+    assert (
+        kv_cache_bytes(config, num_tokens=1) == 2 * 2 * kv_heads * 8 * 4
+    )  # layers, K and V, heads, head_dim, float32
 
 
 def test_kv_cache_bytes_of_the_real_shapes() -> None:
-    per_token = {name: kv_cache_bytes(get_preset(name), num_tokens=1, bytes_per_value=2) for name in ("llama3.2-1b", "qwen3-0.6b")}
+    per_token = {
+        name: kv_cache_bytes(get_preset(name), num_tokens=1, bytes_per_value=2)
+        for name in ("llama3.2-1b", "qwen3-0.6b")
+    }
     assert per_token == {"llama3.2-1b": 2 * 16 * 8 * 64 * 2, "qwen3-0.6b": 2 * 28 * 8 * 128 * 2}
-    mha = kv_cache_bytes(get_preset("llama3.2-1b", num_kv_heads=None), num_tokens=1, bytes_per_value=2)
+    mha = kv_cache_bytes(
+        get_preset("llama3.2-1b", num_kv_heads=None), num_tokens=1, bytes_per_value=2
+    )
     assert mha == 4 * per_token["llama3.2-1b"]
 
 
@@ -112,7 +166,9 @@ def test_modern_model_trains_and_survives_a_checkpoint(tmp_path) -> None:
     ids = torch.randint(0, 61, (4, 12))
     losses = []
     for _ in range(15):
-        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss = torch.nn.functional.cross_entropy(
+            model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -133,7 +189,10 @@ def test_modern_presets_are_valid_and_one_dict() -> None:
         cfg = SydsGPTConfig.from_dict(get_preset(name))
         assert cfg.positions == "rope" and cfg.norm == "rmsnorm" and cfg.ffn == "swiglu"
     assert json.loads(json.dumps(get_preset("llama3.2-1b")))["rope_scaling"]["factor"] == 32.0
-    book, modern = count_parameters(get_preset("gpt2-mini")), count_parameters(get_preset("book-modern"))
+    book, modern = (
+        count_parameters(get_preset("gpt2-mini")),
+        count_parameters(get_preset("book-modern")),
+    )
     assert abs(book - modern) / book < 0.03  # the CPU-sized modern model is gpt2-mini's size
 
 
@@ -148,7 +207,8 @@ def test_gpt2_export_refuses_a_modern_model() -> None:
 
 
 def test_fast_paths_compute_the_same_modern_model() -> None:
-    """SDPA vs explicit attention, fused vs separate Q/K/V, a padded vocabulary, the decoding layout."""
+    """SDPA vs explicit attention, fused vs separate
+    Q/K/V, a padded vocabulary, the decoding layout."""
     from sydsgpt.generate import use_decoding_layout
 
     config = {**TINY, **MODERN}

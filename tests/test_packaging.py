@@ -19,25 +19,45 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_wheel_ships_every_module_and_the_committed_results(tmp_path: Path) -> None:
     # Built from a copy, so setuptools' build/ folder lands in tmp_path, not in the repository.
     source = tmp_path / "src"
-    shutil.copytree(ROOT / "sydsgpt", source / "sydsgpt", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "sydsgpt", source / "sydsgpt", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("sydsgpt-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "sydsgpt").rglob("*.py")}
-    results = {p.relative_to(ROOT).as_posix() for p in (ROOT / "sydsgpt" / "bench" / "results").glob("*.json")}
+    results = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "sydsgpt" / "bench" / "results").glob("*.json")
+    }
     assert results, "no committed benchmark results to ship"
     assert modules <= names, sorted(modules - names)
     assert results <= names, sorted(results - names)
 
 
 def test_binder_installs_the_cpu_build_of_torch_and_the_book_requirements() -> None:
-    lines = [line.strip() for line in (ROOT / ".binder" / "requirements.txt").read_text().splitlines()]
+    lines = [
+        line.strip() for line in (ROOT / ".binder" / "requirements.txt").read_text().splitlines()
+    ]
     active = [line for line in lines if line and not line.startswith("#")]
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in active
     assert "-r ../requirements.txt" in active and any(line.startswith("torch") for line in active)
@@ -64,21 +84,44 @@ def test_every_notebook_starts_with_the_colab_cell_of_the_configured_repository(
         first = next(c for c in cells if c["cell_type"] == "code")
         assert {"colab-setup", "remove-cell"} <= set(first["metadata"]["tags"]), path.name
         source = "".join(first["source"])
-        assert f'git+{url}@{branch}"' in source and 'if "google.colab" in sys.modules:' in source, path.name
-        assert not first.get("outputs"), f"{path.name}: the Colab cell printed something outside Colab"
+        assert f'git+{url}@{branch}"' in source and 'if "google.colab" in sys.modules:' in source, (
+            path.name
+        )
+        assert not first.get("outputs"), (
+            f"{path.name}: the Colab cell printed something outside Colab"
+        )
 
 
-def test_the_colab_cell_follows_a_changed_repository_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_colab_cell_follows_a_changed_repository_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sync = _sync_module()
     (tmp_path / "book").mkdir()
-    (tmp_path / "_config.yml").write_text("title: x\nrepository:\n  url: https://example.org/a/b\n  branch: dev\n")
-    nb = {"cells": [{"cell_type": "markdown", "id": "m", "metadata": {}, "source": ["# T\n"]},
-                    {"cell_type": "code", "id": "c", "metadata": {}, "execution_count": None, "outputs": [], "source": ["1\n"]}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "_config.yml").write_text(
+        "title: x\nrepository:\n  url: https://example.org/a/b\n  branch: dev\n"
+    )
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "id": "m", "metadata": {}, "source": ["# T\n"]},
+            {
+                "cell_type": "code",
+                "id": "c",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": ["1\n"],
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (tmp_path / "book" / "x.ipynb").write_text(json.dumps(nb))
     monkeypatch.setattr(sync, "ROOT", tmp_path)
     assert sync.sync(check=True) == [tmp_path / "book" / "x.ipynb"]
     sync.sync()
     cells = json.loads((tmp_path / "book" / "x.ipynb").read_text())["cells"]
-    assert "git+https://example.org/a/b@dev" in "".join(cells[1]["source"]) and cells[2]["source"] == ["1\n"]
+    assert "git+https://example.org/a/b@dev" in "".join(cells[1]["source"]) and cells[2][
+        "source"
+    ] == ["1\n"]
     assert sync.sync(check=True) == []  # idempotent

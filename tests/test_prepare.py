@@ -1,4 +1,5 @@
-"""sydsgpt.prepare: readers, the shard round trip (ids = tokenizer output), resume, bounded memory, -j N."""
+"""sydsgpt.prepare: readers, the shard round trip (ids
+= tokenizer output), resume, bounded memory, -j N."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from sydsgpt.files import file_sha256
 from sydsgpt.shards import read_manifest
 from sydsgpt.tokenizer import get_gpt2_tokenizer
 
-DOCS = [f"Document {i}: the {w} fox's {i * 37} jumps.\n\nWe'll see   it  twice. Ünïcödé 数字 {w * (i % 5)}"
-        for i, w in enumerate(["quick", "lazy", "brown", "red"] * 15)]
+DOCS = [
+    f"Document {i}: the {w} fox's {i * 37} jumps.\n\nWe'll see   it  twice. Ünïcödé 数字 "
+    f"{w * (i % 5)}"
+    for i, w in enumerate(["quick", "lazy", "brown", "red"] * 15)
+]
 EOT = 50256
 
 
@@ -37,7 +41,9 @@ def expected_stream(docs: list[str], tokenizer=None) -> list[int]:
 def all_ids(out: Path) -> list[int]:
     """Validation then training shards, in manifest order: the whole token stream."""
     manifest = read_manifest(out)
-    return np.concatenate([np.fromfile(out / s["name"], dtype=manifest["dtype"]) for s in manifest["shards"]]).tolist()
+    return np.concatenate(
+        [np.fromfile(out / s["name"], dtype=manifest["dtype"]) for s in manifest["shards"]]
+    ).tolist()
 
 
 def write_inputs(folder: Path) -> list[str]:
@@ -46,17 +52,29 @@ def write_inputs(folder: Path) -> list[str]:
     folder.mkdir()
     (folder / "a.txt").write_text(DOCS[0])
     (folder / "b.txt").write_text(DOCS[1])
-    (folder / "c.jsonl").write_text("".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(DOCS[2:20])))
+    (folder / "c.jsonl").write_text(
+        "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(DOCS[2:20]))
+    )
     with gzip.open(folder / "d.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write("".join(json.dumps({"text": d}) + "\n" for d in DOCS[20:40]))
-    pq.write_table(pa.table({"text": DOCS[40:], "n": list(range(len(DOCS) - 40))}), folder / "e.parquet", row_group_size=7)
+    pq.write_table(
+        pa.table({"text": DOCS[40:], "n": list(range(len(DOCS) - 40))}),
+        folder / "e.parquet",
+        row_group_size=7,
+    )
     (folder / "notes.md").write_text("not read")
     return DOCS
 
 
 def test_each_reader_gives_its_documents(tmp_path: Path) -> None:
     docs = write_inputs(tmp_path / "in")
-    assert [p.name for p in input_files([tmp_path / "in"])] == ["a.txt", "b.txt", "c.jsonl", "d.jsonl.gz", "e.parquet"]
+    assert [p.name for p in input_files([tmp_path / "in"])] == [
+        "a.txt",
+        "b.txt",
+        "c.jsonl",
+        "d.jsonl.gz",
+        "e.parquet",
+    ]
     assert list(iter_documents([tmp_path / "in"])) == docs
 
 
@@ -83,7 +101,12 @@ def test_a_long_document_is_cut_into_pieces_without_changing_its_ids(tmp_path: P
     path.write_text(text)
     pieces = list(iter_pieces([path], "text", 1000))
     assert len(pieces) > 15 and "".join(t for p in pieces for t, _ in p) == text
-    prepare([path], tmp_path / "out", small(val_tokens=1000, shard_tokens=2000, chunk_size=1000), show_progress=False)
+    prepare(
+        [path],
+        tmp_path / "out",
+        small(val_tokens=1000, shard_tokens=2000, chunk_size=1000),
+        show_progress=False,
+    )
     assert all_ids(tmp_path / "out") == expected_stream([text])
 
 
@@ -93,7 +116,12 @@ def test_a_long_json_document_is_cut_too(tmp_path: Path) -> None:
     path.write_text(json.dumps({"text": text}) + "\n" + json.dumps({"text": DOCS[0]}) + "\n")
     pieces = list(iter_pieces([path], "text", 1000))
     assert len(pieces) > 15 and max(len(t) for p in pieces for t, _ in p) <= 1000 + len(DOCS[0])
-    prepare([path], tmp_path / "out", small(val_tokens=1000, shard_tokens=2000, chunk_size=1000), show_progress=False)
+    prepare(
+        [path],
+        tmp_path / "out",
+        small(val_tokens=1000, shard_tokens=2000, chunk_size=1000),
+        show_progress=False,
+    )
     assert all_ids(tmp_path / "out") == expected_stream([text, DOCS[0]])
 
 
@@ -102,7 +130,12 @@ def test_a_bpe_tokenizer_is_saved_with_the_dataset(tmp_path: Path) -> None:
     tok.save(tmp_path / "tok.json")
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"body": d}) + "\n" for d in DOCS))
-    prepare([path], tmp_path / "out", small(tokenizer=str(tmp_path / "tok.json"), text_field="body"), show_progress=False)
+    prepare(
+        [path],
+        tmp_path / "out",
+        small(tokenizer=str(tmp_path / "tok.json"), text_field="body"),
+        show_progress=False,
+    )
     manifest = read_manifest(tmp_path / "out")
     assert manifest["tokenizer"]["spec"] == "tokenizer.json" and manifest["tokenizer"]["eot"] == 299
     assert all_ids(tmp_path / "out") == expected_stream(DOCS, tok)
@@ -114,7 +147,12 @@ def test_a_vocabulary_over_65536_ids_uses_uint32(tmp_path: Path) -> None:
     tok._rebuild()
     tok.save(tmp_path / "tok.json")
     (tmp_path / "a.txt").write_text("a b " * 100)
-    prepare([tmp_path / "a.txt"], tmp_path / "out", small(tokenizer=str(tmp_path / "tok.json"), val_tokens=50), show_progress=False)
+    prepare(
+        [tmp_path / "a.txt"],
+        tmp_path / "out",
+        small(tokenizer=str(tmp_path / "tok.json"), val_tokens=50),
+        show_progress=False,
+    )
     assert read_manifest(tmp_path / "out")["dtype"] == "uint32"
     assert all_ids(tmp_path / "out")[-1] == 70_000
 
@@ -122,16 +160,26 @@ def test_a_vocabulary_over_65536_ids_uses_uint32(tmp_path: Path) -> None:
 def test_resume_skips_finished_shards_and_gives_the_same_files(tmp_path: Path) -> None:
     write_inputs(tmp_path / "in")
     full = prepare([tmp_path / "in"], tmp_path / "full", small(), show_progress=False)
-    part = prepare([tmp_path / "in"], tmp_path / "part", small(), stop_after=2, show_progress=False)
+    prepare([tmp_path / "in"], tmp_path / "part", small(), stop_after=2, show_progress=False)
     manifest = read_manifest(tmp_path / "part")
-    assert not manifest["complete"] and [s["split"] for s in manifest["shards"]] == ["val", "train", "train"]
-    finished = {s["name"]: os.stat(tmp_path / "part" / s["name"]).st_mtime_ns for s in manifest["shards"]}
+    assert not manifest["complete"] and [s["split"] for s in manifest["shards"]] == [
+        "val",
+        "train",
+        "train",
+    ]
+    finished = {
+        s["name"]: os.stat(tmp_path / "part" / s["name"]).st_mtime_ns for s in manifest["shards"]
+    }
     (tmp_path / "part" / ".train_000002.bin.x.tmp").write_bytes(b"half")  # what a killed run leaves
     rest = prepare([tmp_path / "in"], tmp_path / "part", small(), show_progress=False)
     assert rest["pieces_skipped"] > 0 and rest["pieces_encoded"] < full["pieces_encoded"]
-    assert {n: os.stat(tmp_path / "part" / n).st_mtime_ns for n in finished} == finished  # not rewritten
+    assert {
+        n: os.stat(tmp_path / "part" / n).st_mtime_ns for n in finished
+    } == finished  # not rewritten
     assert read_manifest(tmp_path / "part")["shards"] == full["manifest"]["shards"]
-    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == sorted(p.name for p in (tmp_path / "full").iterdir())
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == sorted(
+        p.name for p in (tmp_path / "full").iterdir()
+    )
     again = prepare([tmp_path / "in"], tmp_path / "part", small(), show_progress=False)
     assert again["pieces_encoded"] == 0  # complete: nothing to do
 
@@ -157,12 +205,16 @@ def _rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident set size from /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads the resident set size from /proc"
+)
 def test_memory_stays_bounded_on_a_corpus_larger_than_the_bound(tmp_path: Path) -> None:
     """An 8 MB one-document corpus grows the resident memory by less than 8 MiB (reading it whole
     and encoding it in one call grows it by about 100 MiB): memory is O(piece), not O(corpus)."""
     rng = np.random.default_rng(0)
-    words = np.array(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"])
+    words = np.array(
+        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+    )
     line = " ".join(rng.choice(words, 200_000))[: 1 << 20]
     path = tmp_path / "big.txt"
     with open(path, "w") as f:
@@ -179,13 +231,20 @@ def test_memory_stays_bounded_on_a_corpus_larger_than_the_bound(tmp_path: Path) 
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        stats = prepare([path], tmp_path / "out", PrepareConfig(shard_tokens=200_000, val_tokens=50_000, chunk_size=1 << 16),
-                        show_progress=False)
+        stats = prepare(
+            [path],
+            tmp_path / "out",
+            PrepareConfig(shard_tokens=200_000, val_tokens=50_000, chunk_size=1 << 16),
+            show_progress=False,
+        )
     finally:
         done.set()
         sampler.join()
     assert stats["bytes"] == path.stat().st_size > 8e6
-    assert peak[0] - base < 8, f"resident memory grew by {peak[0] - base:.1f} MiB while preparing {stats['bytes'] / 1e6:.1f} MB"
+    assert peak[0] - base < 8, (
+        f"resident memory grew by {peak[0] - base:.1f} MiB while preparing "
+        f"{stats['bytes'] / 1e6:.1f} MB"
+    )
 
 
 def test_readers_name_what_is_wrong(tmp_path: Path) -> None:
@@ -199,10 +258,17 @@ def test_readers_name_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fewer than the validation shard"):
         prepare([tmp_path / "tiny.txt"], tmp_path / "out", small(), show_progress=False)
     with pytest.raises(ValueError, match="ready tokenizer"):
-        prepare([tmp_path / "tiny.txt"], tmp_path / "out2", small(tokenizer="bpe:300"), show_progress=False)
+        prepare(
+            [tmp_path / "tiny.txt"],
+            tmp_path / "out2",
+            small(tokenizer="bpe:300"),
+            show_progress=False,
+        )
 
 
-def test_parquet_without_pyarrow_says_which_package_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parquet_without_pyarrow_says_which_package_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import builtins
 
     real_import = builtins.__import__
@@ -218,26 +284,44 @@ def test_parquet_without_pyarrow_says_which_package_is_missing(tmp_path: Path, m
         list(iter_documents([tmp_path / "a.parquet"]))
 
 
-def test_the_command_line_prepares_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_line_prepares_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from sydsgpt.cli import main
 
     write_inputs(tmp_path / "in")
-    args = ["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--shard-tokens", "500", "--val-tokens", "300",
-            "--chunk-size", "256", "-j", "1", "--quiet"]
+    args = [
+        "prepare",
+        str(tmp_path / "in"),
+        "--out",
+        str(tmp_path / "out"),
+        "--shard-tokens",
+        "500",
+        "--val-tokens",
+        "300",
+        "--chunk-size",
+        "256",
+        "-j",
+        "1",
+        "--quiet",
+    ]
     assert main([*args, "--stop-after", "1"]) == 0
     assert "unfinished" in capsys.readouterr().err
     assert main(args) == 0
     assert "complete" in capsys.readouterr().err
     assert all_ids(tmp_path / "out") == expected_stream(DOCS)
-    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2  # a missing input is bad usage
+    assert (
+        main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    )  # a missing input is bad usage
     assert capsys.readouterr().err.startswith("sydsgpt prepare: error: input")
 
 
 # -------------------------------------------------------------- separators, failures, errors
 
 SEPARATOR = "<|endoftext|>"
-STORIES = "".join(f"Story {i}: once there was a cat{'.' * (i % 4)} The end.{SEPARATOR}\n"
-                  for i in range(60))
+STORIES = "".join(
+    f"Story {i}: once there was a cat{'.' * (i % 4)} The end.{SEPARATOR}\n" for i in range(60)
+)
 """Documents separated by <|endoftext|>, as in CS336's tinystories_sample.txt."""
 
 
@@ -260,16 +344,29 @@ def test_a_separator_is_a_document_boundary(tmp_path: Path, chunk_size: int) -> 
 
 
 def test_special_token_text_is_refused_without_a_separator(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from sydsgpt.cli import main
 
     path = tmp_path / "stories.txt"
     path.write_text(STORIES, encoding="utf-8")
-    with pytest.raises(ValueError, match=rf"{path} contains '<\|endoftext\|>', the text of one "
-                       r"of the tokenizer's special tokens, .*pass --separator '<\|endoftext\|>'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{path} contains '<\|endoftext\|>', the text of one "
+        r"of the tokenizer's special tokens, .*pass --separator '<\|endoftext\|>'",
+    ):
         prepare([path], tmp_path / "out", tiny(), show_progress=False)
-    args = ["prepare", str(path), "--out", str(tmp_path / "out"), "--shard-tokens", "200",
-            "--val-tokens", "100", "--quiet"]
+    args = [
+        "prepare",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        "--shard-tokens",
+        "200",
+        "--val-tokens",
+        "100",
+        "--quiet",
+    ]
     assert main(args) == 2
     assert "pass --separator '<|endoftext|>'" in capsys.readouterr().err
     assert main([*args, "--separator", SEPARATOR]) == 0  # the failed run's folder is reused
@@ -309,8 +406,11 @@ def test_an_out_folder_of_other_files_is_refused(tmp_path: Path) -> None:
     out.mkdir()
     for name in ("notes.md", "photo.jpg", "thesis.tex", "todo.txt"):
         (out / name).write_text("mine")
-    with pytest.raises(FileExistsError, match=rf"--out {out} is a folder of other files "
-                       r"\(notes.md, photo.jpg, thesis.tex and 1 more\), not a prepared dataset"):
+    with pytest.raises(
+        FileExistsError,
+        match=rf"--out {out} is a folder of other files "
+        r"\(notes.md, photo.jpg, thesis.tex and 1 more\), not a prepared dataset",
+    ):
         prepare([path], out, tiny(), show_progress=False)
     untouched = ["notes.md", "photo.jpg", "thesis.tex", "todo.txt"]
     assert sorted(p.name for p in out.iterdir()) == untouched
@@ -352,7 +452,7 @@ def test_every_damaged_input_is_named(tmp_path: Path) -> None:
 
 
 def test_a_lone_surrogate_in_json_is_encoded_as_tiktoken_does(tmp_path: Path) -> None:
-    """"\\ud83d" alone is valid JSON but has no UTF-8 bytes: it becomes U+FFFD, as in tiktoken."""
+    """ "\\ud83d" alone is valid JSON but has no UTF-8 bytes: it becomes U+FFFD, as in tiktoken."""
     path = tmp_path / "emoji.jsonl"
     text = "half an emoji: \ud83d, then text. " + " ".join(DOCS)
     path.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")

@@ -18,9 +18,17 @@ from sydsgpt.cli import main
 from sydsgpt.corpora import load_corpus
 from sydsgpt.data import train_val_split
 from sydsgpt.generate import generate
-from sydsgpt.quantize import (INT8_MAX, Int8Linear, Q4Linear, dequantize_int8_rows,
-                              dequantize_q4_rows, model_weight_bytes, quantize_int8_rows,
-                              quantize_model, quantize_q4_rows)
+from sydsgpt.quantize import (
+    INT8_MAX,
+    Int8Linear,
+    Q4Linear,
+    dequantize_int8_rows,
+    dequantize_q4_rows,
+    model_weight_bytes,
+    quantize_int8_rows,
+    quantize_model,
+    quantize_q4_rows,
+)
 from sydsgpt.quants import dequantize_q4_0, quantize_q4_0
 
 
@@ -41,6 +49,7 @@ def _linear(w: torch.Tensor, bias: bool = True) -> nn.Linear:
 
 
 # --------------------------------------------------------------------------- int8
+
 
 def test_int8_round_trip_error_is_at_most_half_a_step() -> None:
     w = _weights()
@@ -103,6 +112,7 @@ def test_int8_dynamic_without_the_kernel_is_weight_only(monkeypatch) -> None:
 
 # --------------------------------------------------------------------------- 4-bit
 
+
 def test_q4_rows_are_the_bytes_of_quants_q4_0() -> None:
     w = _weights()
     nibbles, d = quantize_q4_rows(w)
@@ -148,16 +158,29 @@ def test_chunks_equal_the_whole_product(layer_type, monkeypatch: pytest.MonkeyPa
 
 # --------------------------------------------------------------------------- whole models
 
+
 def _modern(seed: int = 0) -> nn.Module:
-    return tiny_model(seed, embedding_dim=64, num_heads=4, num_kv_heads=2, ffn="swiglu",
-                      norm="rmsnorm", positions="rope", ffn_hidden_dim=128, linear_bias=False,
-                      qkv_bias=False, tie_weights=True)
+    return tiny_model(
+        seed,
+        embedding_dim=64,
+        num_heads=4,
+        num_kv_heads=2,
+        ffn="swiglu",
+        norm="rmsnorm",
+        positions="rope",
+        ffn_hidden_dim=128,
+        linear_bias=False,
+        qkv_bias=False,
+        tie_weights=True,
+    )
 
 
-@pytest.mark.parametrize("scheme, tolerance",
-                         [("int8", 0.015), ("int8-dynamic", 0.05), ("q4", 0.25)])
-@pytest.mark.parametrize("build", [lambda: tiny_model(embedding_dim=64), _modern],
-                         ids=["gpt2", "modern"])
+@pytest.mark.parametrize(
+    "scheme, tolerance", [("int8", 0.015), ("int8-dynamic", 0.05), ("q4", 0.25)]
+)
+@pytest.mark.parametrize(
+    "build", [lambda: tiny_model(embedding_dim=64), _modern], ids=["gpt2", "modern"]
+)
 def test_quantized_model_is_close_to_the_float_model(build, scheme: str, tolerance: float) -> None:
     model = build()
     with torch.no_grad():  # a larger head, so the logits are not all near zero
@@ -200,8 +223,10 @@ def test_quantize_model_skips_and_refuses() -> None:
     model = tiny_model()  # embedding_dim 16: not a whole 4-bit block
     report = quantize_model(copy.deepcopy(model), "q4")
     assert "output_projection" in report.kept_float
-    assert report.replaced == ["transformer_blocks.0.feed_forward.layers.2",  # 64 inputs
-                               "transformer_blocks.1.feed_forward.layers.2"]
+    assert report.replaced == [
+        "transformer_blocks.0.feed_forward.layers.2",  # 64 inputs
+        "transformer_blocks.1.feed_forward.layers.2",
+    ]
     report = quantize_model(copy.deepcopy(model), "int8", skip=("output_projection",))
     assert "output_projection" not in report.replaced and not report.tied_head
     assert "transformer_blocks.0.attention.output_projection" in report.kept_float
@@ -210,6 +235,7 @@ def test_quantize_model_skips_and_refuses() -> None:
 
 
 # --------------------------------------------------------------------------- the book checkpoint
+
 
 @pytest.fixture(scope="module")
 def book_eval():
@@ -227,10 +253,10 @@ def book_eval():
 # int8 (the goal we set), 0.02 for 4 bits (about 5x the largest difference we saw). Broken
 # formats fail them: swapped nibbles +2.2, a 4-bit offset of 7 instead of 8 +0.12, int8
 # scales 5% too large +0.03 bits per byte on this slice.
-@pytest.mark.parametrize("scheme, bound",
-                         [("int8", 0.01), ("int8-dynamic", 0.01), ("q4", 0.02)])
-def test_book_checkpoint_quality_survives_quantization(book_eval, scheme: str, bound: float
-                                                       ) -> None:
+@pytest.mark.parametrize("scheme, bound", [("int8", 0.01), ("int8-dynamic", 0.01), ("q4", 0.02)])
+def test_book_checkpoint_quality_survives_quantization(
+    book_eval, scheme: str, bound: float
+) -> None:
     book, evaluate, float_bpb = book_eval
     quantized = copy.deepcopy(book.model)
     report = quantize_model(quantized, scheme)
@@ -246,7 +272,8 @@ def test_quick_benchmark_writes_every_row_and_field(tmp_path, capsys) -> None:
     result = json.loads((tmp_path / "quantization_cpu.json").read_text())
     assert result["benchmark"] == "quantization" and result["quick"] is True
     assert [(r["model"], r["scheme"]) for r in result["rows"]] == [
-        ("tiny-random", s) for s in ("fp32", "int8", "int8-dynamic", "q4")]
+        ("tiny-random", s) for s in ("fp32", "int8", "int8-dynamic", "q4")
+    ]
     for row in result["rows"]:
         assert set(quantization.ROW_FIELDS) <= set(row)
     assert {"machine", "loadavg_before", "loadavg_after", "memory", "threads"} <= set(result)
@@ -269,5 +296,5 @@ def test_smollm2_quantized_still_names_paris(scheme: str) -> None:
     assert report.bytes_after < report.bytes_before / 2
     question = [{"role": "user", "content": "What is the capital of France?"}]
     ids = torch.tensor([encode_chat(tokenizer, question)])
-    answer = generate(model, ids, 12, eos_id=tokenizer.eos_id)[0, ids.shape[1]:]
+    answer = generate(model, ids, 12, eos_id=tokenizer.eos_id)[0, ids.shape[1] :]
     assert "Paris" in tokenizer.decode(answer.tolist())

@@ -13,7 +13,8 @@ QUICKSTART = """
 import torch
 import tiktoken
 from sydsgpt import SydsGPT, generate_simple
-config = {"vocab_size": 50257, "embedding_dim": 256, "context_length": 128, "num_layers": 4, "num_heads": 4, "dropout": 0.1, "qkv_bias": False}
+config = {"vocab_size": 50257, "embedding_dim": 256, "context_length": 128, "num_layers": 4,
+          "num_heads": 4, "dropout": 0.1, "qkv_bias": False}
 enc = tiktoken.get_encoding("gpt2")
 prompt = "Once upon a time"
 input_ids = torch.tensor([enc.encode(prompt)], dtype=torch.long)
@@ -31,7 +32,11 @@ print(enc.decode(generated[0].tolist()))
 def test_original_quickstart_prints_generated_text(repo_root) -> None:
     # TIKTOKEN_CACHE_DIR (set by conftest.py) is inherited, so this runs offline.
     result = subprocess.run(
-        [sys.executable, "-c", QUICKSTART], cwd=repo_root, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", QUICKSTART],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     text = result.stdout.rstrip("\n")

@@ -1,4 +1,5 @@
-"""sydsgpt.runtime: the one home of every "auto" rule (device, precision, TF32, fused AdamW) and seeding."""
+"""sydsgpt.runtime: the one home of every "auto" rule
+(device, precision, TF32, fused AdamW) and seeding."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from sydsgpt.bench.ablation import plan
 from sydsgpt.bench.setups import Setup, resolved_switches
 from sydsgpt.optim import build_optimizer
 from sydsgpt.runtime import (
-    DTYPES, DeviceUnavailableError, auto_amp_dtype, auto_fused_adamw, auto_tf32, device_type, resolve_device,
-    resolve_fast_paths, seed_everything,
+    DTYPES,
+    DeviceUnavailableError,
+    auto_amp_dtype,
+    auto_fused_adamw,
+    auto_tf32,
+    device_type,
+    resolve_device,
+    resolve_fast_paths,
+    seed_everything,
 )
 from sydsgpt.train import TrainConfig
 
@@ -28,7 +36,9 @@ from sydsgpt.train import TrainConfig
         ("bfloat16", "cpu", True, torch.bfloat16),
     ],
 )
-def test_auto_precision_rule(dtype: str, kind: str, bf16: bool, expected: torch.dtype | None) -> None:
+def test_auto_precision_rule(
+    dtype: str, kind: str, bf16: bool, expected: torch.dtype | None
+) -> None:
     assert auto_amp_dtype(dtype, kind, bf16_supported=bf16) is expected
 
 
@@ -49,8 +59,19 @@ def test_tf32_and_fused_adamw_mean_on_for_cuda_only(kind: str) -> None:
 def test_resolve_fast_paths_spells_out_every_auto() -> None:
     gpu = resolve_fast_paths("cuda", bf16_supported=True)
     cpu = resolve_fast_paths("cpu")
-    assert (gpu.amp_dtype, gpu.tf32, gpu.fused_adamw, gpu.compile, gpu.dtype_name) == (torch.bfloat16, True, True, False, "bfloat16")
-    assert (cpu.amp_dtype, cpu.tf32, cpu.fused_adamw, cpu.dtype_name) == (None, False, False, "float32")
+    assert (gpu.amp_dtype, gpu.tf32, gpu.fused_adamw, gpu.compile, gpu.dtype_name) == (
+        torch.bfloat16,
+        True,
+        True,
+        False,
+        "bfloat16",
+    )
+    assert (cpu.amp_dtype, cpu.tf32, cpu.fused_adamw, cpu.dtype_name) == (
+        None,
+        False,
+        False,
+        "float32",
+    )
 
 
 def test_the_benchmark_plan_reads_the_same_rules() -> None:
@@ -58,10 +79,23 @@ def test_the_benchmark_plan_reads_the_same_rules() -> None:
     defaults = TrainConfig()
     rows = plan(None, "cuda", log=None)["rows"]
     row = next(r for r in rows if r["setup"] == "package defaults")
-    fast = resolve_fast_paths("cuda", defaults.dtype, defaults.tf32, defaults.fused_adamw, defaults.compile, bf16_supported=True)
-    assert (row["dtype"], row["tf32"], row["fused_adamw"], row["compile"]) == (fast.dtype_name, fast.tf32, fast.fused_adamw, fast.compile)
-    switches = Setup("package defaults", defaults=True).switches({"vocab_size": 10, "embedding_dim": 8, "context_length": 4,
-                                                                  "num_layers": 1, "num_heads": 2})
+    fast = resolve_fast_paths(
+        "cuda",
+        defaults.dtype,
+        defaults.tf32,
+        defaults.fused_adamw,
+        defaults.compile,
+        bf16_supported=True,
+    )
+    assert (row["dtype"], row["tf32"], row["fused_adamw"], row["compile"]) == (
+        fast.dtype_name,
+        fast.tf32,
+        fast.fused_adamw,
+        fast.compile,
+    )
+    switches = Setup("package defaults", defaults=True).switches(
+        {"vocab_size": 10, "embedding_dim": 8, "context_length": 4, "num_layers": 1, "num_heads": 2}
+    )
     assert resolved_switches(switches, "cpu")["dtype"] == "float32"
 
 

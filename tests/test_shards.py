@@ -13,8 +13,16 @@ from helpers import CLI_MODEL, TINY_TEXT
 from sydsgpt.checkpoint import load_checkpoint
 from sydsgpt.data import ResumableBatches
 from sydsgpt.prepare import PrepareConfig, prepare
-from sydsgpt.shards import (FORMAT, VERSION, ShardDataset, ShardWriter, open_shards, prepared_loaders, token_dtype,
-                            write_manifest)
+from sydsgpt.shards import (
+    FORMAT,
+    VERSION,
+    ShardDataset,
+    ShardWriter,
+    open_shards,
+    prepared_loaders,
+    token_dtype,
+    write_manifest,
+)
 
 
 def test_token_dtype_is_uint16_while_the_vocabulary_fits() -> None:
@@ -22,16 +30,25 @@ def test_token_dtype_is_uint16_while_the_vocabulary_fits() -> None:
     assert token_dtype(65537) == np.uint32 and token_dtype(151_936) == np.uint32
 
 
-def positional_dataset(folder: Path, sizes: list[int], seq_len: int) -> tuple[list[dict], ShardDataset]:
-    """Shards whose token at stream position p is p (uint32), so a window names where it came from."""
+def positional_dataset(
+    folder: Path, sizes: list[int], seq_len: int
+) -> tuple[list[dict], ShardDataset]:
+    """Shards whose token at stream position p is p
+    (uint32), so a window names where it came from."""
     entries, start = [], 0
     for index, n in enumerate(sizes):
         writer = ShardWriter(folder, "train", index, np.dtype("<u4"))
         writer.write(np.arange(start, start + n))
         entries.append(writer.finish(end=[index, 0]))
         start += n
-    manifest = {"format": FORMAT, "version": VERSION, "complete": True, "dtype": "uint32", "shards": entries,
-                "tokenizer": {"name": "positions", "n_vocab": 2**20, "eot": 0, "spec": "none"}}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "complete": True,
+        "dtype": "uint32",
+        "shards": entries,
+        "tokenizer": {"name": "positions", "n_vocab": 2**20, "eot": 0, "spec": "none"},
+    }
     write_manifest(folder, manifest)
     return entries, ShardDataset(open_shards(folder, "train"), seq_len)
 
@@ -95,8 +112,12 @@ def test_train_and_validation_windows_come_from_disjoint_tokens(tmp_path: Path) 
     from sydsgpt.tokenizer import get_gpt2_tokenizer
 
     (tmp_path / "a.txt").write_text(TINY_TEXT)
-    prepare([tmp_path / "a.txt"], tmp_path / "data", PrepareConfig(shard_tokens=700, val_tokens=300, chunk_size=512),
-            show_progress=False)
+    prepare(
+        [tmp_path / "a.txt"],
+        tmp_path / "data",
+        PrepareConfig(shard_tokens=700, val_tokens=300, chunk_size=512),
+        show_progress=False,
+    )
     stream = torch.tensor([*get_gpt2_tokenizer().encode_ordinary(TINY_TEXT), 50256])
     train, val = prepared_loaders(tmp_path / "data", seq_len=16, batch_size=4)
     assert len(val.dataset) == 299 // 16
@@ -111,7 +132,8 @@ def test_train_and_validation_windows_come_from_disjoint_tokens(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_train_on_a_prepared_folder_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    """`sydsgpt train DIR`: stopped after 3 steps and resumed, it ends with the weights of an uninterrupted run."""
+    """`sydsgpt train DIR`: stopped after 3 steps and resumed,
+    it ends with the weights of an uninterrupted run."""
     from sydsgpt.cli import main
 
     from sydsgpt.bpe import BPETokenizer
@@ -119,18 +141,48 @@ def test_train_on_a_prepared_folder_resumes_to_the_same_weights(tmp_path: Path) 
     tok = BPETokenizer(name="bpe300").train(TINY_TEXT, 300, special_tokens=["<|endoftext|>"])
     tok.save(tmp_path / "tok.json")
     (tmp_path / "a.txt").write_text(TINY_TEXT * 2)
-    prepare([tmp_path / "a.txt"], tmp_path / "data", PrepareConfig(tokenizer=str(tmp_path / "tok.json"), shard_tokens=1000,
-                                                                  val_tokens=400, chunk_size=512), show_progress=False)
+    prepare(
+        [tmp_path / "a.txt"],
+        tmp_path / "data",
+        PrepareConfig(
+            tokenizer=str(tmp_path / "tok.json"), shard_tokens=1000, val_tokens=400, chunk_size=512
+        ),
+        show_progress=False,
+    )
     (tmp_path / "model.json").write_text(json.dumps(CLI_MODEL))
-    common = ["train", str(tmp_path / "data"), "--config", str(tmp_path / "model.json"), "--batch-size", "4", "--max-steps", "6",
-              "--eval-interval", "3", "--eval-batches", "2", "--sample-tokens", "0", "--device", "cpu", "--quiet"]
+    common = [
+        "train",
+        str(tmp_path / "data"),
+        "--config",
+        str(tmp_path / "model.json"),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "6",
+        "--eval-interval",
+        "3",
+        "--eval-batches",
+        "2",
+        "--sample-tokens",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main([*common, "--out", str(tmp_path / "full")]) == 0
     assert main([*common, "--out", str(tmp_path / "parts"), "--stop-after", "3"]) == 0
     assert main([*common, "--out", str(tmp_path / "parts"), "--resume"]) == 0
-    a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "parts" / "checkpoint.pt")
+    a, b = (
+        load_checkpoint(tmp_path / "full" / "checkpoint.pt"),
+        load_checkpoint(tmp_path / "parts" / "checkpoint.pt"),
+    )
     assert a["step"] == b["step"] == 6 and a["data"] == b["data"] and a["data"]["position"] > 0
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     run = json.loads((tmp_path / "full" / "run.json").read_text())
     assert run["tokenizer"] == {"name": "bpe300", "n_vocab": tok.n_vocab}
-    assert (tmp_path / "full" / "tokenizer.json").read_text() == (tmp_path / "data" / "tokenizer.json").read_text()
-    assert main([*common, "--out", str(tmp_path / "bad"), "--tokenizer", "bpe:300"]) == 2  # --tokenizer for a prepared dataset is bad usage
+    assert (tmp_path / "full" / "tokenizer.json").read_text() == (
+        tmp_path / "data" / "tokenizer.json"
+    ).read_text()
+    assert (
+        main([*common, "--out", str(tmp_path / "bad"), "--tokenizer", "bpe:300"]) == 2
+    )  # --tokenizer for a prepared dataset is bad usage

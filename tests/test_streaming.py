@@ -1,4 +1,5 @@
-"""Streaming encoding (sydsgpt.tokenizer.encode_iterable): chunks in, ids out, equal to encoding the whole text."""
+"""Streaming encoding (sydsgpt.tokenizer.encode_iterable):
+chunks in, ids out, equal to encoding the whole text."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import pytest
 
 from sydsgpt.bpe import BPETokenizer
 from sydsgpt.corpora import load_corpus
-from sydsgpt.tokenizer import encode_iterable, get_gpt2_tokenizer, iter_safe_pieces, split_at_boundary
+from sydsgpt.tokenizer import (
+    encode_iterable,
+    get_gpt2_tokenizer,
+    iter_safe_pieces,
+    split_at_boundary,
+)
 
 # Text where a careless cut changes the pre-tokens: contractions ("'ll" cut as "'l|l"),
 # whitespace runs, digit runs, newlines, non-Latin letters, emoji, special-token text.
@@ -21,7 +27,10 @@ TRICKY = (
 
 @pytest.fixture(scope="module")
 def tokenizers() -> dict[str, object]:
-    return {"tiktoken gpt2": get_gpt2_tokenizer(), "BPETokenizer": BPETokenizer().train(load_corpus("the-verdict"), 400)}
+    return {
+        "tiktoken gpt2": get_gpt2_tokenizer(),
+        "BPETokenizer": BPETokenizer().train(load_corpus("the-verdict"), 400),
+    }
 
 
 def random_chunks(text: str, seed: int, max_len: int) -> list[str]:
@@ -36,7 +45,9 @@ def random_chunks(text: str, seed: int, max_len: int) -> list[str]:
 
 @pytest.mark.parametrize("name", ["tiktoken gpt2", "BPETokenizer"])
 @pytest.mark.parametrize("max_len", [1, 3, 17, 200])
-def test_encode_iterable_equals_encoding_the_whole_text(tokenizers: dict, name: str, max_len: int) -> None:
+def test_encode_iterable_equals_encoding_the_whole_text(
+    tokenizers: dict, name: str, max_len: int
+) -> None:
     tok = tokenizers[name]
     text = TRICKY + load_corpus("the-verdict")[:3000]
     expected = tok.encode_ordinary(text)
@@ -48,7 +59,11 @@ def test_encode_iterable_equals_encoding_the_whole_text(tokenizers: dict, name: 
 def test_the_bpe_method_is_the_same_stream(tokenizers: dict) -> None:
     tok = tokenizers["BPETokenizer"]
     chunks = random_chunks(TRICKY, 0, 5)
-    assert list(tok.encode_iterable(chunks)) == list(encode_iterable(tok, chunks)) == tok.encode_ordinary(TRICKY)
+    assert (
+        list(tok.encode_iterable(chunks))
+        == list(encode_iterable(tok, chunks))
+        == tok.encode_ordinary(TRICKY)
+    )
     special = BPETokenizer().train(load_corpus("the-verdict"), 300, special_tokens=[EOT])
     assert list(special.encode_iterable(chunks, "all")) == special.encode(TRICKY, "all")
 
@@ -65,7 +80,10 @@ def test_cutting_at_every_chunk_boundary_would_be_wrong(tokenizers: dict) -> Non
 
 def test_split_at_boundary_cuts_before_a_space_between_letters_or_digits() -> None:
     assert split_at_boundary("the cat sat") == ("the cat", " sat")
-    assert split_at_boundary("x 1 y,  z") == ("x 1", " y,  z")  # "y,  z": no letter on both sides of a space
+    assert split_at_boundary("x 1 y,  z") == (
+        "x 1",
+        " y,  z",
+    )  # "y,  z": no letter on both sides of a space
     assert split_at_boundary("no-spaces-here") == ("", "no-spaces-here")
 
 
@@ -86,6 +104,7 @@ def test_a_pattern_it_is_not_proven_for_is_refused() -> None:
 
 def test_it_is_lazy() -> None:
     """Ids come out before the input stream ends (O(chunk) memory, not O(text))."""
+
     def endless():
         while True:
             yield "lorem ipsum dolor "

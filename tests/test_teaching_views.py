@@ -11,7 +11,7 @@ import pytest
 
 from sydsgpt.notebook import teaching_source
 
-SOURCE = '''
+SOURCE = """
 def forward(x, cache=None):
     # region: core
     y = x + 1
@@ -21,7 +21,7 @@ def forward(x, cache=None):
     # endlater
     # endregion: core
     return y
-'''
+"""
 
 
 @pytest.fixture()
@@ -88,11 +88,13 @@ def test_every_marker_in_the_package_is_balanced() -> None:
             elif stripped.startswith("# region: "):
                 regions.append(stripped.removeprefix("# region: "))
             elif stripped.startswith("# endregion: "):
-                assert regions and regions.pop() == stripped.removeprefix("# endregion: "), f"{path}:{number}: unmatched endregion"
+                assert regions and regions.pop() == stripped.removeprefix("# endregion: "), (
+                    f"{path}:{number}: unmatched endregion"
+                )
         assert depth == 0 and not regions, f"{path}: unclosed markers"
 
 
-# ------------------------------------------------------------------------- every view the book renders
+# ---------------------------------------------------------------------- every view the book renders
 
 import ast  # noqa: E402
 import builtins  # noqa: E402
@@ -141,7 +143,9 @@ def _solution_views() -> list[tuple[str, Any, str | None, bool]]:
     from sydsgpt.exercises.checker import REGISTRY
 
     load_all()
-    return [(f"solutions: exercise {k}", e.solution, None, False) for k, e in sorted(REGISTRY.items())]
+    return [
+        (f"solutions: exercise {k}", e.solution, None, False) for k, e in sorted(REGISTRY.items())
+    ]
 
 
 VIEWS = [view for notebook in NOTEBOOKS for view in _views_of(notebook)] + _solution_views()
@@ -167,7 +171,11 @@ def _bound_names(tree: ast.AST) -> set[str]:
 def test_the_book_shows_many_views() -> None:
     # Guards the collector: if it silently found nothing, the tests below would pass on nothing.
     assert len(VIEWS) >= 60 and {Path(w.split(":")[0]).name for w, *_ in VIEWS} >= {
-        "02_attention.ipynb", "04_model.ipynb", "05_pretraining.ipynb", "solutions"}
+        "02_attention.ipynb",
+        "04_model.ipynb",
+        "05_pretraining.ipynb",
+        "solutions",
+    }
 
 
 @pytest.mark.parametrize(("where", "obj", "region", "full"), VIEWS, ids=[v[0] for v in VIEWS])
@@ -187,7 +195,11 @@ def test_every_view_is_python_and_names_nothing_it_folded_away(where, obj, regio
 
 def _package_regions() -> set[str]:
     marker = re.compile(r"^\s*# region: (?P<name>[\w.-]+)\s*$", re.M)
-    return {m["name"] for path in (ROOT / "sydsgpt").rglob("*.py") for m in marker.finditer(path.read_text())}
+    return {
+        m["name"]
+        for path in (ROOT / "sydsgpt").rglob("*.py")
+        for m in marker.finditer(path.read_text())
+    }
 
 
 def test_every_region_in_the_package_is_shown_by_the_book() -> None:

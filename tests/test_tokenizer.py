@@ -48,7 +48,9 @@ def test_text_to_token_ids_refuses_non_text() -> None:
 
 
 def test_helpers_accept_a_from_scratch_tokenizer() -> None:
-    tok = BPETokenizer().train("the cat sat on the mat " * 20, vocab_size=270, special_tokens=[END_OF_TEXT])
+    tok = BPETokenizer().train(
+        "the cat sat on the mat " * 20, vocab_size=270, special_tokens=[END_OF_TEXT]
+    )
     text = f"the mat sat{END_OF_TEXT}"
     ids = text_to_token_ids(text, tok)
     assert ids[0].tolist() == tok.encode(text, allowed_special="all")

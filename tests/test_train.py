@@ -43,9 +43,13 @@ def test_untrained_model_is_near_uniform_and_loader_loss_weights_tokens() -> Non
     # per-token mean over all batches (the last one is smaller)
     sums = [(batch_loss(model, x, y).item() * y.numel(), y.numel()) for x, y in val]
     model.train()
-    assert loader_loss(model, val) == pytest.approx(sum(s for s, _ in sums) / sum(n for _, n in sums), rel=1e-6)
+    assert loader_loss(model, val) == pytest.approx(
+        sum(s for s, _ in sums) / sum(n for _, n in sums), rel=1e-6
+    )
     assert model.training
-    assert loader_loss(model, val, num_batches=1) == pytest.approx(sums[0][0] / sums[0][1], rel=1e-6)
+    assert loader_loss(model, val, num_batches=1) == pytest.approx(
+        sums[0][0] / sums[0][1], rel=1e-6
+    )
     with pytest.raises(ValueError, match="no batches"):
         loader_loss(model, [])
 
@@ -79,8 +83,12 @@ def test_weight_decay_groups_and_fused_switch() -> None:
     optimizer = build_optimizer(model, config(weight_decay=0.1))
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))  # tied head counted once
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(
+        p.dim() < 2 for p in no_decay["params"]
+    )
+    assert len(decay["params"]) + len(no_decay["params"]) == len(
+        list(model.parameters())
+    )  # tied head counted once
     assert not decay["fused"]  # default off on CPU
     assert build_optimizer(model, config(fused_adamw=True)).param_groups[0]["fused"]
 
@@ -114,7 +122,9 @@ def test_resumable_batches_order_state_and_epochs() -> None:
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(first, [next(b) for _ in range(3)]))
     c = ResumableBatches(data, 4, seed=1)
     c.load_state_dict(state)
-    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(rest, [next(c) for _ in range(len(rest))]))
+    assert all(
+        torch.equal(x, y) for (x, _), (y, _) in zip(rest, [next(c) for _ in range(len(rest))])
+    )
     # one epoch visits every window once (minus the dropped incomplete batch)
     d, seen = ResumableBatches(data, 4, seed=1), []
     for _ in range(d.batches_per_epoch):
@@ -161,8 +171,9 @@ def test_bf16_autocast_on_cpu_is_close_to_float32() -> None:
     model = train_model(dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     loss32, _ = train_step(model, [(x, y)], optimizer)
-    loss16, _ = train_step(model, [(x, y)], optimizer,
-                             options=StepOptions(amp_dtype=torch.bfloat16))
+    loss16, _ = train_step(
+        model, [(x, y)], optimizer, options=StepOptions(amp_dtype=torch.bfloat16)
+    )
     assert loss16 != loss32 and abs(loss16 - loss32) < 0.05
 
 
@@ -170,9 +181,13 @@ def test_bf16_autocast_on_cpu_is_close_to_float32() -> None:
 def test_compiled_training_matches_eager() -> None:
     train_data, _ = datasets()
     runs = [
-        train(train_model(dropout=0.0), train_data, None,
-              config(max_steps=3, eval_interval=0, compile=c, compile_backend="aot_eager"),
-              session=Session(show_progress=False))
+        train(
+            train_model(dropout=0.0),
+            train_data,
+            None,
+            config(max_steps=3, eval_interval=0, compile=c, compile_backend="aot_eager"),
+            session=Session(show_progress=False),
+        )
         for c in (False, True)
     ]
     losses = [[r["train_loss"] for r in history] for history in runs]
@@ -184,12 +199,25 @@ def test_compiled_training_matches_eager() -> None:
 
 def test_training_lowers_the_loss_and_logs_every_step(tmp_path: Path) -> None:
     train_data, val = datasets()
-    history = train(train_model(), train_data, val, config(max_steps=40, eval_interval=20),
-                    session=Session(out_dir=tmp_path, show_progress=False))
+    history = train(
+        train_model(),
+        train_data,
+        val,
+        config(max_steps=40, eval_interval=20),
+        session=Session(out_dir=tmp_path, show_progress=False),
+    )
     log = read_log(tmp_path / "log.jsonl")
     assert log == history
     assert [r["step"] for r in log] == list(range(41))
-    assert set(log[5]) == {"step", "epoch", "tokens_seen", "lr", "train_loss", "grad_norm", "tokens_per_s"}
+    assert set(log[5]) == {
+        "step",
+        "epoch",
+        "tokens_seen",
+        "lr",
+        "train_loss",
+        "grad_norm",
+        "tokens_per_s",
+    }
     assert [r["step"] for r in log if "val_loss" in r] == [0, 20, 40]
     assert log[40]["tokens_seen"] == 40 * 4 * 8
     assert log[40]["val_loss"] < log[0]["val_loss"] - 0.5, "the loss did not drop"
@@ -201,7 +229,9 @@ def test_training_lowers_the_loss_and_logs_every_step(tmp_path: Path) -> None:
 def test_dataloader_batch_size_must_match(tmp_path: Path) -> None:
     train_data, val = datasets()
     loader = DataLoader(train_data, batch_size=2)
-    with pytest.raises(ValueError, match="DataLoader has batch_size=2 but TrainConfig.batch_size is 4"):
+    with pytest.raises(
+        ValueError, match="DataLoader has batch_size=2 but TrainConfig.batch_size is 4"
+    ):
         train(train_model(), loader, val, config(), session=Session(show_progress=False))
 
 
@@ -216,12 +246,16 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Pa
     train_data, val = datasets()
     cfg = config(max_steps=10, eval_interval=0, checkpoint_interval=2)
     model.register_forward_hook(poison_after_five_steps)
-    with pytest.raises(TrainingDiverged, match=r"at step 6: loss is nan.*last good checkpoint is .*checkpoint\.pt"):
+    with pytest.raises(
+        TrainingDiverged, match=r"at step 6: loss is nan.*last good checkpoint is .*checkpoint\.pt"
+    ):
         train(model, train_data, val, cfg, session=Session(out_dir=tmp_path, show_progress=False))
     saved = load_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
-    assert torch.isfinite(model.token_embedding.weight).all(), "the NaN step must not reach the weights"
+    assert torch.isfinite(model.token_embedding.weight).all(), (
+        "the NaN step must not reach the weights"
+    )
 
 
 def test_trainconfig_from_dict_refuses_unknown_keys() -> None:
@@ -231,14 +265,21 @@ def test_trainconfig_from_dict_refuses_unknown_keys() -> None:
             TrainConfig.from_dict({key: 1.0})
 
 
-def test_a_huge_learning_rate_stops_before_a_checkpoint_holds_exploded_weights(tmp_path: Path) -> None:
+def test_a_huge_learning_rate_stops_before_a_checkpoint_holds_exploded_weights(
+    tmp_path: Path,
+) -> None:
     # lr=1e6: step 1's loss is normal, its update throws the weights to ~1e6, step 2's loss is
     # NaN. The checkpoint of step 1 must not be saved (and named as good) with those weights.
     train_data, val = datasets()
     cfg = config(max_steps=4, lr=1e6, warmup_steps=0, eval_interval=0, checkpoint_interval=1)
     with pytest.raises(TrainingDiverged) as info:
-        train(train_model(), train_data, val, cfg,
-              session=Session(out_dir=tmp_path, show_progress=False))
+        train(
+            train_model(),
+            train_data,
+            val,
+            cfg,
+            session=Session(out_dir=tmp_path, show_progress=False),
+        )
     assert info.value.step == 1 and "a weight reached" in str(info.value)
     assert "No checkpoint was written yet" in str(info.value)
     assert not (tmp_path / "checkpoint.pt").exists()
@@ -256,8 +297,11 @@ def test_a_loss_spike_stops_and_names_the_last_sane_checkpoint(tmp_path: Path) -
     train_data, val = datasets()
     model.register_forward_hook(blow_up_after_eight_steps)
     cfg = config(max_steps=12, eval_interval=0, checkpoint_interval=2)
-    with pytest.raises(TrainingDiverged, match=r"at step 9: the loss .* is far above its recent level"
-                       r".*last good checkpoint is .*checkpoint\.pt") as info:
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"at step 9: the loss .* is far above its recent level"
+        r".*last good checkpoint is .*checkpoint\.pt",
+    ) as info:
         train(model, train_data, val, cfg, session=Session(out_dir=tmp_path, show_progress=False))
     assert math.isfinite(info.value.loss)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 8
@@ -287,8 +331,11 @@ class PairwiseObjective:
         both = torch.cat([chosen, rejected])  # (2B, T)
         logp = model(both[:, :-1]).log_softmax(-1).gather(-1, both[:, 1:, None]).squeeze(-1).sum(-1)
         margin = logp[: len(chosen)] - logp[len(chosen) :]  # (B,)
-        return ObjectiveOutput(-torch.nn.functional.logsigmoid(margin).mean(), count=len(chosen),
-                               metrics={"accuracy": (margin > 0).float().mean()})
+        return ObjectiveOutput(
+            -torch.nn.functional.logsigmoid(margin).mean(),
+            count=len(chosen),
+            metrics={"accuracy": (margin > 0).float().mean()},
+        )
 
     def tokens(self, batch) -> int:
         return batch["pair"][0].numel() * 2
@@ -300,7 +347,9 @@ class Pairs(torch.utils.data.Dataset):
     def __init__(self, n: int, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
         self.chosen = patterned_ids(n * (SEQ + 1), seed).view(n, SEQ + 1)
-        self.rejected = torch.stack([row[torch.randperm(SEQ + 1, generator=g)] for row in self.chosen])
+        self.rejected = torch.stack(
+            [row[torch.randperm(SEQ + 1, generator=g)] for row in self.chosen]
+        )
 
     def __len__(self) -> int:
         return len(self.chosen)
@@ -309,22 +358,44 @@ class Pairs(torch.utils.data.Dataset):
         return {"pair": (self.chosen[i], self.rejected[i])}
 
 
-def test_a_pairwise_objective_trains_through_the_same_loop_and_resumes_exactly(tmp_path: Path) -> None:
+def test_a_pairwise_objective_trains_through_the_same_loop_and_resumes_exactly(
+    tmp_path: Path,
+) -> None:
     objective = PairwiseObjective()
     assert isinstance(objective, Objective)
     val = DataLoader(Pairs(16, 1), batch_size=4)
     cfg = config(max_steps=30, eval_interval=10, grad_accum_steps=2, lr=1e-2)
-    history = train(train_model(), Pairs(64, 0), val, cfg, objective=objective,
-                    session=Session(out_dir=tmp_path / "a", show_progress=False))
+    history = train(
+        train_model(),
+        Pairs(64, 0),
+        val,
+        cfg,
+        objective=objective,
+        session=Session(out_dir=tmp_path / "a", show_progress=False),
+    )
     assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.3
     assert history[-1]["val_accuracy"] > history[0]["val_accuracy"]
-    assert "train_accuracy" in history[5] and history[30]["tokens_seen"] == 30 * 2 * 4 * 2 * (SEQ + 1)
+    assert "train_accuracy" in history[5] and history[30]["tokens_seen"] == 30 * 2 * 4 * 2 * (
+        SEQ + 1
+    )
     # stopped at step 13 and resumed: the same weights as the straight run
     model = train_model()
-    train(model, Pairs(64, 0), val, cfg, objective=objective,
-          session=Session(out_dir=tmp_path / "b", stop_after=13, show_progress=False))
+    train(
+        model,
+        Pairs(64, 0),
+        val,
+        cfg,
+        objective=objective,
+        session=Session(out_dir=tmp_path / "b", stop_after=13, show_progress=False),
+    )
     model = train_model()
-    train(model, Pairs(64, 0), val, cfg, objective=objective,
-          session=Session(out_dir=tmp_path / "b", resume=True, show_progress=False))
+    train(
+        model,
+        Pairs(64, 0),
+        val,
+        cfg,
+        objective=objective,
+        session=Session(out_dir=tmp_path / "b", resume=True, show_progress=False),
+    )
     straight = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
     assert all(torch.equal(straight[k], v) for k, v in model.state_dict().items())

@@ -6,14 +6,25 @@ import pytest
 import torch
 
 from sydsgpt.train_config import TrainConfig
-from sydsgpt.validation import check_choice, check_input_ids, check_keys, check_positive_int, check_real, check_str
+from sydsgpt.validation import (
+    check_choice,
+    check_input_ids,
+    check_keys,
+    check_positive_int,
+    check_real,
+    check_str,
+)
 
 
 def test_check_keys_names_unknown_and_missing_keys() -> None:
-    with pytest.raises(ValueError, match=r"unknown widget option\(s\) \['colour'\]; known: \['color', 'size'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown widget option\(s\) \['colour'\]; known: \['color', 'size'\]"
+    ):
         check_keys({"colour": 1}, ["size", "color"], "widget option")
     with pytest.raises(TypeError, match=r"missing required widget option\(s\) \['size'\]"):
-        check_keys({"color": 1}, ["size", "color"], "widget option", required=["size"], error=TypeError)
+        check_keys(
+            {"color": 1}, ["size", "color"], "widget option", required=["size"], error=TypeError
+        )
     check_keys({"size": 1}, ["size", "color"], "widget option", required=["size"])
 
 
@@ -32,8 +43,16 @@ def test_check_positive_int_accepts() -> None:
     ("ids", "error", "match"),
     [
         ([[1, 2]], TypeError, "make one with torch.tensor"),
-        (torch.tensor([1, 2]), ValueError, r"got shape \(2,\); for a single sequence use input_ids.unsqueeze\(0\)"),
-        (torch.tensor([[1.0, 2.0]]), TypeError, "integer tensor of token ids, got dtype torch.float32"),
+        (
+            torch.tensor([1, 2]),
+            ValueError,
+            r"got shape \(2,\); for a single sequence use input_ids.unsqueeze\(0\)",
+        ),
+        (
+            torch.tensor([[1.0, 2.0]]),
+            TypeError,
+            "integer tensor of token ids, got dtype torch.float32",
+        ),
         (torch.zeros(1, 0, dtype=torch.long), ValueError, "has no tokens"),
     ],
 )
@@ -55,11 +74,14 @@ def test_check_real_choice_and_str() -> None:
         check_str("", "prompt", allow_empty=False)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("dtype", "float16", "TrainConfig.dtype must be one of"),
-    ("device", 3, "TrainConfig.device must be a str"),
-    ("fsdp", "yes", "TrainConfig.fsdp must be True or False"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("dtype", "float16", "TrainConfig.dtype must be one of"),
+        ("device", 3, "TrainConfig.device must be a str"),
+        ("fsdp", "yes", "TrainConfig.fsdp must be True or False"),
+    ],
+)
 def test_trainconfig_uses_the_shared_checks(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})

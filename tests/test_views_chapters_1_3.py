@@ -25,8 +25,12 @@ BOOK = Path(__file__).resolve().parents[1] / "book"
 
 def test_chapter_2_attention_shows_the_main_line_only() -> None:
     text = teaching_source(MultiHeadAttention.forward)
-    for kept in ("self._project_qkv(x)", "self._split_heads(queries)",
-                 "scaled_dot_product_attention(q, k, v, causal=True", "self.output_projection(context)"):
+    for kept in (
+        "self._project_qkv(x)",
+        "self._split_heads(queries)",
+        "scaled_dot_product_attention(q, k, v, causal=True",
+        "self.output_projection(context)",
+    ):
         assert kept in text, kept
     for folded in ("kv_cache.update", "apply_rope", "repeat_kv", "self.q_norm", "raise ValueError"):
         assert folded not in text, folded
@@ -37,7 +41,12 @@ def test_chapter_2_attention_shows_the_main_line_only() -> None:
 
 def test_chapter_7_sees_everything_it_teaches_with_full() -> None:
     text = teaching_source(MultiHeadAttention.forward, full=True)
-    for shown in ("apply_rope(q, rope)", "repeat_kv(k, groups)", "self.q_norm(q)", "kv_cache.update(k, v)"):
+    for shown in (
+        "apply_rope(q, rope)",
+        "repeat_kv(k, groups)",
+        "self.q_norm(q)",
+        "kv_cache.update(k, v)",
+    ):
         assert shown in text, shown
     assert "# later" not in text and "# region" not in text
 
@@ -50,8 +59,12 @@ def test_the_kv_cache_region_holds_the_cache_code() -> None:
 
 def test_constructor_view_keeps_the_four_layers_and_folds_chapter_7() -> None:
     text = teaching_source(MultiHeadAttention.__init__)
-    for layer in ("self.weight_query = nn.Linear", "self.weight_key = nn.Linear",
-                  "self.weight_value = nn.Linear", "self.output_projection = nn.Linear"):
+    for layer in (
+        "self.weight_query = nn.Linear",
+        "self.weight_key = nn.Linear",
+        "self.weight_value = nn.Linear",
+        "self.output_projection = nn.Linear",
+    ):
         assert layer in text, layer
     for folded in ("self.num_kv_heads", "RMSNorm", "raise ValueError", "Kernels()"):
         assert folded not in text, folded
@@ -90,7 +103,8 @@ def test_chapter_1_data_views_keep_the_windows_and_fold_the_checks() -> None:
 
 @pytest.mark.parametrize("name", sorted(path.name for path in BOOK.glob("*.ipynb")))
 def test_chapter_code_lines_fit_the_page(name: str) -> None:
-    """Rendered code cells of every page must not scroll sideways: 88 characters at most (the Colab cell is hidden)."""
+    """Rendered code cells of every page must not scroll sideways:
+    88 characters at most (the Colab cell is hidden)."""
     cells = json.loads((BOOK / name).read_text())["cells"]
     for number, cell in enumerate(cells):
         if cell["cell_type"] != "code" or "remove-cell" in cell["metadata"].get("tags", []):

@@ -23,7 +23,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params.append(result)
             ids.append(f"{path}::{result.key}")
     if not params:
-        params, ids = [pytest.param(None, marks=pytest.mark.skip(reason="no answers to check: pytest --answers PATH"))], ["no-answers"]
+        params, ids = (
+            [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason="no answers to check: pytest --answers PATH"),
+                )
+            ],
+            ["no-answers"],
+        )
     metafunc.parametrize("answer", params, ids=ids)
 
 

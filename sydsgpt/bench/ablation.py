@@ -12,7 +12,8 @@ computes the same thing.
   Where no GPU is available, ``--plan`` writes the GPU rows marked *not measured*.
 
 The cumulative setups are :func:`sydsgpt.bench.setups.ablation_setups`. Run it with
-``sydsgpt bench --what ablation`` (``--device cuda`` on a GPU, ``--plan`` to write the GPU rows unmeasured).
+``sydsgpt bench --what ablation`` (``--device cuda`` on a GPU, ``--plan`` to write the GPU rows
+unmeasured).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from .setups import (
 from .training import COLUMNS, Schedule, Workload
 from .training import run as run_training
 
-NOT_MEASURED = "not measured: no GPU was available to this run; run `sydsgpt bench --what ablation --device cuda`"
+NOT_MEASURED = (
+    "not measured: no GPU was available to this run; run `sydsgpt bench --what ablation --device "
+    "cuda`"
+)
 
 
 def not_measured_rows(
@@ -44,7 +48,8 @@ def not_measured_rows(
     device_kind: str = "cuda",
     reason: str = NOT_MEASURED,
 ) -> list[dict[str, Any]]:
-    """The rows a run on ``device_kind`` would fill, each marked ``measured: False`` with every number ``None``."""
+    """The rows a run on ``device_kind`` would fill, each
+    marked ``measured: False`` with every number ``None``."""
     numbers = [c for c in COLUMNS if c != "setup"]
     return [
         {
@@ -127,7 +132,8 @@ def load(kind: str = "cpu", folder: str | Path = RESULTS_DIR) -> dict[str, Any]:
     path = Path(folder) / f"ablation_{kind}.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} does not exist; create it with: sydsgpt bench --what ablation --out {path.parent}"
+            f"{path} does not exist; create it with: sydsgpt bench --what ablation --out "
+            f"{path.parent}"
         )
     return json.loads(path.read_text())
 

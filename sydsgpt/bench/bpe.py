@@ -37,7 +37,8 @@ def _row(
 def run(
     vocab_sizes: Sequence[int] = (1000, 5000), corpus: str = "tinyshakespeare", repeats: int = 3
 ) -> list[dict[str, Any]]:
-    """Time BPE training at each of ``vocab_sizes`` and GPT-2 encoding on ``corpus``; one dict per measurement.
+    """Time BPE training at each of ``vocab_sizes`` and GPT-2 encoding on ``corpus``; one dict per
+    measurement.
 
     Raises:
         AssertionError: the from-scratch GPT-2 tokenizer and tiktoken disagree on the corpus.

@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 from ..runtime import cpu_model
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-"""Where the committed results live (``sydsgpt bench --out sydsgpt/bench/results`` refreshes them)."""
+"""Where the committed results live
+(``sydsgpt bench --out sydsgpt/bench/results`` refreshes them)."""
 
 
 def machine_info() -> dict[str, Any]:

@@ -114,8 +114,9 @@ def run(
     for n in new_tokens:
         if prompt_tokens + n > model.config.context_length:
             raise ValueError(
-                f"{prompt_tokens} + {n} tokens exceed the context of {model.config.context_length}: past it the "
-                "cached path re-reads the whole window every step, which is not what this benchmark measures."
+                f"{prompt_tokens} + {n} tokens exceed the context of "
+                f"{model.config.context_length}: past it the cached path re-reads the whole window "
+                "every step, which is not what this benchmark measures."
             )
         uncached, t_uncached, mem_uncached = _timed(
             lambda: generate(model, ids, n, use_cache=False), ids.device
@@ -148,8 +149,8 @@ def run(
         rows.append(row)
         if verbose:
             print(
-                f"  {n} new tokens: {row['uncached_tok_s']:.1f} tok/s uncached, {row['cached_tok_s']:.1f} cached, "
-                f"x{row['speedup']:.1f}",
+                f"  {n} new tokens: {row['uncached_tok_s']:.1f} tok/s uncached, "
+                f"{row['cached_tok_s']:.1f} cached, x{row['speedup']:.1f}",
                 flush=True,
             )
     return rows
@@ -217,7 +218,8 @@ def compare_with_transformers(
                 peak[name] = max(peak[name], memory.peak_bytes / MIB)
             same = all(torch.equal(tokens["transformers"], out) for out in tokens.values())
             assert same, (
-                f"{n} new tokens, round {round_index + 1}: SydsGPT and transformers generated different tokens"
+                f"{n} new tokens, round {round_index + 1}: SydsGPT and transformers generated "
+                "different tokens"
             )
         ratio = {
             name: statistics.median(a / b for a, b in zip(speed[name], speed["transformers"]))
@@ -270,7 +272,8 @@ def benchmark(
     new_tokens = list(new_tokens or (QUICK_NEW_TOKENS if quick else (50, 200, 500)))
     say = log or (lambda _msg: None)
     say(
-        f"generation benchmark: {preset}, {device}, {torch.get_num_threads()} threads, prompt {prompt_tokens} tokens, greedy"
+        f"generation benchmark: {preset}, {device}, {torch.get_num_threads()} threads, prompt "
+        f"{prompt_tokens} tokens, greedy"
     )
     model = build_model(preset, device)
     rows = run(new_tokens, preset, prompt_tokens, device, model=model, verbose=log is not None)

@@ -70,7 +70,8 @@ def _maxrss_bytes() -> int:
 
 _METHODS = {
     "cuda": "torch.cuda.max_memory_allocated above the start of the run",
-    "hwm": "peak RSS (VmHWM, reset via /proc/self/clear_refs) above the RSS at the start of the run",
+    "hwm": "peak RSS (VmHWM, reset via /proc/self/clear_refs) above the RSS at the start of the "
+    "run",
     "maxrss": "growth of ru_maxrss (lifetime peak RSS; 0 if an earlier run peaked higher)",
 }
 

@@ -88,7 +88,8 @@ its difference from the first row shows how much of a gap one seed's luck can ex
 def match_parameter_count(
     config: Mapping[str, Any], target: int, multiple_of: int = 8
 ) -> dict[str, Any]:
-    """``config`` with the ``ffn_hidden_dim`` (a multiple of ``multiple_of``) whose parameter count is closest to ``target``."""
+    """``config`` with the ``ffn_hidden_dim`` (a multiple of
+    ``multiple_of``) whose parameter count is closest to ``target``."""
     d = config["embedding_dim"]
     candidates = range(multiple_of, 8 * d + 1, multiple_of)
     best = min(

@@ -44,7 +44,8 @@ class Peak:
 
 
 def gpu_peak_flops(device_name: str) -> float | None:
-    """Datasheet dense bf16 FLOP/s for a GPU name (``torch.cuda.get_device_name()``), or ``None`` if unknown."""
+    """Datasheet dense bf16 FLOP/s for a GPU name
+    (``torch.cuda.get_device_name()``), or ``None`` if unknown."""
     for pattern, flops in GPU_BF16_PEAKS:
         if pattern.lower() in device_name.lower():
             return flops

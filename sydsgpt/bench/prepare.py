@@ -1,4 +1,5 @@
-"""Benchmark: ``sydsgpt prepare`` throughput in MB/s next to tiktoken's single-call encode of the same text.
+"""Benchmark: ``sydsgpt prepare`` throughput in MB/s next to tiktoken's single-call encode of the
+same text.
 
 The corpus is ``copies`` copies of a named corpus (default tinyshakespeare, 1.1 MB each), one
 text file per copy (each a document). Rows, in one run on the same files:
@@ -155,10 +156,11 @@ def run(
         "cpu_count": os.cpu_count(),
         "loadavg_at_end": list(os.getloadavg()),
         "note": (
-            "MB_per_s is wall time for the whole pipeline; MB_per_cpu_s divides by the CPU time of this process "
-            "and its workers, which other work on a shared machine disturbs much less. tiktoken's row is one "
-            "thread; prepare -j N uses N worker processes, so on an idle N-core machine it can reach about N "
-            "times its MB_per_cpu_s. A load average above the core count means other work shared the cores."
+            "MB_per_s is wall time for the whole pipeline; MB_per_cpu_s divides by the CPU time of "
+            "this process and its workers, which other work on a shared machine disturbs much "
+            "less. tiktoken's row is one thread; prepare -j N uses N worker processes, so on an "
+            "idle N-core machine it can reach about N times its MB_per_cpu_s. A load average above "
+            "the core count means other work shared the cores."
         ),
     }
     return rows, extra

@@ -30,9 +30,9 @@ TOKENS_PER_STEP = 512 * 1024
 
 DATA_DIR = "data/fineweb-edu-10B"
 COMMON_TRAIN = (
-    f"--preset gpt2-small --dropout 0 --seq-len 1024 --max-steps {FINEWEB_EDU_TOKENS // TOKENS_PER_STEP} "
-    "--lr 6e-4 --warmup-steps 700 --eval-interval 250 --eval-batches 40 --device cuda --dtype bfloat16 "
-    "--compile --fused-adamw"
+    "--preset gpt2-small --dropout 0 --seq-len 1024 --max-steps "
+    f"{FINEWEB_EDU_TOKENS // TOKENS_PER_STEP} --lr 6e-4 --warmup-steps 700 --eval-interval 250 "
+    "--eval-batches 40 --device cuda --dtype bfloat16 --compile --fused-adamw"
 )
 
 COMMANDS: dict[str, str] = {
@@ -41,8 +41,10 @@ COMMANDS: dict[str, str] = {
         "snapshot_download('HuggingFaceFW/fineweb-edu', repo_type='dataset', "
         "allow_patterns='sample/10BT/*', local_dir='fineweb-edu')\""
     ),
-    "prepare": f"sydsgpt prepare fineweb-edu/sample/10BT --out {DATA_DIR} -j 16 --val-tokens 10000000",
-    "train, 1 GPU": f"sydsgpt train {DATA_DIR} {COMMON_TRAIN} --batch-size 32 --grad-accum-steps 16 --out runs/gpt2-small-fwe",
+    "prepare": f"sydsgpt prepare fineweb-edu/sample/10BT --out {DATA_DIR} -j 16 --val-tokens "
+    "10000000",
+    "train, 1 GPU": f"sydsgpt train {DATA_DIR} {COMMON_TRAIN} --batch-size 32 --grad-accum-steps "
+    "16 --out runs/gpt2-small-fwe",
     "train, 8 GPUs": (
         f"torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train {DATA_DIR} {COMMON_TRAIN} "
         "--batch-size 256 --grad-accum-steps 2 --out runs/gpt2-small-fwe"
@@ -61,9 +63,11 @@ COMMANDS: dict[str, str] = {
         "python -c \"from sydsgpt.logs import read_log; print([r['val_loss'] for r in "
         "read_log('runs/gpt2-small-fwe/log.jsonl') if 'val_loss' in r][-1])\""
     ),
-    "sample": "sydsgpt generate --checkpoint runs/gpt2-small-fwe/checkpoint.pt --prompt 'The theory of evolution' --max-new-tokens 60",
+    "sample": "sydsgpt generate --checkpoint runs/gpt2-small-fwe/checkpoint.pt --prompt 'The "
+    "theory of evolution' --max-new-tokens 60",
 }
-"""The recipe, step by step (``--batch-size`` is global: ``batch * grad_accum * 1024`` = 524,288 tokens per step)."""
+"""The recipe, step by step (``--batch-size`` is global:
+``batch * grad_accum * 1024`` = 524,288 tokens per step)."""
 
 
 def project(
@@ -74,7 +78,8 @@ def project(
     mfu: float = 0.40,
     tokens: int = FINEWEB_EDU_TOKENS,
 ) -> dict[str, Any]:
-    """One projected row: tokens/s and hours to train on ``tokens`` with ``gpus`` GPUs at ``mfu``."""
+    """One projected row: tokens/s and hours to train
+    on ``tokens`` with ``gpus`` GPUs at ``mfu``."""
     peak = gpu_peak_flops(gpu)
     if peak is None:
         raise ValueError(
@@ -99,5 +104,6 @@ def recipe_table(
     mfus: Sequence[float] = ASSUMED_MFU,
     tokens: int = FINEWEB_EDU_TOKENS,
 ) -> list[dict[str, Any]]:
-    """The projections of the recipe: every GPU count at every assumed MFU (all ``measured: False``)."""
+    """The projections of the recipe: every GPU count
+    at every assumed MFU (all ``measured: False``)."""
     return [project(gpu=gpu, gpus=n, mfu=m, tokens=tokens) for n in gpu_counts for m in mfus]

@@ -23,7 +23,17 @@ from ..book import held_out, load_book_checkpoint, train_book_model
 from ..model import count_parameters
 from ..presets import get_run
 
-COLUMNS = ("run", "params", "tokenizer", "steps", "tokens", "train_s", "val_loss", "val_bpb", "how_timed")
+COLUMNS = (
+    "run",
+    "params",
+    "tokenizer",
+    "steps",
+    "tokens",
+    "train_s",
+    "val_loss",
+    "val_bpb",
+    "how_timed",
+)
 TARGET_BPB, TARGET_SECONDS = 2.5, 120.0
 """Chapter 5's run should reach this many bits per byte within this many seconds of training."""
 
@@ -38,18 +48,38 @@ def run(log: Any = print) -> list[dict[str, Any]]:
         seconds = time.perf_counter() - start
     loss, bpb = held_out(trained.model, trained.tokenizer, "book-ch05")
     steps = spec.train.max_steps
-    rows.append({"run": "book-ch05", "params": count_parameters(trained.model),
-                 "tokenizer": trained.tokenizer.name, "steps": steps,
-                 "tokens": steps * spec.train.batch_size * spec.train.seq_len, "train_s": round(seconds, 1),
-                 "val_loss": round(loss, 4), "val_bpb": round(bpb, 4),
-                 "how_timed": "timed here: tokenizer training and the whole train_book_model call"})
-    log(f"book-ch05: {bpb:.3f} bits/byte after {seconds:.0f} s (target: <= {TARGET_BPB} in <= {TARGET_SECONDS:.0f} s)")
+    rows.append(
+        {
+            "run": "book-ch05",
+            "params": count_parameters(trained.model),
+            "tokenizer": trained.tokenizer.name,
+            "steps": steps,
+            "tokens": steps * spec.train.batch_size * spec.train.seq_len,
+            "train_s": round(seconds, 1),
+            "val_loss": round(loss, 4),
+            "val_bpb": round(bpb, 4),
+            "how_timed": "timed here: tokenizer training and the whole train_book_model call",
+        }
+    )
+    log(
+        f"book-ch05: {bpb:.3f} bits/byte after {seconds:.0f} s (target: <= {TARGET_BPB} in <= "
+        f"{TARGET_SECONDS:.0f} s)"
+    )
     book = load_book_checkpoint()
     loss, bpb = held_out(book.model, book.tokenizer, "book-checkpoint")
     info = book.info or {}
-    rows.append({"run": "book-checkpoint", "params": info.get("parameters"), "tokenizer": book.tokenizer.name,
-                 "steps": info.get("steps"), "tokens": info.get("tokens_seen"), "train_s": info.get("train_seconds"),
-                 "val_loss": round(loss, 4), "val_bpb": round(bpb, 4),
-                 "how_timed": f"from its info.json (training steps only, {info.get('machine')})"})
+    rows.append(
+        {
+            "run": "book-checkpoint",
+            "params": info.get("parameters"),
+            "tokenizer": book.tokenizer.name,
+            "steps": info.get("steps"),
+            "tokens": info.get("tokens_seen"),
+            "train_s": info.get("train_seconds"),
+            "val_loss": round(loss, 4),
+            "val_bpb": round(bpb, 4),
+            "how_timed": f"from its info.json (training steps only, {info.get('machine')})",
+        }
+    )
     log(f"book-checkpoint: {bpb:.3f} bits/byte ({info.get('train_seconds')} s of training)")
     return rows

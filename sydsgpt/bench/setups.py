@@ -37,7 +37,8 @@ TINY_MODEL: dict[str, Any] = {
     "qkv_bias": False,
     "tie_weights": True,
 }
-"""The ``--quick`` model: a smoke test of the whole benchmark in seconds (its speed means nothing)."""
+"""The ``--quick`` model: a smoke test of the whole
+benchmark in seconds (its speed means nothing)."""
 
 DEVICE_DEFAULTS: dict[str, tuple[str, int, int]] = {
     "cpu": ("gpt2-mini", 4, 256),
@@ -85,8 +86,9 @@ class Setup:
 def resolved_switches(
     switches: Mapping[str, Any], device_kind: str, bf16_supported: bool | None = True
 ) -> dict[str, Any]:
-    """``switches`` with every ``"auto"`` / ``None`` spelled out by :func:`sydsgpt.runtime.resolve_fast_paths`
-    for ``device_kind`` (a plan for an absent GPU assumes it supports bfloat16)."""
+    """``switches`` with every ``"auto"`` / ``None`` spelled out by
+    :func:`sydsgpt.runtime.resolve_fast_paths` for ``device_kind`` (a plan for an absent GPU assumes
+    it supports bfloat16)."""
     fast = resolve_fast_paths(
         device_kind,
         switches["dtype"],
@@ -132,11 +134,13 @@ STEPS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("+torch.compile", "train", {"compile": True}, "any"),
     ("+fused AdamW", "train", {"fused_adamw": True}, "any"),
 )
-"""The optimisations in the order they are added: ``(row name, "model"|"train", switch values, devices)``."""
+"""The optimisations in the order they are added:
+``(row name, "model"|"train", switch values, devices)``."""
 
 
 def ablation_setups(device_type: str = "cpu", compile: bool = True) -> list[Setup]:
-    """The cumulative setups for ``device_type`` (``"cpu"`` or ``"cuda"``), plus the package defaults.
+    """The cumulative setups for ``device_type`` (``"cpu"`` or ``"cuda"``), plus the package
+    defaults.
 
     ``compile=False`` leaves out the ``torch.compile`` row (it takes a minute to compile).
     """

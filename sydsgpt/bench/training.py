@@ -75,7 +75,8 @@ def transfer_weights(source: nn.Module, target: SydsGPT) -> None:
     for name, value in source.state_dict().items():
         if name not in target_state:
             raise KeyError(
-                f"{name} of the source model is missing from the target model: not the same architecture"
+                f"{name} of the source model is missing from the target model: not the same "
+                "architecture"
             )
         wanted = target_state[name].shape
         if value.shape != wanted:
@@ -91,7 +92,8 @@ def transfer_weights(source: nn.Module, target: SydsGPT) -> None:
 
 
 def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held between steps: the parameters (a tied one once) plus the optimizer's state tensors."""
+    """Bytes held between steps: the parameters (a tied
+    one once) plus the optimizer's state tensors."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     for per_param in optimizer.state.values():
         for value in per_param.values():
@@ -103,7 +105,8 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
 def random_batches(
     vocab_size: int, batch_size: int, seq_len: int, count: int, seed: int, device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``count`` batches of ``(input_ids, target_ids)``, each ``(batch_size, seq_len)``, shifted by one."""
+    """``count`` batches of ``(input_ids, target_ids)``,
+    each ``(batch_size, seq_len)``, shifted by one."""
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab_size, (count, batch_size, seq_len + 1), generator=generator)
     return [(t[:, :-1].to(device), t[:, 1:].to(device)) for t in tokens]
@@ -154,7 +157,8 @@ class _Runner:
         self.step_bytes = 0
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
-        """One optimizer step; returns its wall-clock seconds (``train_step`` syncs via ``.item()``)."""
+        """One optimizer step; returns its wall-clock
+        seconds (``train_step`` syncs via ``.item()``)."""
         configure_tf32(self.cfg.tf32, self.device)  # process-wide: set it for this setup each time
         start = time.perf_counter()
         options = StepOptions(self.cfg.grad_clip, self.amp_dtype, self.device)
@@ -258,7 +262,8 @@ def measure(
 
 @contextmanager
 def _empty_compiler_cache() -> Iterator[None]:
-    """Compile from scratch: forget compiled graphs, point inductor's disk cache at an empty folder."""
+    """Compile from scratch: forget compiled graphs,
+    point inductor's disk cache at an empty folder."""
     torch.compiler.reset()
     names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
     before = {name: os.environ.get(name) for name in names}
@@ -357,14 +362,14 @@ def settings(
         "schedule": asdict(schedule),
         "flops_per_token": flops_per_token(model, workload.seq_len, training=True),
         "peak": peak.to_dict(),
-        "mfu_definition": "mfu = tokens_per_s * flops_per_token / peak.flops, flops_per_token = 6N + 12 L T d "
-        "(sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",
-        "memory": f"state_mib: parameters + optimizer state counted from the tensors; step_mib: {memory_method(device)} "
-        "during one training step; peak_mib = state_mib + step_mib",
-        "timing": "step_s = fastest timed step (step_s_median: the median); setups interleaved round by round; "
-        "warm-up (and compile) steps excluded; compile_s = first step - median step, from an empty "
-        "compiler cache; a later compiled setup may reuse kernels compiled for an earlier one, so its "
-        "compile_s is smaller",
+        "mfu_definition": "mfu = tokens_per_s * flops_per_token / peak.flops, flops_per_token = 6N "
+        "+ 12 L T d (sydsgpt.model.flops_per_token of the unpadded model, forward + backward)",
+        "memory": "state_mib: parameters + optimizer state counted from the tensors; step_mib: "
+        f"{memory_method(device)} during one training step; peak_mib = state_mib + step_mib",
+        "timing": "step_s = fastest timed step (step_s_median: the median); setups interleaved "
+        "round by round; warm-up (and compile) steps excluded; compile_s = first step - median "
+        "step, from an empty compiler cache; a later compiled setup may reuse kernels compiled for "
+        "an earlier one, so its compile_s is smaller",
     }
 
 

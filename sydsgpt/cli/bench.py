@@ -11,7 +11,8 @@ settings, one row per configuration) into the --out folder:
   tokenizer  from-scratch BPE training time, encoding MB/s next to tiktoken -> bpe.json
   modern     chapter 7's experiment: GPT-2 blocks vs modern blocks, one change at a time,
              bits per byte and tokens/s -> modern_cpu.json
-  prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode -> prepare.json
+  prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode ->
+             prepare.json
   quality    held-out bits per byte of chapter 5's run (trained and timed here) and of the
              book checkpoint -> quality_cpu.json
   finetune   chapter 8's SMS spam classifiers: baselines, head / last block / all / LoRA finetuning,
@@ -43,8 +44,18 @@ from ..validation import check_positive_int
 from .errors import UsageError
 from .options import add_config_options, config_from_args, flag_name
 
-WHAT = ("train", "ablation", "generate", "tokenizer", "modern", "prepare", "quality", "finetune",
-        "instruct", "quantization")
+WHAT = (
+    "train",
+    "ablation",
+    "generate",
+    "tokenizer",
+    "modern",
+    "prepare",
+    "quality",
+    "finetune",
+    "instruct",
+    "quantization",
+)
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
 
@@ -53,21 +64,69 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sydsgpt bench`` options to ``parser``."""
     from ..bench.training import Schedule
 
-    parser.add_argument("--what", choices=(*WHAT, "all"), default="all", help="which benchmark to run (default: all)")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"),
-                        help="folder for the JSON results (default: ./bench-results)")
-    parser.add_argument("--plan", action="store_true",
-                        help="ablation only: write its rows marked 'not measured' without running (e.g. --device cuda on a machine without a GPU)")
+    parser.add_argument(
+        "--what",
+        choices=(*WHAT, "all"),
+        default="all",
+        help="which benchmark to run (default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="folder for the JSON results (default: ./bench-results)",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="ablation only: write its rows marked 'not measured' without running (e.g. --device "
+        "cuda on a machine without a GPU)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    parser.add_argument("--preset", default=None, help="model preset (default: gpt2-mini on CPU, gpt2-small on CUDA; generate: gpt2-small)")
-    parser.add_argument("--batch-size", type=int, default=None, help="sequences per training step (default: 4 on CPU, 8 on CUDA)")
-    parser.add_argument("--seq-len", type=int, default=None, help="tokens per training sequence (default: 256 on CPU, 1024 on CUDA)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: tiny models, one timed step, no torch.compile, seconds")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, usually one per core)")
-    parser.add_argument("--repeats", type=int, default=5, help="generate: rounds of the transformers comparison (default: 5)")
-    parser.add_argument("--seconds-per-row", type=float, default=60.0,
-                        help="modern: each row's token budget is what the GPT-2 row trains in this many seconds (default: 60)")
-    parser.add_argument("--seed", type=int, default=None, help="modern: the rows' seed (default: chapter 5's)")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="model preset (default: gpt2-mini on CPU, gpt2-small on CUDA; generate: gpt2-small)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sequences per training step (default: 4 on CPU, 8 on CUDA)",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="tokens per training sequence (default: 256 on CPU, 1024 on CUDA)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: tiny models, one timed step, no torch.compile, seconds",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, usually one per core)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="generate: rounds of the transformers comparison (default: 5)",
+    )
+    parser.add_argument(
+        "--seconds-per-row",
+        type=float,
+        default=60.0,
+        help="modern: each row's token budget is what the GPT-2 row trains in this many seconds "
+        "(default: 60)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="modern: the rows' seed (default: chapter 5's)"
+    )
     add_config_options(parser.add_argument_group("timing of train and ablation"), Schedule)
 
 
@@ -89,8 +148,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     kind = device_type(args.device)
-    default_preset, default_batch, default_seq = DEVICE_DEFAULTS["cuda" if kind == "cuda" else "cpu"]
-    preset, batch_size, seq_len = args.preset or default_preset, args.batch_size or default_batch, args.seq_len or default_seq
+    default_preset, default_batch, default_seq = DEVICE_DEFAULTS[
+        "cuda" if kind == "cuda" else "cpu"
+    ]
+    preset, batch_size, seq_len = (
+        args.preset or default_preset,
+        args.batch_size or default_batch,
+        args.seq_len or default_seq,
+    )
     schedule = config_from_args(training.Schedule, args)
     workload = training.preset_workload(preset, kind, batch_size, seq_len)
     result = "gpu" if kind == "cuda" else "cpu"
@@ -108,14 +173,22 @@ def run(args: argparse.Namespace) -> int:
                 ablation.run(args.device, workload, schedule, args.quick, out)
         elif what == "generate":
             out = args.out / "generation.json"
-            generation.benchmark(preset=args.preset, device=args.device, quick=args.quick, transformers=not args.quick,
-                                 repeats=args.repeats, out=out)
+            generation.benchmark(
+                preset=args.preset,
+                device=args.device,
+                quick=args.quick,
+                transformers=not args.quick,
+                repeats=args.repeats,
+                out=out,
+            )
         elif what == "modern":
             out = args.out / "modern_cpu.json"
             modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
         elif what == "finetune":
             out = args.out / f"finetune_{result}.json"
-            finetune.run(out, quick=args.quick, device=args.device, threads=args.threads or finetune.THREADS)
+            finetune.run(
+                out, quick=args.quick, device=args.device, threads=args.threads or finetune.THREADS
+            )
         elif what == "instruct":
             from ..bench import instruct as instruct_bench
 
@@ -132,16 +205,33 @@ def run(args: argparse.Namespace) -> int:
             report(rows, prepare_bench.COLUMNS, out, "prepare", **extra)
         elif what == "quality":
             out = args.out / "quality_cpu.json"
-            report(quality.run(), quality.COLUMNS, out, "quality", target_bpb=quality.TARGET_BPB,
-                   target_seconds=quality.TARGET_SECONDS, threads=torch.get_num_threads())
+            report(
+                quality.run(),
+                quality.COLUMNS,
+                out,
+                "quality",
+                target_bpb=quality.TARGET_BPB,
+                target_seconds=quality.TARGET_SECONDS,
+                threads=torch.get_num_threads(),
+            )
         else:
             out = args.out / "bpe.json"
             options: dict[str, Any] = dict(QUICK_BPE if args.quick else FULL_BPE)
-            print(f"tokenizer: BPE training on {options['corpus']} at vocab sizes {list(options['vocab_sizes'])}; encoding vs tiktoken")
+            print(
+                f"tokenizer: BPE training on {options['corpus']} at vocab sizes "
+                f"{list(options['vocab_sizes'])}; encoding vs tiktoken"
+            )
             with PeakMemory("cpu") as memory:
                 rows = bpe.run(**options)
-            report(rows, bpe.COLUMNS, out, "bpe", corpus=options["corpus"], peak_memory_mib=memory.peak_bytes / 2**20,
-                   memory=f"whole benchmark: {memory.method}")
+            report(
+                rows,
+                bpe.COLUMNS,
+                out,
+                "bpe",
+                corpus=options["corpus"],
+                peak_memory_mib=memory.peak_bytes / 2**20,
+                memory=f"whole benchmark: {memory.method}",
+            )
         written.append(out)
     print("results: " + ", ".join(str(p) for p in written))
     return 0

@@ -31,26 +31,51 @@ from .errors import UsageError
 from .options import add_config_options, config_from_args, flag_name, unescape
 
 SKIPPED = ("eos_id",)
-"""GenerationConfig fields with no option: the end-of-text id comes from the tokenizer (see --ignore-eos)."""
+"""GenerationConfig fields with no option: the end-of-text
+id comes from the tokenizer (see --ignore-eos)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sydsgpt generate`` arguments."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) to load")
-    parser.add_argument("--prompt", required=True, help="the text to continue (escapes like \\n work)")
-    parser.add_argument("--max-new-tokens", type=int, default=100, help="most tokens to generate (default: 100)")
-    parser.add_argument("--stop", nargs="+", default=[], metavar="STR",
-                        help="stop when the new text contains one of these strings (escapes like \\n work)")
-    parser.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-text token")
-    parser.add_argument("--tokenizer", default=None, metavar="PATH",
-                        help="a BPETokenizer saved with .save(); default: tokenizer.json beside the "
-                        "checkpoint when the checkpoint names a tokenizer other than GPT-2's, else GPT-2's")
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    add_config_options(parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"), GenerationConfig,
-                       skip=SKIPPED)
+    parser.add_argument(
+        "--prompt", required=True, help="the text to continue (escapes like \\n work)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=100, help="most tokens to generate (default: 100)"
+    )
+    parser.add_argument(
+        "--stop",
+        nargs="+",
+        default=[],
+        metavar="STR",
+        help="stop when the new text contains one of these strings (escapes like \\n work)",
+    )
+    parser.add_argument(
+        "--ignore-eos", action="store_true", help="do not stop at the end-of-text token"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="PATH",
+        help="a BPETokenizer saved with .save(); default: tokenizer.json beside the "
+        "checkpoint when the checkpoint names a tokenizer other than GPT-2's, else GPT-2's",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
+    )
+    add_config_options(
+        parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"),
+        GenerationConfig,
+        skip=SKIPPED,
+    )
 
 
-def load_for_generation(path: str, device: str = "auto", tokenizer_path: str | None = None) -> tuple[Any, Any]:
+def load_for_generation(
+    path: str, device: str = "auto", tokenizer_path: str | None = None
+) -> tuple[Any, Any]:
     """The checkpoint's model and tokenizer, the model in eval mode on ``device`` and in the weight
     layout one-token steps read fastest (:func:`~sydsgpt.generate.use_decoding_layout`)."""
     model, tokenizer = load_model_and_tokenizer(path, resolve_device(device), tokenizer_path)
@@ -70,13 +95,18 @@ def decoding_config(args: argparse.Namespace) -> GenerationConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the checkpoint and stream the continuation of ``--prompt`` to stdout (errors are reported
-    by :func:`sydsgpt.cli.main`)."""
+    """Load the checkpoint and stream the continuation of ``--prompt`` to stdout (errors are
+    reported by :func:`sydsgpt.cli.main`)."""
     config = decoding_config(args)  # every option checked before the checkpoint is loaded
     model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
     pieces = stream_text(
-        model, tokenizer, unescape(args.prompt), args.max_new_tokens, config,
-        stop=[unescape(s) for s in args.stop], stop_at_eos=not args.ignore_eos,
+        model,
+        tokenizer,
+        unescape(args.prompt),
+        args.max_new_tokens,
+        config,
+        stop=[unescape(s) for s in args.stop],
+        stop_at_eos=not args.ignore_eos,
     )
     out = sys.stdout
     out.write(unescape(args.prompt))

@@ -2,7 +2,8 @@
 
 DATA is a corpus name (tinyshakespeare, the-verdict), the path of a UTF-8 text file (the
 last --val-fraction of the text is held out for validation), or a dataset folder made by
-`sydsgpt prepare` (its shards are memory-mapped; its validation shard is held out). The run writes into --out:
+`sydsgpt prepare` (its shards are memory-mapped; its validation shard is held out). The run writes
+into --out:
   log.jsonl       one JSON record per step (loss, learning rate, grad norm, tokens/s, val loss)
   checkpoint.pt   model + optimizer + scheduler + RNG + data position (atomic, resumable)
   run.json        the model and training configs; loss.png, the loss curves
@@ -28,7 +29,8 @@ examples:
 
   # a model too large for DDP: shard weights, gradients and AdamW state over the 8 GPUs (FSDP2)
   torchrun --standalone --nproc_per_node=8 -m sydsgpt.cli train data/fineweb-edu-10B \\
-      --preset gpt2-xl --batch-size 128 --grad-accum-steps 4 --seq-len 1024 --fsdp --out runs/gpt2-xl
+      --preset gpt2-xl --batch-size 128 --grad-accum-steps 4 --seq-len 1024 --fsdp --out
+      runs/gpt2-xl
 
   # continue a run that was stopped or crashed: the same command plus --resume
   sydsgpt train tinyshakespeare --preset gpt2-small ... --out runs/gpt2-small --resume
@@ -51,7 +53,13 @@ from ..model import SydsGPT, SydsGPTConfig
 from ..presets import RUNS, get_preset, preset_names
 from ..resume import RESUME_FIXED
 from ..runtime import device_type, resolve_device, seed_everything
-from ..shards import DATASET_TOKENIZER_NAME, dataset_tokenizer, is_prepared_dataset, prepared_loaders, read_manifest
+from ..shards import (
+    DATASET_TOKENIZER_NAME,
+    dataset_tokenizer,
+    is_prepared_dataset,
+    prepared_loaders,
+    read_manifest,
+)
 from ..bpe import TOKENIZER_SPEC_HELP, resolve_tokenizer
 from ..train import Session, train as train_loop
 from ..train_config import TrainConfig
@@ -62,29 +70,64 @@ from .runs import check_run_folder, finish_run, run_folder
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``sydsgpt train``'s arguments."""
-    parser.add_argument("data", metavar="DATA", help="corpus name (tinyshakespeare, the-verdict), a text file path, or a folder from sydsgpt prepare")
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="corpus name (tinyshakespeare, the-verdict), a text file path, or a folder from "
+        "sydsgpt prepare",
+    )
     model = parser.add_argument_group("model")
     choice = model.add_mutually_exclusive_group()
-    choice.add_argument("--preset", choices=preset_names(), default=None, metavar="NAME",
-                        help=f"a named model config: {', '.join(preset_names())} (default: gpt2-mini)")
-    choice.add_argument("--config", metavar="JSON", default=None,
-                        help="a JSON file with the model config (vocab_size, embedding_dim, context_length, num_layers, num_heads, ...)")
-    model.add_argument("--tokenizer", default="gpt2", metavar="SPEC",
-                       help=TOKENIZER_SPEC_HELP + "; vocab_size is set to the tokenizer's size (default: gpt2)")
+    choice.add_argument(
+        "--preset",
+        choices=preset_names(),
+        default=None,
+        metavar="NAME",
+        help=f"a named model config: {', '.join(preset_names())} (default: gpt2-mini)",
+    )
+    choice.add_argument(
+        "--config",
+        metavar="JSON",
+        default=None,
+        help="a JSON file with the model config (vocab_size, embedding_dim, context_length, "
+        "num_layers, num_heads, ...)",
+    )
+    model.add_argument(
+        "--tokenizer",
+        default="gpt2",
+        metavar="SPEC",
+        help=TOKENIZER_SPEC_HELP + "; vocab_size is set to the tokenizer's size (default: gpt2)",
+    )
     model.add_argument("--dropout", type=float, default=None, help="override the config's dropout")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", default=None, metavar="DIR", help="output directory (default: runs/<data name>)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from DIR/checkpoint.pt (same data, model, tokenizer); a changed training option "
-                     "applies from the next step and is recorded in log.jsonl and run.json, except "
-                     + ", ".join(flag_name(f) for f in RESUME_FIXED) + " (fixed for a run: resume refuses a change)")
-    run.add_argument("--stop-after", type=int, default=None, metavar="STEP",
-                     help="end this session after STEP steps (checkpointed); the schedule still spans --max-steps")
-    run.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out (default: 0.1)")
+    run.add_argument(
+        "--out", default=None, metavar="DIR", help="output directory (default: runs/<data name>)"
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from DIR/checkpoint.pt (same data, model, tokenizer); a changed training "
+        "option applies from the next step and is recorded in log.jsonl and run.json, except "
+        + ", ".join(flag_name(f) for f in RESUME_FIXED)
+        + " (fixed for a run: resume refuses a change)",
+    )
+    run.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="end this session after STEP steps (checkpointed); the schedule still spans "
+        "--max-steps",
+    )
+    run.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of the text held out (default: 0.1)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    add_config_options(parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig)
+    add_config_options(
+        parser.add_argument_group("training (sydsgpt.train.TrainConfig)"), TrainConfig
+    )
 
 
 def description() -> str:
@@ -113,7 +156,10 @@ def _prepared_tokenizer(folder: str, spec: str, out: Path) -> Any:
     only name it (``gpt2``, the default, or the dataset's file)."""
     saved = read_manifest(folder)["tokenizer"]["spec"]
     if spec != "gpt2" and Path(spec).resolve() != (Path(folder) / DATASET_TOKENIZER_NAME).resolve():
-        raise ValueError(f"{folder} is a prepared dataset: it is already tokenized (with {saved}); leave out --tokenizer")
+        raise ValueError(
+            f"{folder} is a prepared dataset: it is already tokenized (with {saved}); leave out "
+            "--tokenizer"
+        )
     tokenizer = dataset_tokenizer(folder)
     if saved != "gpt2":
         out.mkdir(parents=True, exist_ok=True)
@@ -127,9 +173,15 @@ def model_config(args: argparse.Namespace, n_vocab: int) -> dict[str, Any]:
         try:
             config = json.loads(Path(args.config).read_text())
         except ValueError as exc:
-            raise ValueError(f"{args.config} is not valid JSON ({exc}); --config needs a JSON object with the model config") from None
+            raise ValueError(
+                f"{args.config} is not valid JSON ({exc}); --config needs a JSON object with the "
+                "model config"
+            ) from None
         if not isinstance(config, dict):
-            raise ValueError(f"{args.config} must hold a JSON object (the model config), got {type(config).__name__}")
+            raise ValueError(
+                f"{args.config} must hold a JSON object (the model config), got "
+                f"{type(config).__name__}"
+            )
     else:
         config = get_preset(args.preset or "gpt2-mini")
     config["vocab_size"] = n_vocab
@@ -138,7 +190,8 @@ def model_config(args: argparse.Namespace, n_vocab: int) -> dict[str, Any]:
     if args.seq_len is not None and args.seq_len > config["context_length"]:
         raise ValueError(
             f"--seq-len {args.seq_len} is longer than the model's context_length "
-            f"{config['context_length']}; train on shorter sequences or use a config with a longer context"
+            f"{config['context_length']}; train on shorter sequences or use a config with a longer "
+            "context"
         )
     return SydsGPTConfig.from_dict(config).to_dict()
 
@@ -178,10 +231,14 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, out: Path, folder: Any, c
     if not prepared and args.tokenizer.startswith("bpe:") and ctx.enabled:
         # one process trains the BPE, the others then load it
         if ctx.is_main:
-            tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
+            tokenizer = _tokenizer(
+                args.tokenizer, train_text, _data_name(args.data), out, args.resume
+            )
         distributed.barrier(ctx)
         if not ctx.is_main:
-            tokenizer = _tokenizer(str(out / TOKENIZER_NAME), train_text, _data_name(args.data), out, args.resume)
+            tokenizer = _tokenizer(
+                str(out / TOKENIZER_NAME), train_text, _data_name(args.data), out, args.resume
+            )
     elif not prepared:
         tokenizer = _tokenizer(args.tokenizer, train_text, _data_name(args.data), out, args.resume)
     config = model_config(args, tokenizer.n_vocab)
@@ -191,14 +248,20 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, out: Path, folder: Any, c
     if prepared:
         train_loader, val_loader = prepared_loaders(args.data, seq_len, cfg.batch_size)
     else:
-        train_loader, val_loader = make_loaders(text, tokenizer, seq_len, cfg.batch_size, args.val_fraction)
+        train_loader, val_loader = make_loaders(
+            text, tokenizer, seq_len, cfg.batch_size, args.val_fraction
+        )
     if ctx.is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"model: {n_params:,} parameters; tokenizer {tokenizer.name} ({tokenizer.n_vocab} ids); "
-              f"{len(train_loader.dataset):,} training sequences; {ctx.world_size} process(es); out: {out}",
-              file=sys.stderr)
-    session = Session(out_dir=folder, resume=args.resume, stop_after=args.stop_after,
-                      show_progress=not args.quiet)
+        print(
+            f"model: {n_params:,} parameters; tokenizer {tokenizer.name} ({tokenizer.n_vocab} "
+            f"ids); {len(train_loader.dataset):,} training sequences; {ctx.world_size} "
+            f"process(es); out: {out}",
+            file=sys.stderr,
+        )
+    session = Session(
+        out_dir=folder, resume=args.resume, stop_after=args.stop_after, show_progress=not args.quiet
+    )
     history = train_loop(model, train_loader, val_loader, cfg, tokenizer=tokenizer, session=session)
     if ctx.is_main:
         finish_run(out, history, "Training and validation loss")

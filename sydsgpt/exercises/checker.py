@@ -85,9 +85,13 @@ def register(exercise: Exercise) -> Exercise:
     if exercise.key in REGISTRY:
         raise ValueError(f"exercise {exercise.key} registered twice")
     if exercise.difficulty not in (1, 2, 3):
-        raise ValueError(f"exercise {exercise.key}: difficulty must be 1, 2 or 3, got {exercise.difficulty}")
+        raise ValueError(
+            f"exercise {exercise.key}: difficulty must be 1, 2 or 3, got {exercise.difficulty}"
+        )
     if not exercise.cases:
-        raise ValueError(f"exercise {exercise.key} has no cases: a check that cannot fail is a defect")
+        raise ValueError(
+            f"exercise {exercise.key} has no cases: a check that cannot fail is a defect"
+        )
     REGISTRY[exercise.key] = exercise
     return exercise
 
@@ -135,13 +139,18 @@ class CheckReport:
         """The feedback text, one line per case (one line in all while not attempted)."""
         if not self.attempted:
             name = self.title.split("(")[0].strip()
-            return f"Exercise {self.key} not attempted yet: write {name}(...) in place of `raise NotImplementedError`, then run this cell again."
+            return (
+                f"Exercise {self.key} not attempted yet: write {name}(...) in place of `raise "
+                "NotImplementedError`, then run this cell again."
+            )
         stars = f" ({self.stars})" if self.stars else ""
         lines = [f"Exercise {self.key}{stars}: {self.title}"]
         explained = set()
         for r in self.results:
             lines.append(f"  [pass] {r.name}" if r.passed else f"  [FAIL] {r.name}: {r.message}")
-            if r.mistake and r.mistake not in explained:  # each likely mistake once, under its first case
+            if (
+                r.mistake and r.mistake not in explained
+            ):  # each likely mistake once, under its first case
                 lines.append(f"         likely mistake: {r.mistake}")
                 explained.add(r.mistake)
         n_ok = sum(r.passed for r in self.results)
@@ -159,13 +168,19 @@ DEFAULT_TIME_LIMIT = 10.0
 
 
 class CaseTimeout(BaseException):
-    """A case ran past its time limit (a ``BaseException``, so a reader's ``except Exception`` cannot swallow it)."""
+    """A case ran past its time limit (a ``BaseException``,
+    so a reader's ``except Exception`` cannot swallow it)."""
 
 
 @contextmanager
 def time_limited(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`CaseTimeout` in the block after ``seconds`` (``None``/0: no limit; needs SIGALRM and the main thread)."""
-    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+    """Raise :class:`CaseTimeout` in the block after ``seconds``
+    (``None``/0: no limit; needs SIGALRM and the main thread)."""
+    if (
+        not seconds
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
 
@@ -185,7 +200,8 @@ _UNCOPYABLE = object()
 
 
 def _snapshot(value: Any) -> Any:
-    """A deep copy of a mutable argument (tensors, arrays, containers, modules); immutable values need none."""
+    """A deep copy of a mutable argument (tensors, arrays,
+    containers, modules); immutable values need none."""
     if isinstance(value, (int, float, str, bytes, bool, type(None), frozenset)):
         return _UNCOPYABLE
     try:
@@ -200,16 +216,30 @@ def _same(now: Any, before: Any) -> bool:
     if isinstance(now, torch.nn.Module):
         return _same(now.state_dict(), before.state_dict())
     if isinstance(now, torch.Tensor):
-        if not isinstance(before, torch.Tensor) or now.shape != before.shape or now.dtype != before.dtype:
+        if (
+            not isinstance(before, torch.Tensor)
+            or now.shape != before.shape
+            or now.dtype != before.dtype
+        ):
             return False
         if now.is_floating_point() or now.is_complex():
             return bool(((now == before) | (now.isnan() & before.isnan())).all())
         return torch.equal(now, before)
     if isinstance(now, dict):
-        return isinstance(before, dict) and now.keys() == before.keys() and all(_same(now[k], before[k]) for k in now)
+        return (
+            isinstance(before, dict)
+            and now.keys() == before.keys()
+            and all(_same(now[k], before[k]) for k in now)
+        )
     if isinstance(now, (list, tuple)):
-        return type(now) is type(before) and len(now) == len(before) and all(_same(a, b) for a, b in zip(now, before))
-    if type(now).__eq__ is object.__eq__:  # compared by identity only (a loader, a tokenizer): cannot tell
+        return (
+            type(now) is type(before)
+            and len(now) == len(before)
+            and all(_same(a, b) for a, b in zip(now, before))
+        )
+    if (
+        type(now).__eq__ is object.__eq__
+    ):  # compared by identity only (a loader, a tokenizer): cannot tell
         return True
     try:
         return bool(now == before)
@@ -218,19 +248,23 @@ def _same(now: Any, before: Any) -> bool:
 
 
 def guard_inputs(candidate: Candidate) -> Candidate:
-    """``candidate``, raising a friendly ``AssertionError`` when a call changes one of its arguments in place."""
+    """``candidate``, raising a friendly ``AssertionError``
+    when a call changes one of its arguments in place."""
 
     @functools.wraps(candidate)
     def call(*args: Any, **kwargs: Any) -> Any:
-        given = [(f"argument {i + 1}", a) for i, a in enumerate(args)] + [(f"argument {k}=", v) for k, v in kwargs.items()]
+        given = [(f"argument {i + 1}", a) for i, a in enumerate(args)] + [
+            (f"argument {k}=", v) for k, v in kwargs.items()
+        ]
         before = [(where, value, _snapshot(value)) for where, value in given]
         result = candidate(*args, **kwargs)
         for where, value, then in before:
             if then is not _UNCOPYABLE and not _same(value, then):
                 raise AssertionError(
-                    f"your function changed its input in place ({where}, a {type(value).__name__}); the code that "
-                    "calls it still needs the original. Work on a copy instead (x = x.clone(), list(ids), or "
-                    "x = x * 2 rather than x *= 2)."
+                    f"your function changed its input in place ({where}, a "
+                    f"{type(value).__name__}); the code that calls it still needs the original. "
+                    "Work on a copy instead (x = x.clone(), list(ids), or x = x * 2 rather than x "
+                    "*= 2)."
                 )
         return result
 
@@ -262,7 +296,9 @@ def _sort_key(key: str) -> tuple[int, ...]:
     return tuple(int(part) for part in key.split("."))
 
 
-def run_checks(exercise: Exercise, candidate: Candidate, time_limit: float | None = DEFAULT_TIME_LIMIT) -> CheckReport:
+def run_checks(
+    exercise: Exercise, candidate: Candidate, time_limit: float | None = DEFAULT_TIME_LIMIT
+) -> CheckReport:
     """Run every case against ``candidate``; never raises for a wrong candidate.
 
     Args:
@@ -276,10 +312,17 @@ def run_checks(exercise: Exercise, candidate: Candidate, time_limit: float | Non
             with time_limited(time_limit):
                 case.run(guarded)
         except CaseTimeout:
-            report.results.append(CaseResult(case.name, False, (
-                f"still running after {time_limit:g} s (the time limit of each check), so it was stopped: an endless "
-                "loop? A correct answer takes well under a second here; to allow more, pass time_limit=<seconds> to check()."
-            )))
+            report.results.append(
+                CaseResult(
+                    case.name,
+                    False,
+                    (
+                        f"still running after {time_limit:g} s (the time limit of each check), so "
+                        "it was stopped: an endless loop? A correct answer takes well under a "
+                        "second here; to allow more, pass time_limit=<seconds> to check()."
+                    ),
+                )
+            )
         except Exception as exc:  # the reader's code may raise anything
             report.results.append(CaseResult(case.name, False, _describe_error(exc)))
         else:
@@ -287,7 +330,12 @@ def run_checks(exercise: Exercise, candidate: Candidate, time_limit: float | Non
     return report
 
 
-def check(key: str, candidate: Candidate, verbose: bool = True, time_limit: float | None = DEFAULT_TIME_LIMIT) -> CheckReport:
+def check(
+    key: str,
+    candidate: Candidate,
+    verbose: bool = True,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
+) -> CheckReport:
     """Check the reader's ``candidate`` for exercise ``key`` and print feedback.
 
     Each case may take ``time_limit`` seconds (``None``: no limit).
@@ -316,7 +364,11 @@ def explain_mistakes(exercise: Exercise, report: CheckReport) -> CheckReport:
     by_wrong = [(wrong, run_checks(exercise, wrong)) for wrong in exercise.wrong_answers]
     for result in failed:
         for wrong, wrong_report in by_wrong:
-            same = [w for w in wrong_report.results if w.name == result.name and w.message == result.message]
+            same = [
+                w
+                for w in wrong_report.results
+                if w.name == result.name and w.message == result.message
+            ]
             if same and wrong.__doc__:
                 result.mistake = " ".join(wrong.__doc__.split())
                 break
@@ -328,7 +380,9 @@ def exercises_in_chapter(chapter: int) -> list[Exercise]:
     from . import load_all
 
     load_all()
-    return sorted((e for e in REGISTRY.values() if e.chapter == chapter), key=lambda e: _sort_key(e.key))
+    return sorted(
+        (e for e in REGISTRY.values() if e.chapter == chapter), key=lambda e: _sort_key(e.key)
+    )
 
 
 def expect_equal(actual: Any, expected: Any, what: str) -> None:
@@ -337,7 +391,9 @@ def expect_equal(actual: Any, expected: Any, what: str) -> None:
         raise AssertionError(f"{what}: expected {expected!r}, got {actual!r}")
 
 
-def expect_close(actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+def expect_close(
+    actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol: float = 1e-4
+) -> None:
     """Tensors/arrays/numbers close, with shape checked first."""
     import torch
 
@@ -350,7 +406,9 @@ def expect_close(actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol
         shown = ""
         if e.numel() <= 12:  # small enough to print: say what was expected and what came back
             shown = f"; expected {_rounded(e.tolist())}, got {_rounded(a.tolist())}"
-        raise AssertionError(f"{what}: values differ from the expected ones (largest difference {diff:.3g}){shown}")
+        raise AssertionError(
+            f"{what}: values differ from the expected ones (largest difference {diff:.3g}){shown}"
+        )
 
 
 def _rounded(values: Any) -> Any:
