@@ -74,6 +74,7 @@ def test_every_coding_exercise_has_an_answer_cell(chapter: int) -> None:
     )
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
 def test_untouched_chapter_is_not_attempted(chapter: int) -> None:
     results = check_answers(CHAPTERS[chapter])
@@ -83,6 +84,7 @@ def test_untouched_chapter_is_not_attempted(chapter: int) -> None:
     ]
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
 def test_reference_answers_pass(chapter: int, tmp_path: Path) -> None:
     path = _filled(chapter, tmp_path, {e.key: e.solution for e in exercises_in_chapter(chapter)})
@@ -92,6 +94,7 @@ def test_reference_answers_pass(chapter: int, tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
 def test_each_wrong_answer_fails_and_names_the_exercise(
     chapter: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -169,6 +172,7 @@ def test_a_cell_that_raises_is_failed(tmp_path: Path) -> None:
     assert status["2.1"][0] == FAILED and "SyntaxError" in status["2.1"][1]
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_a_cell_that_never_ends_is_stopped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -195,6 +199,7 @@ def test_a_cell_that_never_ends_is_stopped(
     assert "--time-limit must be a number of seconds > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_pytest_answers_option(tmp_path: Path) -> None:
     """``pytest --answers PATH`` runs only the reader's answers: a passing answer passes, a wrong
     one fails and names its exercise, the others are skipped as not attempted."""

@@ -149,6 +149,7 @@ def check_machine(result: dict[str, Any]) -> None:
     assert "gpu" in machine
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_bench_train_quick_writes_a_json_with_machine_and_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -192,6 +193,7 @@ def test_bench_train_quick_writes_a_json_with_machine_and_rows(
     assert rows[3]["final_loss"] == pytest.approx(rows[1]["final_loss"], abs=1e-4)
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_bench_ablation_quick_and_the_gpu_plan(tmp_path: Path) -> None:
     assert main(["bench", "--what", "ablation", "--quick", "--out", str(tmp_path)]) == 0
     result = load(tmp_path / "ablation_cpu.json")
@@ -231,6 +233,7 @@ def test_bench_plan_is_only_for_the_ablation(
     )
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_bench_tokenizer_quick_writes_bpe_json_with_memory(tmp_path: Path) -> None:
     assert main(["bench", "--what", "tokenizer", "--quick", "--out", str(tmp_path)]) == 0
     result = load(tmp_path / "bpe.json")

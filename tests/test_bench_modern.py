@@ -16,6 +16,7 @@ from sydsgpt.model import count_parameters
 from sydsgpt.presets import get_preset
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_match_parameter_count_picks_the_closest_width() -> None:
     base = get_preset("book-ch05")
     target = count_parameters(base)
@@ -54,6 +55,7 @@ def test_bits_per_byte_of_a_uniform_model() -> None:
     )  # 256 equally likely bytes: 8 bits
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_quick_run_writes_every_row(tmp_path) -> None:
     assert main(["bench", "--what", "modern", "--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "modern_cpu.json").read_text())

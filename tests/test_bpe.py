@@ -202,6 +202,7 @@ def test_vocab_size_too_small_is_a_clear_error() -> None:
         BPETokenizer().train("text", 256, special_tokens=[END_OF_TEXT])
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_training_tinyshakespeare_is_fast() -> None:
     text = load_corpus("tinyshakespeare")
     start = time.perf_counter()

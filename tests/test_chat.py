@@ -53,6 +53,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     return tokenizer_from_gguf(read_gguf(path)), hf
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("n", range(len(CONVERSATIONS)))
 @pytest.mark.parametrize("generation_prompt", [True, False])
 def test_text_and_ids_equal_the_jinja_template(

@@ -110,6 +110,7 @@ def test_mismatched_config_or_tokenizer_is_a_clear_error(tmp_path: Path) -> None
         check_compatible(ck, tokenizer={"name": "gpt2", "n_vocab": 50257})
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_unwrap_and_identity() -> None:
     model = train_model()
     assert unwrap_model(torch.compile(model)) is model

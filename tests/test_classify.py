@@ -337,6 +337,7 @@ def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:
     )
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
     from sydsgpt.bench import finetune
     from sydsgpt.bench.finetune import COLUMNS, MODEL_ROWS

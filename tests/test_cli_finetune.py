@@ -119,6 +119,7 @@ def test_masking_can_be_switched_off(base: Path, tmp_path: Path, capsys) -> None
     assert code == 0 and "loss on every token" in err
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_resume_continues_exactly(base: Path, tmp_path: Path, capsys) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert (
@@ -305,6 +306,7 @@ def test_a_base_of_an_unknown_kind_says_what_is_accepted(tmp_path: Path, capsys)
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_lora_runs_with_the_same_seed_give_the_same_weights(
     base: Path, tmp_path: Path, capsys
 ) -> None:
@@ -350,6 +352,7 @@ def test_an_unknown_task_is_refused(capsys) -> None:
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_random_weight_gpt2_finetunes_with_the_same_code(tmp_path: Path, capsys) -> None:
     # The path readers take with GPT-2 124M/355M, on a tiny GPT-2 that transformers builds offline.
     transformers = pytest.importorskip("transformers")

@@ -208,6 +208,7 @@ def test_help_has_examples(capsys) -> None:
     assert "Examples:" in out and "--repetition-penalty" in out and "--no-use-cache" in out
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_entry_point_streams_in_a_subprocess(model: SydsGPT, original_checkpoint: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(

@@ -15,6 +15,7 @@ from sydsgpt.generate import generate
 from sydsgpt.model import SydsGPT
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_train_modern_preset_then_generate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

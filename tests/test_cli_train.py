@@ -204,6 +204,7 @@ def test_the_chapter_command_reproduces_the_book_run_bit_for_bit(
         assert torch.equal(from_cli["model"][name], tensor), name
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_a_finished_book_run_is_loaded_not_retrained(tmp_path: Path) -> None:
     cfg = replace(RUNS["book-ch05"].train, max_steps=2, eval_interval=0)
     book = train_book_model(tmp_path / "book", cfg=cfg, show_progress=False)

@@ -42,6 +42,7 @@ def test_wrong_answers_fail(key: str) -> None:
         assert not report.passed, f"{key}: wrong answer {wrong.__name__} passes every check"
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("key", KEYS)
 def test_wrong_answers_are_explained(key: str) -> None:
     """At least two wrong answers, each naming its likely mistake (its docstring), and the feedback

@@ -541,6 +541,7 @@ def test_generate_text_matches_token_level_generate() -> None:
 # ---------------------------------------------------------------------------- benchmark
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_generation_benchmark_rows(model: SydsGPT) -> None:
     from sydsgpt.bench.generation import run
 

@@ -180,6 +180,7 @@ def test_count_parameters_matches_model(overrides: dict) -> None:
     )
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_count_parameters_book_and_gpt2_small_instantiated() -> None:
     assert count_parameters(PRESETS["gpt2-mini"]) == _numel(SydsGPT(PRESETS["gpt2-mini"]))
     assert (
@@ -197,6 +198,7 @@ GPT2_SIZES = {  # preset: (Hugging Face config, size in the GPT-2 paper's model 
 }
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("preset", sorted(GPT2_SIZES))
 def test_count_parameters_equals_transformers_gpt2(preset: str) -> None:
     transformers = pytest.importorskip("transformers")

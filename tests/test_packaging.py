@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_the_wheel_ships_every_module_and_the_committed_results(tmp_path: Path) -> None:
     # Built from a copy, so setuptools' build/ folder lands in tmp_path, not in the repository.
     source = tmp_path / "src"

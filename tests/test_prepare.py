@@ -205,6 +205,7 @@ def _rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="reads the resident set size from /proc"
 )

@@ -253,6 +253,7 @@ def book_eval():
 # int8 (the goal we set), 0.02 for 4 bits (about 5x the largest difference we saw). Broken
 # formats fail them: swapped nibbles +2.2, a 4-bit offset of 7 instead of 8 +0.12, int8
 # scales 5% too large +0.03 bits per byte on this slice.
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 @pytest.mark.parametrize("scheme, bound", [("int8", 0.01), ("int8-dynamic", 0.01), ("q4", 0.02)])
 def test_book_checkpoint_quality_survives_quantization(
     book_eval, scheme: str, bound: float
@@ -266,6 +267,7 @@ def test_book_checkpoint_quality_survives_quantization(
     assert generate(quantized, ids, 8, use_cache=True).shape == (1, ids.shape[1] + 8)
 
 
+@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
 def test_quick_benchmark_writes_every_row_and_field(tmp_path, capsys) -> None:
     assert main(["bench", "--what", "quantization", "--quick", "--out", str(tmp_path)]) == 0
     assert "tiny-random" in capsys.readouterr().out
