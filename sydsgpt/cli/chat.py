@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..chat import ChatSession
-from ..generate import GenerationConfig, use_decoding_layout
+from ..generate import use_decoding_layout
 from ..runtime import resolve_device
-from .options import add_config_options, config_from_args, unescape
+from .generate import add_decoding_options, decoding_config
+from .options import unescape
 
 SMOLLM2, BOOK = "smollm2-135m-instruct", "book-checkpoint"
 CHAT_CONTEXT = 2048
@@ -51,16 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=256, help="most tokens in one answer (default: 256)"
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
-    )
-    add_config_options(
-        parser.add_argument_group("decoding (sydsgpt.generate.GenerationConfig)"),
-        GenerationConfig,
-        skip=("eos_id",),
-    )
+    add_decoding_options(parser)
 
 
 def load_chat_model(name: str, device: str = "auto") -> tuple[Any, Any]:
@@ -111,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         tokenizer,
         None if args.system is None else unescape(args.system),
-        config_from_args(GenerationConfig, args),
+        decoding_config(args),
         args.max_new_tokens,
     )
     if not session.is_chat:

@@ -44,12 +44,17 @@ from ..corpora import load_instructions, load_labelled_texts
 from ..files import TOKENIZER_NAME
 from ..gpt2_weights import load_gpt2_weights
 from ..hub import looks_like_hub_name
-from ..instruct import add_end_token, exact_match, instruction_data, word_task_records
-from ..losses import NextTokenObjective
+from ..instruct import (
+    add_end_token,
+    exact_match,
+    finetune_instructions,
+    instruction_data,
+    word_task_records,
+)
 from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
 from ..runtime import resolve_device, seed_everything
 from ..tokenizer import get_gpt2_tokenizer
-from ..train import Session, train
+from ..train import Session
 from ..train_config import TrainConfig
 from ..validation import check_positive_int, check_real
 from .errors import EXIT_STATUS_HELP, UsageError
@@ -328,7 +333,8 @@ def _run_instruct(args: argparse.Namespace) -> int:
     base_model, base_tokenizer = load_base(args.base)
     model, tokenizer = add_end_token(base_model, base_tokenizer)
     # every record tokenized and checked against the context before anything is written
-    train_data, val_data = instruction_data(
+    # (finetune_instructions tokenizes them again: cheap, and one training path)
+    instruction_data(
         train_records,
         val_records,
         tokenizer,
@@ -340,9 +346,8 @@ def _run_instruct(args: argparse.Namespace) -> int:
     if lora is not None:
         seed_everything(cfg.seed)  # the adapters' initial values
         apply_lora(model, lora)
-        if (
-            tokenizer is not base_tokenizer
-        ):  # the new end token's rows must learn too (saved with the adapter)
+        if tokenizer is not base_tokenizer:
+            # the new end token's rows must learn too (saved with the adapter)
             model.token_embedding.weight.requires_grad_(True)
             model.output_projection.weight.requires_grad_(True)
     with run_folder(out) as folder:
@@ -358,14 +363,14 @@ def _run_instruct(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             show_progress=not args.quiet,
         )
-        history = train(
+        history = finetune_instructions(
             model,
-            train_data,
-            val_data,
+            tokenizer,
+            train_records,
+            val_records,
             cfg,
-            tokenizer=tokenizer,
+            mask_prompt=args.mask_prompt,
             session=session,
-            objective=NextTokenObjective(),
         )
         if lora is not None:
             save_adapter(out / ADAPTER_NAME, model, lora)

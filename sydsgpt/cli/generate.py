@@ -61,6 +61,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a BPETokenizer saved with .save(); default: tokenizer.json beside the "
         "checkpoint when the checkpoint names a tokenizer other than GPT-2's, else GPT-2's",
     )
+    add_decoding_options(parser)
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and every :class:`GenerationConfig` option (``sydsgpt generate`` and
+    ``sydsgpt chat``); :func:`decoding_config` reads them back."""
     parser.add_argument(
         "--device",
         default="auto",
