@@ -354,7 +354,9 @@ def test_every_internal_link_resolves(built_book: Path) -> None:
             if not target.exists():
                 broken.append(f"{page}: {href} (no such file)")
             elif target_url.fragment and target.suffix == ".html":
-                ids = parsed.setdefault(target, _parse(target).ids)
+                if target not in parsed:  # parse each page once (setdefault would parse every time)
+                    parsed[target] = _parse(target).ids
+                ids = parsed[target]
                 if unquote(target_url.fragment) not in ids:
                     broken.append(f"{page}: {href} (no anchor #{target_url.fragment})")
     assert not broken, "broken internal links:\n" + "\n".join(broken)

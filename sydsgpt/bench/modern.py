@@ -90,12 +90,13 @@ def match_parameter_count(
 ) -> dict[str, Any]:
     """``config`` with the ``ffn_hidden_dim`` (a multiple of
     ``multiple_of``) whose parameter count is closest to ``target``."""
+    # The count is linear in the hidden width: two widths give the line, the target its step.
     d = config["embedding_dim"]
-    candidates = range(multiple_of, 8 * d + 1, multiple_of)
-    best = min(
-        candidates, key=lambda h: abs(count_parameters({**config, "ffn_hidden_dim": h}) - target)
-    )
-    return {**config, "ffn_hidden_dim": best}
+    first = count_parameters({**config, "ffn_hidden_dim": multiple_of})
+    per_step = count_parameters({**config, "ffn_hidden_dim": 2 * multiple_of}) - first
+    last_step = 8 * d // multiple_of - 1  # widths multiple_of .. 8 d
+    step = min(max(round((target - first) / per_step), 0), last_step)
+    return {**config, "ffn_hidden_dim": multiple_of * (step + 1)}
 
 
 def _train_row(
