@@ -54,7 +54,8 @@ CORPORA: dict[str, Corpus] = {
         Corpus(
             "tinyshakespeare",
             "tinyshakespeare.txt",
-            "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+            "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
+            "data/tinyshakespeare/input.txt",
             "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
             1_115_394,
             "About 40,000 lines from Shakespeare's plays (Karpathy's char-rnn data set).",
@@ -62,7 +63,8 @@ CORPORA: dict[str, Corpus] = {
         Corpus(
             "the-verdict",
             "the-verdict.txt",
-            "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt",
+            "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
+            "ch02/01_main-chapter-code/the-verdict.txt",
             "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
             20_479,
             "Edith Wharton's short story 'The Verdict' (1908, public domain).",
@@ -81,7 +83,8 @@ CORPORA: dict[str, Corpus] = {
         Corpus(
             "instruction-data",
             "instruction-data.json",
-            "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
+            "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
+            "ch07/01_main-chapter-code/instruction-data.json",
             "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
             203_524,
             "1,100 Alpaca-style records with 'instruction', 'input' and 'output' "

@@ -133,7 +133,9 @@ class SydsGPT(nn.Module):
         return torch.arange(past, past + t, device=input_ids.device)
 
     # later: loading weights saved with another vocabulary padding (appendix: making it fast)
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # Rows past vocab_size never reach the logits, so a checkpoint loads whatever padding
         # (Kernels.pad_vocab_multiple) it was saved with: extra rows dropped, missing ones 0.
         rows = self.token_embedding.weight.shape[0]

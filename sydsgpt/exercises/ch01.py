@@ -118,7 +118,8 @@ def _wrong_load_string_ids(text: str) -> dict[tuple[int, int], int]:
     """Keeps the ids as the strings read from the file: ('104', '105') is not the pair (104, 105).
     Convert each with int()."""
     lines = [line for line in text.splitlines()[1:] if line.strip()]
-    return {tuple(line.split()): 256 + rank for rank, line in enumerate(lines)}  # type: ignore[misc]
+    ranks = {tuple(line.split()): 256 + rank for rank, line in enumerate(lines)}
+    return ranks  # type: ignore[return-value]
 
 
 def _wrong_load_sorted(text: str) -> dict[tuple[int, int], int]:
