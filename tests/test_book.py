@@ -466,7 +466,10 @@ def test_page_in_a_real_browser(browser_context, book_url: str, page: str) -> No
         )
         overflow = tab.evaluate(browser.PAGE_OVERFLOW_PX)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(SCREENSHOTS / f"{Path(page).name}.png"), full_page=True)
+        # The first screen (a whole page takes about a second more per page):
+        # SYDSGPT_FULL_SCREENSHOTS=1 saves whole pages to look at.
+        full = os.environ.get("SYDSGPT_FULL_SCREENSHOTS") == "1"
+        tab.screenshot(path=str(SCREENSHOTS / f"{Path(page).name}.png"), full_page=full)
     finally:
         tab.close()
 
