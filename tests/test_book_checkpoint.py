@@ -83,10 +83,8 @@ def test_the_recorded_bits_per_byte_are_reproduced() -> None:
     assert round(loss, 4) == pytest.approx(INFO["val_loss"], abs=2e-4)
 
 
-def test_publish_then_load_gives_the_trained_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same publish/load path on a seconds-long run (a tiny model on the-verdict)."""
+def _register_tiny_run(monkeypatch: pytest.MonkeyPatch, **train: int) -> None:
+    """A seconds-long named run ``tiny-book`` (a tiny model on the-verdict) for this test only."""
     tiny = {
         "vocab_size": 300,
         "embedding_dim": 16,
@@ -97,16 +95,19 @@ def test_publish_then_load_gives_the_trained_model(
         "qkv_bias": False,
         "tie_weights": True,
     }
+    settings = dict(batch_size=4, eval_interval=0, sample_tokens=0, device="cpu", **train)
     spec = RunPreset(
-        corpus="the-verdict",
-        tokenizer="bpe:300",
-        preset="tiny-book",
-        train=TrainConfig(
-            max_steps=3, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu", threads=1
-        ),
+        corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book", train=TrainConfig(**settings)
     )
     monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
     monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
+
+
+def test_publish_then_load_gives_the_trained_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same publish/load path on a seconds-long run (a tiny model on the-verdict)."""
+    _register_tiny_run(monkeypatch, max_steps=3, threads=1)
     threads = torch.get_num_threads()
     try:
         trained = train_book_model(tmp_path / "run", run="tiny-book", show_progress=False)
@@ -129,26 +130,7 @@ def test_publish_then_load_gives_the_trained_model(
 def test_an_unfinished_run_is_not_published(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tiny = {
-        "vocab_size": 300,
-        "embedding_dim": 16,
-        "context_length": 16,
-        "num_layers": 1,
-        "num_heads": 2,
-        "dropout": 0.0,
-        "qkv_bias": False,
-        "tie_weights": True,
-    }
-    spec = RunPreset(
-        corpus="the-verdict",
-        tokenizer="bpe:300",
-        preset="tiny-book",
-        train=TrainConfig(
-            max_steps=4, batch_size=4, eval_interval=0, sample_tokens=0, device="cpu"
-        ),
-    )
-    monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
-    monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
+    _register_tiny_run(monkeypatch, max_steps=4)
     train_book_model(tmp_path / "run", run="tiny-book", stop_after=2, show_progress=False)
     with pytest.raises(
         CheckpointError,
