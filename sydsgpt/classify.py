@@ -1,4 +1,4 @@
-"""Chapter 8: finetuning a pretrained GPT into a text classifier.
+"""Chapter 9: finetuning a pretrained GPT into a text classifier.
 
 The language model's last layer maps each position's features to ``vocab_size`` logits.
 A classifier swaps that head for a small one with ``num_classes`` outputs
@@ -320,7 +320,7 @@ def predict(
 
 
 def classifier_train_config(**overrides: Any) -> TrainConfig:
-    """The training options chapter 8 classifies with (``overrides`` replace any of them):
+    """The training options chapter 9 classifies with (``overrides`` replace any of them):
     two epochs, a 10-step warm-up then the cosine decay, no weight decay, no text samples."""
     base: dict[str, Any] = {
         "epochs": 2,

@@ -7,7 +7,7 @@ directory that has them); a cached file whose sha256 does not match is an error.
 >>> text = load_corpus("the-verdict")          # doctest: +SKIP
 >>> text = load_corpus("my_notes.txt")         # any local file works too  # doctest: +SKIP
 
-Chapter 8's two data sets are parsed and checked here too:
+Chapter 9's two data sets are parsed and checked here too:
 :func:`load_sms_spam` (``(label, text)`` pairs, any ``label<TAB>text`` file through
 :func:`load_labelled_texts`) and :func:`load_instructions` (instruction/input/output records).
 """
@@ -218,7 +218,7 @@ def load_corpus(name_or_path: str | os.PathLike[str]) -> str:
     )
 
 
-# ---------------------------------------------------------------------------- chapter 8's data sets
+# ---------------------------------------------------------------------------- chapter 9's data sets
 
 SMS_LABELS = ("ham", "spam")
 """The labels of the ``sms-spam`` data set (ham: a normal message)."""

@@ -1,4 +1,4 @@
-"""Chapter 8: instruction finetuning -- teaching a text continuer to answer.
+"""Chapter 9: instruction finetuning -- teaching a text continuer to answer.
 
 A record is ``{"instruction", "input", "output"}`` (the input may be empty). Finetuning
 turns each record into one token sequence and trains on it with the pretraining loss,

@@ -1,4 +1,4 @@
-"""Chapter 8: LoRA, low-rank adaptation of a frozen model.
+"""Chapter 9: LoRA, low-rank adaptation of a frozen model.
 
 A linear layer ``y = x W^T + b`` with ``W`` of shape ``(out, in)`` is finetuned by
 learning a low-rank *change* of its weight instead of the weight itself::

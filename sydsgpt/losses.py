@@ -112,7 +112,7 @@ def loader_loss(
     was_training = model.training
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # (loss * count, count)
-    # later: the objective's other metrics, weighed like the loss (chapter 8)
+    # later: the objective's other metrics, weighed like the loss (chapter 9)
     names = objective.metric_names
     metric_sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     # endlater
@@ -127,7 +127,7 @@ def loader_loss(
             out = objective(model, batch, device)
         sums[0] += out.loss.double() * out.count
         sums[1] += out.count
-        # later: the objective's other metrics, weighed like the loss (chapter 8)
+        # later: the objective's other metrics, weighed like the loss (chapter 9)
         for j, name in enumerate(names):
             metric_sums[j] += torch.as_tensor(out.metrics[name], device=device).double() * out.count
         # endlater
@@ -139,7 +139,7 @@ def loader_loss(
             "shorter than one sequence of context_length + 1 tokens; use more text or a shorter "
             "context_length."
         )
-    # later: the objective's other metrics, weighed like the loss (chapter 8)
+    # later: the objective's other metrics, weighed like the loss (chapter 9)
     if metrics is not None and names:
         weighted = all_reduce_sum(metric_sums, ctx).tolist()
         metrics.update({name: value / count for name, value in zip(names, weighted)})

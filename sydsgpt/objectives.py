@@ -11,11 +11,11 @@ The objectives, each beside the chapter that teaches it:
 
 ======================================================  ====================================
 :class:`sydsgpt.losses.NextTokenObjective` (default)    pretraining (chapter 5) and
-                                                        instruction finetuning (chapter 8):
+                                                        instruction finetuning (chapter 9):
                                                         targets equal to :data:`IGNORE_INDEX`
                                                         are not graded
 :class:`sydsgpt.classify.ClassificationObjective`       a label per text, read at its last
-                                                        real token (chapter 8)
+                                                        real token (chapter 9)
 ======================================================  ====================================
 
 A new stage (a preference loss over chosen/rejected pairs, a reward-weighted loss over

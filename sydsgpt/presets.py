@@ -78,7 +78,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Chapter 7: modern architectures. The real shapes follow the released checkpoints'
 # config.json (sydsgpt.hf_weights reads those); "book-modern" is gpt2-mini with every
 # modern part, small enough to train on a CPU.
-_MODERN_COMMON = {
+MODERN_PARTS = {
     "norm": "rmsnorm",
     "ffn": "swiglu",
     "positions": "rope",
@@ -87,7 +87,7 @@ _MODERN_COMMON = {
 }
 MODERN_PRESETS: dict[str, dict[str, Any]] = {
     "llama3.2-1b": {
-        **_MODERN_COMMON,
+        **MODERN_PARTS,
         "vocab_size": 128256,
         "embedding_dim": 2048,
         "context_length": 131072,
@@ -108,7 +108,7 @@ MODERN_PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "qwen3-0.6b": {
-        **_MODERN_COMMON,
+        **MODERN_PARTS,
         "vocab_size": 151936,
         "embedding_dim": 1024,
         "context_length": 40960,
@@ -125,7 +125,7 @@ MODERN_PRESETS: dict[str, dict[str, Any]] = {
     },
     # SmolLM2-135M-Instruct (sydsgpt.smollm2 loads its weights from a GGUF file, chapter 8).
     "smollm2-135m-instruct": {
-        **_MODERN_COMMON,
+        **MODERN_PARTS,
         "vocab_size": 49152,
         "embedding_dim": 576,
         "context_length": 8192,
@@ -140,7 +140,7 @@ MODERN_PRESETS: dict[str, dict[str, Any]] = {
         "rope_theta": 100000.0,
     },
     "book-modern": {
-        **_MODERN_COMMON,
+        **MODERN_PARTS,
         "vocab_size": 50257,
         "embedding_dim": 256,
         "context_length": 256,

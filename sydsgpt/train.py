@@ -134,7 +134,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
     loss_sum = torch.zeros((), device=device)
-    # later: the objective's other metrics for the log (chapter 8)
+    # later: the objective's other metrics for the log (chapter 9)
     batch_metrics = []
     # endlater
     for i, batch in enumerate(micro_batches):
@@ -143,7 +143,7 @@ def train_step(
                 out = objective(model, batch, device)
             (out.loss / n).backward()
         loss_sum += out.loss.detach().float()
-        # later: the objective's other metrics for the log (chapter 8)
+        # later: the objective's other metrics for the log (chapter 9)
         batch_metrics.append(out.metrics)
         # endlater
     mean_loss = all_reduce_mean(loss_sum / n, ctx)
@@ -155,7 +155,7 @@ def train_step(
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    # later: the objective's other metrics for the log (chapter 8)
+    # later: the objective's other metrics for the log (chapter 9)
     if metrics is not None:
         metrics.update(_mean_metrics(objective.metric_names, batch_metrics, device, ctx))
     # endlater

@@ -1,4 +1,4 @@
-"""Chapter 8's data sets: the SMS zip member and the instruction JSON are downloaded, checked
+"""Chapter 9's data sets: the SMS zip member and the instruction JSON are downloaded, checked
 by sha256 (of the extracted file) and cached like the corpora; parsing errors name the
 file, the line or record, and the fix. No network: the downloads are served from memory."""
 

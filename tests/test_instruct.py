@@ -1,4 +1,4 @@
-"""Chapter 8, instruction finetuning: the template, the end token, loss masking (by hand and
+"""Chapter 9, instruction finetuning: the template, the end token, loss masking (by hand and
 shown to matter), generation that stops at the end token, the scorer, and a tiny run."""
 
 from __future__ import annotations

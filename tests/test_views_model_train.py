@@ -50,7 +50,7 @@ VIEWS = {
             "with gradient_sync(model, last=i == n - 1):",
         ],
         ["batch_metrics", "metrics.update("],
-        ["# ... the objective's other metrics for the log (chapter 8)"],
+        ["# ... the objective's other metrics for the log (chapter 9)"],
     ),
     "loader_loss": (
         loader_loss,

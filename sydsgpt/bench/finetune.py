@@ -1,4 +1,4 @@
-"""Benchmark: chapter 8's table, every way of building an SMS spam classifier, measured.
+"""Benchmark: chapter 9's table, every way of building an SMS spam classifier, measured.
 
 Each row is scored on the same held-out **test** split of the SMS Spam Collection
 (:func:`sydsgpt.classify.balanced_split`: as many ham as spam, so guessing scores 50%):
@@ -62,7 +62,7 @@ COLUMNS = (
     "steps",
 )
 SPLIT_SEED = 123
-"""The seed of the balanced train / validation / test split (chapter 8 uses the same)."""
+"""The seed of the balanced train / validation / test split (chapter 9 uses the same)."""
 MAX_LENGTH = 64
 """Tokens per message (the median SMS is about 60 of
 the book tokenizer's tokens; longer ones are cut)."""

@@ -1,4 +1,4 @@
-"""Benchmark: chapter 8's instruction-finetuning experiment, measured.
+"""Benchmark: chapter 9's instruction-finetuning experiment, measured.
 
 The book's pretrained model is finetuned on the word tasks of
 :func:`sydsgpt.instruct.word_task_records` (repeat / first / last / reverse of a few

@@ -15,13 +15,16 @@ settings, one row per configuration) into the --out folder:
              prepare.json
   quality    held-out bits per byte of chapter 5's run (trained and timed here) and of the
              book checkpoint -> quality_cpu.json
-  finetune   chapter 8's SMS spam classifiers: baselines, head / last block / all / LoRA finetuning,
+  finetune   chapter 9's SMS spam classifiers: baselines, head / last block / all / LoRA finetuning,
              test accuracy, trainable parameters, time, peak memory -> finetune_<cpu|gpu>.json
-  instruct   chapter 8's instruction finetuning: the base model, finetuned with and without loss
+  instruct   chapter 9's instruction finetuning: the base model, finetuned with and without loss
              masking, scored on held-out prompts -> instruct_<cpu|gpu>.json
   quantization  the book checkpoint and SmolLM2-135M-Instruct in float32, int8 (weight-only and
              dynamic) and 4-bit: held-out bits per byte, weight bytes, memory, decode tokens/s
              -> quantization_cpu.json
+  realmodel  SmolLM2-135M-Instruct vs the book checkpoint: bits per byte on Tiny Shakespeare and
+             on a text the book checkpoint never saw; greedy decode tokens/s against transformers
+             and the memory-bandwidth limit -> real_model_cpu.json
   all        all of them
 
 Examples:
@@ -55,6 +58,7 @@ WHAT = (
     "finetune",
     "instruct",
     "quantization",
+    "realmodel",
 )
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
@@ -199,6 +203,11 @@ def run(args: argparse.Namespace) -> int:
 
             out = args.out / "quantization_cpu.json"
             quantization.run(out, quick=args.quick)
+        elif what == "realmodel":
+            from ..bench import real_model
+
+            out = args.out / "real_model_cpu.json"
+            real_model.run(out, quick=args.quick)
         elif what == "prepare":
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)

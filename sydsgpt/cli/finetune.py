@@ -1,4 +1,4 @@
-"""Finetune a pretrained model (chapter 8): a classifier, or an instruction follower.
+"""Finetune a pretrained model (chapter 9): a classifier, or an instruction follower.
 
   sydsgpt finetune classify [DATA]   a classification head on the model (DATA: sms-spam, or a
                                      TAB-separated file of `label<TAB>text` lines)
@@ -98,7 +98,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     classify = tasks.add_parser(
         "classify",
-        help="train a classification head (chapter 8)",
+        help="train a classification head (chapter 9)",
         description="Finetune a classifier: " + _run_classify.__doc__.strip(),
         epilog=EXIT_STATUS_HELP,
     )
@@ -140,7 +140,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     classify.set_defaults(_task=_run_classify)
     instruct = tasks.add_parser(
         "instruct",
-        help="teach the model to answer instructions (chapter 8)",
+        help="teach the model to answer instructions (chapter 9)",
         description="Finetune on instructions: " + _run_instruct.__doc__.strip(),
         epilog=EXIT_STATUS_HELP,
     )

@@ -1,4 +1,4 @@
-"""Chapter 8 exercises: finetuning ideas the chapter does not build (rank-stabilised LoRA
+"""Chapter 9 exercises: finetuning ideas the chapter does not build (rank-stabilised LoRA
 scaling, a per-example masked loss, masking a multi-turn chat, and extracting a LoRA
 adapter from a full finetune with the SVD).
 
@@ -22,7 +22,7 @@ def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-# --------------------------------------------------------------- 8.1 LoRA's update, rank-stabilised
+# --------------------------------------------------------------- 9.1 LoRA's update, rank-stabilised
 
 
 def _solution_lora_delta(
@@ -78,7 +78,7 @@ def _run_delta_shapes(candidate) -> None:
 
 register(
     Exercise(
-        key="8.1",
+        key="9.1",
         title="lora_delta(A, B, alpha, rank_stabilized=False): LoRA's weight update, with the "
         "rsLoRA scaling as an option",
         cases=[
@@ -98,7 +98,7 @@ register(
     )
 )
 
-# ---------------------------------------------------------------- 8.2 the loss per example
+# ---------------------------------------------------------------- 9.2 the loss per example
 
 
 def _solution_per_example_loss(
@@ -164,7 +164,7 @@ def _run_loss_equal_lengths(candidate) -> None:
 
 register(
     Exercise(
-        key="8.2",
+        key="9.2",
         title="per_example_loss(logits, targets, ignore_index=-100): mean over each example's "
         "graded tokens, then over the batch",
         cases=[
@@ -180,7 +180,7 @@ register(
     )
 )
 
-# ---------------------------------------------------------------- 8.3 masking a chat
+# ---------------------------------------------------------------- 9.3 masking a chat
 
 
 def _solution_chat_targets(
@@ -248,7 +248,7 @@ def _run_chat_one_turn(candidate) -> None:
 
 register(
     Exercise(
-        key="8.3",
+        key="9.3",
         title="chat_targets(turns, ignore_index=-100): (input_ids, target_ids) of a chat, grading "
         "every assistant turn only",
         cases=[
@@ -268,7 +268,7 @@ register(
     )
 )
 
-# ---------------------------------------------------------- 8.4 a LoRA adapter from a full finetune
+# ---------------------------------------------------------- 9.4 a LoRA adapter from a full finetune
 
 
 def _solution_extract_lora(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -344,7 +344,7 @@ def _run_extract_best(candidate) -> None:
 
 register(
     Exercise(
-        key="8.4",
+        key="9.4",
         title="extract_lora(delta, rank): the (A, B) whose B @ A best approximates a full "
         "finetune's change delta = W_new - W",
         cases=[
