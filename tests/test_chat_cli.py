@@ -122,7 +122,7 @@ def test_the_book_checkpoint_continues_text(capsys: pytest.CaptureFixture[str]) 
 
 def test_unknown_model_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["chat", "--model", "no-such-model", "--prompt", "hi"]) == 2
-    assert "neither 'smollm2-135m-instruct'" in capsys.readouterr().err
+    assert "'no-such-model' is not a model: give smollm2-135m-instruct" in capsys.readouterr().err
 
 
 @pytest.mark.slow

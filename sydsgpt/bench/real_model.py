@@ -67,6 +67,7 @@ QUICK_LLAMA = {
     "tie_weights": True,
 }
 MIB = 2**20
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 QUALITY_COLUMNS = ("text", "model", "seq_len", "tokens", "bytes", "val_loss", "val_bpb")
 DECODE_COLUMNS = (
     "prompt",
@@ -186,6 +187,26 @@ def decode_rows(
     return rows
 
 
+def matmul_share(model: Any, ids: torch.Tensor, new_tokens: int = 16) -> dict[str, float]:
+    """Where one greedy decode's time goes, from PyTorch's profiler: the share of the CPU
+    time spent in matrix products (``aten::mm``, ``addmm``, ``bmm``), and the rate at which
+    those products went through the weights (weight bytes x steps / their time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    generate(model, ids, 2)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        generate(model, ids, new_tokens, use_cache=True)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    products = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    steps = new_tokens  # the prefill reads the weights once too; new_tokens - 1 steps follow
+    return {
+        "matmul_share": products / total,
+        "matmul_gb_s": model_weight_bytes(model) * steps / (products / 1e6) / 1e9,
+        "profiled_tokens": new_tokens,
+    }
+
+
 def _chat_prompts(tokenizer: Any) -> list[torch.Tensor]:
     """The prompts through the tokenizer's chat template (ChatML where it has none)."""
     from ..chat import ChatTemplate, encode_chat
@@ -214,7 +235,11 @@ def _quick(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
         model, tokenizer = load_gguf_model(f).eval(), tokenizer_from_gguf(f)
         models = {"tiny-random": (model, tokenizer, 64, 4)}
         quality = quality_rows(models, {UNSEEN_TEXT: text[:2000]}, log)
-        decode = decode_rows(model, _chat_prompts(tokenizer), path, 8, 2, read_bandwidth(64, 2))
+        prompts = _chat_prompts(tokenizer)
+        decode = decode_rows(model, prompts, path, 8, 2, read_bandwidth(64, 2))
+        profile = matmul_share(model, prompts[0], 4)
+        for row in decode:
+            row.update(profile)
     return quality, decode
 
 
@@ -237,7 +262,15 @@ def _full(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
     model, _ = load_smollm2(path)  # the full context for decoding, as `sydsgpt chat` loads it
     bandwidth = read_bandwidth()
     log(f"  read bandwidth: {bandwidth / 1e9:.2f} GB/s")
-    decode = decode_rows(model, _chat_prompts(tokenizer), path, bandwidth=bandwidth)
+    prompts = _chat_prompts(tokenizer)
+    decode = decode_rows(model, prompts, path, bandwidth=bandwidth)
+    profile = matmul_share(model, prompts[0])
+    log(
+        f"  matrix products: {profile['matmul_share']:.0%} of the decode time, "
+        f"{profile['matmul_gb_s']:.1f} GB/s through the weights"
+    )
+    for row in decode:
+        row.update(profile)
     return quality, decode
 
 

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 from ..chat import ChatSession
 from ..generate import use_decoding_layout
+from ..models import SMOLLM2, describe, load_model
 from ..runtime import resolve_device
+from .errors import UsageError
 from .generate import add_decoding_options, decoding_config
 from .options import unescape
 
-SMOLLM2, BOOK = "smollm2-135m-instruct", "book-checkpoint"
 CHAT_CONTEXT = 2048
 """Positions SmolLM2 is loaded with for chatting (its file allows 8,192): a smaller KV cache."""
 
@@ -40,8 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=SMOLLM2,
         metavar="NAME_OR_PATH",
-        help=f"{SMOLLM2} (default), {BOOK}, a .gguf file (Llama architecture) "
-        "or a training checkpoint (.pt)",
+        help=f"{describe()} (default: {SMOLLM2})",
     )
     parser.add_argument("--system", default=None, help="the system message (chat models only)")
     parser.add_argument(
@@ -56,32 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def load_chat_model(name: str, device: str = "auto") -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for ``--model``: a name or a file (see :func:`configure`)."""
-    if name == SMOLLM2:
-        from ..smollm2 import load_smollm2
-
-        model, tokenizer = load_smollm2(context_length=CHAT_CONTEXT)
-    elif name == BOOK:
-        from ..book import load_book_checkpoint
-
-        run = load_book_checkpoint()
-        model, tokenizer = run.model, run.tokenizer
-    elif name.endswith(".gguf"):
-        from ..gguf import read_gguf
-        from ..gguf_model import load_gguf_model
-        from ..gguf_tokenizer import tokenizer_from_gguf
-
-        f = read_gguf(name)
-        model, tokenizer = load_gguf_model(f, CHAT_CONTEXT), tokenizer_from_gguf(f)
-    elif Path(name).is_file():
-        from ..checkpoint import load_model_and_tokenizer
-
-        model, tokenizer = load_model_and_tokenizer(name)
-    else:
-        raise ValueError(
-            f"--model {name!r} is neither {SMOLLM2!r}, {BOOK!r}, a .gguf file nor a checkpoint file"
-        )
-    return use_decoding_layout(model.to(resolve_device(device)).eval()), tokenizer
+    """``(model, tokenizer)`` for ``--model`` (:func:`sydsgpt.models.load_model`), on
+    ``device``, in the weight layout one-token steps read fastest."""
+    try:
+        model, tokenizer = load_model(name, context_length=CHAT_CONTEXT)
+    except ValueError as exc:
+        raise UsageError(f"--model {exc}") from None
+    return use_decoding_layout(model.to(resolve_device(device))), tokenizer
 
 
 def _answer(session: ChatSession, text: str, out: TextIO) -> None:

@@ -52,6 +52,7 @@ from ..instruct import (
     word_task_records,
 )
 from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
+from ..models import BOOK, canonical_name
 from ..runtime import resolve_device, seed_everything
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import Session
@@ -65,9 +66,9 @@ WORD_TASKS = "word-tasks"
 """The DATA name of :func:`sydsgpt.instruct.word_task_records` (checkable answers)."""
 WORD_TASK_RECORDS = 1000
 BASE_HELP = (
-    "the pretrained model: book (the book's checkpoint), a checkpoint file from sydsgpt "
-    "train (.pt), a GPT-2 folder (config.json + model.safetensors), or a Hub name such as "
-    "gpt2, gpt2-medium (needs the internet)"
+    "the pretrained model: book or book-checkpoint (the book's checkpoint), a checkpoint "
+    "file from sydsgpt train (.pt), a GPT-2 folder (config.json + model.safetensors), "
+    "or a Hub name such as gpt2, gpt2-medium (needs the internet)"
 )
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 """A ``--base`` file with one of these suffixes is a checkpoint of ``sydsgpt train``."""
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
 def check_base(spec: str) -> None:
     """``--base SPEC`` must name a kind of base :func:`load_base` reads (checked before loading)."""
     path = Path(spec).expanduser()
-    if spec == "book" or (path.is_file() and path.suffix in CHECKPOINT_SUFFIXES):
+    if canonical_name(spec) == BOOK or (path.is_file() and path.suffix in CHECKPOINT_SUFFIXES):
         return
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
         return
@@ -251,7 +252,7 @@ def check_base(spec: str) -> None:
 def load_base(spec: str, device: Any = "cpu") -> tuple[Any, Any]:
     """The pretrained model (on ``device``) and its tokenizer that ``--base SPEC`` names."""
     check_base(spec)
-    if spec == "book":
+    if canonical_name(spec) == BOOK:
         book = load_book_checkpoint()
         return book.model.to(device), book.tokenizer
     path = Path(spec).expanduser()

@@ -7,6 +7,7 @@ Decoding is greedy unless --temperature is above 0 (--top-k, --top-p and --seed 
 
 Examples:
   sydsgpt generate --checkpoint runs/book-ch05/checkpoint.pt --prompt "Every effort moves you"
+  sydsgpt generate --model book-checkpoint --prompt "ROMEO:" --max-new-tokens 60
   sydsgpt generate --checkpoint ckpt.pt --prompt "ROMEO:" --temperature 0.8 --top-k 50 --seed 123
   sydsgpt generate --checkpoint ckpt.pt --prompt "Once" --top-p 0.9 --temperature 1.0 \\
       --repetition-penalty 1.2 --no-repeat-ngram-size 3 --stop "\\n\\n" --max-new-tokens 200
@@ -25,6 +26,7 @@ import warnings
 from typing import Any
 
 from ..checkpoint import load_model_and_tokenizer
+from ..models import describe, load_model
 from ..generate import GenerationConfig, IgnoredOptionWarning, stream_text, use_decoding_layout
 from ..runtime import resolve_device
 from .errors import UsageError
@@ -37,7 +39,13 @@ id comes from the tokenizer (see --ignore-eos)."""
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``sydsgpt generate`` arguments."""
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) to load")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file (.pt) to load")
+    source.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        help=f"a model by name or file, as sydsgpt chat takes it: {describe()}",
+    )
     parser.add_argument(
         "--prompt", required=True, help="the text to continue (escapes like \\n work)"
     )
@@ -104,7 +112,16 @@ def run(args: argparse.Namespace) -> int:
     """Load the checkpoint and stream the continuation of ``--prompt`` to stdout (errors are
     reported by :func:`sydsgpt.cli.main`)."""
     config = decoding_config(args)  # every option checked before the checkpoint is loaded
-    model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
+    if args.model is not None:
+        if args.tokenizer is not None:
+            raise UsageError("--tokenizer goes with --checkpoint; a --model brings its own")
+        try:
+            model, tokenizer = load_model(args.model)
+        except ValueError as exc:
+            raise UsageError(f"--model {exc}") from None
+        model = use_decoding_layout(model.to(resolve_device(args.device)))
+    else:
+        model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
     pieces = stream_text(
         model,
         tokenizer,
