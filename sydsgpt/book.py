@@ -97,8 +97,10 @@ def train_book_model(
 ) -> BookRun:
     """Train a named run of the book, or load it if ``out_dir`` holds the finished run.
 
-    Chapter 5 calls it with ``fresh=True`` (always train); chapter 6 calls it to reuse that
-    run (a few minutes on a CPU if it is not there). The run is fully determined by its
+    Chapter 5 calls it with ``fresh=True`` (always train). Without ``fresh``, a finished
+    run in ``out_dir`` is loaded instead of trained again (the finetuning benchmark reuses
+    chapter 5's run so); chapter 6 decodes with the book checkpoint instead
+    (:func:`load_book_checkpoint`). The run is fully determined by its
     :class:`~sydsgpt.presets.RunPreset` (``cfg`` replaces its training config); an
     interrupted run is resumed, and a run made with another config is started afresh.
     ``stop_after`` ends this session after that step (the run stays resumable).
