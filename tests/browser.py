@@ -184,3 +184,25 @@ IMAGES_WITHOUT_ALT = """() => Array.from(document.images)
 
 # How far the page is wider than the window (a horizontal scroll bar for the whole page).
 PAGE_OVERFLOW_PX = "() => document.documentElement.scrollWidth - window.innerWidth"
+
+# Code blocks that scroll sideways: the code of cell inputs (div.cell_input) and the package
+# source that show_source(...) displays (a highlighted HTML output). Each as
+# {kind, chars, line, overflow_px}: the length of its widest line, the first 60 characters of
+# that line and how many pixels too wide it is.
+# Printed outputs are not code and are not looked at (they wrap; text tables, marked
+# "text-table", and cells tagged "nowrap-output" keep their columns and may scroll).
+CODE_OVERFLOW = """() => {
+  const kinds = [['cell input', 'div.cell_input pre'],
+                 ['show_source output', 'div.cell_output div.output.text_html div.highlight pre']];
+  const found = [];
+  for (const [kind, selector] of kinds) {
+    for (const pre of document.querySelectorAll(selector)) {
+      if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+      const widest = pre.textContent.split('\\n')
+        .reduce((a, b) => (b.length > a.length ? b : a), '');
+      found.push({kind, chars: widest.length, line: widest.slice(0, 60),
+                  overflow_px: pre.scrollWidth - pre.clientWidth});
+    }
+  }
+  return found;
+}"""

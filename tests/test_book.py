@@ -438,15 +438,39 @@ def test_browser_check_catches_what_a_reader_would_see(browser_context, tmp_path
         "<script>console.error('boom'); undefinedFunction();</script></body></html>",
         encoding="utf-8",
     )
+    # Code blocks in a 600 px column that scrolls, as the theme's does (a cell input and a
+    # show_source output too wide for it, one that fits, and a printed table that may scroll).
+    long_input = ("x = " + "1 + " * 40)[:150]
+    long_source = ("def f(): return " + "2 * " * 40)[:120]
+    (tmp_path / "code.html").write_text(
+        "<html><head><style>article { width: 600px; font: 14px monospace; }"
+        " pre { overflow: auto; }</style></head><body><article>"
+        f'<div class="cell"><div class="cell_input"><pre>short = 1\n{long_input}</pre></div>'
+        '<div class="cell_output"><div class="output text_html"><div class="highlight">'
+        f"<pre>{long_source}</pre></div></div></div></div>"
+        '<div class="cell"><div class="cell_input"><pre>fits = True</pre></div>'
+        '<div class="cell_output"><div class="output stream text-table">'
+        f"<pre>{'column ' * 40}</pre></div></div></div>"
+        "</article></body></html>",
+        encoding="utf-8",
+    )
     with browser.serve_directory(tmp_path) as base_url:
         tab, problems = browser.open_page(browser_context, f"{base_url}bad.html")
         broken = tab.evaluate(browser.BROKEN_IMAGES)
+        tab.close()
+        tab, _ = browser.open_page(browser_context, f"{base_url}code.html")
+        code_overflow = tab.evaluate(browser.CODE_OVERFLOW)
         tab.close()
     assert problems.blocked_requests == ["request to another host: https://cdn.example.org/lib.js"]
     assert any("boom" in line for line in problems.console_errors)
     assert any("undefinedFunction" in line for line in problems.page_errors)
     assert any("404" in line and "missing.png" in line for line in problems.failed_requests)
     assert broken == ["missing.png"]
+    # Only the two code blocks that are too wide; the fitting one and the printed table not.
+    assert [(c["kind"], c["chars"], c["line"]) for c in code_overflow] == [
+        ("cell input", 150, long_input[:60]),
+        ("show_source output", 120, long_source[:60]),
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -465,6 +489,7 @@ def test_page_in_a_real_browser(browser_context, book_url: str, page: str) -> No
             "alt => Array.from(document.images).filter(i => i.alt === alt).length", GENERIC_ALT
         )
         overflow = tab.evaluate(browser.PAGE_OVERFLOW_PX)
+        code_overflow = tab.evaluate(browser.CODE_OVERFLOW)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         # The first screen (a whole page takes about a second more per page):
         # SYDSGPT_FULL_SCREENSHOTS=1 saves whole pages to look at.
@@ -489,3 +514,13 @@ def test_page_in_a_real_browser(browser_context, book_url: str, page: str) -> No
             f"{page}: {inputs} code cells and {outputs} outputs rendered"
         )
     assert overflow <= 1, f"{page} is {overflow}px wider than the window: something overflows"
+    assert not code_overflow, (
+        f"{page}: {len(code_overflow)} code block(s) scroll sideways in a 1280 px wide window "
+        "(book/_static/custom.css sizes the column and the code font so that ~100 characters "
+        "fit; notebook code lines are held to 88):\n"
+        + "\n".join(
+            f"  {c['kind']}, widest line {c['chars']} characters ({c['overflow_px']}px too wide): "
+            f"{c['line']!r}"
+            for c in code_overflow
+        )
+    )
