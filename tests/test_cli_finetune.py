@@ -444,3 +444,30 @@ def test_bad_text_files_are_one_line_errors(
         and match in err
         and err.count("\n") == 1
     ), err
+
+
+def test_a_gguf_model_is_a_base_too(tmp_path: Path, capsys) -> None:
+    """``--base`` takes what ``sydsgpt.models`` names: a Llama-architecture GGUF file here (the
+    tiny one the chat tests write), finetuned into a classifier through the same code."""
+    from gguf_files import tiny_chat_gguf
+
+    from sydsgpt.cli.finetune import check_base
+
+    check_base("smollm2-135m-instruct")  # a name is accepted before anything is loaded
+    gguf = tiny_chat_gguf(tmp_path / "tiny.gguf")
+    out = tmp_path / "run"
+    code, stdout, err = finetune(
+        capsys,
+        "classify",
+        str(_texts(tmp_path, SPAMMY + HAMMY)),
+        "--base",
+        str(gguf),
+        "--out",
+        str(out),
+        *("--batch-size", "4", "--max-steps", "2", "--eval-interval", "2"),
+        *("--device", "cpu", "--quiet"),
+    )
+    assert code == 0, err
+    assert stdout.startswith("test accuracy ") and (out / "checkpoint.pt").is_file()
+    config = load_checkpoint(out / "checkpoint.pt")["config"]  # the GGUF model's, with a head
+    assert config["norm"] == "rmsnorm" and config["positions"] == "rope"

@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..book import load_book_checkpoint
 from ..checkpoint import load_model_and_tokenizer
 from ..classify import (
     POOLINGS,
@@ -52,7 +51,7 @@ from ..instruct import (
     word_task_records,
 )
 from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
-from ..models import BOOK, canonical_name
+from ..models import canonical_name, load_model
 from ..runtime import resolve_device, seed_everything
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import Session
@@ -66,12 +65,15 @@ WORD_TASKS = "word-tasks"
 """The DATA name of :func:`sydsgpt.instruct.word_task_records` (checkable answers)."""
 WORD_TASK_RECORDS = 1000
 BASE_HELP = (
-    "the pretrained model: book or book-checkpoint (the book's checkpoint), a checkpoint "
+    "the pretrained model: book or book-checkpoint (the book's checkpoint), "
+    "smollm2-135m-instruct or another Llama-architecture .gguf file, a checkpoint "
     "file from sydsgpt train (.pt), a GPT-2 folder (config.json + model.safetensors), "
     "or a Hub name such as gpt2, gpt2-medium (needs the internet)"
 )
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 """A ``--base`` file with one of these suffixes is a checkpoint of ``sydsgpt train``."""
+MODEL_SUFFIXES = (*CHECKPOINT_SUFFIXES, ".gguf")
+"""A ``--base`` file with one of these suffixes is a model with its tokenizer."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 """A ``--base`` file with one of these suffixes is a GPT-2 weights file (config.json beside it)."""
 SKIPPED = ("seq_len", "fsdp", "sample_prompt", "sample_tokens")
@@ -236,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
 def check_base(spec: str) -> None:
     """``--base SPEC`` must name a kind of base :func:`load_base` reads (checked before loading)."""
     path = Path(spec).expanduser()
-    if canonical_name(spec) == BOOK or (path.is_file() and path.suffix in CHECKPOINT_SUFFIXES):
+    if canonical_name(spec) is not None or (path.is_file() and path.suffix in MODEL_SUFFIXES):
         return
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
         return
@@ -252,10 +254,10 @@ def check_base(spec: str) -> None:
 def load_base(spec: str, device: Any = "cpu") -> tuple[Any, Any]:
     """The pretrained model (on ``device``) and its tokenizer that ``--base SPEC`` names."""
     check_base(spec)
-    if canonical_name(spec) == BOOK:
-        book = load_book_checkpoint()
-        return book.model.to(device), book.tokenizer
     path = Path(spec).expanduser()
+    if canonical_name(spec) is not None or (path.is_file() and path.suffix == ".gguf"):
+        model, tokenizer = load_model(spec)  # sydsgpt.models: names and GGUF files
+        return model.to(device), tokenizer
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         return load_model_and_tokenizer(path, device)
     return load_gpt2_weights(spec).to(device), get_gpt2_tokenizer()
