@@ -1,4 +1,5 @@
-"""Chapter 10: verifiable tasks -- questions whose answers a program can check.
+"""Verifiable tasks for learning from rewards (the chapter after finetuning, still to come):
+questions whose answers a program can check.
 
 Learning from rewards (DPO's preference pairs, GRPO's groups of sampled answers) needs a
 reward that is cheap, exact and impossible to argue with. This module makes tasks with such
