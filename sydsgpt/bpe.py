@@ -380,7 +380,12 @@ class BPETokenizer:
     # ------------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the tokenizer as readable JSON (merges as ``[left, right, new_id]`` triples)."""
-        payload = {
+        payload = self._payload()
+        return atomic_write(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+
+    def _payload(self) -> dict[str, Any]:
+        """What :meth:`save` writes (a subclass adds its own fields)."""
+        return {
             "format": _FORMAT,
             "version": 1,
             "name": self.name,
@@ -389,7 +394,6 @@ class BPETokenizer:
             "merges": [[left, right, new_id] for (left, right), new_id in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        return atomic_write(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "BPETokenizer":

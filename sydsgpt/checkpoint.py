@@ -38,7 +38,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .bpe import BPETokenizer
+from .gguf_tokenizer import load_tokenizer
 from .files import CHECKPOINT_NAME, TOKENIZER_NAME, atomic_write
 from .model import SydsGPT
 from .tokenizer import get_gpt2_tokenizer
@@ -348,9 +348,7 @@ def load_model_and_tokenizer(
     beside = Path(path).parent / TOKENIZER_NAME
     if tokenizer_path is None and identity["name"] != "gpt2" and beside.is_file():
         tokenizer_path = beside
-    tokenizer = (
-        get_gpt2_tokenizer() if tokenizer_path is None else BPETokenizer.load(tokenizer_path)
-    )
+    tokenizer = get_gpt2_tokenizer() if tokenizer_path is None else load_tokenizer(tokenizer_path)
     check_compatible(checkpoint, tokenizer=tokenizer)
     model = model_from_checkpoint(checkpoint, checkpoint_path)
     if tokenizer.n_vocab > model.config.vocab_size:

@@ -16,6 +16,9 @@ back into bytes and each merge into ``(left_id, right_id) -> new_id``.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from .bpe import END_OF_TEXT, GPT2_SPLIT_PATTERN, BPETokenizer
@@ -69,6 +72,36 @@ class GGUFTokenizer(BPETokenizer):
     @property
     def n_vocab(self) -> int:
         return self.vocab_size
+
+    def _payload(self) -> dict[str, Any]:
+        """:meth:`save` keeps the file's facts too (under ``"gguf"``), so that a model
+        finetuned from a GGUF file loads with its chat template and end-of-turn id."""
+        return {**super()._payload(), "gguf": {k: getattr(self, k) for k in GGUF_FIELDS}}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "GGUFTokenizer":
+        """Read a tokenizer saved by :meth:`save` (see :func:`load_tokenizer`)."""
+        tok = super().load(path)
+        extra = json.loads(Path(path).read_text(encoding="utf-8")).get("gguf")
+        if not isinstance(extra, dict) or not isinstance(extra.get("vocab_size"), int):
+            raise ValueError(f'{path} is not a saved GGUF tokenizer (no "gguf" facts)')
+        for key in GGUF_FIELDS:
+            setattr(tok, key, extra.get(key))
+        return tok
+
+
+GGUF_FIELDS = ("bos_id", "eos_id", "chat_template", "vocab_size")
+"""What a saved :class:`GGUFTokenizer` keeps beyond a :class:`BPETokenizer`."""
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> BPETokenizer:
+    """A tokenizer file written by :meth:`BPETokenizer.save`: a :class:`GGUFTokenizer` when
+    it was saved by one (it has ``"gguf"`` facts), else a :class:`BPETokenizer`."""
+    try:
+        saved_by_gguf = "gguf" in json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        saved_by_gguf = False  # BPETokenizer.load says what is wrong with the file
+    return (GGUFTokenizer if saved_by_gguf else BPETokenizer).load(path)
 
 
 def _token_bytes(tokens: list[str], types: list[int], path: Any) -> dict[int, bytes]:

@@ -92,3 +92,43 @@ def test_real_model_benchmark_quick_mode(tmp_path: Path, capsys: pytest.CaptureF
         assert row["same_tokens"] is True  # ours and transformers' greedy tokens agree
         assert row["sydsgpt_tok_s"] > 0 and row["transformers_tok_s"] > 0
         assert row["bandwidth_limit_tok_s"] > 0 and 0 < row["matmul_share"] < 1
+
+
+def test_a_model_trained_from_a_gguf_file_keeps_its_chat_template(tmp_path: Path) -> None:
+    """A checkpoint of a GGUF model (what finetuning writes) loads back with the GGUF
+    tokenizer's facts: the chat template, the end-of-turn id and the file's vocabulary size
+    (a plain BPETokenizer would count the byte ids the file lacks, and not fit the model)."""
+    from sydsgpt.chat import ChatSession
+    from sydsgpt.checkpoint import load_model_and_tokenizer, save_checkpoint
+    from sydsgpt.gguf_tokenizer import GGUFTokenizer, load_tokenizer
+
+    model, tokenizer = load_model(str(tiny_chat_gguf(tmp_path / "tiny.gguf")))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    tokenizer.save(folder / "tokenizer.json")
+    loaded = load_tokenizer(folder / "tokenizer.json")
+    assert isinstance(loaded, GGUFTokenizer)
+    for key in ("bos_id", "eos_id", "chat_template", "vocab_size", "n_vocab", "special_tokens"):
+        assert getattr(loaded, key) == getattr(tokenizer, key), key
+    text = "hello there <|im_start|>, 2 + 2 = 4"
+    assert loaded.encode_ordinary(text) == tokenizer.encode_ordinary(text)
+
+    save_checkpoint(folder / "checkpoint.pt", model, tokenizer=tokenizer)
+    back, back_tokenizer = load_model_and_tokenizer(folder / "checkpoint.pt")
+    assert ChatSession(back, back_tokenizer).is_chat
+    assert back_tokenizer.n_vocab <= back.config.vocab_size
+
+
+def test_a_plain_tokenizer_file_still_loads_as_a_bpe_tokenizer(tmp_path: Path) -> None:
+    from sydsgpt.bpe import BPETokenizer
+    from sydsgpt.gguf_tokenizer import GGUFTokenizer, load_tokenizer
+
+    plain = BPETokenizer().train("hello hello world " * 20, 270)
+    plain.save(tmp_path / "t.json")
+    loaded = load_tokenizer(tmp_path / "t.json")
+    assert type(loaded) is BPETokenizer and loaded.merges == plain.merges
+    with pytest.raises(ValueError, match="not a saved GGUF tokenizer"):
+        GGUFTokenizer.load(tmp_path / "t.json")
+    (tmp_path / "bad.json").write_text("not json")
+    with pytest.raises(ValueError, match="not a saved BPETokenizer"):
+        load_tokenizer(tmp_path / "bad.json")
