@@ -404,10 +404,12 @@ class BPETokenizer:
             ValueError: naming ``path``: not JSON, not this format, or its ids are inconsistent
                 (see :func:`check_vocabulary`).
         """
-        try:
-            payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not a saved BPETokenizer (not JSON text: {exc})") from None
+        return cls.from_saved(read_saved(path), path)
+
+    @classmethod
+    def from_saved(cls, payload: Any, path: str | os.PathLike[str]) -> "BPETokenizer":
+        """The tokenizer of a file's parsed JSON (:func:`read_saved`), checked as
+        :meth:`load` says; ``path`` names the file in errors."""
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise ValueError(
@@ -559,3 +561,15 @@ def _split_token(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[byte
             "vocabulary"
         )
     return parts[0], parts[1]
+
+
+def read_saved(path: str | os.PathLike[str]) -> Any:
+    """The parsed JSON of a tokenizer file written by :meth:`BPETokenizer.save`.
+
+    Raises:
+        ValueError: naming ``path``: it is not JSON text.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a saved BPETokenizer (not JSON text: {exc})") from None

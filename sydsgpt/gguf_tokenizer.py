@@ -16,12 +16,10 @@ back into bytes and each merge into ``(left_id, right_id) -> new_id``.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
-from .bpe import END_OF_TEXT, GPT2_SPLIT_PATTERN, BPETokenizer
+from .bpe import END_OF_TEXT, GPT2_SPLIT_PATTERN, BPETokenizer, read_saved
 from .gguf import GGUFError, GGUFFile
 
 # SmolLM2's pre-tokenizer (llama.cpp's "smollm"; Hugging Face: Digits(individual_digits) then
@@ -79,10 +77,10 @@ class GGUFTokenizer(BPETokenizer):
         return {**super()._payload(), "gguf": {k: getattr(self, k) for k in GGUF_FIELDS}}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "GGUFTokenizer":
-        """Read a tokenizer saved by :meth:`save` (see :func:`load_tokenizer`)."""
-        tok = super().load(path)
-        extra = json.loads(Path(path).read_text(encoding="utf-8")).get("gguf")
+    def from_saved(cls, payload: Any, path: str | os.PathLike[str]) -> "GGUFTokenizer":
+        """:meth:`BPETokenizer.from_saved` and the file's facts (see :func:`load_tokenizer`)."""
+        tok = super().from_saved(payload, path)
+        extra = payload.get("gguf")
         if not isinstance(extra, dict) or not isinstance(extra.get("vocab_size"), int):
             raise ValueError(f'{path} is not a saved GGUF tokenizer (no "gguf" facts)')
         for key in GGUF_FIELDS:
@@ -97,11 +95,9 @@ GGUF_FIELDS = ("bos_id", "eos_id", "chat_template", "vocab_size")
 def load_tokenizer(path: str | os.PathLike[str]) -> BPETokenizer:
     """A tokenizer file written by :meth:`BPETokenizer.save`: a :class:`GGUFTokenizer` when
     it was saved by one (it has ``"gguf"`` facts), else a :class:`BPETokenizer`."""
-    try:
-        saved_by_gguf = "gguf" in json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
-        saved_by_gguf = False  # BPETokenizer.load says what is wrong with the file
-    return (GGUFTokenizer if saved_by_gguf else BPETokenizer).load(path)
+    payload = read_saved(path)  # read once, whichever class reads it
+    saved_by_gguf = isinstance(payload, dict) and "gguf" in payload
+    return (GGUFTokenizer if saved_by_gguf else BPETokenizer).from_saved(payload, path)
 
 
 def _token_bytes(tokens: list[str], types: list[int], path: Any) -> dict[int, bytes]:

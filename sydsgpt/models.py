@@ -21,12 +21,22 @@ ALIASES = {"book": BOOK}
 """Other spellings of a name (``finetune --base book`` predates the names)."""
 NAMES = (SMOLLM2, BOOK)
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+"""A file with one of these suffixes is a checkpoint of ``sydsgpt train``."""
+MODEL_SUFFIXES = (*CHECKPOINT_SUFFIXES, ".gguf")
+"""A file with one of these suffixes is a model with its tokenizer."""
 
 
 def canonical_name(spec: str) -> str | None:
     """The model name ``spec`` stands for, or ``None`` when it is not a name."""
     spec = ALIASES.get(spec, spec)
     return spec if spec in NAMES else None
+
+
+def names_a_model(spec: str) -> bool:
+    """Whether :func:`load_model` takes ``spec``: a name, or an existing file with one of
+    :data:`MODEL_SUFFIXES` (checked without loading anything)."""
+    path = Path(spec).expanduser()
+    return canonical_name(spec) is not None or (path.is_file() and path.suffix in MODEL_SUFFIXES)
 
 
 def describe() -> str:

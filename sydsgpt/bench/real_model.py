@@ -217,7 +217,7 @@ def _chat_prompts(tokenizer: Any) -> list[torch.Tensor]:
     return [torch.tensor([encode_chat(tokenizer, m, template)]) for m in messages]
 
 
-def _quick(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
+def _quick(log: Callable[[str], None]) -> tuple[list[dict], list[dict], float]:
     from ..bpe import BPETokenizer
     from ..gguf import read_gguf
     from ..gguf_model import export_gguf, load_gguf_model
@@ -236,14 +236,15 @@ def _quick(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
         models = {"tiny-random": (model, tokenizer, 64, 4)}
         quality = quality_rows(models, {UNSEEN_TEXT: text[:2000]}, log)
         prompts = _chat_prompts(tokenizer)
-        decode = decode_rows(model, prompts, path, 8, 2, read_bandwidth(64, 2))
+        bandwidth = read_bandwidth(64, 2)
+        decode = decode_rows(model, prompts, path, 8, 2, bandwidth)
         profile = matmul_share(model, prompts[0], 4)
         for row in decode:
             row.update(profile)
-    return quality, decode
+    return quality, decode, bandwidth
 
 
-def _full(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
+def _full(log: Callable[[str], None]) -> tuple[list[dict], list[dict], float]:
     from ..book import load_book_checkpoint
     from ..smollm2 import find_smollm2, load_smollm2
 
@@ -271,7 +272,7 @@ def _full(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
     )
     for row in decode:
         row.update(profile)
-    return quality, decode
+    return quality, decode, bandwidth
 
 
 def run(
@@ -279,13 +280,13 @@ def run(
 ) -> dict[str, Any]:
     """Measure both tables, print them, write the JSON to ``out``; returns the payload."""
     load_before = os.getloadavg()
-    quality, decode = (_quick if quick else _full)(log)
+    quality, decode, bandwidth = (_quick if quick else _full)(log)
     report(quality, QUALITY_COLUMNS, None, "real_model", log)
     extra = {
         "quick": quick,
         "threads": torch.get_num_threads(),
         "quality": quality,
-        "bandwidth_gb_s": decode[0]["bandwidth_limit_tok_s"] * decode[0]["weight_bytes"] / 1e9,
+        "bandwidth_gb_s": bandwidth / 1e9,
         "loadavg_before": list(load_before),
         "loadavg_after": list(os.getloadavg()),
     }

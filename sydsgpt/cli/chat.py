@@ -23,11 +23,8 @@ import sys
 from typing import Any, TextIO
 
 from ..chat import ChatSession
-from ..generate import use_decoding_layout
-from ..models import SMOLLM2, describe, load_model
-from ..runtime import resolve_device
-from .errors import UsageError
-from .generate import add_decoding_options, decoding_config
+from ..models import SMOLLM2, describe
+from .generate import add_decoding_options, decoding_config, load_named_for_generation
 from .options import unescape
 
 CHAT_CONTEXT = 2048
@@ -55,13 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def load_chat_model(name: str, device: str = "auto") -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for ``--model`` (:func:`sydsgpt.models.load_model`), on
-    ``device``, in the weight layout one-token steps read fastest."""
-    try:
-        model, tokenizer = load_model(name, context_length=CHAT_CONTEXT)
-    except ValueError as exc:
-        raise UsageError(f"--model {exc}") from None
-    return use_decoding_layout(model.to(resolve_device(device))), tokenizer
+    """``(model, tokenizer)`` for ``--model``, as ``sydsgpt generate --model`` loads it but
+    with :data:`CHAT_CONTEXT` positions for a GGUF model."""
+    return load_named_for_generation(name, device, CHAT_CONTEXT)
 
 
 def _answer(session: ChatSession, text: str, out: TextIO) -> None:

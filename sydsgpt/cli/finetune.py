@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..checkpoint import load_model_and_tokenizer
 from ..classify import (
     POOLINGS,
     TRAINABLE,
@@ -51,7 +50,7 @@ from ..instruct import (
     word_task_records,
 )
 from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
-from ..models import canonical_name, load_model
+from ..models import load_model, names_a_model
 from ..runtime import resolve_device, seed_everything
 from ..tokenizer import get_gpt2_tokenizer
 from ..train import Session
@@ -70,10 +69,6 @@ BASE_HELP = (
     "file from sydsgpt train (.pt), a GPT-2 folder (config.json + model.safetensors), "
     "or a Hub name such as gpt2, gpt2-medium (needs the internet)"
 )
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-"""A ``--base`` file with one of these suffixes is a checkpoint of ``sydsgpt train``."""
-MODEL_SUFFIXES = (*CHECKPOINT_SUFFIXES, ".gguf")
-"""A ``--base`` file with one of these suffixes is a model with its tokenizer."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 """A ``--base`` file with one of these suffixes is a GPT-2 weights file (config.json beside it)."""
 SKIPPED = ("seq_len", "fsdp", "sample_prompt", "sample_tokens")
@@ -238,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
 def check_base(spec: str) -> None:
     """``--base SPEC`` must name a kind of base :func:`load_base` reads (checked before loading)."""
     path = Path(spec).expanduser()
-    if canonical_name(spec) is not None or (path.is_file() and path.suffix in MODEL_SUFFIXES):
+    if names_a_model(spec):  # a name, a .gguf or a .pt (sydsgpt.models)
         return
     if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
         return
@@ -254,12 +249,9 @@ def check_base(spec: str) -> None:
 def load_base(spec: str, device: Any = "cpu") -> tuple[Any, Any]:
     """The pretrained model (on ``device``) and its tokenizer that ``--base SPEC`` names."""
     check_base(spec)
-    path = Path(spec).expanduser()
-    if canonical_name(spec) is not None or (path.is_file() and path.suffix == ".gguf"):
-        model, tokenizer = load_model(spec)  # sydsgpt.models: names and GGUF files
+    if names_a_model(spec):
+        model, tokenizer = load_model(spec)
         return model.to(device), tokenizer
-    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-        return load_model_and_tokenizer(path, device)
     return load_gpt2_weights(spec).to(device), get_gpt2_tokenizer()
 
 

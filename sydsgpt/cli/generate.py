@@ -96,6 +96,22 @@ def load_for_generation(
     return use_decoding_layout(model), tokenizer
 
 
+def load_named_for_generation(
+    spec: str, device: str = "auto", context_length: int | None = None
+) -> tuple[Any, Any]:
+    """``--model SPEC`` (:func:`sydsgpt.models.load_model`: a name, a .gguf or a .pt) on
+    ``device``, in the decoding layout; ``sydsgpt generate`` and ``sydsgpt chat`` use it.
+
+    Raises:
+        UsageError: ``spec`` is not a model (one line saying what is accepted).
+    """
+    try:
+        model, tokenizer = load_model(spec, context_length)
+    except ValueError as exc:
+        raise UsageError(f"--model {exc}") from None
+    return use_decoding_layout(model.to(resolve_device(device))), tokenizer
+
+
 def decoding_config(args: argparse.Namespace) -> GenerationConfig:
     """The :class:`GenerationConfig` the options ask for; an option that would change nothing
     (``--top-k`` without ``--temperature``) is a usage error, not a silent greedy run."""
@@ -115,11 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         if args.tokenizer is not None:
             raise UsageError("--tokenizer goes with --checkpoint; a --model brings its own")
-        try:
-            model, tokenizer = load_model(args.model)
-        except ValueError as exc:
-            raise UsageError(f"--model {exc}") from None
-        model = use_decoding_layout(model.to(resolve_device(args.device)))
+        model, tokenizer = load_named_for_generation(args.model, args.device)
     else:
         model, tokenizer = load_for_generation(args.checkpoint, args.device, args.tokenizer)
     pieces = stream_text(
