@@ -14,10 +14,16 @@ comment markers in the package's source make those views:
 
 Marker lines themselves are never displayed. :func:`teaching_source` returns the text
 (the tests check that each view keeps and drops what it should).
+
+:func:`show_solution` shows an exercise's reference solution *with* the module-level
+helpers and constants of its own module that it uses (transitively), so a solution that
+calls ``_vocabulary(merges)`` shows ``_vocabulary`` too; names it imports from other
+package modules are shown as their import lines.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import textwrap
@@ -90,3 +96,70 @@ def show_source(*objects: Any, region: str | None = None, full: bool = False) ->
     return Code(
         "\n\n".join(teaching_source(obj, region, full) for obj in objects), language="python"
     )
+
+
+def _top_level_definitions(module: Any) -> dict[str, ast.stmt]:
+    """Each name that ``module``'s own source defines at top level (def, class, assignment)."""
+    definitions: dict[str, ast.stmt] = {}
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            definitions[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        definitions[name.id] = node
+    return definitions
+
+
+def _free_names(text: str) -> set[str]:
+    """The names ``text`` reads but does not bind itself (parameters, assignments, defs)."""
+    tree = ast.parse(text)
+    bound = {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    loaded = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    return loaded - bound
+
+
+def solution_source(function: Any) -> str:
+    """``function``'s source preceded by what it uses from the package, as the Solutions
+    page shows it: the import line of each name from another ``sydsgpt`` module, then the
+    source of each helper or constant its own module defines and it reads (transitively),
+    in the module's order, then the function itself."""
+    module = inspect.getmodule(function)
+    source = inspect.getsource(module)
+    definitions = _top_level_definitions(module)
+    own, imports, todo = {function.__name__}, set(), [teaching_source(function)]
+    while todo:
+        for name in _free_names(todo.pop()) - own:
+            if name in definitions:
+                own.add(name)
+                todo.append(ast.get_source_segment(source, definitions[name]) or "")
+                continue
+            value = vars(module).get(name)
+            home = getattr(value, "__module__", None) or ""
+            if home.startswith("sydsgpt.") and home != module.__name__:
+                imports.add(f"from {home} import {name}")
+    helpers = sorted(own - {function.__name__}, key=lambda n: definitions[n].lineno)
+    parts = [
+        teaching_source(vars(module)[name])
+        if isinstance(definitions[name], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        else ast.get_source_segment(source, definitions[name])
+        for name in helpers
+    ]
+    head = ["\n".join(sorted(imports))] if imports else []
+    return "\n\n\n".join([*head, *parts, teaching_source(function)])
+
+
+def show_solution(function: Any) -> Any:
+    """Display :func:`solution_source` of ``function``, syntax highlighted."""
+    from IPython.display import Code
+
+    return Code(solution_source(function), language="python")

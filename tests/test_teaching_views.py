@@ -205,3 +205,91 @@ def _package_regions() -> set[str]:
 def test_every_region_in_the_package_is_shown_by_the_book() -> None:
     shown = {region for _, _, region, _ in VIEWS if region}
     assert _package_regions() - shown == set(), "regions no notebook shows: remove their markers"
+
+
+# ------------------------------------------------- the Solutions page shows each solution's helpers
+
+HELPED = """
+from sydsgpt.blocks import TransformerBlock
+
+SCALE = 2
+
+
+def _unused():
+    return 0
+
+
+def _inner(x):
+    return x * SCALE
+
+
+def _outer(x):
+    return _inner(x) + 1
+
+
+def _solution(block: TransformerBlock, x):
+    return _outer(x)
+"""
+
+
+def test_solution_source_shows_the_helpers_it_calls_transitively(tmp_path: Path) -> None:
+    from sydsgpt.notebook import solution_source
+
+    path = tmp_path / "fake_solution_module.py"
+    path.write_text(HELPED)
+    spec = importlib.util.spec_from_file_location("fake_solution_module", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        text = solution_source(module._solution)
+    finally:
+        del sys.modules[spec.name]
+    assert text.startswith("from sydsgpt.blocks import TransformerBlock\n")
+    order = [text.find(s) for s in ("SCALE = 2", "def _inner(", "def _outer(", "def _solution(")]
+    assert -1 not in order and order == sorted(order), text
+    assert "_unused" not in text
+
+
+def _shown_blocks(notebook: Path) -> list[str]:
+    """The code the page displays: the text of each output that holds a ``def``."""
+    cells = json.loads(notebook.read_text())["cells"]
+    texts = [
+        "".join(output.get("data", {}).get("text/plain", ""))
+        for cell in cells
+        if cell["cell_type"] == "code"
+        for output in cell["outputs"]
+    ]
+    return [text for text in texts if "def " in text]
+
+
+SOLUTION_KEYS = [
+    w.removeprefix("solutions: exercise ") for w, *_ in VIEWS if w.startswith("solutions: ")
+]
+
+
+@pytest.mark.parametrize("key", SOLUTION_KEYS)
+def test_the_solutions_page_shows_every_helper_a_solution_uses(key: str) -> None:
+    """A solution that calls ``_vocabulary(merges)`` hides its crux unless the page shows
+    ``_vocabulary`` too: every name of the exercise module that the shown code reads must
+    be defined in the same shown block (checked on the committed page's outputs)."""
+    from sydsgpt.exercises import get_exercise
+    from sydsgpt.notebook import _top_level_definitions
+
+    solution = get_exercise(key).solution
+    shown = [
+        t
+        for t in _shown_blocks(ROOT / "book" / "solutions.ipynb")
+        if f"def {solution.__name__}(" in t
+    ]
+    assert len(shown) == 1, (
+        f"exercise {key}: the Solutions page shows no (or several) code blocks with "
+        f"{solution.__name__}; re-execute it: .ci/execute-notebooks book/solutions.ipynb"
+    )
+    tree = ast.parse(shown[0])
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    hidden = (used & set(_top_level_definitions(inspect.getmodule(solution)))) - _bound_names(tree)
+    assert not hidden, (
+        f"exercise {key}: the Solutions page shows {solution.__name__} but not {sorted(hidden)}, "
+        "which it uses; show it with sydsgpt.notebook.show_solution and re-execute the page"
+    )
