@@ -7,15 +7,17 @@
                                      Alpaca-style template (DATA: instruction-data, word-tasks,
                                      or a JSON list of records with instruction, input, output)
 
---base is the pretrained model: `book` (the book's checkpoint), a checkpoint file from
+--base is the pretrained model: `book` (the book's checkpoint), smollm2-135m-instruct or
+another Llama-architecture .gguf file, a checkpoint file from
 `sydsgpt train` (.pt), a GPT-2 folder (config.json + model.safetensors), or a Hugging Face
 Hub name such as gpt2 or gpt2-medium (downloaded once; needs the internet). Every option is
 checked before anything is loaded or written. --lora-rank R
 trains low-rank adapters instead of the weights. The run writes into --out, as
 `sydsgpt train` does: log.jsonl, checkpoint.pt (resumable: add --resume), run.json,
-loss.png, and tokenizer.json (instruct, a BPE or GGUF tokenizer: with its end token and
-chat template) or
-classifier.json (classify); with LoRA also adapter.safetensors (the adapter only).
+loss.png, and tokenizer.json (instruct: with its end token, and a chat model's template)
+or classifier.json (classify); with LoRA also adapter.safetensors (the adapter only). A
+finetuned chat model chats with `sydsgpt chat --model DIR/checkpoint.pt` (not yet after
+--lora-rank: that checkpoint keeps the adapters apart, and chat does not load them).
 
 examples:
   sydsgpt finetune instruct word-tasks --base book --lr 0.001 --max-steps 150 --out runs/ft-words
