@@ -4,9 +4,21 @@ A record is ``{"instruction", "input", "output"}`` (the input may be empty). Fin
 turns each record into one token sequence and trains on it with the pretraining loss,
 with one change: only the response is graded.
 
+The format follows the model (decided in one place, :func:`chat_format`):
+
+* a **chat model** (its tokenizer has a ChatML ``chat_template``, e.g. SmolLM2-135M-Instruct)
+  gets each record as a conversation in its own template: the user message is the
+  instruction (and the input after a blank line), the reply is the output, ended by the
+  end-of-turn token ``<|im_end|>`` (:mod:`sydsgpt.chat`; what a user wrote stays plain text);
+* any other model (the book's, GPT-2) gets the Alpaca-style template below, ended by
+  ``<|endoftext|>``.
+
 - :func:`format_prompt`: the Alpaca-style prompt template (:data:`PROMPT_TEMPLATE`);
+- :func:`chat_format`, :func:`user_message`, :func:`prompt_ids`: which format, and the ids
+  the model reads before it answers (exactly what generation is fed);
 - :func:`end_token_id` / :func:`add_end_token`: the end-of-response token
-  (``<|endoftext|>``; a tokenizer without one gets it, and the model one new row);
+  (``<|im_end|>`` or ``<|endoftext|>``; a plain tokenizer without one gets ``<|endoftext|>``,
+  and the model one new row);
 - :func:`tokenize_example`: ``prompt + response + <end>`` and where the response starts;
 - :func:`collate_instructions`: a padded batch whose targets are :data:`IGNORE_INDEX`
   (-100) on the prompt and on the padding -- **loss masking**;
@@ -31,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .bpe import END_OF_TEXT, BPETokenizer
+from .chat import ChatTemplate, encode_chat
 from .generate import end_of_text_id, generate
 from .losses import NextTokenObjective
 from .model import SydsGPT
@@ -64,16 +77,61 @@ def format_prompt(record: Mapping[str, str]) -> str:
 # endregion: template
 
 
+# region: format
+def chat_format(tokenizer: Any) -> ChatTemplate | None:
+    """The one place the format is decided: the tokenizer's chat template when it has one
+    (a chat model is finetuned in the conversation format it was trained on), else ``None``
+    (the Alpaca-style template of :func:`format_prompt`)."""
+    template = getattr(tokenizer, "chat_template", None)
+    return ChatTemplate.from_jinja(template) if template else None
+
+
+def user_message(record: Mapping[str, str]) -> str:
+    """A record as a chat model's user message: the instruction, and the input (when there is
+    one) after a blank line."""
+    given = record.get("input", "")
+    return f"{record['instruction']}\n\n{given}" if given else record["instruction"]
+
+
+def prompt_ids(record: Mapping[str, str] | str, tokenizer: Any) -> list[int]:
+    """The ids the model reads before it answers ``record``: exactly what generation is fed.
+
+    Chat format: the conversation of one user message (the template's default system message
+    in front, as ``sydsgpt chat`` sends it) and the generation prompt
+    ``<|im_start|>assistant\\n``; a ``str`` is the user message itself. Alpaca format: the
+    :func:`format_prompt` text; a ``str`` is an already formatted prompt. Either way, text
+    that spells a special token is encoded as ordinary text.
+    """
+    chat = chat_format(tokenizer)
+    if chat is None:
+        return tokenizer.encode_ordinary(
+            record if isinstance(record, str) else format_prompt(record)
+        )
+    text = record if isinstance(record, str) else user_message(record)
+    return encode_chat(tokenizer, [{"role": "user", "content": text}], chat)
+
+
+# endregion: format
+
+
 # ---------------------------------------------------------------------------- the end token
 
 
+def _end_id(tokenizer: Any) -> int | None:
+    chat = chat_format(tokenizer)
+    if chat is not None:
+        return tokenizer.special_tokens.get(chat.end)
+    return end_of_text_id(tokenizer)
+
+
 def end_token_id(tokenizer: Any) -> int:
-    """The id of the end-of-response token, ``<|endoftext|>`` (GPT-2's is 50256).
+    """The id of the end-of-response token: a chat model's end-of-turn token (``<|im_end|>``,
+    SmolLM2's is 2), else ``<|endoftext|>`` (GPT-2's is 50256).
 
     Raises:
-        ValueError: the tokenizer has none; :func:`add_end_token` gives it one.
+        ValueError: the tokenizer has none; :func:`add_end_token` gives a plain tokenizer one.
     """
-    eot = end_of_text_id(tokenizer)
+    eot = _end_id(tokenizer)
     if eot is None:
         raise ValueError(
             f"tokenizer {getattr(tokenizer, 'name', tokenizer)!r} has no {END_OF_TEXT} token to "
@@ -88,14 +146,14 @@ def add_end_token(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
     The token gets the next free id (``n_vocab``); the model gets one more row in its token
     embedding and in its output head, both set to the mean of the existing rows (a new
     token starts as an "average" token rather than as noise). A tokenizer that already has
-    the token is returned unchanged, with the model.
+    an end token (a chat model's ``<|im_end|>`` too) is returned unchanged, with the model.
 
     Returns:
         ``(model, tokenizer)``: new objects when a token was added (the inputs are untouched).
     """
-    if end_of_text_id(tokenizer) is not None:
+    if _end_id(tokenizer) is not None:
         return model, tokenizer
-    if not isinstance(tokenizer, BPETokenizer):
+    if not isinstance(tokenizer, BPETokenizer) or chat_format(tokenizer) is not None:
         raise TypeError(
             f"add_end_token extends a BPETokenizer; {type(tokenizer).__name__} has no {END_OF_TEXT}"
         )
@@ -129,15 +187,15 @@ def tokenize_example(
 ) -> tuple[list[int], int]:
     """``prompt + response + [end_id]`` as ids, and the number of prompt ids.
 
-    The prompt and the response are encoded separately (special-token text in them is
-    ordinary text), so the prompt ids are exactly what :func:`generate_response` feeds
-    the model. A sequence longer than ``max_length`` (the model's context) loses the end
-    of its response (and its end token).
+    The prompt (:func:`prompt_ids`) and the response are encoded separately (special-token
+    text in them is ordinary text), so the prompt ids are exactly what
+    :func:`generate_response` feeds the model. A sequence longer than ``max_length`` (the
+    model's context) loses the end of its response (and its end token).
 
     Raises:
         ValueError: the prompt alone leaves no room for one response token in ``max_length``.
     """
-    prompt = tokenizer.encode_ordinary(format_prompt(record))
+    prompt = prompt_ids(record, tokenizer)
     response = tokenizer.encode_ordinary(record["output"]) + [end_id]
     if max_length is not None and len(prompt) + 1 > max_length:
         raise ValueError(
@@ -270,16 +328,15 @@ def response_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
 def generate_response(
     model: nn.Module, tokenizer: Any, record: Mapping[str, str] | str, max_new_tokens: int = 64
 ) -> tuple[str, bool]:
-    """The model's greedy answer to ``record`` (or a formatted prompt), and whether it ended
-    with the end token (``False``: it ran out of ``max_new_tokens``). The end token is not
-    part of the text.
+    """The model's greedy answer to ``record`` (a ``str``: see :func:`prompt_ids`), and
+    whether it ended with the end token (``<|im_end|>`` for a chat model; ``False``: it ran
+    out of ``max_new_tokens``). The end token is not part of the text.
 
     Raises:
         ValueError: the prompt is longer than the model's context.
     """
-    prompt = record if isinstance(record, str) else format_prompt(record)
     end_id = end_token_id(tokenizer)
-    ids = tokenizer.encode_ordinary(prompt)
+    ids = prompt_ids(record, tokenizer)
     context = model.config.context_length
     if len(ids) >= context:
         raise ValueError(
@@ -287,8 +344,8 @@ def generate_response(
             "shorten the prompt (or the instruction/input) so the answer has room"
         )
     device = next(model.parameters()).device
-    prompt_ids = torch.tensor([ids], device=device)
-    new = generate(model, prompt_ids, min(max_new_tokens, context - len(ids)), eos_id=end_id)[
+    prompt = torch.tensor([ids], device=device)  # (1, T)
+    new = generate(model, prompt, min(max_new_tokens, context - len(ids)), eos_id=end_id)[
         0, len(ids) :
     ].tolist()
     stopped = bool(new) and new[-1] == end_id

@@ -471,3 +471,47 @@ def test_a_gguf_model_is_a_base_too(tmp_path: Path, capsys) -> None:
     assert stdout.startswith("test accuracy ") and (out / "checkpoint.pt").is_file()
     config = load_checkpoint(out / "checkpoint.pt")["config"]  # the GGUF model's, with a head
     assert config["norm"] == "rmsnorm" and config["positions"] == "rope"
+
+
+def test_a_chat_model_finetunes_in_its_chat_format_and_chats_after(tmp_path: Path, capsys) -> None:
+    """A GGUF chat model (the tiny one the chat tests write) is finetuned on conversations in
+    its own template; the run's checkpoint keeps the template, so ``sydsgpt chat`` talks to it."""
+    from gguf_files import tiny_chat_gguf
+
+    from sydsgpt.instruct import chat_format
+
+    out = tmp_path / "run"
+    gguf = str(tiny_chat_gguf(tmp_path / "tiny.gguf"))
+    code, stdout, err = finetune(
+        capsys, "instruct", "word-tasks", "--base", gguf, "--out", str(out), *FAST
+    )
+    assert code == 0, err
+    assert "in its chat format" in err and "example answer" in stdout
+    model, tokenizer = load_model_and_tokenizer(out / "checkpoint.pt")
+    assert chat_format(tokenizer) is not None and tokenizer.n_vocab <= model.config.vocab_size
+    prompt = ["--prompt", "Write the last word.\\n\\nhello there", "--max-new-tokens", "3"]
+    assert main(["chat", "--model", str(out / "checkpoint.pt"), *prompt, "--device", "cpu"]) == 0
+    assert "not a chat model" not in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about a second: two short runs and a resumed one
+def test_a_chat_model_with_lora_resumes_exactly_and_saves_the_adapter_alone(
+    tmp_path: Path, capsys
+) -> None:
+    from gguf_files import tiny_chat_gguf
+    from safetensors.torch import load_file
+
+    gguf = str(tiny_chat_gguf(tmp_path / "tiny.gguf"))
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    lora = ["--base", gguf, "--lora-rank", "2", *FAST]
+    assert finetune(capsys, "instruct", "word-tasks", "--out", str(whole), *lora)[0] == 0
+    stop = ["--stop-after", "2"]
+    assert finetune(capsys, "instruct", "word-tasks", "--out", str(parts), *stop, *lora)[0] == 0
+    assert load_checkpoint(parts / "checkpoint.pt")["step"] == 2
+    assert (
+        finetune(capsys, "instruct", "word-tasks", "--out", str(parts), "--resume", *lora)[0] == 0
+    )
+    a, b = load_file(whole / "adapter.safetensors"), load_file(parts / "adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the chat model has its end token: only the LoRA matrices are trained and saved
+    assert a and all("lora_" in name for name in a), list(a)

@@ -208,12 +208,21 @@ def test_finetuning_lowers_the_held_out_response_loss() -> None:
 
 
 def test_the_instruct_benchmark_runs_quickly() -> None:
-    from sydsgpt.bench.instruct import COLUMNS, run, splits
+    from sydsgpt.bench.instruct import (
+        COLUMNS,
+        REAL_COLUMNS,
+        SMOL_TEST_RECORDS,
+        real_splits,
+        run,
+        splits,
+    )
 
-    train, test = splits()
-    assert not {(r["instruction"], r["input"]) for r in test} & {
-        (r["instruction"], r["input"]) for r in train
-    }
+    for split in (splits, real_splits):
+        train, test = split()
+        assert not {(r["instruction"], r["input"]) for r in test} & {
+            (r["instruction"], r["input"]) for r in train
+        }
+    assert len(real_splits()[1]) == SMOL_TEST_RECORDS >= 50
     result = run(None, quick=True)
     assert [row["setup"] for row in result["rows"]] == [
         "base model",
@@ -221,3 +230,20 @@ def test_the_instruct_benchmark_runs_quickly() -> None:
         "finetuned, unmasked loss",
     ]
     assert all(set(COLUMNS) <= set(row) | {"lr"} for row in result["rows"])
+    real = result["real_model"]
+    assert [(row["setup"], row["steps"]) for row in real["rows"]] == [
+        ("base model", 0),
+        *[
+            (setup, n)
+            for n in real["steps_per_run"]
+            for setup in ("LoRA, masked loss", "LoRA, unmasked loss")
+        ],
+    ]
+    assert real["format"].startswith("the model's ChatML chat template")
+    assert len(result["loadavg_before"]) == 3 and result["threads"] >= 1
+    for row in real["rows"][1:]:
+        assert set(REAL_COLUMNS) <= set(row)
+        assert [r["seed"] for r in row["per_seed"]] == real["seeds"]
+        assert 0 < row["trainable_params"] < real["base_params"]
+        losses = [r["response_loss"] for r in row["per_seed"]]
+        assert row["response_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-4)

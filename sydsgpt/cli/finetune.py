@@ -2,22 +2,28 @@
 
   sydsgpt finetune classify [DATA]   a classification head on the model (DATA: sms-spam, or a
                                      TAB-separated file of `label<TAB>text` lines)
-  sydsgpt finetune instruct [DATA]   answer instructions in the Alpaca-style template (DATA:
-                                     instruction-data, word-tasks, or a JSON list of records
-                                     with instruction, input, output)
+  sydsgpt finetune instruct [DATA]   answer instructions, in the model's own chat template
+                                     (a chat model: smollm2-135m-instruct, a .gguf) or in the
+                                     Alpaca-style template (DATA: instruction-data, word-tasks,
+                                     or a JSON list of records with instruction, input, output)
 
---base is the pretrained model: `book` (the book's checkpoint), a checkpoint file from
+--base is the pretrained model: `book` (the book's checkpoint), smollm2-135m-instruct or
+another Llama-architecture .gguf file, a checkpoint file from
 `sydsgpt train` (.pt), a GPT-2 folder (config.json + model.safetensors), or a Hugging Face
 Hub name such as gpt2 or gpt2-medium (downloaded once; needs the internet). Every option is
 checked before anything is loaded or written. --lora-rank R
 trains low-rank adapters instead of the weights. The run writes into --out, as
 `sydsgpt train` does: log.jsonl, checkpoint.pt (resumable: add --resume), run.json,
-loss.png, and tokenizer.json (instruct, a BPE tokenizer: with its end token) or
-classifier.json (classify); with LoRA also adapter.safetensors (the adapter only).
+loss.png, and tokenizer.json (instruct: with its end token, and a chat model's template)
+or classifier.json (classify); with LoRA also adapter.safetensors (the adapter only). A
+finetuned chat model chats with `sydsgpt chat --model DIR/checkpoint.pt` (not yet after
+--lora-rank: that checkpoint keeps the adapters apart, and chat does not load them).
 
 examples:
   sydsgpt finetune instruct word-tasks --base book --lr 0.001 --max-steps 150 --out runs/ft-words
   sydsgpt finetune instruct instruction-data --base gpt2 --device cuda --epochs 2 --out runs/ft-gpt2
+  sydsgpt finetune instruct word-tasks --base smollm2-135m-instruct --batch-size 4 --max-steps 60 \\
+      --out runs/ft-smollm2 && sydsgpt chat --model runs/ft-smollm2/checkpoint.pt
   sydsgpt finetune classify sms-spam --base book --trainable last-block --out runs/ft-spam
   sydsgpt finetune classify sms-spam --base book --lora-rank 8 --out runs/ft-spam-lora
 """
@@ -44,6 +50,7 @@ from ..gpt2_weights import load_gpt2_weights
 from ..hub import looks_like_hub_name
 from ..instruct import (
     add_end_token,
+    chat_format,
     exact_match,
     finetune_instructions,
     instruction_data,
@@ -314,10 +321,12 @@ def _say(text: str) -> None:
 
 
 def _run_instruct(args: argparse.Namespace) -> int:
-    """the model learns to answer records of the Alpaca-style template (sydsgpt.instruct),
-    with the loss on the response tokens only (--no-mask-prompt: on every token). At the
-    end it scores greedy answers on the held-out records: the share that stop at the end
-    token, and the share that equal the record's output exactly."""
+    """the model learns to answer records (sydsgpt.instruct): a chat model (its tokenizer
+    has a chat template, e.g. smollm2-135m-instruct) as conversations in that template,
+    ended by its end-of-turn token; any other model in the Alpaca-style template, ended by
+    <|endoftext|>. The loss is on the response tokens only (--no-mask-prompt: on every
+    token). At the end it scores greedy answers on the held-out records: the share that
+    stop at the end token, and the share that equal the record's output exactly."""
     cfg, out = _prepare(args, "instruct")
     records = (
         word_task_records(WORD_TASK_RECORDS, seed=cfg.seed)
@@ -348,9 +357,10 @@ def _run_instruct(args: argparse.Namespace) -> int:
     with run_folder(out) as folder:
         _save_tokenizer(tokenizer, out)
         graded = "the response only" if args.mask_prompt else "every token"
+        form = "the Alpaca-style template" if chat_format(tokenizer) is None else "its chat format"
         _say(
             f"finetuning on {len(train_records):,} instruction records ({len(val_records):,} held "
-            f"out); loss on {graded}; out: {out}"
+            f"out) in {form}; loss on {graded}; out: {out}"
         )
         session = Session(
             out_dir=folder,
