@@ -373,8 +373,26 @@ def model_from_checkpoint(
         model = SydsGPT(checkpoint["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} holds an invalid model config: {exc}") from exc
+    if any(name.endswith(".lora_A") for name in checkpoint["model"]):
+        return _merged_lora_model(model, checkpoint, path)
     load_weights(model, checkpoint["model"], path)
     return model
+
+
+def _merged_lora_model(model: SydsGPT, checkpoint: Mapping[str, Any], path: str | Path) -> SydsGPT:
+    """A LoRA run's checkpoint (its layers wrapped, chapter 9) as a plain model: the adapters'
+    settings come from the ``adapter.safetensors`` beside it, and ``B A`` is merged into ``W``."""
+    from .lora import ADAPTER_NAME, LoRAConfig, apply_lora, read_adapter, remove_lora
+
+    adapter = Path(path).parent / ADAPTER_NAME
+    if not adapter.is_file():
+        raise CheckpointError(
+            f"{path} holds LoRA layers, but the {ADAPTER_NAME} that says their settings is not "
+            "beside it; keep the run folder together"
+        )
+    apply_lora(model, LoRAConfig.from_dict(read_adapter(adapter)[1]["lora"]))
+    load_weights(model, checkpoint["model"], path)
+    return remove_lora(model, merge=True)
 
 
 def load_weights(

@@ -11,7 +11,12 @@ import torch
 from helpers import tiny_config
 
 from sydsgpt.bpe import BPETokenizer
-from sydsgpt.checkpoint import load_checkpoint, load_model_and_tokenizer, save_checkpoint
+from sydsgpt.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_and_tokenizer,
+    save_checkpoint,
+)
 from sydsgpt.cli import main
 from sydsgpt.instruct import format_prompt, word_task_records
 from sydsgpt.logs import read_log
@@ -515,3 +520,21 @@ def test_a_chat_model_with_lora_resumes_exactly_and_saves_the_adapter_alone(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the chat model has its end token: only the LoRA matrices are trained and saved
     assert a and all("lora_" in name for name in a), list(a)
+    # the run's checkpoint loads as a plain model with B A merged into W, and chats
+    from sydsgpt.lora import lora_layers, read_adapter
+
+    model, _ = load_model_and_tokenizer(whole / "checkpoint.pt")
+    assert not lora_layers(model)
+    state = load_checkpoint(whole / "checkpoint.pt")["model"]
+    name = next(k for k in a if k.endswith(".lora_A")).removesuffix(".lora_A")
+    settings = read_adapter(whole / "adapter.safetensors")[1]["lora"]
+    scaling = settings["alpha"] / settings["rank"]
+    merged = state[f"{name}.base.weight"] + scaling * a[f"{name}.lora_B"] @ a[f"{name}.lora_A"]
+    torch.testing.assert_close(model.get_parameter(f"{name}.weight"), merged)
+    prompt = ["--prompt", "Write the last word.\\n\\nhello there", "--max-new-tokens", "3"]
+    assert main(["chat", "--model", str(whole / "checkpoint.pt"), *prompt, "--device", "cpu"]) == 0
+    (tmp_path / "moved").mkdir()
+    for name in ("checkpoint.pt", "tokenizer.json"):  # the adapter file stays behind
+        (whole / name).rename(tmp_path / "moved" / name)
+    with pytest.raises(CheckpointError, match="adapter.safetensors"):
+        load_model_and_tokenizer(tmp_path / "moved" / "checkpoint.pt")

@@ -16,8 +16,8 @@ trains low-rank adapters instead of the weights. The run writes into --out, as
 `sydsgpt train` does: log.jsonl, checkpoint.pt (resumable: add --resume), run.json,
 loss.png, and tokenizer.json (instruct: with its end token, and a chat model's template)
 or classifier.json (classify); with LoRA also adapter.safetensors (the adapter only). A
-finetuned chat model chats with `sydsgpt chat --model DIR/checkpoint.pt` (not yet after
---lora-rank: that checkpoint keeps the adapters apart, and chat does not load them).
+finetuned chat model chats with `sydsgpt chat --model DIR/checkpoint.pt` (after --lora-rank
+too: the adapters are merged into the weights as the checkpoint loads).
 
 examples:
   sydsgpt finetune instruct word-tasks --base book --lr 0.001 --max-steps 150 --out runs/ft-words
