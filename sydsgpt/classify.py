@@ -541,20 +541,79 @@ def bag_of_words_baseline(
         )
 
     (x, y), (x_test, y_test) = features(train_records), features(test_records)
+    fit = fit_logistic_regression(
+        x, y, len(labels), steps=steps, lr=lr, weight_decay=weight_decay, seed=seed
+    )
+    return {
+        "accuracy": fit.accuracy(x_test, y_test),
+        "trainable_params": count_trainable_parameters(fit.regression),
+        "train_s": fit.train_s,
+        "vocabulary": len(vocabulary),
+    }
+
+
+# region: logistic
+@dataclass
+class LogisticFit:
+    """A trained :func:`fit_logistic_regression`: the linear layer and its training time."""
+
+    regression: nn.Linear
+    train_s: float
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The share of rows of ``x`` whose largest logit is their label ``y``."""
+        return (self.regression(x).argmax(-1) == y).float().mean().item()
+
+
+def fit_logistic_regression(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-4,
+    seed: int = 123,
+) -> LogisticFit:
+    """Logistic regression, ``logits = x W^T + b``, fitted by full-batch Adam on ``(N, F)``
+    features ``x`` and ``(N,)`` labels ``y``. On word-presence features it is the bag-of-words
+    baseline; on a frozen model's :func:`last_token_features` it is the "head only" classifier.
+    """
     torch.manual_seed(seed)
-    regression = nn.Linear(len(vocabulary), len(labels))
+    regression = nn.Linear(x.shape[1], num_classes)
     optimizer = torch.optim.Adam(regression.parameters(), lr=lr, weight_decay=weight_decay)
     start = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad()
         nn.functional.cross_entropy(regression(x), y).backward()
         optimizer.step()
-    train_s = time.perf_counter() - start
-    with torch.no_grad():
-        acc = (regression(x_test).argmax(-1) == y_test).float().mean().item()
-    return {
-        "accuracy": acc,
-        "trainable_params": count_trainable_parameters(regression),
-        "train_s": train_s,
-        "vocabulary": len(vocabulary),
-    }
+    return LogisticFit(regression, time.perf_counter() - start)
+
+
+# endregion: logistic
+
+
+@torch.no_grad()
+def last_token_features(
+    model: nn.Module, dataset: ClassificationDataset, batch_size: int = 32
+) -> torch.Tensor:
+    """``(N, d)``: a frozen language model's features at each text's last real token, after the
+    final norm: exactly what a new head reads in a head-only classifier. Computed once, they
+    make training that head a logistic regression of seconds (:func:`fit_logistic_regression`).
+    """
+    was_training, device = model.training, next(model.parameters()).device
+    head = model.output_projection
+    model.output_projection = nn.Identity()  # (B, T, d) features instead of vocabulary logits
+    model.eval()
+    try:
+        parts = []
+        for start in range(0, len(dataset), batch_size):
+            ids = dataset.token_ids[start : start + batch_size].to(device)
+            lengths = dataset.lengths[start : start + batch_size].to(device)
+            features = model(ids)  # (B, T, d)
+            parts.append(features[torch.arange(len(ids), device=device), lengths - 1].float().cpu())
+    finally:
+        model.output_projection = head
+        model.train(was_training)
+    return torch.cat(parts)

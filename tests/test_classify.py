@@ -24,6 +24,8 @@ from sydsgpt.classify import (
     class_logits,
     classifier_train_config,
     finetune_classifier,
+    fit_logistic_regression,
+    last_token_features,
     load_classifier,
     majority_baseline,
     set_trainable,
@@ -337,61 +339,97 @@ def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:
     )
 
 
-@pytest.mark.slow  # 0.5 s or more in all: keeps the fast lane within 30 s
+def test_last_token_features_are_what_a_head_only_classifier_reads() -> None:
+    """The cached features times the new head give the classifier's own logits, and the model
+    gets its vocabulary head back."""
+    model = tiny_model()
+    records = [("a", "hello there"), ("b", "hi"), ("a", "a longer text to read")]
+    data = ClassificationDataset(records, TOKENIZER, ("a", "b"), max_length=12)
+    features = last_token_features(model, data, batch_size=2)
+    head = model.output_projection
+    assert features.shape == (3, D) and model.output_projection is head
+    classifier = GPTClassifier(model, 2)
+    expected = class_logits(classifier, data.token_ids, data.lengths)
+    torch.testing.assert_close(classifier.head(features), expected)
+
+
+def test_a_logistic_regression_separates_separable_features() -> None:
+    x = torch.tensor([[2.0, 0.0], [1.5, 0.2], [0.0, 2.0], [0.3, 1.8]])
+    y = torch.tensor([0, 0, 1, 1])
+    fit = fit_logistic_regression(x, y, 2, steps=100, lr=0.1)
+    assert fit.accuracy(x, y) == 1.0 and fit.train_s >= 0
+    assert fit.accuracy(x, 1 - y) == 0.0
+
+
+def test_a_subset_keeps_the_order_and_balances_the_labels() -> None:
+    from sydsgpt.bench.finetune import subset
+
+    records = [("spam", "1"), ("ham", "2"), ("ham", "3"), ("ham", "4"), ("spam", "5")]
+    assert subset(records, 4) == [("spam", "1"), ("ham", "2"), ("ham", "3"), ("spam", "5")]
+
+
+def test_the_memory_split_counts_gradients_and_optimizer_state_of_trainable_weights_only() -> None:
+    from sydsgpt.bench.finetune import memory_breakdown
+
+    ids = torch.randint(0, VOCAB, (2, 8))
+    full = memory_breakdown(tiny_model(), ids, "all")
+    lora = memory_breakdown(tiny_model(), ids, "lora", LoRAConfig(rank=2))
+    head = memory_breakdown(tiny_model(), ids, "head")
+    assert full["gradients"] == pytest.approx(full["weights"], rel=1e-6)
+    assert full["optimizer"] == pytest.approx(2 * full["gradients"], rel=1e-6)  # two moments
+    for split in (lora, head):
+        trainable_mib = split["trainable_params"] * 4 / 2**20
+        assert split["gradients"] == pytest.approx(trainable_mib, rel=1e-6)
+        assert split["optimizer"] == pytest.approx(2 * trainable_mib, rel=1e-6)
+    # LoRA still back-propagates through every block, so it saves about the activations of
+    # full finetuning; the head alone saves almost nothing.
+    assert lora["activations"] > 0.8 * full["activations"] > 8 * head["activations"]
+
+
+@pytest.mark.slow  # 20 s: every row, the learning curve and the memory split on tiny models
 def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
     from sydsgpt.bench import finetune
-    from sydsgpt.bench.finetune import COLUMNS, MODEL_ROWS
     from sydsgpt.cli import main
 
     if not (Path(os.environ.get("SYDSGPT_DATA_DIR", "")) / "SMSSpamCollection").is_file():
         pytest.skip("no local copy of the SMS Spam Collection")
     assert main(["bench", "--what", "finetune", "--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "finetune_cpu.json").read_text())
-    setups = [row["setup"] for row in result["rows"]]
-    assert setups == [
-        "majority class",
-        "bag of words + logistic regression",
-        *(name for name, _ in MODEL_ROWS),
-    ]
-    assert result["quick"] and all(set(row) <= set(COLUMNS) for row in result["rows"])
-    # The same rows measured in two processes' worth of parts, joined in table order.
-    baselines = finetune.run(tmp_path / "a.json", quick=True, only=list(finetune.BASELINES))
-    assert [row["setup"] for row in baselines["rows"]] == list(finetune.BASELINES)
-    joined = finetune.combine(
-        [tmp_path / "a.json", tmp_path / "finetune_cpu.json"], tmp_path / "all.json", note="test"
-    )
-    assert [row["setup"] for row in joined["rows"]] == setups and joined["parallel"] == "test"
-    with pytest.raises(ValueError, match="no part measured"):
-        finetune.combine([tmp_path / "a.json"], tmp_path / "b.json")
+    assert [row["setup"] for row in result["rows"]] == list(finetune.SETUPS)
+    assert result["quick"] and all(set(row) >= {"accuracy", "spread"} for row in result["rows"])
+    for row in result["rows"]:
+        assert len(row["accuracies"]) == len(finetune.SEEDS)
+        if row["lr"] is not None:  # the chosen rate is the candidate best on validation
+            val = row["val_by_lr"]
+            assert val[f"{row['lr']:g}"] == max(val.values())
+    sizes = {(p["setup"], p["train_examples"]) for p in result["curve"]}
+    assert {name for name, _ in sizes} == set(finetune.CURVE_ROWS) and len(sizes) == 4 * 3
+    assert set(result["memory"]["setups"]) == {name for name, _, _ in finetune.MEMORY_SETUPS}
+    one = finetune.run(tmp_path / "one.json", quick=True, only=["majority class"])
+    assert [row["setup"] for row in one["rows"]] == ["majority class"] and "curve" not in one
     with pytest.raises(ValueError, match="unknown finetune benchmark row"):
         finetune.run(None, quick=True, only=["pretrained, everything"])
 
 
 def test_the_committed_benchmark_is_a_full_run() -> None:
     from sydsgpt.bench.common import RESULTS_DIR
-    from sydsgpt.bench.finetune import MODEL_ROWS
+    from sydsgpt.bench import finetune
 
     result = json.loads((RESULTS_DIR / "finetune_cpu.json").read_text())
     assert not result["quick"] and result["data"] == "sms-spam"
     rows = {row["setup"]: row for row in result["rows"]}
-    assert list(rows) == [
-        "majority class",
-        "bag of words + logistic regression",
-        *(name for name, _ in MODEL_ROWS),
-    ]
-    assert rows["majority class"]["accuracy"] == 0.5  # the test split is balanced
+    assert list(rows) == list(finetune.SETUPS)
+    assert result["load_before"] < 1.0  # measured on a quiet machine
     for row in rows.values():
-        assert 0 <= row["accuracy"] <= 1 and row["trainable_params"] >= 0
-    lora, everything = rows["pretrained, LoRA r=8"], rows["pretrained, all"]
-    assert (
-        lora["trainable_params"]
-        < rows["pretrained, last block"]["trainable_params"]
-        < everything["trainable_params"]
+        assert len(row["accuracies"]) == len(finetune.SEEDS)
+        assert row["accuracy"] == pytest.approx(sum(row["accuracies"]) / 3, abs=1e-3)
+    assert all(acc == 0.5 for acc in rows["majority class"]["accuracies"])  # balanced tests
+    smollm2 = result["bases"]["smollm2"]["config"]
+    assert rows["SmolLM2, head only (cached features)"]["trainable_params"] == (
+        2 * smollm2["embedding_dim"] + 2
     )
-    assert (
-        rows["pretrained, head only"]["trainable_params"]
-        == 2 * result["base_config"]["embedding_dim"] + 2
-    )
+    lora = [rows[f"SmolLM2, LoRA r={r}"]["trainable_params"] for r in (1, 4, 16)]
+    assert lora == sorted(lora) and lora[-1] < rows["SmolLM2, all"]["trainable_params"]
 
 
 def test_a_gpt2_style_model_with_tied_and_padded_head_becomes_a_classifier() -> None:

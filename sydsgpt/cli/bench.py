@@ -190,9 +190,9 @@ def run(args: argparse.Namespace) -> int:
             modern.benchmark(args.seconds_per_row, quick=args.quick, seed=args.seed, out=out)
         elif what == "finetune":
             out = args.out / f"finetune_{result}.json"
-            finetune.run(
-                out, quick=args.quick, device=args.device, threads=args.threads or finetune.THREADS
-            )
+            if kind != "cpu":
+                raise UsageError("--what finetune runs on the CPU only (drop --device)")
+            finetune.run(out, quick=args.quick, threads=args.threads or finetune.THREADS)
         elif what == "instruct":
             from ..bench import instruct as instruct_bench
 
