@@ -523,8 +523,9 @@ def bag_of_words_baseline(
     """Logistic regression on word presence: ``logits = x W^T + b``, ``x[j] = 1`` when the text
     has vocabulary word ``j`` (words seen ``min_count`` times in training). Full-batch Adam.
 
-    Returns ``{"accuracy", "trainable_params", "train_s", "vocabulary"}`` (accuracy on
-    ``test_records``).
+    Returns ``{"accuracy", "trainable_params", "train_s", "vocabulary", "weights"}``: the
+    accuracy on ``test_records``, the vocabulary's size, and each word's weight towards every
+    class but the first (``{word: W[c] - W[0]}``, two classes: positive means the second).
     """
     labels = class_labels(train_records)
     counts = Counter(w for _, text in train_records for w in set(words(text)))
@@ -549,6 +550,10 @@ def bag_of_words_baseline(
         "trainable_params": count_trainable_parameters(fit.regression),
         "train_s": fit.train_s,
         "vocabulary": len(vocabulary),
+        "weights": {
+            w: (fit.regression.weight[1:, j] - fit.regression.weight[0, j]).squeeze().tolist()
+            for w, j in vocabulary.items()
+        },
     }
 
 

@@ -337,6 +337,9 @@ def test_the_bag_of_words_baseline_separates_a_word_level_task() -> None:
         and result["vocabulary"] == 6
         and result["trainable_params"] == 6 * 2 + 2
     )
+    weights = result["weights"]  # towards "pos", the second of the sorted labels
+    assert min(weights[w] for w in ("good", "great", "fine")) > 0
+    assert max(weights[w] for w in ("bad", "awful", "poor")) < 0
 
 
 def test_last_token_features_are_what_a_head_only_classifier_reads() -> None:
@@ -403,12 +406,30 @@ def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
             val = row["val_by_lr"]
             assert val[f"{row['lr']:g}"] == max(val.values())
     sizes = {(p["setup"], p["train_examples"]) for p in result["curve"]}
-    assert {name for name, _ in sizes} == set(finetune.CURVE_ROWS) and len(sizes) == 4 * 3
+    assert {name for name, _ in sizes} == set(finetune.CURVE_ROWS) and len(sizes) == len(
+        finetune.CURVE_ROWS
+    ) * 3
     assert set(result["memory"]["setups"]) == {name for name, _, _ in finetune.MEMORY_SETUPS}
+    head = "SmolLM2, head only (cached features)"
+    refreshed = finetune.refresh([head], "a test", tmp_path / "finetune_cpu.json", quick=True)
+    row = next(r for r in refreshed["rows"] if r["setup"] == head)
+    assert row["before_refresh"]["val_by_lr"] and refreshed["refreshed"][-1]["rows"] == [head]
+    assert [r["setup"] for r in refreshed["rows"]] == list(finetune.SETUPS)
+    assert len(refreshed["curve"]) == len(result["curve"])
+    with pytest.raises(ValueError, match="no row"):
+        finetune.refresh(["no such row"], "a test", tmp_path / "finetune_cpu.json", quick=True)
     one = finetune.run(tmp_path / "one.json", quick=True, only=["majority class"])
     assert [row["setup"] for row in one["rows"]] == ["majority class"] and "curve" not in one
     with pytest.raises(ValueError, match="unknown finetune benchmark row"):
         finetune.run(None, quick=True, only=["pretrained, everything"])
+
+
+def test_the_finetune_benchmark_refuses_a_gpu_in_one_line(capsys) -> None:
+    from sydsgpt.cli import main
+
+    assert main(["bench", "--what", "finetune", "--device", "cuda", "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CPU only" in err and len(err.splitlines()) == 1
 
 
 def test_the_committed_benchmark_is_a_full_run() -> None:

@@ -21,8 +21,8 @@ the best *validation* accuracy (ties: the first) is the row's rate for seeds 1 a
 keeps its run at that rate). Every candidate's validation accuracy is in the result.
 
 **A learning curve** (:data:`CURVE_SIZES`): the rows of :data:`CURVE_ROWS` again on balanced
-subsets of each seed's training split, scored on the same test split; its from-scratch model is
-the book-size one.
+subsets of each seed's training split, scored on the same test split (both from-scratch
+models on it).
 
 **Where the memory goes** (:func:`memory_breakdown`): one training step of SmolLM2 with every
 weight trained, with LoRA r=16 and with the head only, split into weights, gradients, AdamW's
@@ -43,11 +43,13 @@ place of both bases; the rows and the JSON are the same).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -71,7 +73,7 @@ from ..lora import LoRAConfig
 from ..model import SydsGPT
 from ..runtime import seed_everything
 from ..train_config import Session
-from .common import RESULTS_DIR, report
+from .common import RESULTS_DIR, machine_info, report
 from .memory import PeakMemory
 
 SPLIT_SEED = 123
@@ -109,26 +111,35 @@ ROWS = (
     Row("majority class", "majority"),
     Row("bag of words", "bow", lrs=(0.01, 0.05)),
     Row("SmolLM2 size, random init, all trained", "all", "smollm2", (3e-4, 1e-3), False),
-    Row("SmolLM2, head only (cached features)", "features", "smollm2", (1e-3, 3e-3, 1e-2, 3e-2)),
+    Row(
+        "SmolLM2, head only (cached features)",
+        "features",
+        "smollm2",
+        (1e-3, 3e-3, 1e-2, 3e-2),
+    ),
     Row("SmolLM2, last 4 blocks", "last-block", "smollm2", (1e-4, 3e-4), last_blocks=4),
     Row("SmolLM2, LoRA r=1", "lora", "smollm2", (1e-3, 3e-3), rank=1),
     Row("SmolLM2, LoRA r=4", "lora", "smollm2", (1e-3, 3e-3), rank=4),
     Row("SmolLM2, LoRA r=16", "lora", "smollm2", (1e-3, 3e-3), rank=16),
     Row("SmolLM2, all", "all", "smollm2", (3e-5, 1e-4)),
     Row("book size, random init, all trained", "all", "book", (1e-3, 3e-3), False),
-    Row("book, head only (cached features)", "features", "book", (1e-3, 3e-3, 1e-2, 3e-2)),
+    Row(
+        "book, head only (cached features)",
+        "features",
+        "book",
+        (1e-3, 3e-3, 1e-2, 3e-2),
+    ),
     Row("book, all", "all", "book", (3e-4, 1e-3, 3e-3)),
 )
 """The main table, in order."""
 CURVE_ROWS = (
     "bag of words",
     "book size, random init, all trained",
+    "SmolLM2 size, random init, all trained",
     "SmolLM2, head only (cached features)",
     "SmolLM2, LoRA r=4",
 )
-"""The rows on the learning curve (each at the learning rate it chose on the full split). The
-from-scratch model on the curve is the small one: training 135M random weights at every size
-and seed would cost about 40 minutes more here (the main table has both sizes)."""
+"""The rows on the learning curve (each at the learning rate it chose on the full split)."""
 FIRST = ("majority class", *CURVE_ROWS, "book, head only (cached features)", "book, all")
 """Measured first, then the learning curve and the memory split, then the expensive rows (an
 interrupted run keeps the rows, the curve and the split it finished)."""
@@ -356,13 +367,14 @@ def measure_curve(
     splits: Sequence[Split],
     sizes: Sequence[int],
     log: Callable[[str], None] = print,
+    names: Sequence[str] = CURVE_ROWS,
 ) -> list[dict[str, Any]]:
     """The learning curve: each of :data:`CURVE_ROWS` on balanced subsets of every seed's
     training split, at the rate it chose on the full split; the full split's point is the
     main table's."""
     points = []
     by_name = {row.name: row for row in ROWS}
-    for name in CURVE_ROWS:
+    for name in names:
         row, chosen = by_name[name], rows[name]
         for size in sizes:
             tests = [
@@ -481,13 +493,7 @@ def _run(
 ) -> dict[str, Any]:
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     bases = load_bases(quick)
-    records = load_sms_spam()
-    splits = []
-    for seed in SEEDS:
-        train, val, test = balanced_split(records, seed=SPLIT_SEED + seed)
-        if quick:
-            train, val, test = train[:48], val[:16], test[:32]
-        splits.append(Split(seed, train, val, test))
+    splits = _splits(quick)
     runner = Runner(bases, quick)
     extra: dict[str, Any] = {
         "quick": quick,
@@ -552,3 +558,73 @@ def _run(
     payload = write()
     report(payload["rows"], COLUMNS, None, "finetune", log=log)
     return payload
+
+
+def _splits(quick: bool) -> list[Split]:
+    records = load_sms_spam()
+    splits = []
+    for seed in SEEDS:
+        train, val, test = balanced_split(records, seed=SPLIT_SEED + seed)
+        if quick:
+            train, val, test = train[:48], val[:16], test[:32]
+        splits.append(Split(seed, train, val, test))
+    return splits
+
+
+def refresh(
+    names: Sequence[str],
+    why: str,
+    curve: Sequence[str] = (),
+    out: str | os.PathLike[str] = RESULTS_DIR / "finetune_cpu.json",
+    quick: bool = False,
+    threads: int | None = THREADS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure the rows ``names`` of the existing result ``out`` again, with :data:`ROWS`' current
+    settings, and their learning-curve points, and the curve points of the rows ``curve`` (whose
+    rows stay); each refreshed row keeps what it replaced (``before_refresh``) and the result
+    says what was refreshed, ``why``, when, and the load average then."""
+    payload = json.loads(Path(out).read_text())
+    unknown = sorted(set(names) - {row["setup"] for row in payload["rows"]})
+    if unknown:
+        raise ValueError(f"{out} has no row(s) {unknown} to refresh")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        start, load_before = time.perf_counter(), os.getloadavg()[0]
+        splits = _splits(quick)
+        runner = Runner(load_bases(quick), quick)
+        by_name = {row.name: row for row in ROWS}
+        rows = {row["setup"]: row for row in payload["rows"]}
+        for name in names:
+            old = rows[name]
+            rows[name] = measure_row(runner, by_name[name], splits, log)
+            rows[name]["before_refresh"] = {
+                k: old.get(k) for k in ("accuracy", "spread", "lr", "val_by_lr")
+            }
+        curve_names = [n for n in CURVE_ROWS if n in names or n in curve]
+        if curve_names and "curve" in payload:
+            sizes = sorted({p["train_examples"] for p in payload["curve"]})[:-1]
+            fresh = measure_curve(runner, rows, splits, sizes, log, curve_names)
+            kept = [p for p in payload["curve"] if p["setup"] not in curve_names]
+            payload["curve"] = sorted(
+                kept + fresh, key=lambda p: (CURVE_ROWS.index(p["setup"]), p["train_examples"])
+            )
+    finally:
+        torch.set_num_threads(previous)
+    extra = {k: v for k, v in payload.items() if k not in ("benchmark", "machine", "rows")}
+    extra["refreshed"] = [
+        *payload.get("refreshed", []),
+        {
+            "rows": list(names),
+            "curve": curve_names,
+            "why": why,
+            "load_before": round(load_before, 2),
+            "wall_s": round(time.perf_counter() - start, 1),
+            "machine": machine_info(),
+        },
+    ]
+    return report(
+        [rows[n] for n in SETUPS if n in rows], COLUMNS, out, "finetune", log=log, **extra
+    )
