@@ -29,12 +29,13 @@ weight trained, with LoRA r=16 and with the head only, split into weights, gradi
 state and the activations saved for the backward pass (tensors, counted exactly), and the peak
 RSS of the step.
 
-How it is sized (about an hour on 2 quiet cores): texts cut to :data:`MAX_LENGTH` tokens (the
-median SMS is 36 SmolLM2 tokens; the start of a message carries most of its spam cues), batches
-of 16, one epoch over the training split (66 steps) and at least :data:`MIN_STEPS` steps on the
-learning curve's small subsets; two learning-rate candidates for the rows that train SmolLM2's
-blocks, four for the cheap ones. Timings are wall clock with :data:`THREADS` threads; run it
-on a quiet machine (the result records the load average before and after).
+How it is sized (50 minutes on this project's 2 quiet cores, 2026-12-07): texts cut to
+:data:`MAX_LENGTH` tokens (the median SMS is 36 SmolLM2 tokens; the start of a message carries
+most of its spam cues), batches of 16, one epoch over the training split (65 full batches) and
+at least :data:`MIN_STEPS` steps on the learning curve's small subsets; two learning-rate
+candidates for the rows that train SmolLM2's blocks, two to four for the cheap ones. Timings
+are wall clock with :data:`THREADS` threads; run it on a quiet machine (the result records the
+load average before and after).
 
 Run it with ``sydsgpt bench --what finetune`` (``--quick``: seconds, tiny random models in
 place of both bases; the rows and the JSON are the same).
