@@ -106,6 +106,10 @@ class BPETokenizer:
             :meth:`train`; GPT-2 numbers its bytes differently).
     """
 
+    BYTES_FIRST = True
+    """A saved file must number its bytes 0..255 and its merges from 256 (as :meth:`train` and
+    GPT-2 do); see :func:`check_vocabulary`."""
+
     def __init__(self, pattern: str = GPT2_SPLIT_PATTERN, name: str = "sydsgpt-bpe") -> None:
         self.name = name
         self.pattern = pattern
@@ -420,7 +424,7 @@ class BPETokenizer:
             byte_ids = [_as_id(i) for i in payload["byte_ids"]]
             merge_list = [tuple(_as_id(x) for x in m) for m in payload["merges"]]
             specials = {s: _as_id(i) for s, i in payload["special_tokens"].items()}
-            check_vocabulary(byte_ids, merge_list, specials)
+            check_vocabulary(byte_ids, merge_list, specials, bytes_first=cls.BYTES_FIRST)
         except (KeyError, TypeError, ValueError, AttributeError, regex.error) as exc:
             detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(
@@ -502,14 +506,26 @@ def _as_id(value: Any) -> int:
 
 
 def check_vocabulary(
-    byte_ids: Sequence[int], merges: Sequence[tuple[int, ...]], special_tokens: Mapping[str, int]
+    byte_ids: Sequence[int],
+    merges: Sequence[tuple[int, ...]],
+    special_tokens: Mapping[str, int],
+    bytes_first: bool = True,
 ) -> None:
     """Raise ``ValueError`` unless the ids make a consistent byte-level BPE: 256 distinct byte ids
     in ``0..255``; each merge ``(left, right, new)`` joins two ids that exist already into a new id
     ``>= 256`` used by no byte or earlier merge, and no pair is merged twice; each special token is
-    a non-empty string whose id no other token has."""
-    if len(byte_ids) != 256 or len(set(byte_ids)) != 256 or not all(0 <= i < 256 for i in byte_ids):
-        raise ValueError("byte_ids must be 256 distinct ids in 0..255 (one per byte)")
+    a non-empty string whose id no other token has.
+
+    ``bytes_first=False`` (a vocabulary read from a GGUF file, whose byte tokens sit wherever its
+    trainer put them): the byte ids and merge ids may be any distinct non-negative ids."""
+    low, high = (0, 256) if bytes_first else (0, None)
+    if (
+        len(byte_ids) != 256
+        or len(set(byte_ids)) != 256
+        or not all(low <= i and (high is None or i < high) for i in byte_ids)
+    ):
+        where = "in 0..255" if bytes_first else ">= 0"
+        raise ValueError(f"byte_ids must be 256 distinct ids {where} (one per byte)")
     known, pairs = set(byte_ids), set()
     for n, merge in enumerate(merges):
         if len(merge) != 3:
@@ -519,7 +535,7 @@ def check_vocabulary(
             raise ValueError(
                 f"merge {n} {list(merge)} joins an id that no byte or earlier merge defines"
             )
-        if new < 256 or new in known:
+        if (bytes_first and new < 256) or new < 0 or new in known:
             raise ValueError(
                 f"merge {n} {list(merge)} gives id {new}, which is a byte id or already used (a "
                 "merge makes a new id >= 256)"

@@ -62,6 +62,7 @@ class GGUFTokenizer(BPETokenizer):
             ``vocab_size``.
     """
 
+    BYTES_FIRST = False  # a GGUF vocabulary puts its byte tokens wherever its trainer did
     bos_id: int | None = None
     eos_id: int | None = None
     chat_template: str | None = None

@@ -416,6 +416,13 @@ def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
     assert row["before_refresh"]["val_by_lr"] and refreshed["refreshed"][-1]["rows"] == [head]
     assert [r["setup"] for r in refreshed["rows"]] == list(finetune.SETUPS)
     assert len(refreshed["curve"]) == len(result["curve"])
+    random_curve = "SmolLM2 size, random init, all trained"
+    again = finetune.refresh(
+        [], "a test", tmp_path / "finetune_cpu.json", quick=True, curve=[random_curve]
+    )
+    assert again["refreshed"][-1]["curve"] == [random_curve] and len(again["rows"]) == len(
+        finetune.SETUPS
+    )
     with pytest.raises(ValueError, match="no row"):
         finetune.refresh(["no such row"], "a test", tmp_path / "finetune_cpu.json", quick=True)
     one = finetune.run(tmp_path / "one.json", quick=True, only=["majority class"])

@@ -132,3 +132,26 @@ def test_a_plain_tokenizer_file_still_loads_as_a_bpe_tokenizer(tmp_path: Path) -
     (tmp_path / "bad.json").write_text("not json")
     with pytest.raises(ValueError, match="not a saved BPETokenizer"):
         load_tokenizer(tmp_path / "bad.json")
+
+
+def test_the_real_smollm2_tokenizer_survives_save_and_load(tmp_path: Path) -> None:
+    """SmolLM2 numbers its control tokens first, so its byte tokens are not ids 0..255: a saved
+    copy (what finetuning writes beside the checkpoint) must still load, as the same tokenizer,
+    while a plain BPE file keeps the stricter rule."""
+    from gguf_files import smollm2_path
+
+    from sydsgpt.bpe import BPETokenizer
+    from sydsgpt.gguf import read_gguf
+    from sydsgpt.gguf_tokenizer import GGUFTokenizer, load_tokenizer, tokenizer_from_gguf
+
+    tokenizer = tokenizer_from_gguf(read_gguf(smollm2_path()))
+    assert max(tokenizer.byte_ids) > 255
+    tokenizer.save(tmp_path / "tokenizer.json")
+    loaded = load_tokenizer(tmp_path / "tokenizer.json")
+    assert isinstance(loaded, GGUFTokenizer) and loaded.merges == tokenizer.merges
+    for key in ("bos_id", "eos_id", "chat_template", "vocab_size", "special_tokens"):
+        assert getattr(loaded, key) == getattr(tokenizer, key), key
+    text = "Hello <|im_start|>user wörld, call 08001234567 now!\n\t  ok"
+    assert loaded.encode_ordinary(text) == tokenizer.encode_ordinary(text)
+    with pytest.raises(ValueError, match="0..255"):
+        BPETokenizer.load(tmp_path / "tokenizer.json")

@@ -575,8 +575,9 @@ def _splits(quick: bool) -> list[Split]:
 def refresh(
     names: Sequence[str],
     why: str,
-    curve: Sequence[str] = (),
     out: str | os.PathLike[str] = RESULTS_DIR / "finetune_cpu.json",
+    *,
+    curve: Sequence[str] = (),
     quick: bool = False,
     threads: int | None = THREADS,
     log: Callable[[str], None] = print,
