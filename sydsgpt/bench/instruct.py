@@ -34,7 +34,8 @@ SmolLM2 on 4 sequences of ~46 tokens took 1.15 to 1.3 s; scoring 60 held-out pro
 answers and the response loss) took 24 s for a finetuned model, and the base model, whose
 answers run to 12 tokens, ~0.5 s a prompt. So: 2 losses x 3 seeds x (20 + 40) steps = 360
 steps ~ 450 s; 13 scorings ~ 325 s; the book's rows ~ 60 s; loading ~ 5 s: about 14 minutes
-with 1 thread, so about 8 to 10 minutes with :data:`THREADS` (2) on a quiet machine.
+with 1 thread, so about 8 to 10 minutes with :data:`THREADS` (2) on a quiet machine. Measured:
+7 min 38 s with 2 threads from a load average of 0.59 (2026-12-07).
 
 Run it with ``sydsgpt bench --what instruct`` (``--quick``: seconds, tiny random models, one
 with a ChatML tokenizer in place of SmolLM2).
