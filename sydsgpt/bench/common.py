@@ -5,19 +5,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..runtime import cpu_model
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 """Where the committed results live
 (``sydsgpt bench --out sydsgpt/bench/results`` refreshes them)."""
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (``None``: torch's choice as it is),
+    and restore the number it had before, however the block ends."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def machine_info() -> dict[str, Any]:

@@ -69,12 +69,12 @@ from ..classify import (
     last_token_features,
     majority_baseline,
 )
-from ..corpora import load_sms_spam
-from ..lora import LoRAConfig
+from ..corpora import SMS_LABELS, load_sms_spam
+from ..lora import LoRAConfig, count_trainable_parameters
 from ..model import SydsGPT
 from ..runtime import seed_everything
 from ..train_config import Session
-from .common import RESULTS_DIR, machine_info, report
+from .common import RESULTS_DIR, machine_info, report, torch_threads
 from .memory import PeakMemory
 
 SPLIT_SEED = 123
@@ -228,7 +228,7 @@ class Runner:
     def features(self, base: str, records: Sequence[Record]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each record's frozen last-token features (computed once per text) and label ids."""
         b = self.bases[base]
-        labels = ("ham", "spam")
+        labels = SMS_LABELS
         new = [text for _, text in records if (base, text) not in self._features]
         if new:
             data = ClassificationDataset(
@@ -264,7 +264,7 @@ class Runner:
             fit = fit_logistic_regression(x, y, 2, steps=steps, lr=lr, seed=seed)
             return {
                 "scores": [fit.accuracy(*self.features(row.base, s)) for s in scored],
-                "trainable_params": sum(p.numel() for p in fit.regression.parameters()),
+                "trainable_params": count_trainable_parameters(fit.regression),
                 "train_s": fit.train_s,
             }
         return self._finetune(row, train, scored, lr, seed)
@@ -293,7 +293,7 @@ class Runner:
         )
         lora = LoRAConfig(rank=row.rank, alpha=2.0 * row.rank) if row.kind == "lora" else None
         spec = ClassifierConfig(
-            labels=("ham", "spam"),
+            labels=SMS_LABELS,
             trainable=row.kind,
             lora=lora,
             last_blocks=row.last_blocks,
@@ -480,13 +480,8 @@ def run(
         raise ValueError(
             f"unknown finetune benchmark row(s) {unknown}; the rows are {list(SETUPS)}"
         )
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _run(out, quick, set(only or SETUPS), log)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(
@@ -590,10 +585,7 @@ def refresh(
     unknown = sorted(set(names) - {row["setup"] for row in payload["rows"]})
     if unknown:
         raise ValueError(f"{out} has no row(s) {unknown} to refresh")
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         start, load_before = time.perf_counter(), os.getloadavg()[0]
         splits = _splits(quick)
         runner = Runner(load_bases(quick), quick)
@@ -613,8 +605,6 @@ def refresh(
             payload["curve"] = sorted(
                 kept + fresh, key=lambda p: (CURVE_ROWS.index(p["setup"]), p["train_examples"])
             )
-    finally:
-        torch.set_num_threads(previous)
     extra = {k: v for k, v in payload.items() if k not in ("benchmark", "machine", "rows")}
     extra["refreshed"] = [
         *payload.get("refreshed", []),

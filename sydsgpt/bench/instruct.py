@@ -71,7 +71,7 @@ from ..instruct import (
 from ..lora import LoRAConfig, apply_lora, count_trainable_parameters
 from ..runtime import seed_everything
 from ..train_config import Session, TrainConfig
-from .common import RESULTS_DIR, format_table, report
+from .common import RESULTS_DIR, format_table, report, torch_threads
 
 COLUMNS = (
     "setup",
@@ -214,10 +214,7 @@ def run(
     from .finetune import book_base_model
 
     load_before = os.getloadavg()
-    threads_before = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(THREADS)
-    try:
+    with torch_threads(THREADS if device == "cpu" else None):
         book = _run(
             *(base or (_quick_base() if quick else book_base_model())), quick, device, steps
         )
@@ -236,8 +233,6 @@ def run(
             timing="wall clock; compare rows, not machines; a load average above 1 before the "
             "run means other work ran beside it",
         )
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _config(
@@ -256,6 +251,27 @@ def _config(
     )
 
 
+def _finetuned(
+    model0: nn.Module,
+    tokenizer: Any,
+    train: list[dict[str, str]],
+    cfg: TrainConfig,
+    mask: bool,
+    lora: LoRAConfig | None = None,
+) -> tuple[nn.Module, float]:
+    """A copy of ``model0`` finetuned on ``train`` (with LoRA adapters first, when ``lora``),
+    seeded by ``cfg.seed``, and the training's wall-clock seconds."""
+    model = copy.deepcopy(model0)
+    seed_everything(cfg.seed)  # the adapters' initial values
+    if lora is not None:
+        apply_lora(model, lora)
+    start = time.perf_counter()
+    finetune_instructions(
+        model, tokenizer, train, None, cfg, mask_prompt=mask, session=Session(show_progress=False)
+    )
+    return model, time.perf_counter() - start
+
+
 def _run_real(
     model0: nn.Module, tokenizer: Any, source: str, quick: bool, device: str
 ) -> dict[str, Any]:
@@ -271,21 +287,8 @@ def _run_real(
     for steps, (name, mask) in itertools.product(budgets, setups):
         runs = []
         for seed in seeds:
-            model = copy.deepcopy(model0)
-            seed_everything(seed)  # the adapters' initial values
-            apply_lora(model, LORA)
             cfg = _config(steps, SMOL_BATCH_SIZE, SMOL_LR, SMOL_WARMUP, seed, device)
-            start = time.perf_counter()
-            finetune_instructions(
-                model,
-                tokenizer,
-                train,
-                None,
-                cfg,
-                mask_prompt=mask,
-                session=Session(show_progress=False),
-            )
-            train_s = time.perf_counter() - start
+            model, train_s = _finetuned(model0, tokenizer, train, cfg, mask, LORA)
             runs.append(
                 {
                     "seed": seed,
@@ -371,19 +374,8 @@ def _run(
         }
     ]
     for name, mask in (("finetuned, masked loss", True), ("finetuned, unmasked loss", False)):
-        model = copy.deepcopy(model0)
-        seed_everything(SEED)
-        start = time.perf_counter()
-        finetune_instructions(
-            model,
-            tokenizer,
-            train,
-            None,
-            _config(steps, BATCH_SIZE, LR, 10, SEED, device),
-            mask_prompt=mask,
-            session=Session(show_progress=False),
-        )
-        train_s = time.perf_counter() - start
+        cfg = _config(steps, BATCH_SIZE, LR, 10, SEED, device)
+        model, train_s = _finetuned(model0, tokenizer, train, cfg, mask)
         rows.append(
             {
                 "setup": name,

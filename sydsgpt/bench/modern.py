@@ -43,7 +43,7 @@ from ..model import SydsGPT, count_parameters
 from ..presets import RUNS, get_preset
 from ..runtime import seed_everything
 from ..train import Session, TrainConfig, train
-from .common import format_table, report
+from .common import format_table, report, torch_threads
 
 BOOK_RUN = RUNS["book-ch05"]
 """Chapter 5's run: the recipe every row follows."""
@@ -144,13 +144,8 @@ def run(
     preempted. On a quiet machine, all cores give the larger token budget.
     ``seed``: the rows' seed (default chapter 5's); repeat a run with a few to see the spread.
     """
-    threads_before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _run(seconds_per_row, max_steps, quick, seed, log)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(
