@@ -27,6 +27,9 @@ settings, one row per configuration) into the --out folder:
   realmodel  SmolLM2-135M-Instruct vs the book checkpoint: bits per byte on Tiny Shakespeare and
              on a text the book checkpoint never saw; greedy decode tokens/s against transformers
              and the memory-bandwidth limit -> real_model_cpu.json
+  rewards    chapter 10's learning from rewards: SmolLM2-135M-Instruct on one-digit arithmetic,
+             held-out accuracy before and after GRPO, DPO and SFT (3 seeds, 95% intervals;
+             about 45 minutes, CPU only) -> rewards_cpu.json
   all        all of them
 
 Examples:
@@ -61,6 +64,7 @@ WHAT = (
     "instruct",
     "quantization",
     "realmodel",
+    "rewards",
 )
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
@@ -213,6 +217,16 @@ def run(args: argparse.Namespace) -> int:
 
             out = args.out / "real_model_cpu.json"
             real_model.run(out, quick=args.quick)
+        elif what == "rewards":
+            from ..bench import rewards as rewards_bench
+
+            out = args.out / f"rewards_{result}.json"
+            if kind != "cpu":
+                if args.what != "all":
+                    raise UsageError("--what rewards runs on the CPU only (drop --device)")
+                print("skipped: the rewards benchmark runs on the CPU only", flush=True)
+                continue
+            rewards_bench.run(out, quick=args.quick, threads=args.threads or rewards_bench.THREADS)
         elif what == "prepare":
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)
