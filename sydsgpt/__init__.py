@@ -13,13 +13,13 @@ The modules follow the book's table of contents:
 6. ``sampling``, ``generate``: choosing each token, the decoding loop and the KV cache
 7. ``norms``, ``swiglu``, ``rope``, ``gqa``, ``hf_weights``, ``hub``: the parts of Llama 3 and
    Qwen3, their weights
-8. ``classify``, ``instruct``, ``lora``: finetuning a classifier, an instruction follower, LoRA
-
-A real model on your laptop (the chapter after 7, in progress): ``gguf`` (reading GGUF files),
-``quants`` (their block formats, both ways), ``quantize`` (int8 and 4-bit linear layers for
-our own models), ``gguf_tokenizer``, ``gguf_model``,
-``gguf_writer`` (export), ``smollm2`` (finding SmolLM2-135M-Instruct), ``chat`` (the chat
-template and a chat session).
+8. ``gguf`` (reading GGUF files), ``quants`` (their block formats, both ways), ``quantize``
+   (int8 and 4-bit linear layers for our own models), ``gguf_tokenizer``, ``gguf_model``,
+   ``gguf_writer`` (export), ``smollm2`` (finding SmolLM2-135M-Instruct), ``chat`` (the chat
+   template and a chat session): a real model on your laptop
+9. ``classify``, ``instruct``, ``lora``: finetuning a classifier, an instruction follower, LoRA
+10. ``rewards`` (checkable tasks, the answer parser, the reward), ``rollouts`` (sampled and
+    scored answers), ``grpo``, ``dpo``, ``reward_training`` (the loop): learning from rewards
 
 Shared by all: ``runtime`` (device, precision, threads, seeding: every "auto" rule),
 ``validation`` (config and input checks), ``files`` (a run folder's file names, atomic writes,

@@ -37,9 +37,10 @@ from .grpo import GRPOObjective, grpo_batches
 from .instruct import collate_instructions, end_token_id, tokenize_example
 from .lora import ADAPTER_NAME, LoRAConfig, lora_layers, save_adapter
 from .losses import NextTokenObjective
-from .rewards import Task, ask
+from .rewards import Task, ask, count_tasks, make_tasks
 from .rollouts import ANSWER_TOKENS, accuracy, sample_answers
 from .train import train_step
+from .train_config import Session
 from .validation import check_choice, check_int, check_real
 
 METHODS = ("grpo", "dpo", "sft")
@@ -88,6 +89,27 @@ class RewardConfig:
         check_int(self.seed, "seed")
         check_real(self.temperature, "temperature", low=0.0, low_open=True)
         check_real(self.lr, "lr", low=0.0, low_open=True)
+
+
+def task_split(
+    kinds: Sequence[str], difficulty: int, n_train: int, n_held: int, seed: int = 0
+) -> tuple[list[Task], list[Task]]:
+    """``(train, held_out)``: distinct questions of ``kinds``, as even a share of each kind as
+    exists (at most ``ceil((n_train + n_held) / len(kinds))`` per kind), shuffled with ``seed``;
+    the first ``n_train`` train, the next ``n_held`` are held out."""
+    per_kind = -(-(n_train + n_held) // len(kinds))
+    tasks = [
+        task
+        for kind in kinds
+        for task in make_tasks(kind, min(per_kind, count_tasks(kind, difficulty)), difficulty, seed)
+    ]
+    if len(tasks) < n_train + n_held:
+        raise ValueError(
+            f"only {len(tasks)} distinct questions of {', '.join(kinds)} at difficulty "
+            f"{difficulty}; ask for fewer than {n_train} + {n_held}"
+        )
+    random.Random(seed).shuffle(tasks)
+    return tasks[:n_train], tasks[n_train : n_train + n_held]
 
 
 def _step_tasks(tasks: Sequence[Task], config: RewardConfig, step: int) -> list[Task]:
@@ -195,25 +217,24 @@ def train_with_rewards(
     train_tasks: Sequence[Task],
     eval_tasks: Sequence[Task],
     config: RewardConfig,
-    *,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
+    session: Session = Session(),
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``config.method`` on ``model`` (which must carry LoRA adapters) and return the
     history: one record per step (``step``, ``loss``, ``seconds``, the method's numbers) and
     ``accuracy`` (greedy, on ``eval_tasks``) on the evaluated steps, step 0 first.
 
-    ``stop_after`` ends the run after that many steps (as an interrupted run would, after its
-    last checkpoint); ``resume`` continues the run saved in ``out_dir``.
+    ``session`` is :func:`~sydsgpt.train.train`'s: ``out_dir`` (``None``: nothing is written),
+    ``resume`` (continue the run saved there), ``stop_after`` (end after that step, as an
+    interrupted run would after its last checkpoint), ``show_progress``. ``on_step`` is called
+    with each step's record.
     """
     if not lora_layers(model):
         raise ValueError("train_with_rewards trains LoRA adapters: apply_lora(model) first")
     if not train_tasks:
         raise ValueError("no training tasks")
-    out = Path(out_dir) if out_dir is not None else None
+    out = Path(session.out_dir) if session.out_dir is not None else None
+    resume, stop_after = bool(session.resume), session.stop_after
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     method = _Method(config, tokenizer, train_tasks)
@@ -251,7 +272,7 @@ def train_with_rewards(
         history.append(first)
         _append_log(out, first)
     last = config.steps if stop_after is None else min(config.steps, stop_after)
-    bar = tqdm(range(start + 1, last + 1), desc=config.method, disable=not progress,
+    bar = tqdm(range(start + 1, last + 1), desc=config.method, disable=not session.show_progress,
                initial=start, total=config.steps)
     for step in bar:
         t0 = time.perf_counter()
@@ -284,3 +305,26 @@ def train_with_rewards(
         save_adapter(out / ADAPTER_NAME, model, LoRAConfig.from_dict(config.lora),
                      {"method": config.method})
     return history
+
+
+def plot_reward_history(
+    history: Sequence[dict[str, Any]], path: str | Path | None = None, title: str = ""
+) -> Any:
+    """Held-out accuracy at each evaluated step and, where the run sampled (GRPO), the mean
+    reward of each step's samples; saved to ``path`` when given. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    scored = [(r["step"], r["accuracy"]) for r in history if "accuracy" in r]
+    sampled = [(r["step"], r["reward"]) for r in history if "reward" in r]
+    if scored:
+        ax.plot(*zip(*scored), "o-", label="held-out accuracy (greedy)")
+    if sampled:
+        ax.plot(*zip(*sampled), ".-", alpha=0.6, label="mean reward of the step's samples")
+    ax.set(xlabel="optimizer step", ylabel="share correct", ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    if path is not None:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    return fig

@@ -1,4 +1,4 @@
-"""Verifiable tasks for learning from rewards (the chapter after finetuning, still to come):
+"""Verifiable tasks for learning from rewards (chapter 10):
 questions whose answers a program can check.
 
 Learning from rewards (DPO's preference pairs, GRPO's groups of sampled answers) needs a

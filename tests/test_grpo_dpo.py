@@ -22,6 +22,7 @@ from sydsgpt.instruct import end_token_id
 from sydsgpt.lora import LoRAConfig, apply_lora
 from sydsgpt.reward_training import RewardConfig, sft_records, train_with_rewards
 from sydsgpt.rewards import Task, make_tasks
+from sydsgpt.train_config import Session
 from sydsgpt.rollouts import (
     Rollout,
     accuracy,
@@ -267,15 +268,15 @@ def test_resume_is_bit_exact(chat_base, method, tmp_path, monkeypatch):
                        kl=0.1 if method == "grpo" else 0.0, lr=1e-2)
     straight = _policy(chat_base)
     full = train_with_rewards(straight, chat_base[1], tasks, tasks[:2], cfg,
-                              out_dir=tmp_path / "a", progress=False)
+                              Session(out_dir=tmp_path / "a", show_progress=False))
     assert [r["step"] for r in full] == [0, 1, 2, 3, 4]
     assert "accuracy" in full[0] and "accuracy" in full[2] and "accuracy" in full[4]
     stopped = _policy(chat_base)
-    train_with_rewards(stopped, chat_base[1], tasks, tasks[:2], cfg, out_dir=tmp_path / "b",
-                       progress=False, stop_after=2)
+    train_with_rewards(stopped, chat_base[1], tasks, tasks[:2], cfg,
+                       Session(out_dir=tmp_path / "b", show_progress=False, stop_after=2))
     resumed = _policy(chat_base)
     again = train_with_rewards(resumed, chat_base[1], tasks, tasks[:2], cfg,
-                               out_dir=tmp_path / "b", resume=True, progress=False)
+                               Session(out_dir=tmp_path / "b", resume=True, show_progress=False))
     for (n, a), b in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), n
     assert [r.get("loss") for r in again] == [r.get("loss") for r in full]
@@ -288,15 +289,15 @@ def test_resume_is_bit_exact(chat_base, method, tmp_path, monkeypatch):
 def test_resume_refuses_another_config(chat_base, tmp_path):
     tasks = make_tasks("add", 6, 1, seed=3)
     cfg = RewardConfig(method="sft", steps=2, tasks_per_step=2, checkpoint_every=1)
-    train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], cfg, out_dir=tmp_path,
-                       progress=False, stop_after=1)
+    train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], cfg,
+                       Session(out_dir=tmp_path, show_progress=False, stop_after=1))
     other = RewardConfig(method="sft", steps=2, tasks_per_step=2, checkpoint_every=1, lr=1e-3)
     with pytest.raises(ValueError, match="another config"):
-        train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], other, out_dir=tmp_path,
-                           resume=True, progress=False)
+        train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], other,
+                           Session(out_dir=tmp_path, resume=True, show_progress=False))
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], cfg,
-                           out_dir=tmp_path / "empty", resume=True, progress=False)
+                           Session(out_dir=tmp_path / "empty", resume=True, show_progress=False))
 
 
 def test_loop_needs_adapters_and_valid_options(chat_base):

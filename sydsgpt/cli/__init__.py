@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "generate": "Generate text from a checkpoint (chapter 6).",
     "chat": "Chat with a model in the terminal: SmolLM2-135M-Instruct or your own (chapter 8).",
     "finetune": "Finetune a pretrained model: a classifier or an instruction follower, optionally "
-    "with LoRA (chapter 9).",
+    "with LoRA (chapter 9), or learn from rewards with GRPO or DPO (chapter 10).",
     "bench": "Measure training, generation and tokenizer speed (appendix: Making it fast).",
     "check": "Check your own exercise answers (a chapter notebook or a .py file) with the book's "
     "cases.",

@@ -30,6 +30,9 @@ settings, one row per configuration) into the --out folder:
   rewards    chapter 10's learning from rewards: SmolLM2-135M-Instruct on one-digit arithmetic,
              held-out accuracy before and after GRPO, DPO and SFT (3 seeds, 95% intervals;
              about 45 minutes, CPU only) -> rewards_cpu.json
+  rewards-probe  how chapter 10 chose its task: SmolLM2's greedy accuracy on 40 questions of
+             each task kind, and the groups of sampled answers GRPO could learn from (about a
+             minute) -> rewards_probe_cpu.json
   all        all of them
 
 Examples:
@@ -65,6 +68,7 @@ WHAT = (
     "quantization",
     "realmodel",
     "rewards",
+    "rewards-probe",
 )
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
@@ -227,6 +231,14 @@ def run(args: argparse.Namespace) -> int:
                 print("skipped: the rewards benchmark runs on the CPU only", flush=True)
                 continue
             rewards_bench.run(out, quick=args.quick, threads=args.threads or rewards_bench.THREADS)
+        elif what == "rewards-probe":
+            from ..bench import rewards as rewards_bench
+
+            if args.quick or kind != "cpu":
+                print("skipped: the probe needs SmolLM2 on the CPU (no --quick)", flush=True)
+                continue
+            out = args.out / "rewards_probe_cpu.json"
+            rewards_bench.probe(out, threads=args.threads or rewards_bench.THREADS)
         elif what == "prepare":
             out = args.out / "prepare.json"
             rows, extra = prepare_bench.run(copies=2 if args.quick else 8)

@@ -1,4 +1,5 @@
-"""Finetune a pretrained model (chapter 9): a classifier, or an instruction follower.
+"""Finetune a pretrained model (chapter 9): a classifier, or an instruction follower;
+learn from a reward (chapter 10: grpo, dpo; sydsgpt.cli.rewards).
 
   sydsgpt finetune classify [DATA]   a classification head on the model (DATA: sms-spam, or a
                                      TAB-separated file of `label<TAB>text` lines)
@@ -6,6 +7,8 @@
                                      (a chat model: smollm2-135m-instruct, a .gguf) or in the
                                      Alpaca-style template (DATA: instruction-data, word-tasks,
                                      or a JSON list of records with instruction, input, output)
+  sydsgpt finetune grpo              learn from a reward on generated questions (chapter 10)
+  sydsgpt finetune dpo               learn from right/wrong pairs of the model's own answers
 
 --base is the pretrained model: `book` (the book's checkpoint), smollm2-135m-instruct or
 another Llama-architecture .gguf file, a checkpoint file from
@@ -46,8 +49,6 @@ from ..classify import (
 )
 from ..corpora import load_instructions, load_labelled_texts
 from ..files import TOKENIZER_NAME
-from ..gpt2_weights import load_gpt2_weights
-from ..hub import looks_like_hub_name
 from ..instruct import (
     add_end_token,
     chat_format,
@@ -57,27 +58,19 @@ from ..instruct import (
     word_task_records,
 )
 from ..lora import ADAPTER_NAME, LoRAConfig, apply_lora, save_adapter
-from ..models import load_model, names_a_model
 from ..runtime import resolve_device, seed_everything
-from ..tokenizer import get_gpt2_tokenizer
 from ..train import Session
 from ..train_config import TrainConfig
 from ..validation import check_positive_int, check_real
+from .bases import BASE_HELP, check_base, load_base
 from .errors import EXIT_STATUS_HELP, UsageError
 from .options import add_config_options, config_from_args
+from .rewards import add_commands as add_reward_commands
 from .runs import check_run_folder, finish_run, run_folder
 
 WORD_TASKS = "word-tasks"
 """The DATA name of :func:`sydsgpt.instruct.word_task_records` (checkable answers)."""
 WORD_TASK_RECORDS = 1000
-BASE_HELP = (
-    "the pretrained model: book or book-checkpoint (the book's checkpoint), "
-    "smollm2-135m-instruct or another Llama-architecture .gguf file, a checkpoint "
-    "file from sydsgpt train (.pt), a GPT-2 folder (config.json + model.safetensors), "
-    "or a Hub name such as gpt2, gpt2-medium (needs the internet)"
-)
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-"""A ``--base`` file with one of these suffixes is a GPT-2 weights file (config.json beside it)."""
 SKIPPED = ("seq_len", "fsdp", "sample_prompt", "sample_tokens")
 """TrainConfig fields without an option here: the data
 decides the sequence length; samples are shown at the end."""
@@ -99,7 +92,7 @@ samples (classification starts from :func:`sydsgpt.classify.classifier_train_con
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add ``sydsgpt finetune``'s two subcommands and their options."""
+    """Add ``sydsgpt finetune``'s subcommands and their options."""
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     classify = tasks.add_parser(
         "classify",
@@ -174,6 +167,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     instruct.set_defaults(_task=_run_instruct)
     _common_options(classify, classifier_train_config())
     _common_options(instruct, DEFAULTS)
+    add_reward_commands(tasks, BASE_HELP)
 
 
 def _common_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
@@ -235,31 +229,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- shared steps
-
-
-def check_base(spec: str) -> None:
-    """``--base SPEC`` must name a kind of base :func:`load_base` reads (checked before loading)."""
-    path = Path(spec).expanduser()
-    if names_a_model(spec):  # a name, a .gguf or a .pt (sydsgpt.models)
-        return
-    if path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES):
-        return
-    if path.exists():
-        kind = "file" if path.is_file() else "path"
-        raise UsageError(
-            f"--base {spec}: a {kind} of a kind that is not a model; --base is {BASE_HELP}"
-        )
-    if not looks_like_hub_name(spec):
-        raise UsageError(f"--base {spec}: no such file or folder; --base is {BASE_HELP}")
-
-
-def load_base(spec: str, device: Any = "cpu") -> tuple[Any, Any]:
-    """The pretrained model (on ``device``) and its tokenizer that ``--base SPEC`` names."""
-    check_base(spec)
-    if names_a_model(spec):
-        model, tokenizer = load_model(spec)
-        return model.to(device), tokenizer
-    return load_gpt2_weights(spec).to(device), get_gpt2_tokenizer()
 
 
 def _prepare(args: argparse.Namespace, task: str) -> tuple[TrainConfig, Path]:
