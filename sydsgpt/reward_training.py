@@ -65,30 +65,43 @@ class RewardConfig:
     temperature: float = 0.7
     """Sampling temperature of the answers."""
     max_new_tokens: int = ANSWER_TOKENS
+    """The most tokens of a sampled or greedy answer."""
     lr: float = 5e-4
     """AdamW's learning rate (constant; no weight decay on the adapters)."""
     clip: float = 0.2
-    """GRPO's PPO clip range."""
+    """GRPO's PPO clip range: the ratio p / p_old counts only within [1 - clip, 1 + clip]."""
     kl: float = 0.0
-    """GRPO's KL weight towards the reference (0: off)."""
+    """GRPO's weight of the KL penalty towards the reference (0: off)."""
     beta: float = 0.1
-    """DPO's beta."""
+    """DPO's beta: how far the policy may move from the reference."""
     micro_batch_size: int = 16
     """Sequences per forward pass (gradient accumulation over the rest of a step)."""
     eval_every: int = 4
     """Held-out greedy accuracy every this many steps (and at step 0 and the end)."""
     checkpoint_every: int = 4
+    """Save the state every this many steps (and at the last step)."""
     seed: int = 0
+    """Decides the adapters' start (the caller seeds them), each step's tasks and samples."""
     lora: dict[str, Any] = field(default_factory=lambda: {"rank": 8, "alpha": 16.0})
+    """The LoRA adapters' settings (:class:`~sydsgpt.lora.LoRAConfig` fields)."""
 
     def __post_init__(self) -> None:
-        check_choice(self.method, "method", METHODS)
-        for name in ("steps", "tasks_per_step", "group_size", "max_new_tokens",
-                     "micro_batch_size", "eval_every", "checkpoint_every"):
-            check_int(getattr(self, name), name, minimum=1)
-        check_int(self.seed, "seed")
-        check_real(self.temperature, "temperature", low=0.0, low_open=True)
-        check_real(self.lr, "lr", low=0.0, low_open=True)
+        check_choice(self.method, "RewardConfig.method", METHODS)
+        for name in (
+            "steps",
+            "tasks_per_step",
+            "group_size",
+            "max_new_tokens",
+            "micro_batch_size",
+            "eval_every",
+            "checkpoint_every",
+        ):
+            check_int(getattr(self, name), f"RewardConfig.{name}", minimum=1)
+        check_int(self.seed, "RewardConfig.seed")
+        for name in ("temperature", "lr", "beta"):
+            check_real(getattr(self, name), f"RewardConfig.{name}", low=0.0, low_open=True)
+        for name in ("clip", "kl"):
+            check_real(getattr(self, name), f"RewardConfig.{name}", low=0.0)
 
 
 def task_split(
@@ -153,8 +166,13 @@ class _Method:
             return {}
         cfg = self.config
         rollout = sample_answers(
-            model, self.tokenizer, self.tasks, cfg.group_size, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, generator=_generator(cfg, -1),
+            model,
+            self.tokenizer,
+            self.tasks,
+            cfg.group_size,
+            temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens,
+            generator=_generator(cfg, -1),
         )
         pairs = preference_pairs(rollout, end_token_id(self.tokenizer))
         if len(pairs.chosen) == 0:
@@ -178,15 +196,20 @@ class _Method:
             parts = torch.arange(len(rows)).split(max(cfg.micro_batch_size // 2, 1))
             return [{k: v[p] for k, v in picked.items()} for p in parts], {}
         rollout = sample_answers(
-            model, self.tokenizer, _step_tasks(self.tasks, cfg, step), cfg.group_size,
-            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+            model,
+            self.tokenizer,
+            _step_tasks(self.tasks, cfg, step),
+            cfg.group_size,
+            temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens,
             generator=_generator(cfg, step),
         )
         groups = rollout.groups()
         info = {
             "reward": float(rollout.rewards.mean()),
-            "groups_with_signal": float(((groups.min(1).values != groups.max(1).values)).float()
-                                        .mean()),
+            "groups_with_signal": float(
+                (groups.min(1).values != groups.max(1).values).float().mean()
+            ),
             "answer_tokens": float(rollout.answer_mask.sum(1).mean()),
         }
         return grpo_batches(rollout, cfg.micro_batch_size, model=model, kl=cfg.kl), info
@@ -272,8 +295,13 @@ def train_with_rewards(
         history.append(first)
         _append_log(out, first)
     last = config.steps if stop_after is None else min(config.steps, stop_after)
-    bar = tqdm(range(start + 1, last + 1), desc=config.method, disable=not session.show_progress,
-               initial=start, total=config.steps)
+    bar = tqdm(
+        range(start + 1, last + 1),
+        desc=config.method,
+        disable=not session.show_progress,
+        initial=start,
+        total=config.steps,
+    )
     for step in bar:
         t0 = time.perf_counter()
         model.train()
@@ -298,12 +326,17 @@ def train_with_rewards(
         shown = {k: round(record[k], 3) for k in ("loss", "reward", "accuracy") if k in record}
         bar.set_postfix(shown)
         if out is not None and (step % config.checkpoint_every == 0 or step == last):
-            state = {"step": step, "history": history, "data": method.data,
-                     "config": asdict(config)}
+            state = {
+                "step": step,
+                "history": history,
+                "data": method.data,
+                "config": asdict(config),
+            }
             _save_state(out, model, optimizer, state)
     if out is not None and last == config.steps:
-        save_adapter(out / ADAPTER_NAME, model, LoRAConfig.from_dict(config.lora),
-                     {"method": config.method})
+        save_adapter(
+            out / ADAPTER_NAME, model, LoRAConfig.from_dict(config.lora), {"method": config.method}
+        )
     return history
 
 

@@ -106,9 +106,7 @@ def sample_answers(
     end_id = end_token_id(tokenizer)
     asked = [prompt_ids(ask(task), tokenizer) for task in tasks]
     prompts = [ids for ids in asked for _ in range(group_size)]
-    answers = _answers(
-        model, prompts, max_new_tokens, end_id, generator, temperature=temperature
-    )
+    answers = _answers(model, prompts, max_new_tokens, end_id, generator, temperature=temperature)
     texts = [_decode(tokenizer, answer, end_id) for answer in answers]
     scores = [reward(tasks[i // group_size], text) for i, text in enumerate(texts)]
     ids, mask = pad_answers(prompts, answers, end_id)
@@ -133,9 +131,7 @@ def pad_answers(
 def token_logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """``(B, T - 1)``: ``log p(ids[:, t + 1] | ids[:, : t + 1])`` under ``model`` (float32)."""
     logits = model(ids[:, :-1]).float()  # (B, T - 1, V)
-    return -F.cross_entropy(
-        logits.transpose(1, 2), ids[:, 1:], reduction="none"
-    )  # (B, T - 1)
+    return -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T - 1)
 
 
 @contextlib.contextmanager

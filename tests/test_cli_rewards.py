@@ -28,17 +28,32 @@ def base(tmp_path: Path) -> Path:
     text = "".join(format_prompt({"instruction": ask(t)}) + t.answer + "\n" for t in tasks)
     tokenizer = BPETokenizer(name="sums").train(text, 320)
     torch.manual_seed(0)
-    model = SydsGPT(tiny_config(vocab_size=tokenizer.n_vocab, context_length=256,
-                                embedding_dim=16))
+    model = SydsGPT(tiny_config(vocab_size=tokenizer.n_vocab, context_length=256, embedding_dim=16))
     folder = tmp_path / "base"
     folder.mkdir()
     tokenizer.save(folder / "tokenizer.json")
     return save_checkpoint(folder / "checkpoint.pt", model, tokenizer=tokenizer)
 
 
-FAST = ["--task", "add", "--train-tasks", "12", "--held-out", "4", "--steps", "4",
-        "--tasks-per-step", "3", "--group-size", "4", "--eval-every", "2", "--temperature",
-        "1.5", "--quiet"]
+FAST = [
+    "--task",
+    "add",
+    "--train-tasks",
+    "12",
+    "--held-out",
+    "4",
+    "--steps",
+    "4",
+    "--tasks-per-step",
+    "3",
+    "--group-size",
+    "4",
+    "--eval-every",
+    "2",
+    "--temperature",
+    "1.5",
+    "--quiet",
+]
 
 
 def _odd_length_is_right(task, text):
@@ -64,17 +79,21 @@ def test_runs_end_to_end_and_resumes_exactly(method, base, tmp_path, capsys, mon
     assert sorted(summary["accuracy"], key=int) == ["0", "2", "4"]
     assert "held-out accuracy" in err and "done: step 4" in err
     stopped = tmp_path / "stopped"
-    code, _, err = finetune(capsys, method, "--base", str(base), *FAST, "--out", str(stopped),
-                            "--stop-after", "2")
+    code, _, err = finetune(
+        capsys, method, "--base", str(base), *FAST, "--out", str(stopped), "--stop-after", "2"
+    )
     assert code == 0, err
-    code, _, err = finetune(capsys, method, "--base", str(base), *FAST, "--out", str(stopped),
-                            "--resume")
+    code, _, err = finetune(
+        capsys, method, "--base", str(base), *FAST, "--out", str(stopped), "--resume"
+    )
     assert code == 0, err
     a = torch.load(straight / "state.pt", weights_only=False)["trainable"]
     b = torch.load(stopped / "state.pt", weights_only=False)["trainable"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    logs = [[json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
-            for d in (straight, stopped)]
+    logs = [
+        [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+        for d in (straight, stopped)
+    ]
     assert [r.get("loss") for r in logs[0]] == [r.get("loss") for r in logs[1]]
 
 
@@ -101,16 +120,21 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path, capsys):
 def test_an_existing_run_needs_resume(base, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sydsgpt.rollouts.reward", _odd_length_is_right)
     out = tmp_path / "run"
-    assert finetune(capsys, "grpo", "--base", str(base), *FAST, "--out", str(out),
-                    "--stop-after", "1")[0] == 0
+    assert (
+        finetune(
+            capsys, "grpo", "--base", str(base), *FAST, "--out", str(out), "--stop-after", "1"
+        )[0]
+        == 0
+    )
     code, _, err = finetune(capsys, "grpo", "--base", str(base), *FAST, "--out", str(out))
     assert code != 0 and "add --resume" in err
 
 
 def test_dpo_without_pairs_says_what_to_change(base, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sydsgpt.rollouts.reward", lambda task, text: 0.0)
-    code, _, err = finetune(capsys, "dpo", "--base", str(base), *FAST, "--out",
-                            str(tmp_path / "run"))
+    code, _, err = finetune(
+        capsys, "dpo", "--base", str(base), *FAST, "--out", str(tmp_path / "run")
+    )
     *said, error = err.strip().splitlines()
     assert code == 2 and "no preference pairs" in error
     assert not any("no preference pairs" in line for line in said)  # the error is one line
@@ -124,7 +148,7 @@ def test_help_lists_the_reward_commands(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "grpo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for expected in ("--group-size K", "--kl", "--clip", "--resume", "examples:"):
+    for expected in ("--group-size N", "--kl X", "--clip X", "--resume", "examples:"):
         assert expected in text, expected
 
 

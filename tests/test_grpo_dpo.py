@@ -98,12 +98,22 @@ def test_kl_estimate_by_hand():
 
 def test_dpo_loss_by_hand():
     # margin = (-1 - -2) - (-3 - -2) = 2, beta 0.5: -log sigmoid(1) = log(1 + e^-1)
-    got = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]),
-                   torch.tensor([-2.0]), beta=0.5)
+    got = dpo_loss(
+        torch.tensor([-1.0]),
+        torch.tensor([-3.0]),
+        torch.tensor([-2.0]),
+        torch.tensor([-2.0]),
+        beta=0.5,
+    )
     assert got.item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
     # policy equal to the reference: no preference yet, loss log 2
-    zero = dpo_loss(torch.tensor([-4.0]), torch.tensor([-1.0]), torch.tensor([-4.0]),
-                    torch.tensor([-1.0]), beta=0.1)
+    zero = dpo_loss(
+        torch.tensor([-4.0]),
+        torch.tensor([-1.0]),
+        torch.tensor([-4.0]),
+        torch.tensor([-1.0]),
+        beta=0.1,
+    )
     assert zero.item() == pytest.approx(math.log(2), rel=1e-6)
 
 
@@ -112,8 +122,15 @@ def test_dpo_loss_by_hand():
 
 def _rollout(chat_base, model, group_size=4, n_tasks=3, seed=0):
     tasks = make_tasks("add", n_tasks, 1, seed=seed)
-    return sample_answers(model, chat_base[1], tasks, group_size, temperature=1.0,
-                          max_new_tokens=5, generator=torch.Generator().manual_seed(seed))
+    return sample_answers(
+        model,
+        chat_base[1],
+        tasks,
+        group_size,
+        temperature=1.0,
+        max_new_tokens=5,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _with_rewards(rollout: Rollout, rewards: list[float]) -> Rollout:
@@ -174,8 +191,9 @@ def test_grpo_clip_and_kl_terms(chat_base):
     by_hand = -((surrogate - 0.5 * kl) * batch["token_weights"]).sum()
     assert out.loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert out.metrics["clipped"].item() == pytest.approx(1.0)  # every ratio is 2
-    assert out.metrics["kl"].item() == pytest.approx((kl * mask).sum().item() / mask.sum().item(),
-                                                     rel=1e-5)
+    assert out.metrics["kl"].item() == pytest.approx(
+        (kl * mask).sum().item() / mask.sum().item(), rel=1e-5
+    )
 
 
 def test_adapters_off_is_the_base_model(chat_base):
@@ -196,13 +214,16 @@ def test_dpo_objective_by_hand(chat_base):
     pairs = preference_pairs(rollout, end_token_id(chat_base[1]), pairs_per_task=2)
     # group 1: two pairs (0, 1), (2, 3); group 2: none; group 3: one (11, 8)
     assert len(pairs.chosen) == 3
+
     def answer(ids, mask):
         return ids[1:][mask.bool()].tolist()
 
-    assert answer(pairs.chosen[2], pairs.chosen_mask[2]) == answer(rollout.ids[11],
-                                                                  rollout.answer_mask[11])
-    assert answer(pairs.rejected[2], pairs.rejected_mask[2]) == answer(rollout.ids[8],
-                                                                      rollout.answer_mask[8])
+    assert answer(pairs.chosen[2], pairs.chosen_mask[2]) == answer(
+        rollout.ids[11], rollout.answer_mask[11]
+    )
+    assert answer(pairs.rejected[2], pairs.rejected_mask[2]) == answer(
+        rollout.ids[8], rollout.answer_mask[8]
+    )
     batch = pair_batches(model, pairs, batch_size=8)[0]
     out = DPOObjective(beta=0.5)(model, batch, "cpu")
     lc = (token_logprobs(model, pairs.chosen) * pairs.chosen_mask).sum(1)
@@ -214,7 +235,8 @@ def test_dpo_objective_by_hand(chat_base):
     by_hand = torch.log1p(torch.exp(-margin)).mean()
     assert out.loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert out.metrics["reward_accuracy"].item() == pytest.approx(
-        (margin > 0).float().mean().item())
+        (margin > 0).float().mean().item()
+    )
 
 
 def test_rollout_layout(chat_base):
@@ -263,41 +285,89 @@ def _odd_length_is_right(task, text):
 def test_resume_is_bit_exact(chat_base, method, tmp_path, monkeypatch):
     monkeypatch.setattr("sydsgpt.rollouts.reward", _odd_length_is_right)
     tasks = make_tasks("add", 12, 1, seed=3)
-    cfg = RewardConfig(method=method, steps=4, tasks_per_step=3, group_size=4, max_new_tokens=4,
-                       temperature=1.5, micro_batch_size=4, eval_every=2, checkpoint_every=2,
-                       kl=0.1 if method == "grpo" else 0.0, lr=1e-2)
+    cfg = RewardConfig(
+        method=method,
+        steps=4,
+        tasks_per_step=3,
+        group_size=4,
+        max_new_tokens=4,
+        temperature=1.5,
+        micro_batch_size=4,
+        eval_every=2,
+        checkpoint_every=2,
+        kl=0.1 if method == "grpo" else 0.0,
+        lr=1e-2,
+    )
     straight = _policy(chat_base)
-    full = train_with_rewards(straight, chat_base[1], tasks, tasks[:2], cfg,
-                              Session(out_dir=tmp_path / "a", show_progress=False))
+    full = train_with_rewards(
+        straight,
+        chat_base[1],
+        tasks,
+        tasks[:2],
+        cfg,
+        Session(out_dir=tmp_path / "a", show_progress=False),
+    )
     assert [r["step"] for r in full] == [0, 1, 2, 3, 4]
     assert "accuracy" in full[0] and "accuracy" in full[2] and "accuracy" in full[4]
     stopped = _policy(chat_base)
-    train_with_rewards(stopped, chat_base[1], tasks, tasks[:2], cfg,
-                       Session(out_dir=tmp_path / "b", show_progress=False, stop_after=2))
+    train_with_rewards(
+        stopped,
+        chat_base[1],
+        tasks,
+        tasks[:2],
+        cfg,
+        Session(out_dir=tmp_path / "b", show_progress=False, stop_after=2),
+    )
     resumed = _policy(chat_base)
-    again = train_with_rewards(resumed, chat_base[1], tasks, tasks[:2], cfg,
-                               Session(out_dir=tmp_path / "b", resume=True, show_progress=False))
+    again = train_with_rewards(
+        resumed,
+        chat_base[1],
+        tasks,
+        tasks[:2],
+        cfg,
+        Session(out_dir=tmp_path / "b", resume=True, show_progress=False),
+    )
     for (n, a), b in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), n
     assert [r.get("loss") for r in again] == [r.get("loss") for r in full]
     assert (tmp_path / "b" / "adapter.safetensors").exists()
-    moved = any(not torch.equal(a, b) for a, b in
-                zip(straight.parameters(), _policy(chat_base).parameters()))
+    moved = any(
+        not torch.equal(a, b)
+        for a, b in zip(straight.parameters(), _policy(chat_base).parameters())
+    )
     assert moved  # the run trained something
 
 
 def test_resume_refuses_another_config(chat_base, tmp_path):
     tasks = make_tasks("add", 6, 1, seed=3)
     cfg = RewardConfig(method="sft", steps=2, tasks_per_step=2, checkpoint_every=1)
-    train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], cfg,
-                       Session(out_dir=tmp_path, show_progress=False, stop_after=1))
+    train_with_rewards(
+        _policy(chat_base),
+        chat_base[1],
+        tasks,
+        [],
+        cfg,
+        Session(out_dir=tmp_path, show_progress=False, stop_after=1),
+    )
     other = RewardConfig(method="sft", steps=2, tasks_per_step=2, checkpoint_every=1, lr=1e-3)
     with pytest.raises(ValueError, match="another config"):
-        train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], other,
-                           Session(out_dir=tmp_path, resume=True, show_progress=False))
+        train_with_rewards(
+            _policy(chat_base),
+            chat_base[1],
+            tasks,
+            [],
+            other,
+            Session(out_dir=tmp_path, resume=True, show_progress=False),
+        )
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        train_with_rewards(_policy(chat_base), chat_base[1], tasks, [], cfg,
-                           Session(out_dir=tmp_path / "empty", resume=True, show_progress=False))
+        train_with_rewards(
+            _policy(chat_base),
+            chat_base[1],
+            tasks,
+            [],
+            cfg,
+            Session(out_dir=tmp_path / "empty", resume=True, show_progress=False),
+        )
 
 
 def test_loop_needs_adapters_and_valid_options(chat_base):

@@ -85,8 +85,17 @@ def interval(values: Sequence[float]) -> tuple[float, float]:
 def config(method: str, seed: int, quick: bool = False) -> RewardConfig:
     """The benchmark's settings of one run (the quick run: 2 short steps)."""
     if quick:
-        return RewardConfig(method=method, seed=seed, steps=2, tasks_per_step=3, group_size=4,
-                            max_new_tokens=4, temperature=1.5, eval_every=2, lr=1e-2)
+        return RewardConfig(
+            method=method,
+            seed=seed,
+            steps=2,
+            tasks_per_step=3,
+            group_size=4,
+            max_new_tokens=4,
+            temperature=1.5,
+            eval_every=2,
+            lr=1e-2,
+        )
     return RewardConfig(method=method, seed=seed, steps=STEPS)
 
 
@@ -102,8 +111,13 @@ def _base(quick: bool) -> tuple[nn.Module, Any, str]:
 
 
 def _run_one(
-    base: nn.Module, tokenizer: Any, method: str, seed: int, quick: bool,
-    train: list[Task], held: list[Task],
+    base: nn.Module,
+    tokenizer: Any,
+    method: str,
+    seed: int,
+    quick: bool,
+    train: list[Task],
+    held: list[Task],
 ) -> dict[str, Any]:
     model = copy.deepcopy(base)
     torch.manual_seed(seed)
@@ -121,9 +135,22 @@ def _run_one(
         "seed": seed,
         "accuracy": final.accuracy,
         "correct": final.correct,
-        "curve": [{k: r[k] for k in ("step", "accuracy", "reward", "loss", "seconds",
-                                     "groups_with_signal", "reward_accuracy") if k in r}
-                  for r in history],
+        "curve": [
+            {
+                k: r[k]
+                for k in (
+                    "step",
+                    "accuracy",
+                    "reward",
+                    "loss",
+                    "seconds",
+                    "groups_with_signal",
+                    "reward_accuracy",
+                )
+                if k in r
+            }
+            for r in history
+        ],
         "cpu_s": round(cpu_s, 1),
         "wall_s": round(wall_s, 1),
         "eval_wall_s": round(sum(r.get("eval_s", 0.0) for r in history), 1),
@@ -131,20 +158,31 @@ def _run_one(
     }
 
 
-def run(out: str | os.PathLike[str] | None, *, quick: bool = False,
-        threads: int = THREADS, methods: Sequence[str] = METHODS) -> dict[str, Any]:
+def run(
+    out: str | os.PathLike[str] | None,
+    *,
+    quick: bool = False,
+    threads: int = THREADS,
+    methods: Sequence[str] = METHODS,
+) -> dict[str, Any]:
     """Measure every row; the JSON is written after each run (a stopped run keeps its rows)."""
     load_before, started = os.getloadavg()[0], time.perf_counter()
     with torch_threads(threads):
         base, tokenizer, name = _base(quick)
         train, held = split_tasks(quick)
         start = accuracy(base, tokenizer, held)
-        rows: list[dict[str, Any]] = [{
-            "method": "start", "accuracy": start.accuracy, "interval": 0.0,
-            "correct": start.correct, "seeds": 0,
-            "answers": [{"question": t.prompt, "answer": a}
-                        for t, a in zip(held[:6], start.texts)],
-        }]
+        rows: list[dict[str, Any]] = [
+            {
+                "method": "start",
+                "accuracy": start.accuracy,
+                "interval": 0.0,
+                "correct": start.correct,
+                "seeds": 0,
+                "answers": [
+                    {"question": t.prompt, "answer": a} for t, a in zip(held[:6], start.texts)
+                ],
+            }
+        ]
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
 
         def write() -> dict[str, Any]:
@@ -152,15 +190,22 @@ def run(out: str | os.PathLike[str] | None, *, quick: bool = False,
             return report(
                 table,
                 ["method", "accuracy", "interval", "seeds", "cpu_min", "wall_min"],
-                out, "rewards", log=None,
-                model=name, task="one-digit add, sub and mul (300 questions)",
-                train_tasks=len(train), held_out=len(held), steps=config("grpo", 0, quick).steps,
-                seeds=list(SEEDS), threads=threads, load_before=round(load_before, 2),
+                out,
+                "rewards",
+                log=None,
+                model=name,
+                task="one-digit add, sub and mul (300 questions)",
+                train_tasks=len(train),
+                held_out=len(held),
+                steps=config("grpo", 0, quick).steps,
+                seeds=list(SEEDS),
+                threads=threads,
+                load_before=round(load_before, 2),
                 wall_s=round(time.perf_counter() - started, 1),
                 configs={m: vars(config(m, 0, quick)) for m in methods},
             )
 
-        for seed in (SEEDS[:1] if quick else SEEDS):
+        for seed in SEEDS[:1] if quick else SEEDS:
             for method in sorted(methods, key=lambda m: ("sft", "dpo", "grpo").index(m)):
                 try:
                     runs[method].append(_run_one(base, tokenizer, method, seed, quick, train, held))
@@ -193,8 +238,10 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
         half = row["interval"]
         spread = "" if not half or math.isnan(half) else f" +- {half:.3f}"
         cpu, wall = row.get("cpu_min", ""), row.get("wall_min", "")
-        lines.append(f"{row['method']:8} {row['accuracy']:>12.3f}{spread:>10} "
-                     f"{row['seeds']:>5} {cpu:>8} {wall:>8}")
+        lines.append(
+            f"{row['method']:8} {row['accuracy']:>12.3f}{spread:>10} "
+            f"{row['seeds']:>5} {cpu:>8} {wall:>8}"
+        )
     return "\n".join(lines)
 
 
@@ -207,8 +254,15 @@ def committed(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return json.loads(Path(path or RESULTS_DIR / "rewards_cpu.json").read_text())
 
 
-PROBE_KINDS = (("add", 1), ("sub", 1), ("mul", 1), ("add", 2), ("sub", 2), ("countdown", 3),
-               ("count", 4))
+PROBE_KINDS = (
+    ("add", 1),
+    ("sub", 1),
+    ("mul", 1),
+    ("add", 2),
+    ("sub", 2),
+    ("countdown", 3),
+    ("count", 4),
+)
 """The task kinds and difficulties the policy was chosen on (:func:`probe`)."""
 PROBE_SAMPLED = (("add", 1), ("add", 2))
 """Where :func:`probe` also samples groups, to count the groups GRPO could learn from."""
@@ -230,18 +284,33 @@ def probe(out: str | os.PathLike[str] | None, *, threads: int = THREADS) -> dict
         for kind, difficulty in PROBE_KINDS:
             tasks = make_tasks(kind, 40, difficulty, seed=1)
             result = accuracy(model, tokenizer, tasks)
-            row: dict[str, Any] = {"kind": kind, "difficulty": difficulty,
-                                   "greedy_right": sum(result.correct), "questions": len(tasks),
-                                   "example": result.texts[0][:80]}
+            row: dict[str, Any] = {
+                "kind": kind,
+                "difficulty": difficulty,
+                "greedy_right": sum(result.correct),
+                "questions": len(tasks),
+                "example": result.texts[0][:80],
+            }
             if (kind, difficulty) in PROBE_SAMPLED:
-                rollout = sample_answers(model, tokenizer, make_tasks(kind, 8, difficulty, seed=2),
-                                         8, generator=torch.Generator().manual_seed(0))
+                rollout = sample_answers(
+                    model,
+                    tokenizer,
+                    make_tasks(kind, 8, difficulty, seed=2),
+                    8,
+                    generator=torch.Generator().manual_seed(0),
+                )
                 groups = rollout.groups()
                 row["sampled_reward"] = float(rollout.rewards.mean())
                 row["mixed_groups"] = int((groups.min(1).values != groups.max(1).values).sum())
                 row["groups"] = len(groups)
             rows.append(row)
-    return report(rows, ["kind", "difficulty", "greedy_right", "questions", "sampled_reward",
-                         "mixed_groups"], out, "rewards_probe", model=name, threads=threads,
-                  load_before=round(load_before, 2),
-                  wall_s=round(time.perf_counter() - started, 1))
+    return report(
+        rows,
+        ["kind", "difficulty", "greedy_right", "questions", "sampled_reward", "mixed_groups"],
+        out,
+        "rewards_probe",
+        model=name,
+        threads=threads,
+        load_before=round(load_before, 2),
+        wall_s=round(time.perf_counter() - started, 1),
+    )

@@ -29,7 +29,7 @@ settings, one row per configuration) into the --out folder:
              and the memory-bandwidth limit -> real_model_cpu.json
   rewards    chapter 10's learning from rewards: SmolLM2-135M-Instruct on one-digit arithmetic,
              held-out accuracy before and after GRPO, DPO and SFT (3 seeds, 95% intervals;
-             about 45 minutes, CPU only) -> rewards_cpu.json
+             about 35 minutes, CPU only) -> rewards_cpu.json
   rewards-probe  how chapter 10 chose its task: SmolLM2's greedy accuracy on 40 questions of
              each task kind, and the groups of sampled answers GRPO could learn from (about a
              minute) -> rewards_probe_cpu.json

@@ -62,10 +62,12 @@ def _run_kl_unbiased(candidate) -> None:
     exact = float((p * (p / q).log()).sum())
     # every outcome weighted by its probability: the exact expectation under p
     k1, k2, k3 = candidate(p.log(), q.log())
-    expect_close(torch.tensor(float((p * k1).sum())), torch.tensor(exact),
-                 "E_p[k1] = KL(p || q)", atol=1e-6)
-    expect_close(torch.tensor(float((p * k3).sum())), torch.tensor(exact),
-                 "E_p[k3] = KL(p || q)", atol=1e-6)
+    expect_close(
+        torch.tensor(float((p * k1).sum())), torch.tensor(exact), "E_p[k1] = KL(p || q)", atol=1e-6
+    )
+    expect_close(
+        torch.tensor(float((p * k3).sum())), torch.tensor(exact), "E_p[k3] = KL(p || q)", atol=1e-6
+    )
     expect_equal(bool((k3 >= 0).all()), True, "k3 >= 0 at every token")
     expect_equal(bool((k2 >= 0).all()), True, "k2 >= 0 at every token")
 
@@ -112,8 +114,9 @@ def _run_penalty_by_hand(candidate) -> None:
     rewards = torch.tensor([1.0, 1.0, 0.0, 1.0])
     lengths = torch.tensor([10, 24, 40, 20])
     got = candidate(rewards, lengths, 20, 0.01)
-    expect_close(got, torch.tensor([1.0, 0.96, -0.2, 1.0]),
-                 "limit 20, 0.01 per token beyond it", atol=1e-6)
+    expect_close(
+        got, torch.tensor([1.0, 0.96, -0.2, 1.0]), "limit 20, 0.01 per token beyond it", atol=1e-6
+    )
 
 
 def _run_penalty_shapes(candidate) -> None:
@@ -181,8 +184,7 @@ def _run_rloo_by_hand(candidate) -> None:
 def _run_rloo_scale(candidate) -> None:
     rewards = torch.tensor([[3.0, 1.0, 2.0]])
     # equals K / (K - 1) times the reward minus the group mean
-    expect_close(candidate(rewards), 1.5 * (rewards - 2.0), "K / (K - 1) x (r - mean)",
-                 atol=1e-6)
+    expect_close(candidate(rewards), 1.5 * (rewards - 2.0), "K / (K - 1) x (r - mean)", atol=1e-6)
 
 
 register(
@@ -195,8 +197,11 @@ register(
             Case("a group of three", _run_rloo_scale),
         ],
         solution=_solution_rloo,
-        wrong_answers=[_wrong_rloo_mean_with_self, _wrong_rloo_divides_by_k,
-                       _wrong_rloo_whole_batch],
+        wrong_answers=[
+            _wrong_rloo_mean_with_self,
+            _wrong_rloo_divides_by_k,
+            _wrong_rloo_whole_batch,
+        ],
         hint="rewards is (groups, K). The others' mean is (group sum - own reward) / (K - 1).",
         difficulty=2,
     )
@@ -235,8 +240,13 @@ def _wrong_ipo_sum(chosen, rejected, ref_chosen, ref_rejected, tau):
 
 def _run_ipo_by_hand(candidate) -> None:
     # margins 2 and -1; tau 0.25, target 2: losses 0 and 9, mean 4.5
-    got = candidate(torch.tensor([-1.0, -5.0]), torch.tensor([-3.0, -2.0]),
-                    torch.tensor([-2.0, -4.0]), torch.tensor([-2.0, -2.0]), 0.25)
+    got = candidate(
+        torch.tensor([-1.0, -5.0]),
+        torch.tensor([-3.0, -2.0]),
+        torch.tensor([-2.0, -4.0]),
+        torch.tensor([-2.0, -2.0]),
+        0.25,
+    )
     expect_close(got, torch.tensor(4.5), "two pairs by hand", atol=1e-6)
 
 
