@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -118,3 +120,17 @@ def report(
         if log:
             log(f"wrote {path}")
     return {"benchmark": name, **extra, "rows": list(rows)}
+
+
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+"""Student's t quantile 0.975 by degrees of freedom (a 95% two-sided interval)."""
+
+
+def interval(values: Sequence[float]) -> tuple[float, float]:
+    """``(mean, half-width of the 95% confidence interval)`` of ``values`` (Student's t with
+    ``n - 1`` degrees of freedom; NaN for a single value, 1.96 beyond ten values)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    t = T_95.get(len(values) - 1, 1.96)
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))

@@ -99,9 +99,12 @@ def match_parameter_count(
     return {**config, "ffn_hidden_dim": multiple_of * (step + 1)}
 
 
-def _train_row(
+def train_row(
     config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, Any], tokenizer: Any
 ) -> dict[str, Any]:
+    """Train ``config`` with ``cfg`` (seeded by ``cfg.seed``) on the training loader; its
+    parameters, steps, tokens, time, speeds and held-out loss and bits per byte (every batch
+    of the held-out loader)."""
     seed_everything(cfg.seed)
     model = SydsGPT(dict(config))
     start = time.perf_counter()
@@ -188,7 +191,7 @@ def _run(
 
     # The token budget: as many steps as the GPT-2 row trains in `seconds_per_row` (measured now).
     # The GPT-2 row's speed over a short run, from its second half (the first steps run slower).
-    calibration = _train_row(base, replace(cfg, max_steps=4 if quick else 60), loaders, tokenizer)
+    calibration = train_row(base, replace(cfg, max_steps=4 if quick else 60), loaders, tokenizer)
     speed = calibration["late_tokens_per_s"]
     steps = max(50, min(max_steps, round(seconds_per_row * speed / (cfg.batch_size * cfg.seq_len))))
     if quick:
@@ -210,7 +213,7 @@ def _run(
             config = match_parameter_count(config, target)
         row = {
             "setup": name,
-            **_train_row(config, cfg, loaders, tokenizer),
+            **train_row(config, cfg, loaders, tokenizer),
             "ffn_hidden_dim": config.get("ffn_hidden_dim") or 4 * base["embedding_dim"],
             "config_changes": changes,
         }
@@ -218,7 +221,7 @@ def _run(
         log(format_table([row], COLUMNS).splitlines()[-1])
     repeat = {
         "setup": f"GPT-2 blocks, seed {REPEAT_SEED}",
-        **_train_row(base, replace(cfg, seed=REPEAT_SEED), loaders, tokenizer),
+        **train_row(base, replace(cfg, seed=REPEAT_SEED), loaders, tokenizer),
         "ffn_hidden_dim": 4 * base["embedding_dim"],
         "config_changes": {},
     }

@@ -54,7 +54,7 @@ from ..reward_training import RewardConfig, task_split, train_with_rewards
 from ..rewards import Task
 from ..rollouts import accuracy
 from ..train_config import Session
-from .common import report, torch_threads
+from .common import interval, report, torch_threads
 
 METHODS = ("grpo", "dpo", "sft")
 SEEDS = (0, 1, 2)
@@ -63,8 +63,6 @@ HELD_OUT = 100
 DPO_TASKS = 64
 THREADS = 2
 KINDS = ("add", "sub", "mul")
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
-"""Student's t quantile (0.975) by degrees of freedom, for the 95% intervals."""
 
 
 def split_tasks(quick: bool = False) -> tuple[list[Task], list[Task]]:
@@ -72,14 +70,6 @@ def split_tasks(quick: bool = False) -> tuple[list[Task], list[Task]]:
     (:func:`~sydsgpt.reward_training.task_split`)."""
     train, held = task_split(KINDS, 1, 200, HELD_OUT, seed=0)
     return (train[:12], held[:4]) if quick else (train, held)
-
-
-def interval(values: Sequence[float]) -> tuple[float, float]:
-    """``(mean, half-width of the 95% confidence interval)`` of ``values`` (t distribution)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, T_95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def config(method: str, seed: int, quick: bool = False) -> RewardConfig:

@@ -33,7 +33,10 @@ settings, one row per configuration) into the --out folder:
   rewards-probe  how chapter 10 chose its task: SmolLM2's greedy accuracy on 40 questions of
              each task kind, and the groups of sampled answers GRPO could learn from (about a
              minute) -> rewards_probe_cpu.json
-  all        all of them
+  speedrun   recipes trained with several seeds to one budget (default: chapter 5's run),
+             held-out bits per byte as a mean and a 95% interval; refuses a busy machine
+             (--recipe, --seeds, --allow-busy) -> speedrun_cpu.json
+  all        all of them (speedrun: only when named)
 
 Examples:
   sydsgpt bench --what train --quick --out /tmp/bench     # smoke test, seconds
@@ -69,6 +72,7 @@ WHAT = (
     "realmodel",
     "rewards",
     "rewards-probe",
+    "speedrun",
 )
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
 FULL_BPE = {"vocab_sizes": (1000, 5000), "corpus": "tinyshakespeare", "repeats": 3}
@@ -141,6 +145,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=None, help="modern: the rows' seed (default: chapter 5's)"
     )
+    speed = parser.add_argument_group("speedrun")
+    speed.add_argument(
+        "--recipe",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a recipe of sydsgpt.bench.speedrun.RECIPES (repeatable; default: chapter5): "
+        "chapter5, rmsnorm, swiglu, rope, gqa, qk-norm, modern-blocks",
+    )
+    speed.add_argument(
+        "--seeds", type=int, default=3, metavar="N", help="seeds per recipe (default: 3)"
+    )
+    speed.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="run even when the load average is 1 or more (the result is marked quiet: false)",
+    )
     add_config_options(parser.add_argument_group("timing of train and ablation"), Schedule)
 
 
@@ -157,7 +178,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plan and args.what != "ablation":
         raise UsageError("--plan only applies to --what ablation")
-    for name in ("batch_size", "seq_len", "threads", "repeats"):  # 0 would mean "the default"
+    for name in (
+        "batch_size",
+        "seq_len",
+        "threads",
+        "repeats",
+        "seeds",
+    ):  # 0 would mean "the default"
         check_positive_int(getattr(args, name), flag_name(name), allow_none=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -231,6 +258,21 @@ def run(args: argparse.Namespace) -> int:
                 print("skipped: the rewards benchmark runs on the CPU only", flush=True)
                 continue
             rewards_bench.run(out, quick=args.quick, threads=args.threads or rewards_bench.THREADS)
+        elif what == "speedrun":
+            from ..bench import speedrun
+
+            if args.what == "all":
+                continue  # minutes per seed: only when asked for by name
+
+            seeds = list(range(123, 123 + args.seeds))
+            out = args.out / "speedrun_cpu.json"
+            speedrun.run(
+                args.recipe or ["chapter5"],
+                seeds,
+                quick=args.quick,
+                allow_busy=args.allow_busy,
+                out=out,
+            )
         elif what == "rewards-probe":
             from ..bench import rewards as rewards_bench
 
