@@ -25,9 +25,9 @@ Shared by all: ``runtime`` (device, precision, threads, seeding: every "auto" ru
 ``validation`` (config and input checks), ``files`` (a run folder's file names, atomic writes,
 its lock), ``flags`` (how a config field is spelled on the command line),
 ``notebook`` (the book's teaching views of this source).
-Appendix: ``bench`` (Making it fast; ``bench.speedrun`` trains recipes with seeds and intervals),
-``muon`` (the Muon optimizer for the block matrices). ``exercises`` holds every chapter's exercise checks;
-``cli`` is the ``sydsgpt`` command.
+Appendix: ``bench`` (Making it fast; ``bench.speedrun`` trains recipes with seeds and
+intervals), ``muon`` (the Muon optimizer for the block matrices). ``exercises`` holds every
+chapter's exercise checks; ``cli`` is the ``sydsgpt`` command.
 """
 
 from .attention import KVCache, MultiHeadAttention, scaled_dot_product_attention

@@ -84,6 +84,16 @@ def test_unknown_recipe_and_no_seeds_are_errors():
         speedrun.Recipe(run="no-such-run")
 
 
+def test_a_series_checks_the_load_once_before_it_starts(tmp_path, monkeypatch):
+    """After a recipe's own training the load average is high: that must not stop the next."""
+    loads = iter([0.3] + [2.0] * 50)
+    monkeypatch.setattr("os.getloadavg", lambda: (next(loads),) * 3)
+    result = speedrun.run(["chapter5", "rope"], [1], quick=True, out=tmp_path / "r.json")
+    assert [row["recipe"] for row in result["rows"]] == ["chapter5", "rope"]
+    assert result["quiet"] is True and result["load_at_start"] == 0.3
+    assert all(r["quiet"] for r in result["results"])
+
+
 def test_cli_quick_run_and_busy_refusal(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("os.getloadavg", _load(0.1))
     args = ["bench", "--what", "speedrun", "--quick", "--seeds", "2", "--out", str(tmp_path)]

@@ -132,15 +132,23 @@ def run_recipe(
     quick: bool = False,
     allow_busy: bool = False,
     log: Any = print,
+    quiet: bool | None = None,
 ) -> dict[str, Any]:
     """Train ``recipe`` once per seed and summarize held-out bits per byte (mean, 95% interval).
+
+    ``quiet``: whether the machine was quiet when the caller's series of runs started (the
+    load average right after a run is the run's own, so :func:`run` checks once, before the
+    first recipe); ``None``: check now (:func:`check_quiet`).
 
     Returns ``{"recipe", "model", "train", "seeds": [per-seed rows], "val_bpb",
     "val_bpb_interval", "tokens_per_s", "load_before", "load_after", "quiet"}``.
     """
     if not seeds:
         raise ValueError("give at least one seed (three or more for an interval)")
-    load_before, quiet = check_quiet(allow_busy=allow_busy)
+    if quiet is None:
+        load_before, quiet = check_quiet(allow_busy=allow_busy)
+    else:
+        load_before = os.getloadavg()[0]
     config, cfg, loaders, tokenizer = _setup(recipe, quick)
     rows = []
     for seed in seeds:
@@ -168,7 +176,7 @@ def run_recipe(
         "tokens_per_s": statistics.median(row["tokens_per_s"] for row in rows),
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),
-        "quiet": quiet and load_after < QUIET_LOAD,
+        "quiet": quiet,
         "quick": quick,
     }
 
@@ -187,14 +195,13 @@ def run(
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    load_at_start, quiet = check_quiet(allow_busy=allow_busy)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     payload: dict[str, Any] = {}
     for name in names:
         print(f"--- {name}", flush=True)
-        results.append(
-            {"name": name, **run_recipe(RECIPES[name], seeds, quick=quick, allow_busy=allow_busy)}
-        )
+        results.append({"name": name, **run_recipe(RECIPES[name], seeds, quick=quick, quiet=quiet)})
         rows = [
             {
                 "recipe": r["name"],
@@ -213,6 +220,8 @@ def run(
             "speedrun",
             log=None,
             results=results,
+            load_at_start=round(load_at_start, 2),
+            quiet=quiet,
             wall_s=round(time.perf_counter() - started, 1),
         )
     from .common import format_table
