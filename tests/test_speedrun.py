@@ -106,3 +106,21 @@ def test_cli_quick_run_and_busy_refusal(tmp_path, capsys, monkeypatch):
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "busy" in err[0] and "--allow-busy" in err[0]
+
+
+def test_committed_chapter_7_run_is_quiet_complete_and_consistent():
+    from sydsgpt.bench.common import RESULTS_DIR
+    from sydsgpt.presets import RUNS
+
+    result = json.loads((RESULTS_DIR / "speedrun_ch7_cpu.json").read_text())
+    assert result["quiet"] is True and result["load_at_start"] < 1
+    runs = {r["name"]: r for r in result["results"]}
+    assert list(runs) == list(speedrun.RECIPES)
+    for name, r in runs.items():
+        assert not r["quick"] and [s["seed"] for s in r["seeds"]] == list(speedrun.SEEDS)
+        assert r["train"]["max_steps"] == RUNS["book-ch05"].train.max_steps  # chapter 5's budget
+        assert all(s["steps"] == r["train"]["max_steps"] for s in r["seeds"])
+        mean, half = interval([s["val_bpb"] for s in r["seeds"]])
+        assert r["val_bpb"] == pytest.approx(mean, abs=1e-4), name
+        assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4), name
+        assert r["model"] | dict(speedrun.RECIPES[name].model) == r["model"]

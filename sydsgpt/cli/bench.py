@@ -9,8 +9,9 @@ settings, one row per configuration) into the --out folder:
   generate   generation tokens/s with and without the KV cache (and against transformers)
              -> generation.json
   tokenizer  from-scratch BPE training time, encoding MB/s next to tiktoken -> bpe.json
-  modern     chapter 7's experiment: GPT-2 blocks vs modern blocks, one change at a time,
-             bits per byte and tokens/s -> modern_cpu.json
+  modern     GPT-2 blocks vs modern blocks, one change at a time, one seed per row at a
+             time-derived budget -> modern_cpu.json (chapter 7's experiment is now the
+             speedrun harness: --what speedrun with its recipes, 3 seeds each)
   prepare    sydsgpt prepare's MB/s (-j 1, -j 2) next to tiktoken's single-call encode ->
              prepare.json
   quality    held-out bits per byte of chapter 5's run (trained and timed here) and of the
