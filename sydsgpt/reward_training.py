@@ -204,12 +204,9 @@ class _Method:
             max_new_tokens=cfg.max_new_tokens,
             generator=_generator(cfg, step),
         )
-        groups = rollout.groups()
         info = {
             "reward": float(rollout.rewards.mean()),
-            "groups_with_signal": float(
-                (groups.min(1).values != groups.max(1).values).float().mean()
-            ),
+            "groups_with_signal": float(rollout.mixed_groups().float().mean()),
             "answer_tokens": float(rollout.answer_mask.sum(1).mean()),
         }
         return grpo_batches(rollout, cfg.micro_batch_size, model=model, kl=cfg.kl), info

@@ -57,6 +57,12 @@ class Rollout:
         """``(len(tasks), group_size)``: the rewards, one row per task."""
         return self.rewards.view(len(self.tasks), self.group_size)
 
+    def mixed_groups(self) -> torch.Tensor:
+        """``(len(tasks),)`` bool: the groups whose rewards are not all equal (the only ones
+        GRPO learns from)."""
+        groups = self.groups()
+        return groups.min(dim=1).values != groups.max(dim=1).values
+
 
 def _by_length(prompts: Sequence[list[int]]) -> dict[int, list[int]]:
     """Indices of ``prompts`` grouped by token length (one generation batch per length)."""

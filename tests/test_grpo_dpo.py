@@ -239,6 +239,13 @@ def test_dpo_objective_by_hand(chat_base):
     )
 
 
+def test_mixed_groups_are_those_with_two_rewards(chat_base):
+    rollout = _with_rewards(
+        _rollout(chat_base, _policy(chat_base)), [1, 0, 0, 0] + [1] * 4 + [0] * 4
+    )
+    assert rollout.mixed_groups().tolist() == [True, False, False]
+
+
 def test_rollout_layout(chat_base):
     model = _policy(chat_base)
     rollout = _rollout(chat_base, model, group_size=2, n_tasks=2)

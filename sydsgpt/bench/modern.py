@@ -99,6 +99,18 @@ def match_parameter_count(
     return {**config, "ffn_hidden_dim": multiple_of * (step + 1)}
 
 
+def quick_setup(preset: str) -> tuple[str, Any, dict[str, Any]]:
+    """The quick runs' data and model: the-verdict, a 300-id BPE trained on it, and ``preset``
+    shrunk to one block of width 32 (seconds; a smoke test, not a result)."""
+    from ..bpe import BPETokenizer
+    from ..corpora import load_corpus
+
+    text = load_corpus("the-verdict")
+    tokenizer = BPETokenizer(name="bpe300-the-verdict").train(text, 300)
+    tiny = {"embedding_dim": 32, "context_length": 32, "num_layers": 1, "num_heads": 4}
+    return text, tokenizer, {**get_preset(preset), **tiny}
+
+
 def train_row(
     config: Mapping[str, Any], cfg: TrainConfig, loaders: tuple[Any, Any], tokenizer: Any
 ) -> dict[str, Any]:
@@ -159,17 +171,7 @@ def _run(
 
     load_before = os.getloadavg()
     if quick:
-        from ..bpe import BPETokenizer
-
-        text = load_corpus("the-verdict")
-        tokenizer = BPETokenizer(name="bpe300-the-verdict").train(text, 300)
-        base = {
-            **get_preset(BOOK_RUN.preset),
-            "embedding_dim": 32,
-            "context_length": 32,
-            "num_layers": 1,
-            "num_heads": 4,
-        }
+        text, tokenizer, base = quick_setup(BOOK_RUN.preset)
         cfg = replace(
             BOOK_RUN.train,
             batch_size=4,

@@ -289,10 +289,9 @@ def probe(out: str | os.PathLike[str] | None, *, threads: int = THREADS) -> dict
                     8,
                     generator=torch.Generator().manual_seed(0),
                 )
-                groups = rollout.groups()
                 row["sampled_reward"] = float(rollout.rewards.mean())
-                row["mixed_groups"] = int((groups.min(1).values != groups.max(1).values).sum())
-                row["groups"] = len(groups)
+                row["mixed_groups"] = int(rollout.mixed_groups().sum())
+                row["groups"] = len(rollout.tasks)
             rows.append(row)
     return report(
         rows,

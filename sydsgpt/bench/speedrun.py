@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 from ..model import count_parameters
 from ..presets import RUNS, get_preset
 from .common import interval
-from .modern import CHANGES, match_parameter_count, train_row
+from .modern import CHANGES, match_parameter_count, quick_setup, train_row
 
 QUIET_LOAD = 1.0
 """The highest 1-minute load average at which a measurement may start."""
@@ -98,17 +98,7 @@ def _setup(recipe: Recipe, quick: bool) -> tuple[dict[str, Any], Any, Any, Any]:
 
     spec = RUNS[recipe.run]
     if quick:
-        from ..bpe import BPETokenizer
-
-        text = load_corpus("the-verdict")
-        tokenizer = BPETokenizer(name="bpe300-the-verdict").train(text, 300)
-        base = {
-            **get_preset(spec.preset),
-            "embedding_dim": 32,
-            "context_length": 32,
-            "num_layers": 1,
-            "num_heads": 4,
-        }
+        text, tokenizer, base = quick_setup(spec.preset)
         cfg = replace(spec.train, max_steps=4, batch_size=4, seq_len=32, warmup_steps=1)
     else:
         text = load_corpus(spec.corpus)
