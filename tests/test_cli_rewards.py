@@ -210,3 +210,24 @@ def test_committed_probe_covers_the_kinds_quietly():
     sampled = [r for r in probe["rows"] if "mixed_groups" in r]
     assert [(r["kind"], r["difficulty"]) for r in sampled] == list(rewards_bench.PROBE_SAMPLED)
     assert all(0 <= r["mixed_groups"] <= r["groups"] for r in sampled)
+
+
+def test_every_documented_example_passes_the_option_checks(tmp_path, monkeypatch):
+    """The help's examples (also in the README and chapter 10) are valid runs: every option
+    passes the checks made before anything is loaded."""
+    import shlex
+    from pathlib import Path as _Path
+
+    from sydsgpt.cli import build_parser
+    from sydsgpt.cli.rewards import EXAMPLES, _check
+
+    monkeypatch.chdir(tmp_path)
+    commands = [line.strip() for line in EXAMPLES.splitlines() if "sydsgpt finetune" in line]
+    assert len(commands) == 3
+    readme = (_Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        kinds, config, out = _check(args)
+        assert config.method == args._method and not out.exists()
+        if "countdown" not in command:
+            assert command in readme, command

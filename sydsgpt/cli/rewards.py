@@ -42,7 +42,7 @@ DESCRIPTION = (
 )
 EXAMPLES = """examples:
   sydsgpt finetune grpo --steps 16 --out runs/grpo
-  sydsgpt finetune dpo --task add,mul --steps 16 --out runs/dpo
+  sydsgpt finetune dpo --task add,mul --train-tasks 140 --held-out 60 --out runs/dpo
   sydsgpt finetune grpo --task countdown --difficulty 3 --group-size 16 --out runs/countdown"""
 PLOT_NAME = "rewards.png"
 RUN_NAME = "run.json"
