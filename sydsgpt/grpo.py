@@ -139,21 +139,22 @@ def grpo_batches(
     keep = (advantages != 0).nonzero().flatten()
     if len(keep) == 0:
         return []
-    ids, mask = rollout.ids[keep], rollout.answer_mask[keep]
+    if kl > 0 and model is None:
+        raise ValueError("kl > 0 needs the model, for the reference log-probabilities")
+    ids, mask, advantages = rollout.ids[keep], rollout.answer_mask[keep], advantages[keep]
+    old = old_logprobs[keep] if old_logprobs is not None else None
     parts = list(torch.arange(len(keep)).split(micro_batch_size))
     scale = len(parts) / mask.sum()
     batches = []
     for part in parts:
         batch = {
             "ids": ids[part],
-            "advantages": advantages[keep][part],
+            "advantages": advantages[part],
             "token_weights": mask[part] * scale,
         }
-        if old_logprobs is not None:
-            batch["old_logprobs"] = old_logprobs[keep][part]
+        if old is not None:
+            batch["old_logprobs"] = old[part]
         if kl > 0:
-            if model is None:
-                raise ValueError("kl > 0 needs the model, for the reference log-probabilities")
             batch["ref_logprobs"] = reference_logprobs(model, ids[part])
         batches.append(batch)
     return batches

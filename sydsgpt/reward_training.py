@@ -125,10 +125,11 @@ def task_split(
     return tasks[:n_train], tasks[n_train : n_train + n_held]
 
 
-def _step_tasks(tasks: Sequence[Task], config: RewardConfig, step: int) -> list[Task]:
-    """The training tasks of ``step``: a draw decided by ``(seed, step)`` only."""
+def _step_draw(items: Sequence[Any], config: RewardConfig, step: int) -> list[Any]:
+    """What ``step`` learns from: ``tasks_per_step`` of ``items`` (tasks, or DPO's pair
+    indices), a draw decided by ``(seed, step)`` only."""
     rng = random.Random(f"{config.seed}:{step}")
-    return rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
+    return rng.sample(list(items), min(config.tasks_per_step, len(items)))
 
 
 def _generator(config: RewardConfig, step: int) -> torch.Generator:
@@ -186,19 +187,19 @@ class _Method:
     def batches(self, model: nn.Module, step: int) -> tuple[list[Any], dict[str, float]]:
         cfg = self.config
         if cfg.method == "sft":
-            tasks = _step_tasks(self.tasks, cfg, step)
+            tasks = _step_draw(self.tasks, cfg, step)
             return _sft_batches(self.tokenizer, tasks, cfg.micro_batch_size), {}
         if cfg.method == "dpo":
             pairs = self.data["pairs"]
             n = len(pairs["chosen"])
-            rows = random.Random(f"{cfg.seed}:{step}").sample(range(n), min(cfg.tasks_per_step, n))
+            rows = _step_draw(range(n), cfg, step)
             picked = {key: value[rows] for key, value in pairs.items()}
             parts = torch.arange(len(rows)).split(max(cfg.micro_batch_size // 2, 1))
             return [{k: v[p] for k, v in picked.items()} for p in parts], {}
         rollout = sample_answers(
             model,
             self.tokenizer,
-            _step_tasks(self.tasks, cfg, step),
+            _step_draw(self.tasks, cfg, step),
             cfg.group_size,
             temperature=cfg.temperature,
             max_new_tokens=cfg.max_new_tokens,

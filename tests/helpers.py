@@ -239,3 +239,22 @@ def fake_hub(
 
     hub.HfApi, hub.snapshot_download = HfApi, snapshot_download
     monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+
+
+def saved_tiny_checkpoint(
+    folder: Path, text: str, vocab_size: int, name: str, context_length: int
+) -> Path:
+    """A tiny pretrained-format checkpoint in ``folder`` (created), with a BPE tokenizer of
+    ``vocab_size`` ids trained on ``text`` (no end token) saved beside it: the base that the
+    finetune commands' tests start from. Returns the checkpoint's path."""
+    from sydsgpt.bpe import BPETokenizer
+    from sydsgpt.checkpoint import save_checkpoint
+
+    tokenizer = BPETokenizer(name=name).train(text, vocab_size)
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=tokenizer.n_vocab, context_length=context_length, embedding_dim=16
+    )
+    folder.mkdir()
+    tokenizer.save(folder / "tokenizer.json")
+    return save_checkpoint(folder / "checkpoint.pt", SydsGPT(config), tokenizer=tokenizer)

@@ -8,19 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import saved_tiny_checkpoint
 
-from sydsgpt.bpe import BPETokenizer
 from sydsgpt.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model_and_tokenizer,
-    save_checkpoint,
 )
 from sydsgpt.cli import main
 from sydsgpt.instruct import format_prompt, word_task_records
 from sydsgpt.logs import read_log
-from sydsgpt.model import SydsGPT
 
 
 FAST = [
@@ -46,13 +43,7 @@ FAST = [
 def base(tmp_path: Path) -> Path:
     """A tiny pretrained-format checkpoint with a BPE tokenizer (no end token) beside it."""
     text = "".join(format_prompt(r) + r["output"] + "\n" for r in word_task_records(200, seed=1))
-    tokenizer = BPETokenizer(name="tasks").train(text, 400)
-    torch.manual_seed(0)
-    model = SydsGPT(tiny_config(vocab_size=tokenizer.n_vocab, context_length=64, embedding_dim=16))
-    folder = tmp_path / "base"
-    folder.mkdir()
-    tokenizer.save(folder / "tokenizer.json")
-    return save_checkpoint(folder / "checkpoint.pt", model, tokenizer=tokenizer)
+    return saved_tiny_checkpoint(tmp_path / "base", text, 400, "tasks", context_length=64)
 
 
 def finetune(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

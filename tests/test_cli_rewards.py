@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import saved_tiny_checkpoint
 
 from sydsgpt.bench import rewards as rewards_bench
-from sydsgpt.bpe import BPETokenizer
-from sydsgpt.checkpoint import save_checkpoint
 from sydsgpt.cli import main
 from sydsgpt.instruct import format_prompt
-from sydsgpt.model import SydsGPT
 from sydsgpt.reward_training import task_split
 from sydsgpt.rewards import ask, make_tasks
 
@@ -26,13 +23,7 @@ def base(tmp_path: Path) -> Path:
     """A tiny checkpoint whose BPE tokenizer (no end token) has seen arithmetic prompts."""
     tasks = make_tasks("add", 50, 1, seed=2)
     text = "".join(format_prompt({"instruction": ask(t)}) + t.answer + "\n" for t in tasks)
-    tokenizer = BPETokenizer(name="sums").train(text, 320)
-    torch.manual_seed(0)
-    model = SydsGPT(tiny_config(vocab_size=tokenizer.n_vocab, context_length=256, embedding_dim=16))
-    folder = tmp_path / "base"
-    folder.mkdir()
-    tokenizer.save(folder / "tokenizer.json")
-    return save_checkpoint(folder / "checkpoint.pt", model, tokenizer=tokenizer)
+    return saved_tiny_checkpoint(tmp_path / "base", text, 320, "sums", context_length=256)
 
 
 FAST = [

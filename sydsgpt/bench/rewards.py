@@ -109,10 +109,10 @@ def _run_one(
     train: list[Task],
     held: list[Task],
 ) -> dict[str, Any]:
+    cfg = config(method, seed, quick)
     model = copy.deepcopy(base)
     torch.manual_seed(seed)
-    apply_lora(model, LoRAConfig.from_dict(config(method, seed, quick).lora))
-    cfg = config(method, seed, quick)
+    apply_lora(model, LoRAConfig.from_dict(cfg.lora))
     tasks = train
     if method == "dpo":  # DPO answers DPO_TASKS tasks once, before training
         tasks = random.Random(f"dpo:{seed}").sample(train, min(DPO_TASKS, len(train)))

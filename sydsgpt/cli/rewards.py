@@ -31,6 +31,7 @@ from ..validation import check_positive_int
 from .bases import check_base, load_base
 from .errors import EXIT_STATUS_HELP, UsageError
 from .options import add_config_options, config_from_args
+from .runs import check_run_folder
 
 DESCRIPTION = (
     "The model answers generated questions whose answers a program checks (add, sub, mul, "
@@ -182,15 +183,7 @@ def _check(args: argparse.Namespace) -> tuple[tuple[str, ...], RewardConfig, Pat
             f"{args.difficulty}; ask for fewer or raise --difficulty"
         )
     out = Path(args.out or Path("runs") / f"finetune-{args._method}")
-    state = out / STATE_NAME
-    if state.exists() and not args.resume:
-        raise FileExistsError(
-            f"{state} already exists: add --resume to continue that run, or choose another --out"
-        )
-    if args.resume and not state.exists():
-        raise FileNotFoundError(
-            f"--resume: there is no {state} to continue from; run without --resume first"
-        )
+    check_run_folder(out, args.resume, STATE_NAME)
     return kinds, config, out
 
 

@@ -21,9 +21,10 @@ from ..files import CHECKPOINT_NAME, LOG_NAME, LOSS_PLOT_NAME, LockedRunFolder, 
 from ..logs import plot_losses
 
 
-def check_run_folder(out: Path, resume: bool) -> None:
-    """Refuse to overwrite a run without ``--resume``, and ``--resume`` without a checkpoint."""
-    checkpoint = out / CHECKPOINT_NAME
+def check_run_folder(out: Path, resume: bool, checkpoint_name: str = CHECKPOINT_NAME) -> None:
+    """Refuse to overwrite a run without ``--resume``, and ``--resume`` without a checkpoint
+    (``checkpoint_name``: the file a run resumes from; ``finetune grpo|dpo``'s is ``state.pt``)."""
+    checkpoint = out / checkpoint_name
     if checkpoint.exists() and not resume:
         raise FileExistsError(
             f"{checkpoint} already exists: add --resume to continue that run, "
