@@ -11,7 +11,8 @@ run uses the two optimizers side by side.
 
 - :func:`newton_schulz`: ``U V^T`` of a matrix, approximately, from a few matrix products;
 - :class:`Muon`: the optimizer (SGD momentum, Nesterov by default, then :func:`newton_schulz`);
-- :func:`split_muon_params`: a model's parameters, split into Muon's and AdamW's.
+- :func:`split_muon_params`: a model's parameters, split into Muon's and AdamW's;
+- :class:`MuonWithAdamW`: both in one optimizer (``sydsgpt train --optimizer muon``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ def _check_hyperparameters(lr: Any, momentum: Any, ns_steps: Any, weight_decay: 
         raise ValueError(f"Muon needs weight_decay >= 0, got {weight_decay}")
 
 
+def _check_group(params: list[torch.Tensor], group: dict[str, Any], fix: str) -> None:
+    """Raise ``ValueError`` (one line) for a parameter of a Muon group that is not 2-D (``fix``
+    says where it belongs) or a hyperparameter out of range."""
+    for p in params:
+        if p.dim() != 2:
+            raise ValueError(
+                f"Muon only takes 2-D weight matrices, got a parameter of shape "
+                f"{tuple(p.shape)}: {fix}"
+            )
+    _check_hyperparameters(group["lr"], group["momentum"], group["ns_steps"], group["weight_decay"])
+
+
 class Muon(torch.optim.Optimizer):
     """The Muon optimizer, for 2-D weight matrices only.
 
@@ -137,16 +150,7 @@ class Muon(torch.optim.Optimizer):
         (``torch.optim.Optimizer.__init__`` calls this for each group too)."""
         params = param_group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
-        for p in params:
-            if p.dim() != 2:
-                raise ValueError(
-                    f"Muon only takes 2-D weight matrices, got a parameter of shape "
-                    f"{tuple(p.shape)}: give it to AdamW"
-                )
-        merged = {**self.defaults, **param_group}
-        _check_hyperparameters(
-            merged["lr"], merged["momentum"], merged["ns_steps"], merged["weight_decay"]
-        )
+        _check_group(params, {**self.defaults, **param_group}, "give it to AdamW")
         super().add_param_group({**param_group, "params": params})
 
     @torch.no_grad()
@@ -157,24 +161,101 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(grad)
-                buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(grad)
-                update = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-                orthogonal = newton_schulz(update, steps=group["ns_steps"])
-                rows, cols = p.shape
-                scale = max(1.0, rows / cols) ** 0.5
-                if wd != 0:
-                    p.mul_(1 - lr * wd)
-                p.add_(orthogonal, alpha=-lr * scale)
+            muon_group_step(group, self.state)
         return loss
+
+
+def muon_group_step(group: dict[str, Any], state: dict[Any, Any]) -> None:
+    """One Muon step (the update in :class:`Muon`'s docstring) on every parameter of
+    ``group`` that has a gradient; ``state`` holds each parameter's momentum buffer."""
+    lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        grad = p.grad
+        buf = state[p].setdefault("momentum_buffer", torch.zeros_like(grad))
+        buf.mul_(momentum).add_(grad)
+        update = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+        orthogonal = newton_schulz(update, steps=group["ns_steps"])
+        rows, cols = p.shape
+        scale = max(1.0, rows / cols) ** 0.5
+        if wd != 0:
+            p.mul_(1 - lr * wd)
+        p.add_(orthogonal, alpha=-lr * scale)
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """One optimizer for a whole model: Muon for the groups marked ``"muon": True``, AdamW
+    for the others.
+
+    Being one :class:`torch.optim.Optimizer`, it works with a learning-rate scheduler (each
+    group's rate follows the schedule from its own peak), gradient clipping and checkpoints
+    (its ``state_dict`` holds both kinds of state) like AdamW alone.
+    :func:`sydsgpt.optim.build_optimizer` builds it when ``TrainConfig.optimizer`` is
+    ``"muon"``.
+
+    AdamW's groups take ``lr``, ``betas``, ``eps`` and ``weight_decay`` (decoupled, as in
+    :class:`torch.optim.AdamW`); Muon's groups take :class:`Muon`'s hyperparameters.
+    """
+
+    def __init__(self, param_groups: Iterable[dict[str, Any]]) -> None:
+        defaults = {
+            "muon": False,
+            "betas": (0.9, 0.95),
+            "eps": 1e-8,
+            "weight_decay": 0.0,
+            "momentum": 0.95,
+            "nesterov": True,
+            "ns_steps": 5,
+        }
+        super().__init__(list(param_groups), defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group, checking a Muon group as :class:`Muon` does."""
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        merged = {**self.defaults, **param_group}
+        if merged["muon"]:
+            if "lr" not in param_group:
+                raise ValueError("a Muon group needs its own lr (Muon's is about 10x AdamW's)")
+            _check_group(params, merged, "put it in an AdamW group")
+        super().add_param_group({**param_group, "params": params})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Update every parameter that has a gradient; return ``closure()``'s loss (or None)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["muon"]:
+                muon_group_step(group, self.state)
+            else:
+                _adamw_group_step(group, self.state)
+        return loss
+
+
+def _adamw_group_step(group: dict[str, Any], state: dict[Any, Any]) -> None:
+    """One AdamW step (decoupled weight decay, bias-corrected moments) on a group."""
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        s = state[p]
+        if not s:
+            s["step"] = 0
+            s["exp_avg"] = torch.zeros_like(p)
+            s["exp_avg_sq"] = torch.zeros_like(p)
+        s["step"] += 1
+        s["exp_avg"].lerp_(p.grad, 1 - beta1)
+        s["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        if wd != 0:
+            p.mul_(1 - lr * wd)
+        first = 1 - beta1 ** s["step"]
+        second = (1 - beta2 ** s["step"]) ** 0.5
+        denom = (s["exp_avg_sq"].sqrt() / second).add_(eps)
+        p.addcdiv_(s["exp_avg"], denom, value=-lr / first)
 
 
 def split_muon_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -2,7 +2,8 @@
 
 - :func:`lr_at_step` / :func:`make_scheduler`: linear warm-up, then cosine decay;
 - :func:`build_optimizer`: AdamW, weight decay on matrices only, the fused kernel where
-  :mod:`sydsgpt.runtime` says so.
+  :mod:`sydsgpt.runtime` says so; or, with ``TrainConfig.optimizer = "muon"``, Muon for the
+  blocks' matrices and AdamW for the rest (:class:`sydsgpt.muon.MuonWithAdamW`).
 """
 
 from __future__ import annotations
@@ -54,11 +55,39 @@ def make_scheduler(
 
 def build_optimizer(
     model: nn.Module, cfg: "TrainConfig", device: torch.device | str | None = None
-) -> torch.optim.AdamW:
+) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices and embeddings only (not on biases or layer-norm
-    parameters), and the fused kernel when ``cfg.fused_adamw`` (default: on CUDA)."""
+    parameters), and the fused kernel when ``cfg.fused_adamw`` (default: on CUDA).
+
+    With ``cfg.optimizer == "muon"``: the 2-D matrices inside the blocks go to Muon (peak rate
+    ``cfg.muon_lr``, momentum ``cfg.muon_momentum``, no weight decay) and everything else
+    stays with AdamW as above, in one :class:`~sydsgpt.muon.MuonWithAdamW` whose groups are
+    ``[AdamW decay, AdamW no decay, Muon]``."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "muon":
+        from .muon import MuonWithAdamW, split_muon_params
+
+        muon_ids = {id(p) for p in split_muon_params(model)[0]}
+        rest = [p for p in params if id(p) not in muon_ids]
+        betas = (cfg.beta1, cfg.beta2)
+        return MuonWithAdamW(
+            [
+                {
+                    "params": [p for p in rest if p.dim() >= 2],
+                    "lr": cfg.lr,
+                    "betas": betas,
+                    "weight_decay": cfg.weight_decay,
+                },
+                {"params": [p for p in rest if p.dim() < 2], "lr": cfg.lr, "betas": betas},
+                {
+                    "params": [p for p in params if id(p) in muon_ids],
+                    "muon": True,
+                    "lr": cfg.muon_lr,
+                    "momentum": cfg.muon_momentum,
+                },
+            ]
+        )
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -67,8 +96,14 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
+def peak_lr(group: dict, cfg: "TrainConfig") -> float:
+    """A parameter group's peak learning rate under ``cfg``: ``muon_lr`` for a Muon group,
+    else ``lr``."""
+    return cfg.muon_lr if group.get("muon") else cfg.lr
+
+
 def apply_hyperparameters(
-    optimizer: torch.optim.AdamW,
+    optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     cfg: "TrainConfig",
     device: torch.device | str | None = None,
@@ -80,16 +115,21 @@ def apply_hyperparameters(
     ``min_lr_ratio`` applies from the next step), and the fused kernel choice for ``device``
     (a run may resume on another device). Unchanged values give back the same numbers.
     """
-    decay, no_decay = optimizer.param_groups
+    decay, no_decay = optimizer.param_groups[:2]
     decay["weight_decay"], no_decay["weight_decay"] = cfg.weight_decay, 0.0
     fused = (
-        auto_fused_adamw(cfg.fused_adamw, torch.device(device).type) if device is not None else None
+        auto_fused_adamw(cfg.fused_adamw, torch.device(device).type)
+        if device is not None and isinstance(optimizer, torch.optim.AdamW)
+        else None
     )
     for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
         if fused is not None:
             group["fused"] = fused
-        group["betas"] = (cfg.beta1, cfg.beta2)
-        group["initial_lr"] = cfg.lr
-        group["lr"] = cfg.lr * factor(scheduler.last_epoch)
-    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+        if group.get("muon"):
+            group["momentum"] = cfg.muon_momentum
+        else:
+            group["betas"] = (cfg.beta1, cfg.beta2)
+        group["initial_lr"] = peak_lr(group, cfg)
+        group["lr"] = group["initial_lr"] * factor(scheduler.last_epoch)
+    scheduler.base_lrs = [peak_lr(group, cfg) for group in optimizer.param_groups]
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

@@ -17,9 +17,10 @@ from typing import Any, Mapping
 from .checkpoint import CheckpointMismatchError
 from .train_config import TrainConfig
 
-RESUME_FIXED: tuple[str, ...] = ("batch_size", "seq_len", "grad_accum_steps", "seed")
-""":class:`TrainConfig` fields a resumed run cannot change: they decide which tokens each step sees
-(the data order is part of the checkpoint), so resume refuses, listing the differences. Every other
+RESUME_FIXED: tuple[str, ...] = ("batch_size", "seq_len", "grad_accum_steps", "optimizer", "seed")
+""":class:`TrainConfig` fields a resumed run cannot change: four decide which tokens each step sees
+(the data order is part of the checkpoint), and the optimizer's saved state is its own kind, so
+resume refuses, listing the differences. Every other
 field may change on resume and applies from the next step; the change is recorded in the log and
 in ``run.json``."""
 

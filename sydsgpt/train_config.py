@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping, get_args
 
 import torch
 
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from .files import LockedRunFolder
 
 
+OptimizerName = Literal["adamw", "muon"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+"""The values of ``TrainConfig.optimizer``."""
+
+
 @dataclass
 class TrainConfig:
     """Everything that controls a training run (stored in every checkpoint).
@@ -47,9 +52,10 @@ class TrainConfig:
     here (a negative clip, a NaN learning rate, ``beta2 = 1``, zero evaluation batches, ...
     are errors), so a Python script gets the same checks as the command line.
 
-    **Resuming** (``Session(resume=True)``, ``sydsgpt train ... --resume``): the four fields
-    marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``; they
-    decide which tokens each step sees, :data:`sydsgpt.resume.RESUME_FIXED`) must equal the
+    **Resuming** (``Session(resume=True)``, ``sydsgpt train ... --resume``): the five fields
+    marked *fixed for a run* (``batch_size``, ``seq_len``, ``grad_accum_steps``, ``seed``,
+    ``optimizer``; the first four decide which tokens each step sees,
+    :data:`sydsgpt.resume.RESUME_FIXED`) must equal the
     checkpoint's, or resume refuses and lists the differences. Every other field may change and
     applies from the next step: a new ``lr``, ``warmup_steps``, ``min_lr_ratio``, ``max_steps`` or
     ``epochs`` recomputes the schedule at the step reached; ``weight_decay`` and the betas go into
@@ -79,6 +85,13 @@ class TrainConfig:
     """Linear warm-up steps; ``None``: 5% of the run."""
     weight_decay: float = 0.1
     """AdamW's decoupled weight decay, on matrices and embeddings only."""
+    optimizer: OptimizerName = "adamw"
+    """``adamw``, or ``muon``: Muon for the blocks' matrices, AdamW (``lr``, betas, weight decay)
+    for the embeddings, head, norms and biases. Fixed for a run (resume refuses a change)."""
+    muon_lr: float = 0.02
+    """Muon's peak learning rate (with ``optimizer=muon``; same warm-up and decay as ``lr``)."""
+    muon_momentum: float = 0.95
+    """Muon's momentum (Nesterov; with ``optimizer=muon``)."""
     beta1: float = 0.9
     """AdamW's decay rate of the gradient's running mean."""
     beta2: float = 0.95
@@ -148,6 +161,9 @@ class TrainConfig:
         check_real(self.lr, "TrainConfig.lr", low=0, low_open=True)
         check_real(self.min_lr_ratio, "TrainConfig.min_lr_ratio", low=0, high=1)
         check_real(self.weight_decay, "TrainConfig.weight_decay", low=0)
+        check_choice(self.optimizer, "TrainConfig.optimizer", OPTIMIZERS)
+        check_real(self.muon_lr, "TrainConfig.muon_lr", low=0, low_open=True)
+        check_real(self.muon_momentum, "TrainConfig.muon_momentum", low=0, high=1, high_open=True)
         for name in ("beta1", "beta2"):
             check_real(getattr(self, name), f"TrainConfig.{name}", low=0, high=1, high_open=True)
         check_real(

@@ -2158,7 +2158,8 @@ def test_resume_rules_are_documented_where_they_are_applied(
     fixed = [
         name for name, doc in docs.items() if "Fixed for a run (resume refuses a change)." in doc
     ]
-    assert fixed == list(RESUME_FIXED) == ["batch_size", "seq_len", "grad_accum_steps", "seed"]
+    assert fixed == list(RESUME_FIXED)
+    assert fixed == ["batch_size", "seq_len", "grad_accum_steps", "optimizer", "seed"]
     assert "may change and applies from the next step" in " ".join(
         (TrainConfig.__doc__ or "").split()
     )
@@ -2167,6 +2168,7 @@ def test_resume_rules_are_documented_where_they_are_applied(
     text = " ".join(capsys.readouterr().out.split())
     assert (
         "a changed training option applies from the next step and is recorded in log.jsonl and "
-        "run.json, except --batch-size, --seq-len, --grad-accum-steps, --seed (fixed for a run: "
+        "run.json, except --batch-size, --seq-len, --grad-accum-steps, --optimizer, --seed (fixed "
+        "for a run: "
         "resume refuses a change)"
     ) in text
