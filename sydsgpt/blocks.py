@@ -99,6 +99,11 @@ class FeedForward(nn.Module):
         """The feed-forward network of a model with ``config``."""
         return cls(config.embedding_dim, config.ffn_hidden_size, config.linear_bias)
 
+    def use_kernels(self, kernels: Kernels) -> None:
+        """Compute GELU as ``kernels.gelu`` says: chapter 3's formula (``"explicit"``) or
+        PyTorch's kernel of the same function (``"fused"``). No weights change."""
+        self.layers[1] = nn.GELU(approximate="tanh") if kernels.gelu == "fused" else GELU()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, d) -> (B, T, 4d) -> (B, T, d)``, each token independently."""
         return self.layers(x)
@@ -111,7 +116,7 @@ class TransformerBlock(nn.Module):
     Every part is the one ``config`` names: GPT-2's layer norm, multi-head attention and
     GELU feed-forward by default; chapter 7's RMSNorm, grouped-query attention and SwiGLU
     when the config asks (the tables are in :mod:`sydsgpt.config`). ``kernels`` choose how
-    attention is computed (appendix: making it fast).
+    attention and GELU are computed (appendix: making it fast).
     """
 
     def __init__(self, config: Mapping[str, Any], kernels: Kernels | None = None) -> None:
@@ -122,6 +127,8 @@ class TransformerBlock(nn.Module):
         self.attention = ATTENTIONS[config.attention_type].from_config(config, kernels)
         self.layer_norm2 = make_norm(config)
         self.feed_forward = FEED_FORWARDS[config.ffn].from_config(config)
+        if hasattr(self.feed_forward, "use_kernels"):  # how it computes (appendix)
+            self.feed_forward.use_kernels(kernels or Kernels())
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(

@@ -78,9 +78,14 @@ class Kernels:
     pad_vocab_multiple: int = 1
     """Round the embedding and head rows up to a multiple of this (64 suits GPUs); the
     logits keep ``vocab_size`` columns and checkpoints load with any padding."""
+    gelu: str = "fused"
+    """``"explicit"`` (chapter 3's tanh formula, seven element-wise operations) or
+    ``"fused"`` (PyTorch's ``F.gelu(x, approximate="tanh")``: the same function, one kernel
+    forward and one backward)."""
 
     def __post_init__(self) -> None:
         check_choice(self.attention, "Kernels.attention", ATTENTION_KERNELS)
+        check_choice(self.gelu, "Kernels.gelu", GELU_KERNELS)
         check_bool(self.fused_qkv, "Kernels.fused_qkv")
         check_positive_int(self.pad_vocab_multiple, "Kernels.pad_vocab_multiple")
 
@@ -91,6 +96,7 @@ class Kernels:
 
 
 ATTENTION_KERNELS: tuple[str, ...] = ("explicit", "sdpa")
+GELU_KERNELS: tuple[str, ...] = ("explicit", "fused")
 POSITIONS: tuple[str, ...] = ("learned", "rope")
 LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_context_length")
 _KERNEL_FIELDS = tuple(field_names(Kernels))

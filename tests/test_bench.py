@@ -114,6 +114,7 @@ def test_setup_switches_start_from_the_plain_path_or_the_defaults() -> None:
         "attention": "sdpa",
         "fused_qkv": True,
         "pad_vocab_multiple": 1,
+        "gelu": "fused",
         "dtype": "auto",
         "tf32": None,
         "compile": False,

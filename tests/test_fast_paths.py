@@ -33,13 +33,14 @@ from sydsgpt.bench.training import transfer_weights
 from sydsgpt.config import Kernels
 from sydsgpt.model import SydsGPT
 from sydsgpt.optim import build_optimizer
+from sydsgpt.blocks import GELU
 from sydsgpt.runtime import auto_amp_dtype, configure_tf32
 from sydsgpt.train import StepOptions, TrainConfig, train_step
 
 
 TINY = tiny_config(tie_weights=True)
-PLAIN = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}
-FAST = {"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64}
+PLAIN = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1, "gelu": "explicit"}
+FAST = {"attention": "sdpa", "fused_qkv": True, "pad_vocab_multiple": 64, "gelu": "fused"}
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bf16 keeps 8 significant bits
 
 
@@ -92,6 +93,27 @@ def test_fast_model_takes_the_same_training_step_as_the_plain_one(switches: dict
     assert torch.equal(
         padded.detach()[vocab:], torch.zeros_like(padded.detach()[vocab:])
     )  # no gradient, decay of 0 is 0
+
+
+def test_fused_gelu_takes_the_same_training_step_as_chapter_3s() -> None:
+    """PyTorch's tanh-approximate GELU kernel is chapter 3's formula: same loss, gradients
+    and updated weights (float64, to rounding)."""
+    plain = model(PLAIN, dtype=torch.float64)
+    fused = model({**PLAIN, "gelu": "fused"}, dtype=torch.float64)
+    activations = [type(m.transformer_blocks[0].feed_forward.layers[1]) for m in (plain, fused)]
+    assert activations == [GELU, torch.nn.GELU]  # the switch really swaps the layer
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1, device="cpu")
+    x, y = batch()
+    (loss_plain, norm_plain), (loss_fused, norm_fused) = [
+        train_step(m, [(x, y)], build_optimizer(m, cfg)) for m in (plain, fused)
+    ]
+    assert loss_fused == pytest.approx(loss_plain, abs=1e-12)
+    assert norm_fused == pytest.approx(norm_plain, abs=1e-12)
+    for name, after in fused.state_dict().items():
+        torch.testing.assert_close(after, plain.state_dict()[name], atol=1e-12, rtol=0, msg=name)
+    assert Kernels().gelu == "fused"  # the default
+    with pytest.raises(ValueError, match="Kernels.gelu"):
+        Kernels(gelu="erf")
 
 
 def test_transfer_weights_refuses_a_different_architecture() -> None:

@@ -14,12 +14,17 @@ from ..config import Kernels
 from ..runtime import resolve_fast_paths
 from ..train_config import TrainConfig
 
-MODEL_SWITCHES = ("attention", "fused_qkv", "pad_vocab_multiple")
+MODEL_SWITCHES = ("attention", "fused_qkv", "pad_vocab_multiple", "gelu")
 """The model's speed switches: the fields of :class:`sydsgpt.config.Kernels`."""
 TRAIN_SWITCHES = ("dtype", "tf32", "compile", "fused_adamw")
 """TrainConfig fields that are speed switches."""
 
-PLAIN_MODEL: dict[str, Any] = {"attention": "explicit", "fused_qkv": False, "pad_vocab_multiple": 1}
+PLAIN_MODEL: dict[str, Any] = {
+    "attention": "explicit",
+    "fused_qkv": False,
+    "pad_vocab_multiple": 1,
+    "gelu": "explicit",
+}
 PLAIN_TRAIN: dict[str, Any] = {
     "dtype": "float32",
     "tf32": False,
@@ -65,7 +70,7 @@ class Setup:
     """Store the linear weights transposed (:func:`sydsgpt.generate.use_decoding_layout`)."""
 
     def switches(self, base_model: Mapping[str, Any]) -> dict[str, Any]:
-        """The seven switch values this setup asks for (``"auto"`` / ``None`` where the
+        """The eight switch values this setup asks for (``"auto"`` / ``None`` where the
         package decides by device; measured rows report what they resolved to)."""
         kernels = (
             {k: getattr(Kernels(), k) for k in MODEL_SWITCHES}
