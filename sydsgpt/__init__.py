@@ -26,7 +26,8 @@ Shared by all: ``runtime`` (device, precision, threads, seeding: every "auto" ru
 its lock), ``flags`` (how a config field is spelled on the command line),
 ``notebook`` (the book's teaching views of this source).
 Appendix: ``bench`` (Making it fast; ``bench.speedrun`` trains recipes with seeds and
-intervals), ``muon`` (the Muon optimizer for the block matrices). ``exercises`` holds every
+intervals, ``bench.profile`` shows where a step's time goes), ``muon`` (the Muon optimizer
+for the block matrices; ``TrainConfig.optimizer`` picks it). ``exercises`` holds every
 chapter's exercise checks; ``cli`` is the ``sydsgpt`` command.
 """
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from sydsgpt.data import GPTDataset
 from sydsgpt.files import file_sha256
 from sydsgpt.model import SydsGPT
+from sydsgpt.presets import PRESETS, RUNS, RunPreset
 from sydsgpt.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,3 +259,24 @@ def saved_tiny_checkpoint(
     folder.mkdir()
     tokenizer.save(folder / "tokenizer.json")
     return save_checkpoint(folder / "checkpoint.pt", SydsGPT(config), tokenizer=tokenizer)
+
+
+def register_tiny_run(monkeypatch: Any, **train: Any) -> None:
+    """A seconds-long named run ``tiny-book`` (a tiny model on the-verdict), registered for one
+    test (``train``: its TrainConfig fields)."""
+    tiny = {
+        "vocab_size": 300,
+        "embedding_dim": 16,
+        "context_length": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "qkv_bias": False,
+        "tie_weights": True,
+    }
+    settings = {"batch_size": 4, "eval_interval": 0, "sample_tokens": 0, "device": "cpu", **train}
+    spec = RunPreset(
+        corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book", train=TrainConfig(**settings)
+    )
+    monkeypatch.setitem(PRESETS, "tiny-book", tiny)
+    monkeypatch.setitem(RUNS, "tiny-book", spec)

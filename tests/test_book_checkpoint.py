@@ -23,8 +23,10 @@ from sydsgpt.book import (
 )
 from sydsgpt.checkpoint import CheckpointError
 from sydsgpt.files import file_sha256
-from sydsgpt.presets import RunPreset, get_preset
+from sydsgpt.presets import get_preset
 from sydsgpt.train_config import TrainConfig
+
+from helpers import register_tiny_run
 
 INFO = json.loads((BOOK_CHECKPOINT_DIR / INFO_NAME).read_text())
 
@@ -83,31 +85,11 @@ def test_the_recorded_bits_per_byte_are_reproduced() -> None:
     assert round(loss, 4) == pytest.approx(INFO["val_loss"], abs=2e-4)
 
 
-def _register_tiny_run(monkeypatch: pytest.MonkeyPatch, **train: int) -> None:
-    """A seconds-long named run ``tiny-book`` (a tiny model on the-verdict) for this test only."""
-    tiny = {
-        "vocab_size": 300,
-        "embedding_dim": 16,
-        "context_length": 16,
-        "num_layers": 1,
-        "num_heads": 2,
-        "dropout": 0.0,
-        "qkv_bias": False,
-        "tie_weights": True,
-    }
-    settings = dict(batch_size=4, eval_interval=0, sample_tokens=0, device="cpu", **train)
-    spec = RunPreset(
-        corpus="the-verdict", tokenizer="bpe:300", preset="tiny-book", train=TrainConfig(**settings)
-    )
-    monkeypatch.setitem(presets.PRESETS, "tiny-book", tiny)
-    monkeypatch.setitem(presets.RUNS, "tiny-book", spec)
-
-
 def test_publish_then_load_gives_the_trained_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same publish/load path on a seconds-long run (a tiny model on the-verdict)."""
-    _register_tiny_run(monkeypatch, max_steps=3, threads=1)
+    register_tiny_run(monkeypatch, max_steps=3, threads=1)
     threads = torch.get_num_threads()
     try:
         trained = train_book_model(tmp_path / "run", run="tiny-book", show_progress=False)
@@ -130,7 +112,7 @@ def test_publish_then_load_gives_the_trained_model(
 def test_an_unfinished_run_is_not_published(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _register_tiny_run(monkeypatch, max_steps=4)
+    register_tiny_run(monkeypatch, max_steps=4)
     train_book_model(tmp_path / "run", run="tiny-book", stop_after=2, show_progress=False)
     with pytest.raises(
         CheckpointError,

@@ -12,7 +12,9 @@ from sydsgpt.bench import speedrun
 from sydsgpt.bench.common import interval
 from sydsgpt.cli import main
 from sydsgpt.model import count_parameters
-from sydsgpt.presets import get_preset
+from sydsgpt.presets import RUNS, get_preset
+
+from helpers import register_tiny_run
 
 
 def _load(value: float):
@@ -124,3 +126,154 @@ def test_committed_chapter_7_run_is_quiet_complete_and_consistent():
         assert r["val_bpb"] == pytest.approx(mean, abs=1e-4), name
         assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4), name
         assert r["model"] | dict(speedrun.RECIPES[name].model) == r["model"]
+
+
+def test_a_budget_sets_the_steps_from_the_measured_speed(monkeypatch):
+    """The steps are the budget times the calibration's speed over one step's tokens; the
+    warm-up keeps the run's share (book-checkpoint: 100 of 1200 steps)."""
+    from sydsgpt.presets import RUNS
+
+    seen = {}
+
+    def fake_row(config, cfg, loaders, tokenizer):
+        seen["calibration_steps"] = cfg.max_steps
+        return {"late_tokens_per_s": 4096.0}
+
+    monkeypatch.setattr(speedrun, "train_row", fake_row)
+    cfg = RUNS["book-checkpoint"].train  # 16 x 256 = 4,096 tokens per step
+    budgeted, calibration = speedrun.budget_steps({}, cfg, (None, None), None, 120.0)
+    assert seen["calibration_steps"] == speedrun.CALIBRATION_STEPS
+    assert calibration == {"late_tokens_per_s": 4096.0}
+    assert budgeted.max_steps == 120  # 120 s x 4,096 tokens/s / 4,096 tokens per step
+    assert budgeted.warmup_steps == 10  # 100 / 1200 of 120
+    assert budgeted.seq_len == cfg.seq_len and budgeted.lr == cfg.lr
+    with pytest.raises(ValueError, match="budget_s must be > 0"):
+        speedrun.Recipe(budget_s=0)
+
+
+def test_search_recipes_change_one_thing_each_at_the_book_checkpoints_size():
+    base_config, base_cfg, _, _ = speedrun._setup(speedrun.SEARCH["sr-base"], quick=False)
+    target = count_parameters(base_config)
+    for name, recipe in speedrun.SEARCH.items():
+        assert recipe.run == "book-checkpoint" and recipe.budget_s == speedrun.SEARCH_BUDGET_S
+        config, cfg, _, tokenizer = speedrun._setup(recipe, quick=False)
+        tokens_per_step = cfg.batch_size * cfg.seq_len
+        assert tokens_per_step == base_cfg.batch_size * base_cfg.seq_len, name
+        if recipe.match_parameters and recipe.tokenizer is None:
+            assert abs(count_parameters(config) - target) / target < 0.01, name
+        if name.startswith("sr-mm-"):  # round 2 starts from round 1's record
+            record = speedrun.SEARCH["sr-modern-muon"]
+            assert recipe.model | dict(record.model) == {**record.model, **recipe.model}
+            assert dict(recipe.train) | dict(record.train) == dict(recipe.train), name
+    bpe1024 = speedrun._setup(speedrun.SEARCH["sr-mm-bpe1024"], quick=False)
+    assert bpe1024[3].n_vocab == 1024 and bpe1024[0]["vocab_size"] == 1024
+    assert speedrun._setup(speedrun.SEARCH["sr-muon"], quick=True)[1].optimizer == "muon"
+    assert speedrun.recipe_named("sr-muon") is speedrun.SEARCH["sr-muon"]
+    with pytest.raises(ValueError, match="known: chapter5.*sr-base"):
+        speedrun.recipe_named("sr-nothing")
+
+
+def test_confirm_trains_the_run_per_seed_as_sydsgpt_train_does(tmp_path, monkeypatch):
+    from sydsgpt.book import publish_book_checkpoint
+
+    monkeypatch.setattr("os.getloadavg", _load(0.4))
+    register_tiny_run(
+        monkeypatch,
+        max_steps=4,
+        lr=1e-2,
+        warmup_steps=1,
+        eval_interval=2,
+        eval_batches=1,
+        seed=123,
+        threads=1,
+    )
+    train = RUNS["tiny-book"].train
+    result = speedrun.confirm(
+        "tiny-book", [123, 124], runs_dir=tmp_path, out=tmp_path / "r.json", log=None
+    )
+    rows = result["rows"]
+    assert [row["seed"] for row in rows] == [123, 124]
+    assert rows[0]["val_bpb"] != rows[1]["val_bpb"]  # the seed changes the run
+    mean, half = interval([row["val_bpb"] for row in rows])
+    assert result["val_bpb"] == pytest.approx(mean, abs=1e-4)
+    assert result["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+    assert result["quiet"] is True and result["train"] == train.to_dict()
+    assert [step for step, _ in result["val_curves"]["123"]] == [0, 2, 4]
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["rows"] == rows and "sydsgpt train the-verdict" in written["command"]
+    # the first seed's folder is the run itself: it publishes as the book's checkpoints do
+    info = publish_book_checkpoint(tmp_path / "tiny-book-seed123", tmp_path / "pub", "tiny-book")
+    assert info["val_bpb"] == rows[0]["val_bpb"]
+
+
+@pytest.mark.parametrize(
+    "a, b, verdict",
+    [
+        ((2.40, 0.01), (2.50, 0.01), "lower"),
+        ((2.60, 0.01), (2.50, 0.01), "higher"),
+        ((2.48, 0.03), (2.50, 0.01), "cannot tell"),  # the intervals overlap
+        ((2.50, 0.00), (2.50, 0.00), "cannot tell"),
+    ],
+)
+def test_compare_needs_intervals_apart(a, b, verdict):
+    def result(mean_half):
+        return {"val_bpb": mean_half[0], "val_bpb_interval": mean_half[1]}
+
+    assert speedrun.compare(result(a), result(b)) == verdict
+
+
+def test_every_search_recipe_but_the_first_has_a_baseline_one_change_away():
+    assert set(speedrun.SEARCH_BASELINES) == set(speedrun.SEARCH) - {"sr-base"}
+    for name, base in speedrun.SEARCH_BASELINES.items():
+        recipe, baseline = speedrun.SEARCH[name], speedrun.SEARCH[base]
+        model_changes = {k for k in recipe.model if recipe.model[k] != baseline.model.get(k)}
+        train_changes = {k for k in recipe.train if recipe.train[k] != baseline.train.get(k)}
+        changed = (
+            bool(model_changes) + bool(train_changes) + (recipe.tokenizer != baseline.tokenizer)
+        )
+        assert changed >= 1, name
+        assert set(baseline.model) <= set(recipe.model) and set(baseline.train) <= set(
+            recipe.train
+        ), f"{name} drops a change of {base}"
+
+
+def _committed(name):
+    from sydsgpt.bench.common import RESULTS_DIR
+
+    return json.loads((RESULTS_DIR / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["speedrun_search_cpu.json", "speedrun_search2_cpu.json"])
+def test_committed_search_rounds_are_quiet_and_describe_todays_recipes(name):
+    result = _committed(name)
+    assert result["quiet"] is True and result["load_at_start"] < 1
+    for r in result["results"]:
+        recipe = speedrun.SEARCH[r["name"]]
+        assert r["recipe"]["model"] == dict(recipe.model), r["name"]
+        assert r["recipe"]["train"] == dict(recipe.train), r["name"]
+        assert r["recipe"]["budget_s"] == recipe.budget_s == speedrun.SEARCH_BUDGET_S
+        assert [s["seed"] for s in r["seeds"]] == list(speedrun.SEEDS) and not r["quick"]
+        assert all(s["steps"] == r["train"]["max_steps"] for s in r["seeds"])
+        mean, half = interval([s["val_bpb"] for s in r["seeds"]])
+        assert r["val_bpb"] == pytest.approx(mean, abs=1e-4)
+        assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+
+
+def test_committed_record_is_todays_run_within_30_minutes_and_the_long_run_its_twin():
+    from sydsgpt.presets import RUNS
+
+    spec = RUNS["speedrun-record"]
+    record = _committed("speedrun_record_cpu.json")
+    assert record["quiet"] is True and record["load_at_start"] < 1
+    assert record["train"] == spec.train.to_dict() and record["run"] == "speedrun-record"
+    assert record["command"] == spec.command("runs/speedrun-record")
+    assert [row["seed"] for row in record["rows"]] == [123, 124]
+    assert all(row["train_s"] <= 30 * 60 for row in record["rows"])
+    mean, half = interval([row["val_bpb"] for row in record["rows"]])
+    assert record["val_bpb"] == pytest.approx(mean, abs=1e-4)
+    assert record["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+    long_run = _committed("speedrun_long_cpu.json")
+    assert long_run["quiet"] is True and long_run["load_at_start"] < 1
+    differences = {k for k, v in long_run["train"].items() if record["train"][k] != v}
+    assert differences == {"max_steps", "warmup_steps"}  # the same recipe, longer
+    assert long_run["model"] == record["model"]

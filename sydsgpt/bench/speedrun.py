@@ -22,6 +22,7 @@ seconds, a tiny model).
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -53,10 +54,19 @@ class Recipe:
     match_parameters: bool = False
     """Choose the feed-forward width so the parameter count is the run's model's (a change
     that adds or removes parameters is then compared at equal size)."""
+    tokenizer: str | None = None
+    """Another tokenizer for the run (``bpe:N``); ``None``: the run's."""
+    budget_s: float | None = None
+    """Train for this many seconds of training steps instead of the run's ``max_steps``: a
+    short calibration run measures this recipe's speed here, which gives the steps (the same
+    for every seed), and the warm-up keeps the run's share of them. ``None``: the run's
+    steps."""
 
     def __post_init__(self) -> None:
         if self.run not in RUNS:
             raise ValueError(f"unknown run {self.run!r}; known: {', '.join(sorted(RUNS))}")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise ValueError(f"budget_s must be > 0 seconds, got {self.budget_s}")
 
 
 RECIPES: dict[str, Recipe] = {
@@ -70,7 +80,85 @@ RECIPES: dict[str, Recipe] = {
 }
 """Chapter 7's experiment as recipes: chapter 5's run, each modern part on its own
 (``rmsnorm``, ``swiglu``, ``rope``, ``gqa``, ``qk-norm``) and all of them (``modern-blocks``),
-each at chapter 5's parameter count."""
+each at chapter 5's parameter count; then the speedrun's search (:data:`SEARCH`)."""
+
+SEARCH_BUDGET_S = 120.0
+"""The search's budget per seed: two minutes of training steps."""
+MODERN_PARTS = {
+    "norm": "rmsnorm",
+    "ffn": "swiglu",
+    "positions": "rope",
+    "linear_bias": False,
+    "norm_eps": 1e-6,
+}
+"""Chapter 7's parts whose intervals did not come out worse than GPT-2 blocks' (QK-norm did;
+GQA saves memory, not loss, at this size)."""
+
+
+def _search(model: Mapping[str, Any] | None = None, **fields: Any) -> Recipe:
+    """A search recipe: the book checkpoint's run for :data:`SEARCH_BUDGET_S` seconds."""
+    return Recipe(
+        run="book-checkpoint",
+        model=dict(model or {}),
+        budget_s=SEARCH_BUDGET_S,
+        match_parameters=bool(model),
+        **fields,
+    )
+
+
+MUON = {"optimizer": "muon"}
+SEARCH: dict[str, Recipe] = {
+    # round 1: one change at a time on the book checkpoint's recipe
+    "sr-base": _search(),
+    "sr-muon": _search(train=MUON),
+    "sr-modern": _search(MODERN_PARTS),
+    "sr-modern-muon": _search(MODERN_PARTS, train=MUON),
+    # round 2: one change at a time on round 1's record (modern parts and Muon)
+    "sr-mm-seq128": _search(
+        {**MODERN_PARTS, "context_length": 128}, train={**MUON, "seq_len": 128, "batch_size": 32}
+    ),
+    "sr-mm-bpe1024": _search(MODERN_PARTS, train=MUON, tokenizer="bpe:1024"),
+    "sr-mm-deep": _search(
+        {**MODERN_PARTS, "embedding_dim": 192, "num_layers": 6, "num_heads": 3}, train=MUON
+    ),
+}
+"""The speedrun's search, each recipe trained for :data:`SEARCH_BUDGET_S` seconds per seed.
+Round 1: the book checkpoint's recipe (``sr-base``), Muon, chapter 7's parts, both. Round 2,
+on round 1's record (``sr-modern-muon``): a shorter context with more sequences per step
+(the same tokens), a 1,024-id BPE, a deeper and narrower model (at equal parameters)."""
+
+SEARCH_BASELINES: dict[str, str] = {
+    "sr-muon": "sr-base",
+    "sr-modern": "sr-base",
+    "sr-modern-muon": "sr-muon",
+    "sr-mm-seq128": "sr-modern-muon",
+    "sr-mm-bpe1024": "sr-modern-muon",
+    "sr-mm-deep": "sr-modern-muon",
+}
+"""Each search recipe's baseline: the recipe it changes one thing of."""
+
+
+def compare(result: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    """``"lower"`` or ``"higher"`` when ``result``'s 95% interval of bits per byte lies wholly
+    below or above ``baseline``'s (a change that beats it beyond the seeds' noise, or loses),
+    else ``"cannot tell"``."""
+    low, high = (result["val_bpb"] + sign * result["val_bpb_interval"] for sign in (-1, 1))
+    base_low = baseline["val_bpb"] - baseline["val_bpb_interval"]
+    base_high = baseline["val_bpb"] + baseline["val_bpb_interval"]
+    if high < base_low:
+        return "lower"
+    if low > base_high:
+        return "higher"
+    return "cannot tell"
+
+
+def recipe_named(name: str) -> Recipe:
+    """The recipe of :data:`RECIPES` or :data:`SEARCH` with this name (``ValueError`` naming
+    the known ones otherwise)."""
+    known = {**RECIPES, **SEARCH}
+    if name not in known:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(known)}")
+    return known[name]
 
 
 def check_quiet(max_load: float = QUIET_LOAD, allow_busy: bool = False) -> tuple[float, bool]:
@@ -97,6 +185,8 @@ def _setup(recipe: Recipe, quick: bool) -> tuple[dict[str, Any], Any, Any, Any]:
     from ..data import make_loaders
 
     spec = RUNS[recipe.run]
+    if recipe.tokenizer is not None:
+        spec = replace(spec, tokenizer=recipe.tokenizer)
     if quick:
         text, tokenizer, base = quick_setup(spec.preset)
         cfg = replace(spec.train, max_steps=4, batch_size=4, seq_len=32, warmup_steps=1)
@@ -113,6 +203,39 @@ def _setup(recipe: Recipe, quick: bool) -> tuple[dict[str, Any], Any, Any, Any]:
     cfg = replace(cfg, seq_len=cfg.seq_len or config["context_length"])
     loaders = make_loaders(text, tokenizer, cfg.seq_len, cfg.batch_size, spec.val_fraction)
     return config, cfg, loaders, tokenizer
+
+
+CALIBRATION_STEPS = 10
+"""Steps of the calibration run that measures a recipe's speed (its second half counts)."""
+
+
+def budget_steps(
+    config: Mapping[str, Any],
+    cfg: Any,
+    loaders: tuple[Any, Any],
+    tokenizer: Any,
+    budget_s: float,
+    quick: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """``(cfg with max_steps and warmup_steps for budget_s, calibration row)``.
+
+    A short run (:data:`CALIBRATION_STEPS` steps) measures the recipe's tokens/s over its
+    second half; the budget's steps are ``budget_s`` times that speed over the tokens of one
+    step (at least 10; ``quick``: 4). The warm-up keeps the run's share of its steps."""
+    calibration = train_row(
+        config,
+        replace(cfg, max_steps=2 if quick else CALIBRATION_STEPS, warmup_steps=1),
+        loaders,
+        tokenizer,
+    )
+    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum_steps
+    steps = (
+        4
+        if quick
+        else max(10, round(budget_s * calibration["late_tokens_per_s"] / tokens_per_step))
+    )
+    share = cfg.warmup_for(cfg.max_steps) / cfg.max_steps if cfg.max_steps else 0.05
+    return replace(cfg, max_steps=steps, warmup_steps=max(1, round(share * steps))), calibration
 
 
 def run_recipe(
@@ -140,6 +263,14 @@ def run_recipe(
     else:
         load_before = os.getloadavg()[0]
     config, cfg, loaders, tokenizer = _setup(recipe, quick)
+    calibration = None
+    if recipe.budget_s is not None:
+        cfg, calibration = budget_steps(config, cfg, loaders, tokenizer, recipe.budget_s, quick)
+        if log:
+            log(
+                f"budget {recipe.budget_s:.0f} s: {cfg.max_steps} steps at "
+                f"{calibration['late_tokens_per_s']:,.0f} tokens/s (calibration)"
+            )
     rows = []
     for seed in seeds:
         row = {"seed": seed, **train_row(config, replace(cfg, seed=seed), loaders, tokenizer)}
@@ -157,6 +288,8 @@ def run_recipe(
             "model": dict(recipe.model),
             "train": dict(recipe.train),
             "match_parameters": recipe.match_parameters,
+            "tokenizer": recipe.tokenizer,
+            "budget_s": recipe.budget_s,
         },
         "model": config,
         "train": cfg.to_dict(),
@@ -164,6 +297,7 @@ def run_recipe(
         "val_bpb": round(mean, 4),
         "val_bpb_interval": round(half, 4),
         "tokens_per_s": statistics.median(row["tokens_per_s"] for row in rows),
+        "calibration": calibration,
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),
         "quiet": quiet,
@@ -179,19 +313,18 @@ def run(
     allow_busy: bool = False,
     out: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the named :data:`RECIPES` one after another; the JSON is written after each."""
+    """Run the named :data:`RECIPES` one after another; the JSON (``out``) is written after
+    each."""
     from .common import report
 
-    unknown = [name for name in names if name not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    recipes = [recipe_named(name) for name in names]
     load_at_start, quiet = check_quiet(allow_busy=allow_busy)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     payload: dict[str, Any] = {}
-    for name in names:
+    for name, recipe in zip(names, recipes):
         print(f"--- {name}", flush=True)
-        results.append({"name": name, **run_recipe(RECIPES[name], seeds, quick=quick, quiet=quiet)})
+        results.append({"name": name, **run_recipe(recipe, seeds, quick=quick, quiet=quiet)})
         rows = [
             {
                 "recipe": r["name"],
@@ -217,4 +350,83 @@ def run(
     from .common import format_table
 
     print(format_table(payload["rows"]), flush=True)
+    return payload
+
+
+def confirm(
+    run: str = "speedrun-record",
+    seeds: Sequence[int] = SEEDS[:2],
+    *,
+    runs_dir: str | os.PathLike[str] = "runs/speedrun",
+    allow_busy: bool = False,
+    out: str | os.PathLike[str] | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """A record's confirmation: the book run ``run`` (the speedrun's record recipe by default)
+    trained in full, exactly as ``sydsgpt train`` trains it, once per seed
+    (``runs_dir/<run>-seed<N>``; the first seed is the run's own, so its folder is a finished
+    run that :func:`sydsgpt.book.publish_book_checkpoint` can publish), each scored on the
+    whole held-out split.
+
+    Returns ``{"run", "command", "seeds": [{"seed", "val_bpb", "val_loss", "train_s",
+    "val_curve"}], "val_bpb", "val_bpb_interval", "load_at_start", "quiet", "wall_s"}``
+    (written to ``out`` when given). ``train_s`` is the time of the training steps
+    (evaluations excluded), as the book checkpoint's ``info.json`` counts it.
+    """
+    from pathlib import Path
+
+    from ..book import _run_seconds, held_out, train_book_model
+    from .common import format_table, report
+
+    if not seeds:
+        raise ValueError("give at least one seed (two or more for an interval)")
+    spec = RUNS[run]
+    load_at_start, quiet = check_quiet(allow_busy=allow_busy)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {}
+    for seed in seeds:
+        folder = Path(runs_dir) / f"{run}-seed{seed}"
+        book_run = train_book_model(
+            folder, run=spec, cfg=replace(spec.train, seed=seed), fresh=True, show_progress=False
+        )
+        loss, bpb = held_out(book_run.model, book_run.tokenizer, run)
+        rows.append(
+            {
+                "seed": seed,
+                "val_bpb": round(bpb, 4),
+                "val_loss": round(loss, 4),
+                "train_s": round(_run_seconds(book_run.history), 1),
+                "val_curve": [
+                    [r["step"], round(r["val_loss"], 4)]
+                    for r in book_run.history
+                    if "val_loss" in r
+                ],
+                "folder": str(folder),
+            }
+        )
+        if log:
+            log(f"seed {seed}: {bpb:.4f} bits/byte, {rows[-1]['train_s'] / 60:.1f} min")
+        mean, half = interval([row["val_bpb"] for row in rows])
+        payload = report(
+            [{k: v for k, v in row.items() if k != "val_curve"} for row in rows],
+            None,
+            out,
+            "speedrun-record",
+            log=None,
+            run=run,
+            command=spec.command(f"runs/{run}"),
+            model=get_preset(spec.preset),
+            train=spec.train.to_dict(),
+            tokenizer=spec.tokenizer,
+            val_curves={str(row["seed"]): row["val_curve"] for row in rows},
+            val_bpb=round(mean, 4),
+            val_bpb_interval=None if math.isnan(half) else round(half, 4),
+            load_at_start=round(load_at_start, 2),
+            load_after=round(os.getloadavg()[0], 2),
+            quiet=quiet,
+            wall_s=round(time.perf_counter() - started, 1),
+        )
+    if log:
+        log(format_table(payload["rows"]))
     return payload

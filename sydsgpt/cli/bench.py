@@ -34,9 +34,14 @@ settings, one row per configuration) into the --out folder:
   rewards-probe  how chapter 10 chose its task: SmolLM2's greedy accuracy on 40 questions of
              each task kind, and the groups of sampled answers GRPO could learn from (about a
              minute) -> rewards_probe_cpu.json
+  profile    where the time goes: torch.profiler splits of the book checkpoint's training step
+             and decode step, the matmul peak and MFU, and the training step against a
+             compact reference GPT of the same shape (about two minutes) -> profile_cpu.json
   speedrun   recipes trained with several seeds to one budget (default: chapter 5's run),
              held-out bits per byte as a mean and a 95% interval; refuses a busy machine
-             (--recipe, --seeds, --allow-busy) -> speedrun_cpu.json
+             (--recipe, --seeds, --allow-busy) -> speedrun_cpu.json (--result: another
+             name); --record: the record recipe (the run speedrun-record) in full, once
+             per seed (the confirmation, about 30 min per seed) -> speedrun_record_cpu.json
   all        all of them (speedrun: only when named)
 
 Examples:
@@ -73,6 +78,7 @@ WHAT = (
     "realmodel",
     "rewards",
     "rewards-probe",
+    "profile",
     "speedrun",
 )
 QUICK_BPE = {"vocab_sizes": (300,), "corpus": "the-verdict", "repeats": 1}
@@ -152,11 +158,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="NAME",
-        help="a recipe of sydsgpt.bench.speedrun.RECIPES (repeatable; default: chapter5): "
-        "chapter5, rmsnorm, swiglu, rope, gqa, qk-norm, modern-blocks",
+        help="a recipe of sydsgpt.bench.speedrun.RECIPES or SEARCH (repeatable; default: "
+        "chapter5): chapter5, rmsnorm, swiglu, rope, gqa, qk-norm, modern-blocks, sr-base, "
+        "sr-muon, sr-modern, sr-modern-muon, sr-mm-seq128, sr-mm-bpe1024, sr-mm-deep",
     )
     speed.add_argument(
-        "--seeds", type=int, default=3, metavar="N", help="seeds per recipe (default: 3)"
+        "--result",
+        default=None,
+        metavar="FILE",
+        help="the result's file name in --out (default: speedrun_cpu.json, with --record "
+        "speedrun_record_cpu.json)",
+    )
+    speed.add_argument(
+        "--record",
+        action="store_true",
+        help="train the record recipe (the run speedrun-record of sydsgpt.presets.RUNS) in full "
+        "once per seed (--seeds, default 2 here) into runs/speedrun/ and score each on the whole "
+        "held-out split",
+    )
+    speed.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seeds per recipe (default: 3; --record: 2)",
     )
     speed.add_argument(
         "--allow-busy",
@@ -265,15 +290,27 @@ def run(args: argparse.Namespace) -> int:
             if args.what == "all":
                 continue  # minutes per seed: only when asked for by name
 
-            seeds = list(range(123, 123 + args.seeds))
-            out = args.out / "speedrun_cpu.json"
-            speedrun.run(
-                args.recipe or ["chapter5"],
-                seeds,
-                quick=args.quick,
-                allow_busy=args.allow_busy,
-                out=out,
-            )
+            seeds = list(range(123, 123 + (args.seeds or (2 if args.record else 3))))
+            if args.record:
+                out = args.out / (args.result or "speedrun_record_cpu.json")
+                speedrun.confirm(seeds=seeds, allow_busy=args.allow_busy, out=out)
+            else:
+                out = args.out / (args.result or "speedrun_cpu.json")
+                speedrun.run(
+                    args.recipe or ["chapter5"],
+                    seeds,
+                    quick=args.quick,
+                    allow_busy=args.allow_busy,
+                    out=out,
+                )
+        elif what == "profile":
+            from ..bench import profile as profile_bench
+
+            if kind != "cpu":
+                print("skipped: the profile is of the CPU training and decode steps", flush=True)
+                continue
+            out = args.out / "profile_cpu.json"
+            profile_bench.run(quick=args.quick, out=out)
         elif what == "rewards-probe":
             from ..bench import rewards as rewards_bench
 
