@@ -84,6 +84,14 @@ def _check_hyperparameters(lr: Any, momentum: Any, ns_steps: Any, weight_decay: 
         raise ValueError(f"Muon needs weight_decay >= 0, got {weight_decay}")
 
 
+def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """The loss ``closure()`` recomputes (with gradients on), or None without a closure."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _check_group(params: list[torch.Tensor], group: dict[str, Any], fix: str) -> None:
     """Raise ``ValueError`` (one line) for a parameter of a Muon group that is not 2-D (``fix``
     says where it belongs) or a hyperparameter out of range."""
@@ -156,10 +164,7 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Update every parameter that has a gradient; return ``closure()``'s loss (or None)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             muon_group_step(group, self.state)
         return loss
@@ -224,10 +229,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Update every parameter that has a gradient; return ``closure()``'s loss (or None)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             if group["muon"]:
                 muon_group_step(group, self.state)
