@@ -65,33 +65,25 @@ def build_optimizer(
     ``[AdamW decay, AdamW no decay, Muon]``."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
+    muon_ids: set[int] = set()
     if cfg.optimizer == "muon":
-        from .muon import MuonWithAdamW, split_muon_params
+        from .muon import split_muon_params
 
         muon_ids = {id(p) for p in split_muon_params(model)[0]}
-        rest = [p for p in params if id(p) not in muon_ids]
-        betas = (cfg.beta1, cfg.beta2)
-        return MuonWithAdamW(
-            [
-                {
-                    "params": [p for p in rest if p.dim() >= 2],
-                    "lr": cfg.lr,
-                    "betas": betas,
-                    "weight_decay": cfg.weight_decay,
-                },
-                {"params": [p for p in rest if p.dim() < 2], "lr": cfg.lr, "betas": betas},
-                {
-                    "params": [p for p in params if id(p) in muon_ids],
-                    "muon": True,
-                    "lr": cfg.muon_lr,
-                    "momentum": cfg.muon_momentum,
-                },
-            ]
-        )
+    adamw = [p for p in params if id(p) not in muon_ids]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in adamw if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in adamw if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if cfg.optimizer == "muon":
+        from .muon import MuonWithAdamW
+
+        betas = (cfg.beta1, cfg.beta2)
+        muon = [p for p in params if id(p) in muon_ids]
+        return MuonWithAdamW(
+            [{**group, "lr": cfg.lr, "betas": betas} for group in groups]
+            + [{"params": muon, "muon": True, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum}]
+        )
     fused = auto_fused_adamw(cfg.fused_adamw, device.type)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sydsgpt.bench import profile
+from sydsgpt.bench.reference import ReferenceGPT, compare_reference
 from sydsgpt.bench.common import RESULTS_DIR, interval
 from sydsgpt.model import SydsGPT
 from sydsgpt.train import TrainConfig
@@ -38,7 +39,7 @@ def test_operations_are_sorted_into_kinds_of_work(name, kind):
     assert profile.kind_of(name) == kind
 
 
-def _copy_into_reference(model: SydsGPT, reference: profile.ReferenceGPT) -> None:
+def _copy_into_reference(model: SydsGPT, reference: ReferenceGPT) -> None:
     """The package model's weights, under the reference's names (Q, K, V stacked)."""
     with torch.no_grad():
         reference.tokens.weight.copy_(model.token_embedding.weight)
@@ -69,7 +70,7 @@ def test_the_reference_computes_the_package_models_function():
     model, not two models."""
     torch.manual_seed(0)
     model = SydsGPT(GPT2_TINY).eval()
-    reference = profile.ReferenceGPT(GPT2_TINY)
+    reference = ReferenceGPT(GPT2_TINY)
     count = sum(p.numel() for p in reference.parameters())
     assert count == sum(p.numel() for p in model.parameters())  # Q, K, V stacked in one
     _copy_into_reference(model, reference)
@@ -78,13 +79,18 @@ def test_the_reference_computes_the_package_models_function():
     assert reference.head.weight is reference.tokens.weight  # tied
 
 
-def test_profile_training_splits_a_step_into_phases_and_kinds():
+def _profiled_tiny_training(steps: int) -> dict:
+    """:func:`profile.profile_training` of the tiny GPT-2 model on one fixed batch."""
     torch.manual_seed(0)
     model = SydsGPT(GPT2_TINY)
     ids = torch.randint(0, GPT2_TINY["vocab_size"], (4, 13))
-    result = profile.profile_training(
-        model, TrainConfig(lr=1e-3), lambda: (ids[:, :-1], ids[:, 1:]), steps=2, warmup=1
+    return profile.profile_training(
+        model, TrainConfig(lr=1e-3), lambda: (ids[:, :-1], ids[:, 1:]), steps=steps, warmup=1
     )
+
+
+def test_profile_training_splits_a_step_into_phases_and_kinds():
+    result = _profiled_tiny_training(steps=2)
     assert set(result["phases"]) == set(profile.PHASES)
     assert all(ms > 0 for name, ms in result["phases"].items() if name != "data")
     kinds = {row["kind"] for row in result["rows"]}
@@ -105,7 +111,7 @@ def test_profile_decoding_counts_only_the_new_tokens():
 
 
 def test_compare_reference_reports_a_ratio_and_its_interval():
-    result = profile.compare_reference(GPT2_TINY, batch_size=2, seq_len=8, rounds=3)
+    result = compare_reference(GPT2_TINY, batch_size=2, seq_len=8, rounds=3)
     mean, half = interval(result["round_ratios"])
     assert result["ratio"] == pytest.approx(mean, abs=1e-3)
     assert result["ratio_interval"] == pytest.approx(half, abs=1e-3)
@@ -141,12 +147,7 @@ def test_cli_profile_quick(tmp_path, capsys):
 
 
 def test_top_operations_rank_self_time():
-    torch.manual_seed(0)
-    model = SydsGPT(GPT2_TINY)
-    ids = torch.randint(0, GPT2_TINY["vocab_size"], (4, 13))
-    result = profile.profile_training(
-        model, TrainConfig(lr=1e-3), lambda: (ids[:, :-1], ids[:, 1:]), steps=1, warmup=1
-    )
+    result = _profiled_tiny_training(steps=1)
     top = result["top_operations"]
     assert 0 < len(top) <= 10 and [r["ms"] for r in top] == sorted(
         (r["ms"] for r in top), reverse=True

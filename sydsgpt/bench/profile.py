@@ -8,10 +8,9 @@ against a plain reference formulation of the same model.
   rest), from the profiler's *self* time of every operation;
 - :func:`profile_decoding`: the steps of greedy decoding with the KV cache, split the same
   way, with the time no operation accounts for (Python, dispatch) as its own row;
-- :class:`ReferenceGPT` and :func:`compare_reference`: the same GPT-2 block model written
-  the way most compact PyTorch GPTs write it (one fused Q/K/V layer, PyTorch's fused
-  attention, ``nn.LayerNorm``, ``nn.GELU``), trained step for step against the package's
-  model on the same batches, interleaved; the ratio of their speeds with a 95% interval.
+- :func:`run` also races the package's training step against
+  :class:`~sydsgpt.bench.reference.ReferenceGPT`, the same model written the compact way
+  (:mod:`sydsgpt.bench.reference`).
 
 Run it with ``sydsgpt bench --what profile`` (about a minute; ``--quick``: seconds).
 """
@@ -29,11 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from ..model import SydsGPT, count_parameters, flops_per_token
+from ..model import SydsGPT, flops_per_token
 from ..optim import build_optimizer
-from ..train import StepOptions, TrainConfig, train_step
-from .common import interval
+from ..train import TrainConfig
 from .peaks import measure_matmul_peak
+from .reference import compare_reference
 
 PHASES = ("data", "forward", "backward", "optimizer")
 """The phases of a training step, in order."""
@@ -68,12 +67,15 @@ def _phase_of(event: Any) -> str | None:
     return None
 
 
+def _operations(events: Any) -> Any:
+    """The profiled operations that took self time (the ``phase:`` ranges left out)."""
+    return (e for e in events if not e.name.startswith("phase:") and e.self_cpu_time_total > 0)
+
+
 def _self_ms(events: Any, steps: int) -> dict[tuple[str | None, str], float]:
     """Self CPU milliseconds per step of every ``(phase, kind)`` of the profiled events."""
     totals: dict[tuple[str | None, str], float] = defaultdict(float)
-    for event in events:
-        if event.name.startswith("phase:") or event.self_cpu_time_total <= 0:
-            continue
+    for event in _operations(events):
         totals[(_phase_of(event), kind_of(event.name))] += event.self_cpu_time_total / 1e3 / steps
     return totals
 
@@ -82,9 +84,7 @@ def _top_operations(events: Any, steps: int, count: int = 10) -> list[dict[str, 
     """The ``count`` operations with the most self time per step: ``{"op", "kind", "ms",
     "calls"}`` (calls per step)."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    for event in events:
-        if event.name.startswith("phase:") or event.self_cpu_time_total <= 0:
-            continue
+    for event in _operations(events):
         totals[event.name][0] += event.self_cpu_time_total / 1e3 / steps
         totals[event.name][1] += 1 / steps
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:count]
@@ -186,27 +186,20 @@ def profile_decoding(
     model.eval()
     context = model.config.context_length
 
-    def decode() -> None:
+    def decode() -> float:
+        """Decode after a fresh prefill; the seconds per new token."""
         cache = model.make_kv_cache(True)
+        logits = next_token_logits(model, prompt, context, cache)  # the prompt's pass
         ids = prompt
-        logits = next_token_logits(model, ids, context, cache)  # the prompt's pass
+        start = time.perf_counter()
         for _ in range(new_tokens):
             with record_function("phase:decode"):
                 ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
                 logits = next_token_logits(model, ids, context, cache)
+        return (time.perf_counter() - start) / new_tokens
 
-    decode()
-    times = []
-    for _ in range(3):
-        cache = model.make_kv_cache(True)
-        logits = next_token_logits(model, prompt, context, cache)
-        ids = prompt
-        start = time.perf_counter()
-        for _ in range(new_tokens):
-            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
-            logits = next_token_logits(model, ids, context, cache)
-        times.append((time.perf_counter() - start) / new_tokens)
-    token_ms = statistics.median(times) * 1e3
+    decode()  # warm-up
+    token_ms = statistics.median(decode() for _ in range(3)) * 1e3
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         decode()
     events = [e for e in prof.events() if _phase_of(e) == "decode"]
@@ -220,122 +213,11 @@ def profile_decoding(
     }
 
 
-class _ReferenceBlock(nn.Module):
-    """A GPT-2 block in the compact formulation: pre-norm attention and MLP, each added
-    back to the residual stream."""
-
-    def __init__(self, d: int, heads: int, qkv_bias: bool, bias: bool) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d, bias=qkv_bias)
-        self.proj = nn.Linear(d, d, bias=bias)
-        self.up, self.down = nn.Linear(d, 4 * d, bias=bias), nn.Linear(4 * d, d, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = (
-            t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
-            for t in self.qkv(self.norm1(x)).split(C, dim=2)
-        )
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(attended.transpose(1, 2).reshape(B, T, C))
-        return x + self.down(F.gelu(self.up(self.norm2(x)), approximate="tanh"))
-
-
-class ReferenceGPT(nn.Module):
-    """The package's GPT-2 block model (learned positions, LayerNorm, GELU, tied head),
-    written the compact way: the yardstick for the package's training step.
-
-    Built from a SydsGPT config with ``norm="layernorm"``, ``ffn="gelu"`` and
-    ``positions="learned"``; it has the same parameters as ``SydsGPT(config)`` (the same
-    count; queries, keys and values stacked in one layer) and no dropout.
-    """
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__()
-        d, vocab = config["embedding_dim"], config["vocab_size"]
-        self.tokens = nn.Embedding(vocab, d)
-        self.positions = nn.Embedding(config["context_length"], d)
-        bias = config.get("linear_bias", True)
-        self.blocks = nn.ModuleList(
-            _ReferenceBlock(d, config["num_heads"], config.get("qkv_bias", False), bias)
-            for _ in range(config["num_layers"])
-        )
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab, bias=False)
-        if config.get("tie_weights", False):
-            self.head.weight = self.tokens.weight
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=ids.device))
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x))
-
-
-def compare_reference(
-    config: Mapping[str, Any],
-    batch_size: int,
-    seq_len: int,
-    rounds: int = 10,
-    steps_per_round: int = 3,
-    seed: int = 0,
-    warmup: int = 3,
-) -> dict[str, Any]:
-    """Train the package's model and :class:`ReferenceGPT` (same config, dropout 0, same
-    AdamW settings) on the same random batches, in interleaved rounds of
-    ``steps_per_round`` steps each (the median counts) after ``warmup`` untimed steps.
-
-    Returns ``{"package_tokens_per_s", "reference_tokens_per_s"`` (median step),
-    ``"ratio"`` (package speed over the reference's: the mean of the rounds' ratios),
-    ``"ratio_interval"`` (its 95% half-width), ``"round_ratios", "parameters"}``.
-    """
-    config = {**config, "dropout": 0.0}
-    torch.manual_seed(seed)
-    package, reference = SydsGPT(config), ReferenceGPT(config)
-    if count_parameters(package) != sum(p.numel() for p in reference.parameters()):
-        raise ValueError("the reference does not have the package model's parameters")
-    cfg = TrainConfig(lr=1e-3, device="cpu")
-    optimizers = [build_optimizer(m, cfg, "cpu") for m in (package, reference)]
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(
-        0, config["vocab_size"], (4, batch_size, seq_len + 1), generator=generator
-    )
-    batches = [(t[:, :-1], t[:, 1:]) for t in tokens]
-    options = StepOptions(cfg.grad_clip, None, torch.device("cpu"))
-
-    def timed(model: nn.Module, optimizer: torch.optim.Optimizer, i: int) -> float:
-        start = time.perf_counter()
-        train_step(model, [batches[i % len(batches)]], optimizer, options=options)
-        return time.perf_counter() - start
-
-    for model, optimizer in zip((package, reference), optimizers):
-        for i in range(warmup):
-            timed(model, optimizer, i)
-    per_round: list[list[float]] = [[], []]
-    for r in range(rounds):
-        for which, (model, optimizer) in enumerate(zip((package, reference), optimizers)):
-            per_round[which].append(
-                statistics.median(timed(model, optimizer, r + s) for s in range(steps_per_round))
-            )
-    ratios = [ref / pkg for pkg, ref in zip(*per_round)]
-    mean, half = interval(ratios)
-    tokens_per_step = batch_size * seq_len
-    return {
-        "package_tokens_per_s": round(tokens_per_step / statistics.median(per_round[0]), 1),
-        "reference_tokens_per_s": round(tokens_per_step / statistics.median(per_round[1]), 1),
-        "ratio": round(mean, 4),
-        "ratio_interval": round(half, 4),
-        "round_ratios": [round(r, 4) for r in ratios],
-        "parameters": count_parameters(package),
-    }
-
-
 def run(quick: bool = False, out: Any = None, log: Any = print) -> dict[str, Any]:
     """Profile the book checkpoint's training step (its run's model, batch and optimizer, on
     Tiny Shakespeare) and its decoding; measure the matmul peak, the step's MFU and the
-    package's step against :class:`ReferenceGPT` at the same shape (GPT-2 blocks)."""
+    package's step against :class:`~sydsgpt.bench.reference.ReferenceGPT` at the same shape
+    (GPT-2 blocks)."""
     import os
 
     from ..book import book_tokenizer, load_book_checkpoint

@@ -85,11 +85,9 @@ each at chapter 5's parameter count; then the speedrun's search (:data:`SEARCH`)
 SEARCH_BUDGET_S = 120.0
 """The search's budget per seed: two minutes of training steps."""
 MODERN_PARTS = {
-    "norm": "rmsnorm",
-    "ffn": "swiglu",
-    "positions": "rope",
-    "linear_bias": False,
-    "norm_eps": 1e-6,
+    key: value
+    for key, value in dict(CHANGES)["modern blocks"].items()
+    if key not in ("num_kv_heads", "qk_norm")
 }
 """Chapter 7's parts whose intervals did not come out worse than GPT-2 blocks' (QK-norm did;
 GQA saves memory, not loss, at this size)."""
@@ -138,13 +136,17 @@ SEARCH_BASELINES: dict[str, str] = {
 """Each search recipe's baseline: the recipe it changes one thing of."""
 
 
+def _bounds(result: Mapping[str, Any]) -> tuple[float, float]:
+    """The ends of a result's 95% interval of bits per byte."""
+    mean, half = result["val_bpb"], result["val_bpb_interval"]
+    return mean - half, mean + half
+
+
 def compare(result: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     """``"lower"`` or ``"higher"`` when ``result``'s 95% interval of bits per byte lies wholly
     below or above ``baseline``'s (a change that beats it beyond the seeds' noise, or loses),
     else ``"cannot tell"``."""
-    low, high = (result["val_bpb"] + sign * result["val_bpb_interval"] for sign in (-1, 1))
-    base_low = baseline["val_bpb"] - baseline["val_bpb_interval"]
-    base_high = baseline["val_bpb"] + baseline["val_bpb_interval"]
+    (low, high), (base_low, base_high) = _bounds(result), _bounds(baseline)
     if high < base_low:
         return "lower"
     if low > base_high:
@@ -368,9 +370,11 @@ def confirm(
     run that :func:`sydsgpt.book.publish_book_checkpoint` can publish), each scored on the
     whole held-out split.
 
-    Returns ``{"run", "command", "seeds": [{"seed", "val_bpb", "val_loss", "train_s",
-    "val_curve"}], "val_bpb", "val_bpb_interval", "load_at_start", "quiet", "wall_s"}``
-    (written to ``out`` when given). ``train_s`` is the time of the training steps
+    Returns :func:`~sydsgpt.bench.common.report`'s payload with ``"rows"`` (one per seed:
+    ``"seed", "val_bpb", "val_loss", "train_s", "folder"``), ``"val_curves"`` (``[step,
+    loss]`` per seed), ``"run", "command", "model", "train", "tokenizer", "val_bpb",
+    "val_bpb_interval", "load_at_start", "load_after", "quiet", "wall_s"`` (written to ``out``
+    when given). ``train_s`` is the time of the training steps
     (evaluations excluded), as the book checkpoint's ``info.json`` counts it.
     """
     from pathlib import Path
