@@ -3,14 +3,15 @@
 * :func:`train_book_model` trains a named run of :data:`sydsgpt.presets.RUNS` (chapter 5's
   ``book-ch05`` by default) into a folder, or loads it from there when the run is finished.
   :func:`book_tokenizer` is a run's tokenizer.
-* **The book checkpoint** is the ``book-checkpoint`` run: chapter 5's recipe on a larger
-  model, trained for about half an hour on a CPU by the one ``sydsgpt train`` line of
-  ``RUNS["book-checkpoint"].command(...)``. :func:`publish_book_checkpoint` turns the
-  finished run into the files that ship with the package (``sydsgpt/weights/book-checkpoint``:
-  ``model.safetensors``, ``tokenizer.json``, ``info.json`` with the file's sha256, the
-  command, the training time and the held-out bits per byte), and
-  :func:`load_book_checkpoint` loads them, checking the sha256 first. Chapter 6 and later
-  chapters decode and finetune with it.
+* **The book checkpoint** is the ``book-checkpoint`` run, the first seed of the appendix's
+  CPU speedrun record (``speedrun-record``: chapter 5's model made larger, with chapter 7's
+  parts, trained with Muon for about 12 minutes on two CPU cores), trained by the one
+  ``sydsgpt train`` line of ``RUNS["book-checkpoint"].command(...)``.
+  :func:`publish_book_checkpoint` turns the finished run into the files that ship with the
+  package (``sydsgpt/weights/book-checkpoint``: ``model.safetensors``, ``tokenizer.json``,
+  ``info.json`` with the file's sha256, the command, the training time and the held-out
+  bits per byte), and :func:`load_book_checkpoint` loads them, checking the sha256 first.
+  Chapter 6 and later chapters decode and finetune with it.
 """
 
 from __future__ import annotations

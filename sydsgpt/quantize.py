@@ -155,11 +155,12 @@ class Int8Linear(QuantizedLinear):
       integers (per call, one scale per tensor) and multiplies integers: the fast path in
       quick checks on block-sized products. It runs with ``reduce_range=True`` (7-bit
       activations), as PyTorch's own dynamic ``Linear`` does. Costs: the activations'
-      rounding, which is harmless for the book checkpoint (+0.001 bits per byte) but not for
-      models whose activations have a few huge channels (SmolLM2: +0.4 bits per byte on 1,024
-      held-out tokens, against +0.005 weight-only), and a packed copy of the int8 weights the
-      kernel keeps (made on the first call; about 2 bytes per weight in all). PyTorch 2.13
-      deprecates quantized tensors: where packing fails, the layer takes the weight-only path.
+      rounding, which costs the book checkpoint little (+0.02 bits per byte; the first one,
+      GPT-2 blocks: +0.001) but not models whose activations have a few huge channels
+      (SmolLM2: +0.4 bits per byte on 1,024 held-out tokens, against +0.005 weight-only),
+      and a packed copy of the int8 weights the kernel keeps (made on the first call; about
+      2 bytes per weight in all). PyTorch 2.13 deprecates quantized tensors: where packing
+      fails, the layer takes the weight-only path.
     * :meth:`forward_reference`: ``F.linear`` on the dequantized weights ``scale * q``: what
       the tests compare both paths with.
 

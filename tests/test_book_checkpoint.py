@@ -47,10 +47,55 @@ def test_the_recorded_command_is_the_runs_one_line() -> None:
 
 def test_the_checkpoint_loads_as_its_preset() -> None:
     book = load_book_checkpoint()
-    assert dict(book.model.config) == {**get_preset(BOOK_CHECKPOINT), **dict(book.model.config)}
+    preset = get_preset(presets.RUNS[BOOK_CHECKPOINT].preset)
+    assert dict(book.model.config) == {**preset, **dict(book.model.config)}
     assert book.model.config.vocab_size == book.tokenizer.n_vocab == 2048
     assert sum(p.numel() for p in book.model.parameters()) == INFO["parameters"]
     assert not book.model.training
+
+
+def test_the_checkpoint_is_the_speedrun_records_first_seed() -> None:
+    """The issue's rule: the record run's first seed is the book checkpoint."""
+    from sydsgpt.bench.common import RESULTS_DIR
+
+    record = json.loads((RESULTS_DIR / "speedrun_record_cpu.json").read_text())
+    assert presets.RUNS[BOOK_CHECKPOINT].train == presets.RUNS[record["run"]].train
+    assert record["rows"][0]["seed"] == INFO["train"]["seed"]
+    assert record["rows"][0]["val_bpb"] == pytest.approx(INFO["val_bpb"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name, where",
+    [
+        ("finetune_cpu.json", lambda r: r["bases"]["book"]["source"]),
+        ("instruct_cpu.json", lambda r: r["base_model"]),
+    ],
+)
+def test_committed_results_that_finetune_the_checkpoint_name_todays(name, where) -> None:
+    from sydsgpt.bench.common import RESULTS_DIR
+
+    result = json.loads((RESULTS_DIR / name).read_text())
+    assert where(result).endswith(f"sha256 {INFO['sha256']}")
+
+
+@pytest.mark.parametrize(
+    "name, rows",
+    [
+        ("quality_cpu.json", lambda r: [x for x in r["rows"] if x["run"] == BOOK_CHECKPOINT]),
+        ("quantization_cpu.json", lambda r: [x for x in r["rows"] if x["scheme"] == "fp32"][:1]),
+        (
+            "real_model_cpu.json",
+            lambda r: [x for x in r["quality"] if x["model"] == BOOK_CHECKPOINT][:1],
+        ),
+    ],
+)
+def test_committed_results_that_measure_the_checkpoint_measured_todays(name, rows) -> None:
+    """Each reports the checkpoint's held-out bits per byte (the whole split at its context
+    length), which must be the one its info.json records."""
+    from sydsgpt.bench.common import RESULTS_DIR
+
+    (row,) = rows(json.loads((RESULTS_DIR / name).read_text()))
+    assert row["val_bpb"] == pytest.approx(INFO["val_bpb"], abs=1e-4)
 
 
 def test_a_damaged_weights_file_is_refused(tmp_path: Path) -> None:

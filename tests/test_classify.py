@@ -423,6 +423,14 @@ def test_the_benchmark_quick_mode_writes_every_row(tmp_path: Path) -> None:
     assert again["refreshed"][-1]["curve"] == [random_curve] and len(again["rows"]) == len(
         finetune.SETUPS
     )
+    # a refreshed row's base is described as it is today, the other base as it was measured
+    stored = json.loads((tmp_path / "finetune_cpu.json").read_text())
+    stored["bases"] = {name: {"source": "an older model"} for name in stored["bases"]}
+    (tmp_path / "finetune_cpu.json").write_text(json.dumps(stored))
+    book_row = "book, head only (cached features)"
+    third = finetune.refresh([book_row], "a test", tmp_path / "finetune_cpu.json", quick=True)
+    assert third["bases"]["smollm2"] == {"source": "an older model"}
+    assert third["bases"]["book"] == finetune.describe_bases(finetune.load_bases(True))["book"]
     with pytest.raises(ValueError, match="no row"):
         finetune.refresh(["no such row"], "a test", tmp_path / "finetune_cpu.json", quick=True)
     one = finetune.run(tmp_path / "one.json", quick=True, only=["majority class"])

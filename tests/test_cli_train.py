@@ -219,7 +219,7 @@ def test_a_finished_book_run_is_loaded_not_retrained(tmp_path: Path) -> None:
 @pytest.mark.parametrize("run", ["book-ch05", "book-checkpoint"])
 def test_the_readme_shows_each_book_run_command_exactly(run: str) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = readme.index(f"sydsgpt train tinyshakespeare --preset {run} ")
+    start = readme.index(f"sydsgpt train tinyshakespeare --preset {RUNS[run].preset} ")
     end = readme.index(f"--out runs/{run}", start) + len(f"--out runs/{run}")
     line = readme[start:end].replace("\\\n", " ")
     assert shlex.split(line) == shlex.split(RUNS[run].command(f"runs/{run}"))

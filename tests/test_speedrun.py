@@ -130,7 +130,7 @@ def test_committed_chapter_7_run_is_quiet_complete_and_consistent():
 
 def test_a_budget_sets_the_steps_from_the_measured_speed(monkeypatch):
     """The steps are the budget times the calibration's speed over one step's tokens; the
-    warm-up keeps the run's share (book-checkpoint: 100 of 1200 steps)."""
+    warm-up keeps the run's share (record-0: 100 of 1200 steps)."""
     from sydsgpt.presets import RUNS
 
     seen = {}
@@ -140,7 +140,7 @@ def test_a_budget_sets_the_steps_from_the_measured_speed(monkeypatch):
         return {"late_tokens_per_s": 4096.0}
 
     monkeypatch.setattr(speedrun, "train_row", fake_row)
-    cfg = RUNS["book-checkpoint"].train  # 16 x 256 = 4,096 tokens per step
+    cfg = RUNS["record-0"].train  # 16 x 256 = 4,096 tokens per step
     budgeted, calibration = speedrun.budget_steps({}, cfg, (None, None), None, 120.0)
     assert seen["calibration_steps"] == speedrun.CALIBRATION_STEPS
     assert calibration == {"late_tokens_per_s": 4096.0}
@@ -155,7 +155,7 @@ def test_search_recipes_change_one_thing_each_at_the_book_checkpoints_size():
     base_config, base_cfg, _, _ = speedrun._setup(speedrun.SEARCH["sr-base"], quick=False)
     target = count_parameters(base_config)
     for name, recipe in speedrun.SEARCH.items():
-        assert recipe.run == "book-checkpoint" and recipe.budget_s == speedrun.SEARCH_BUDGET_S
+        assert recipe.run == "record-0" and recipe.budget_s == speedrun.SEARCH_BUDGET_S
         config, cfg, _, tokenizer = speedrun._setup(recipe, quick=False)
         tokens_per_step = cfg.batch_size * cfg.seq_len
         assert tokens_per_step == base_cfg.batch_size * base_cfg.seq_len, name
@@ -277,3 +277,34 @@ def test_committed_record_is_todays_run_within_30_minutes_and_the_long_run_its_t
     differences = {k for k, v in long_run["train"].items() if record["train"][k] != v}
     assert differences == {"max_steps", "warmup_steps"}  # the same recipe, longer
     assert long_run["model"] == record["model"]
+
+
+def test_committed_record_0_is_the_first_book_checkpoint_and_todays_record_0_recipe():
+    from sydsgpt.config import SydsGPTConfig
+    from sydsgpt.train import TrainConfig
+
+    record0 = _committed("speedrun_record0_cpu.json")
+    spec = RUNS["record-0"]
+    assert TrainConfig.from_dict(record0["train"]) == spec.train
+    assert record0["steps"] == spec.train.max_steps
+    assert dict(SydsGPTConfig.from_dict(record0["model"])) == dict(
+        SydsGPTConfig.from_dict({**get_preset(spec.preset), "vocab_size": 2048})
+    )
+    # the line it was trained with, under the name the run had then
+    assert record0["command"] == spec.command("runs/book-checkpoint").replace(
+        "--preset record-0", "--preset book-checkpoint"
+    )
+    assert record0["val_bpb"] > _committed("speedrun_record_cpu.json")["val_bpb"]
+
+
+def test_full_length_recipes_start_from_the_record_and_judge_at_full_length():
+    assert set(speedrun.FULL_LENGTH_BASELINES) == set(speedrun.FULL_LENGTH)
+    for name, recipe in speedrun.FULL_LENGTH.items():
+        base = RUNS[speedrun.FULL_LENGTH_BASELINES[name]]
+        assert recipe.run == speedrun.FULL_LENGTH_BASELINES[name]
+        assert recipe.budget_s is None, "judged at full length, not on a short budget"
+        assert speedrun.recipe_named(name) is recipe
+        config, cfg, _, _ = speedrun._setup(recipe, quick=False)
+        assert cfg.max_steps == recipe.train.get("max_steps", base.train.max_steps)
+        assert {k: config[k] for k in recipe.model} == dict(recipe.model)
+        assert cfg.optimizer == base.train.optimizer and cfg.seq_len == base.train.seq_len

@@ -192,6 +192,19 @@ def load_bases(quick: bool) -> dict[str, Base]:
     }
 
 
+def describe_bases(bases: dict[str, Base]) -> dict[str, dict[str, Any]]:
+    """What the result records of each base: where it came from, its size and config."""
+    return {
+        name: {
+            "source": b.source,
+            "params": sum(p.numel() for p in b.model.parameters()),
+            "config": b.model.config.to_dict(),
+            "max_length": b.max_length,
+        }
+        for name, b in bases.items()
+    }
+
+
 def book_base_model() -> tuple[nn.Module, Any, str]:
     """``(model, tokenizer, description)`` of the book checkpoint (checked against its sha256)."""
     from ..book import load_book_checkpoint
@@ -494,15 +507,7 @@ def _run(
     extra: dict[str, Any] = {
         "quick": quick,
         "data": "sms-spam",
-        "bases": {
-            name: {
-                "source": b.source,
-                "params": sum(p.numel() for p in b.model.parameters()),
-                "config": b.model.config.to_dict(),
-                "max_length": b.max_length,
-            }
-            for name, b in bases.items()
-        },
+        "bases": describe_bases(bases),
         "seeds": list(SEEDS),
         "split": {
             "seeds": [SPLIT_SEED + s for s in SEEDS],
@@ -580,7 +585,9 @@ def refresh(
     """Measure the rows ``names`` of the existing result ``out`` again, with :data:`ROWS`' current
     settings, and their learning-curve points, and the curve points of the rows ``curve`` (whose
     rows stay); each refreshed row keeps what it replaced (``before_refresh``) and the result
-    says what was refreshed, ``why``, when, and the load average then."""
+    says what was refreshed, ``why``, when, and the load average then. The description of
+    each base a refreshed row or curve trains on (``bases``) is replaced by today's (a new
+    book checkpoint, say); the others stay as measured."""
     payload = json.loads(Path(out).read_text())
     unknown = sorted(set(names) - {row["setup"] for row in payload["rows"]})
     if unknown:
@@ -588,7 +595,8 @@ def refresh(
     with torch_threads(threads):
         start, load_before = time.perf_counter(), os.getloadavg()[0]
         splits = _splits(quick)
-        runner = Runner(load_bases(quick), quick)
+        bases = load_bases(quick)
+        runner = Runner(bases, quick)
         by_name = {row.name: row for row in ROWS}
         rows = {row["setup"]: row for row in payload["rows"]}
         for name in names:
@@ -606,6 +614,11 @@ def refresh(
                 kept + fresh, key=lambda p: (CURVE_ROWS.index(p["setup"]), p["train_examples"])
             )
     extra = {k: v for k, v in payload.items() if k not in ("benchmark", "machine", "rows")}
+    used = {by_name[n].base for n in (*names, *curve_names)} - {""}
+    extra["bases"] = {
+        **payload.get("bases", {}),
+        **{k: v for k, v in describe_bases(bases).items() if k in used},
+    }
     extra["refreshed"] = [
         *payload.get("refreshed", []),
         {

@@ -214,10 +214,10 @@ def profile_decoding(
 
 
 def run(quick: bool = False, out: Any = None, log: Any = print) -> dict[str, Any]:
-    """Profile the book checkpoint's training step (its run's model, batch and optimizer, on
-    Tiny Shakespeare) and its decoding; measure the matmul peak, the step's MFU and the
-    package's step against :class:`~sydsgpt.bench.reference.ReferenceGPT` at the same shape
-    (GPT-2 blocks)."""
+    """Profile record 0's training step (the first book checkpoint's run: its model, batch and
+    AdamW, on Tiny Shakespeare; GPT-2 blocks, the shape the reference formulation shares) and
+    the book checkpoint's decoding; measure the matmul peak, the step's MFU and the package's
+    step against :class:`~sydsgpt.bench.reference.ReferenceGPT` at the same shape."""
     import os
 
     from ..book import book_tokenizer, load_book_checkpoint
@@ -227,7 +227,7 @@ def run(quick: bool = False, out: Any = None, log: Any = print) -> dict[str, Any
     from .common import format_table, report
     from .modern import quick_setup
 
-    spec = RUNS["book-checkpoint"]
+    spec = RUNS["record-0"]
     load_before = os.getloadavg()[0]
     if quick:
         text, tokenizer, config = quick_setup(spec.preset)

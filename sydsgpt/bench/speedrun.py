@@ -94,9 +94,10 @@ GQA saves memory, not loss, at this size)."""
 
 
 def _search(model: Mapping[str, Any] | None = None, **fields: Any) -> Recipe:
-    """A search recipe: the book checkpoint's run for :data:`SEARCH_BUDGET_S` seconds."""
+    """A search recipe: record 0's run (the first book checkpoint) for
+    :data:`SEARCH_BUDGET_S` seconds."""
     return Recipe(
-        run="book-checkpoint",
+        run="record-0",
         model=dict(model or {}),
         budget_s=SEARCH_BUDGET_S,
         match_parameters=bool(model),
@@ -106,7 +107,7 @@ def _search(model: Mapping[str, Any] | None = None, **fields: Any) -> Recipe:
 
 MUON = {"optimizer": "muon"}
 SEARCH: dict[str, Recipe] = {
-    # round 1: one change at a time on the book checkpoint's recipe
+    # round 1: one change at a time on record 0 (the first book checkpoint's recipe)
     "sr-base": _search(),
     "sr-muon": _search(train=MUON),
     "sr-modern": _search(MODERN_PARTS),
@@ -121,9 +122,10 @@ SEARCH: dict[str, Recipe] = {
     ),
 }
 """The speedrun's search, each recipe trained for :data:`SEARCH_BUDGET_S` seconds per seed.
-Round 1: the book checkpoint's recipe (``sr-base``), Muon, chapter 7's parts, both. Round 2,
-on round 1's record (``sr-modern-muon``): a shorter context with more sequences per step
-(the same tokens), a 1,024-id BPE, a deeper and narrower model (at equal parameters)."""
+Round 1: record 0's recipe (``sr-base``, the first book checkpoint), Muon, chapter 7's parts,
+both. Round 2, on round 1's record (``sr-modern-muon``): a shorter context with more
+sequences per step (the same tokens), a 1,024-id BPE, a deeper and narrower model (at equal
+parameters)."""
 
 SEARCH_BASELINES: dict[str, str] = {
     "sr-muon": "sr-base",
@@ -134,6 +136,23 @@ SEARCH_BASELINES: dict[str, str] = {
     "sr-mm-deep": "sr-modern-muon",
 }
 """Each search recipe's baseline: the recipe it changes one thing of."""
+
+
+FULL_LENGTH: dict[str, Recipe] = {
+    # round 3, at full length on record 1: regularize, and spend the time it saves
+    "rec1-dropout0.2-x1.5": Recipe(
+        run="speedrun-record", model={"dropout": 0.2}, train={"max_steps": 1350}
+    ),
+}
+"""Changes to the record that only a full-length run can judge: twice the dropout of record 1
+(0.2 against 0.1) and half as many steps again (1,350 against 900, about 18 minutes), so
+that the regularization has time to pay (record 1 stopped after 900 steps because its
+validation loss was about to turn up). Compared with the record's own seeds
+(``speedrun_record_cpu.json``)."""
+
+FULL_LENGTH_BASELINES: dict[str, str] = {name: "speedrun-record" for name in FULL_LENGTH}
+"""Each full-length recipe's baseline: a run of :data:`sydsgpt.presets.RUNS` whose committed
+record it must beat."""
 
 
 def _bounds(result: Mapping[str, Any]) -> tuple[float, float]:
@@ -155,9 +174,9 @@ def compare(result: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
 
 
 def recipe_named(name: str) -> Recipe:
-    """The recipe of :data:`RECIPES` or :data:`SEARCH` with this name (``ValueError`` naming
-    the known ones otherwise)."""
-    known = {**RECIPES, **SEARCH}
+    """The recipe of :data:`RECIPES`, :data:`SEARCH` or :data:`FULL_LENGTH` with this name
+    (``ValueError`` naming the known ones otherwise)."""
+    known = {**RECIPES, **SEARCH, **FULL_LENGTH}
     if name not in known:
         raise ValueError(f"unknown recipe {name!r}; known: {', '.join(known)}")
     return known[name]

@@ -34,14 +34,15 @@ settings, one row per configuration) into the --out folder:
   rewards-probe  how chapter 10 chose its task: SmolLM2's greedy accuracy on 40 questions of
              each task kind, and the groups of sampled answers GRPO could learn from (about a
              minute) -> rewards_probe_cpu.json
-  profile    where the time goes: torch.profiler splits of the book checkpoint's training step
-             and decode step, the matmul peak and MFU, and the training step against a
-             compact reference GPT of the same shape (about two minutes) -> profile_cpu.json
+  profile    where the time goes: torch.profiler splits of record 0's training step (the
+             first book checkpoint's) and the book checkpoint's decode step, the matmul
+             peak and MFU, and the training step against a compact reference GPT of the
+             same shape (about two minutes) -> profile_cpu.json
   speedrun   recipes trained with several seeds to one budget (default: chapter 5's run),
              held-out bits per byte as a mean and a 95% interval; refuses a busy machine
              (--recipe, --seeds, --allow-busy) -> speedrun_cpu.json (--result: another
              name); --record: the record recipe (the run speedrun-record) in full, once
-             per seed (the confirmation, about 30 min per seed) -> speedrun_record_cpu.json
+             per seed (the confirmation, about 12 min per seed) -> speedrun_record_cpu.json
   all        all of them (speedrun: only when named)
 
 Examples:
