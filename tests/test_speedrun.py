@@ -308,3 +308,39 @@ def test_full_length_recipes_start_from_the_record_and_judge_at_full_length():
         assert cfg.max_steps == recipe.train.get("max_steps", base.train.max_steps)
         assert {k: config[k] for k in recipe.model} == dict(recipe.model)
         assert cfg.optimizer == base.train.optimizer and cfg.seq_len == base.train.seq_len
+
+
+def test_committed_full_length_round_is_quiet_and_describes_todays_recipes():
+    result = _committed("speedrun_full_length_cpu.json")
+    assert result["quiet"] is True and result["load_at_start"] < 1
+    for r in result["results"]:
+        recipe = speedrun.FULL_LENGTH[r["name"]]
+        assert r["recipe"]["run"] == recipe.run and r["recipe"]["budget_s"] is None
+        assert r["recipe"]["model"] == dict(recipe.model)
+        assert r["recipe"]["train"] == dict(recipe.train)
+        assert [s["seed"] for s in r["seeds"]] == [123, 124, 125] and not r["quick"]
+        assert all(added["quiet"] and added["load_before"] < 1 for added in r["added_seeds"])
+        assert all(s["steps"] == recipe.train["max_steps"] for s in r["seeds"])
+        assert all(s["train_s"] <= 30 * 60 for s in r["seeds"]), "within the speedrun's budget"
+        mean, half = interval([s["val_bpb"] for s in r["seeds"]])
+        assert r["val_bpb"] == pytest.approx(mean, abs=1e-4)
+        assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+
+
+def test_add_seeds_extends_a_committed_series_and_recomputes_its_interval(tmp_path):
+    out = tmp_path / "series.json"
+    speedrun.run(["chapter5"], (1,), quick=True, allow_busy=True, out=out)
+    first = json.loads(out.read_text())["results"][0]["seeds"][0]["val_bpb"]
+    payload = speedrun.add_seeds(out, "chapter5", [2, 3], quick=True, allow_busy=True)
+    written = json.loads(out.read_text())
+    (result,) = written["results"]
+    values = [s["val_bpb"] for s in result["seeds"]]
+    assert [s["seed"] for s in result["seeds"]] == [1, 2, 3] and values[0] == first
+    mean, half = interval(values)
+    assert result["val_bpb"] == pytest.approx(mean, abs=1e-4)
+    assert result["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+    assert result["added_seeds"][0]["seeds"] == [2, 3] and payload["rows"][0]["seeds"] == 3
+    with pytest.raises(ValueError, match="already has seed"):
+        speedrun.add_seeds(out, "chapter5", [3], quick=True, allow_busy=True)
+    with pytest.raises(ValueError, match="has no recipe"):
+        speedrun.add_seeds(out, "sr-muon", [4], quick=True, allow_busy=True)

@@ -16,12 +16,18 @@ noise, so every number here comes with its spread:
   refuses to start when the load average is at or above ``max_load`` (1 by default), unless
   told to go on anyway, and then marks the result ``"quiet": false``.
 
+- :data:`SEARCH` (two-minute budgets) and :data:`FULL_LENGTH` (changes only a full-length
+  run can judge) are the speedrun's rounds, each recipe with its baseline; :func:`compare`
+  gives the verdict; :func:`add_seeds` extends a committed series with more seeds;
+  :func:`confirm` trains a record's run in full, as ``sydsgpt train`` does.
+
 Run it with ``sydsgpt bench --what speedrun --recipe chapter5 --seeds 3`` (``--quick``:
 seconds, a tiny model).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -326,6 +332,21 @@ def run_recipe(
     }
 
 
+def _summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per recipe of a series' results."""
+    return [
+        {
+            "recipe": r["name"],
+            "val_bpb": r["val_bpb"],
+            "interval": r["val_bpb_interval"],
+            "seeds": len(r["seeds"]),
+            "tokens_per_s": r["tokens_per_s"],
+            "quiet": r["quiet"],
+        }
+        for r in results
+    ]
+
+
 def run(
     names: Sequence[str],
     seeds: Sequence[int] = SEEDS,
@@ -346,19 +367,8 @@ def run(
     for name, recipe in zip(names, recipes):
         print(f"--- {name}", flush=True)
         results.append({"name": name, **run_recipe(recipe, seeds, quick=quick, quiet=quiet)})
-        rows = [
-            {
-                "recipe": r["name"],
-                "val_bpb": r["val_bpb"],
-                "interval": r["val_bpb_interval"],
-                "seeds": len(r["seeds"]),
-                "tokens_per_s": r["tokens_per_s"],
-                "quiet": r["quiet"],
-            }
-            for r in results
-        ]
         payload = report(
-            rows,
+            _summary_rows(results),
             None,
             out,
             "speedrun",
@@ -372,6 +382,57 @@ def run(
 
     print(format_table(payload["rows"]), flush=True)
     return payload
+
+
+def add_seeds(
+    out: str | os.PathLike[str],
+    name: str,
+    seeds: Sequence[int],
+    *,
+    quick: bool = False,
+    allow_busy: bool = False,
+) -> dict[str, Any]:
+    """Train recipe ``name`` of the result file ``out`` (written by :func:`run`) with more
+    ``seeds`` and write it back with every seed's row, the mean and the interval recomputed
+    over all of them; ``added_seeds`` says when each batch of seeds ran and the load then.
+
+    Raises:
+        ValueError: ``out`` has no such recipe, a seed is already in it, or the recipe's
+            definition changed since it was measured.
+    """
+    from pathlib import Path
+
+    from .common import report
+
+    payload = json.loads(Path(out).read_text())
+    results = {r["name"]: r for r in payload["results"]}
+    if name not in results:
+        raise ValueError(f"{out} has no recipe {name!r}; it has {', '.join(results)}")
+    result = results[name]
+    have = [row["seed"] for row in result["seeds"]]
+    if set(have) & set(seeds):
+        raise ValueError(f"{name} in {out} already has seed(s) {sorted(set(have) & set(seeds))}")
+    fresh = run_recipe(recipe_named(name), seeds, quick=quick, allow_busy=allow_busy)
+    if (
+        fresh["recipe"] != result["recipe"]
+        or fresh["train"]["max_steps"] != (result["train"]["max_steps"])
+    ):
+        raise ValueError(f"recipe {name!r} changed since {out} was measured; run it afresh")
+    rows = [*result["seeds"], *fresh["seeds"]]
+    mean, half = interval([row["val_bpb"] for row in rows])
+    result.update(
+        seeds=rows,
+        val_bpb=round(mean, 4),
+        val_bpb_interval=round(half, 4),
+        tokens_per_s=statistics.median(row["tokens_per_s"] for row in rows),
+        quiet=result["quiet"] and fresh["quiet"],
+    )
+    result.setdefault("added_seeds", []).append(
+        {"seeds": list(seeds), "load_before": fresh["load_before"], "quiet": fresh["quiet"]}
+    )
+    extra = {k: v for k, v in payload.items() if k not in ("benchmark", "machine", "rows")}
+    extra["quiet"] = payload["quiet"] and fresh["quiet"]
+    return report(_summary_rows(payload["results"]), None, out, "speedrun", log=None, **extra)
 
 
 def confirm(

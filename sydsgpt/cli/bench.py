@@ -159,9 +159,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="NAME",
-        help="a recipe of sydsgpt.bench.speedrun.RECIPES or SEARCH (repeatable; default: "
-        "chapter5): chapter5, rmsnorm, swiglu, rope, gqa, qk-norm, modern-blocks, sr-base, "
-        "sr-muon, sr-modern, sr-modern-muon, sr-mm-seq128, sr-mm-bpe1024, sr-mm-deep",
+        help="a recipe of sydsgpt.bench.speedrun.RECIPES, SEARCH or FULL_LENGTH (repeatable; "
+        "default: chapter5): chapter5, rmsnorm, swiglu, rope, gqa, qk-norm, modern-blocks, "
+        "sr-base, sr-muon, sr-modern, sr-modern-muon, sr-mm-seq128, sr-mm-bpe1024, "
+        "sr-mm-deep, rec1-dropout0.2-x1.5",
     )
     speed.add_argument(
         "--result",
