@@ -280,3 +280,10 @@ def register_tiny_run(monkeypatch: Any, **train: Any) -> None:
     )
     monkeypatch.setitem(PRESETS, "tiny-book", tiny)
     monkeypatch.setitem(RUNS, "tiny-book", spec)
+
+
+def committed_result(name: str) -> dict[str, Any]:
+    """A committed benchmark result of ``sydsgpt/bench/results`` by file name."""
+    from sydsgpt.bench.common import RESULTS_DIR
+
+    return json.loads((RESULTS_DIR / name).read_text())

@@ -26,7 +26,7 @@ from sydsgpt.files import file_sha256
 from sydsgpt.presets import get_preset
 from sydsgpt.train_config import TrainConfig
 
-from helpers import register_tiny_run
+from helpers import committed_result, register_tiny_run
 
 INFO = json.loads((BOOK_CHECKPOINT_DIR / INFO_NAME).read_text())
 
@@ -56,9 +56,7 @@ def test_the_checkpoint_loads_as_its_preset() -> None:
 
 def test_the_checkpoint_is_the_speedrun_records_first_seed() -> None:
     """The issue's rule: the record run's first seed is the book checkpoint."""
-    from sydsgpt.bench.common import RESULTS_DIR
-
-    record = json.loads((RESULTS_DIR / "speedrun_record_cpu.json").read_text())
+    record = committed_result("speedrun_record_cpu.json")
     assert presets.RUNS[BOOK_CHECKPOINT].train == presets.RUNS[record["run"]].train
     assert record["rows"][0]["seed"] == INFO["train"]["seed"]
     assert record["rows"][0]["val_bpb"] == pytest.approx(INFO["val_bpb"], abs=1e-4)
@@ -72,9 +70,7 @@ def test_the_checkpoint_is_the_speedrun_records_first_seed() -> None:
     ],
 )
 def test_committed_results_that_finetune_the_checkpoint_name_todays(name, where) -> None:
-    from sydsgpt.bench.common import RESULTS_DIR
-
-    result = json.loads((RESULTS_DIR / name).read_text())
+    result = committed_result(name)
     assert where(result).endswith(f"sha256 {INFO['sha256']}")
 
 
@@ -92,9 +88,7 @@ def test_committed_results_that_finetune_the_checkpoint_name_todays(name, where)
 def test_committed_results_that_measure_the_checkpoint_measured_todays(name, rows) -> None:
     """Each reports the checkpoint's held-out bits per byte (the whole split at its context
     length), which must be the one its info.json records."""
-    from sydsgpt.bench.common import RESULTS_DIR
-
-    (row,) = rows(json.loads((RESULTS_DIR / name).read_text()))
+    (row,) = rows(committed_result(name))
     assert row["val_bpb"] == pytest.approx(INFO["val_bpb"], abs=1e-4)
 
 

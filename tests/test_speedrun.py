@@ -14,7 +14,7 @@ from sydsgpt.cli import main
 from sydsgpt.model import count_parameters
 from sydsgpt.presets import RUNS, get_preset
 
-from helpers import register_tiny_run
+from helpers import committed_result, register_tiny_run
 
 
 def _load(value: float):
@@ -111,10 +111,9 @@ def test_cli_quick_run_and_busy_refusal(tmp_path, capsys, monkeypatch):
 
 
 def test_committed_chapter_7_run_is_quiet_complete_and_consistent():
-    from sydsgpt.bench.common import RESULTS_DIR
     from sydsgpt.presets import RUNS
 
-    result = json.loads((RESULTS_DIR / "speedrun_ch7_cpu.json").read_text())
+    result = committed_result("speedrun_ch7_cpu.json")
     assert result["quiet"] is True and result["load_at_start"] < 1
     runs = {r["name"]: r for r in result["results"]}
     assert list(runs) == list(speedrun.RECIPES)
@@ -237,15 +236,9 @@ def test_every_search_recipe_but_the_first_has_a_baseline_one_change_away():
         ), f"{name} drops a change of {base}"
 
 
-def _committed(name):
-    from sydsgpt.bench.common import RESULTS_DIR
-
-    return json.loads((RESULTS_DIR / name).read_text())
-
-
 @pytest.mark.parametrize("name", ["speedrun_search_cpu.json", "speedrun_search2_cpu.json"])
 def test_committed_search_rounds_are_quiet_and_describe_todays_recipes(name):
-    result = _committed(name)
+    result = committed_result(name)
     assert result["quiet"] is True and result["load_at_start"] < 1
     for r in result["results"]:
         recipe = speedrun.SEARCH[r["name"]]
@@ -263,7 +256,7 @@ def test_committed_record_is_todays_run_within_30_minutes_and_the_long_run_its_t
     from sydsgpt.presets import RUNS
 
     spec = RUNS["speedrun-record"]
-    record = _committed("speedrun_record_cpu.json")
+    record = committed_result("speedrun_record_cpu.json")
     assert record["quiet"] is True and record["load_at_start"] < 1
     assert record["train"] == spec.train.to_dict() and record["run"] == "speedrun-record"
     assert record["command"] == spec.command("runs/speedrun-record")
@@ -272,7 +265,7 @@ def test_committed_record_is_todays_run_within_30_minutes_and_the_long_run_its_t
     mean, half = interval([row["val_bpb"] for row in record["rows"]])
     assert record["val_bpb"] == pytest.approx(mean, abs=1e-4)
     assert record["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
-    long_run = _committed("speedrun_long_cpu.json")
+    long_run = committed_result("speedrun_long_cpu.json")
     assert long_run["quiet"] is True and long_run["load_at_start"] < 1
     differences = {k for k, v in long_run["train"].items() if record["train"][k] != v}
     assert differences == {"max_steps", "warmup_steps"}  # the same recipe, longer
@@ -283,7 +276,7 @@ def test_committed_record_0_is_the_first_book_checkpoint_and_todays_record_0_rec
     from sydsgpt.config import SydsGPTConfig
     from sydsgpt.train import TrainConfig
 
-    record0 = _committed("speedrun_record0_cpu.json")
+    record0 = committed_result("speedrun_record0_cpu.json")
     spec = RUNS["record-0"]
     assert TrainConfig.from_dict(record0["train"]) == spec.train
     assert record0["steps"] == spec.train.max_steps
@@ -294,7 +287,7 @@ def test_committed_record_0_is_the_first_book_checkpoint_and_todays_record_0_rec
     assert record0["command"] == spec.command("runs/book-checkpoint").replace(
         "--preset record-0", "--preset book-checkpoint"
     )
-    assert record0["val_bpb"] > _committed("speedrun_record_cpu.json")["val_bpb"]
+    assert record0["val_bpb"] > committed_result("speedrun_record_cpu.json")["val_bpb"]
 
 
 def test_full_length_recipes_start_from_the_record_and_judge_at_full_length():
@@ -311,7 +304,7 @@ def test_full_length_recipes_start_from_the_record_and_judge_at_full_length():
 
 
 def test_committed_full_length_round_is_quiet_and_describes_todays_recipes():
-    result = _committed("speedrun_full_length_cpu.json")
+    result = committed_result("speedrun_full_length_cpu.json")
     assert result["quiet"] is True and result["load_at_start"] < 1
     for r in result["results"]:
         recipe = speedrun.FULL_LENGTH[r["name"]]
