@@ -399,26 +399,32 @@ def _train(
     checkpoint_every = cfg.checkpoint_interval or cfg.eval_interval or None
 
     def evaluate(record: dict[str, Any]) -> None:
-        if val_data is not None:
-            metrics: dict[str, float] = {}
-            record["val_loss"] = loader_loss(
-                raw,
-                val_data,
-                cfg.eval_batches,
-                device,
-                amp_dtype,
-                ctx,
-                objective=objective,
-                metrics=metrics,
-            )
-            record.update({f"val_{name}": value for name, value in metrics.items()})
-        if (
-            tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded)
-        ):  # FSDP: every process runs the model
-            with autocast(device, amp_dtype):
-                sample = sample_text(raw, tokenizer, cfg.sample_prompt, cfg.sample_tokens, device)
-            if ctx.is_main:
-                record["sample"] = sample
+        # An evaluation must not change the run: starting a DataLoader's iterator draws a
+        # number from torch's global generator, the one dropout draws its masks from, so
+        # it runs on a copy of the generator (the same weights whatever eval_interval).
+        with torch.random.fork_rng(devices=[]):
+            if val_data is not None:
+                metrics: dict[str, float] = {}
+                record["val_loss"] = loader_loss(
+                    raw,
+                    val_data,
+                    cfg.eval_batches,
+                    device,
+                    amp_dtype,
+                    ctx,
+                    objective=objective,
+                    metrics=metrics,
+                )
+                record.update({f"val_{name}": value for name, value in metrics.items()})
+            if (
+                tokenizer is not None and cfg.sample_tokens and (ctx.is_main or sharded)
+            ):  # FSDP: every process runs the model
+                with autocast(device, amp_dtype):
+                    sample = sample_text(
+                        raw, tokenizer, cfg.sample_prompt, cfg.sample_tokens, device
+                    )
+                if ctx.is_main:
+                    record["sample"] = sample
 
     def emit(record: dict[str, Any]) -> None:
         history.append(record)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -224,6 +225,22 @@ def test_training_lowers_the_loss_and_logs_every_step(tmp_path: Path) -> None:
     ax = plot_losses(tmp_path / "log.jsonl")
     assert [line.get_label() for line in ax.get_lines()] == ["train (each step)", "validation"]
     assert len(ax.get_lines()[1].get_xdata()) == 3
+
+
+def test_evaluations_do_not_change_the_run() -> None:
+    """Starting the validation DataLoader draws from torch's global generator, the one
+    dropout draws its masks from; the weights must not depend on how often the run is
+    evaluated (the speedrun's runner, which never evaluates, and sydsgpt train agree)."""
+    train_data, val = datasets()
+
+    def weights(**overrides: Any) -> torch.Tensor:
+        model = train_model(dropout=0.2)
+        train(model, train_data, val, config(**overrides), session=Session(show_progress=False))
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    never = weights(eval_interval=0, eval_at_start=False)
+    assert torch.equal(weights(eval_interval=3), never)
+    assert torch.equal(weights(eval_interval=5, eval_at_start=False), never)
 
 
 def test_dataloader_batch_size_must_match(tmp_path: Path) -> None:
