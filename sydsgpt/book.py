@@ -5,8 +5,8 @@
   :func:`book_tokenizer` is a run's tokenizer.
 * **The book checkpoint** is the ``book-checkpoint`` run, the first seed of the appendix's
   CPU speedrun record (``speedrun-record``: chapter 5's model made larger, with chapter 7's
-  parts, trained with Muon for about 12 minutes on two CPU cores), trained by the one
-  ``sydsgpt train`` line of ``RUNS["book-checkpoint"].command(...)``.
+  parts and dropout 0.2, trained with Muon for about 20 minutes on two CPU cores), trained
+  by the one ``sydsgpt train`` line of ``RUNS["book-checkpoint"].command(...)``.
   :func:`publish_book_checkpoint` turns the finished run into the files that ship with the
   package (``sydsgpt/weights/book-checkpoint``: ``model.safetensors``, ``tokenizer.json``,
   ``info.json`` with the file's sha256, the command, the training time and the held-out

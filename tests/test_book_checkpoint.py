@@ -62,6 +62,17 @@ def test_the_checkpoint_is_the_speedrun_records_first_seed() -> None:
     assert record["rows"][0]["val_bpb"] == pytest.approx(INFO["val_bpb"], abs=1e-4)
 
 
+def test_the_checkpoint_is_round_3s_first_seed_too() -> None:
+    """Evaluations do not change a run (test_train), so the checkpoint's one line, with its
+    evaluation every 100 steps, trains what the speedrun's runner (which never evaluates)
+    trained for the same seed in round 3: the same held-out loss and bits per byte."""
+    (round3,) = committed_result("speedrun_full_length_cpu.json")["results"]
+    (same,) = [s for s in round3["seeds"] if s["seed"] == INFO["train"]["seed"]]
+    assert same["steps"] == INFO["steps"]
+    assert same["val_loss"] == pytest.approx(INFO["val_loss"], abs=1e-4)
+    assert same["val_bpb"] == pytest.approx(INFO["val_bpb"], abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "name, where",
     [

@@ -252,14 +252,17 @@ def test_committed_search_rounds_are_quiet_and_describe_todays_recipes(name):
         assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
 
 
-def test_committed_record_is_todays_run_within_30_minutes_and_the_long_run_its_twin():
-    from sydsgpt.presets import RUNS
-
-    spec = RUNS["speedrun-record"]
-    record = committed_result("speedrun_record_cpu.json")
+def test_committed_record_1_is_todays_record_1_run_and_the_long_run_its_twin():
+    spec = RUNS["record-1"]
+    record = committed_result("speedrun_record1_cpu.json")
     assert record["quiet"] is True and record["load_at_start"] < 1
-    assert record["train"] == spec.train.to_dict() and record["run"] == "speedrun-record"
-    assert record["command"] == spec.command("runs/speedrun-record")
+    assert record["train"] == spec.train.to_dict()
+    # measured when record 1 was the run speedrun-record: the line under the name it had then
+    assert record["run"] == "speedrun-record"
+    assert record["command"] == spec.command("runs/speedrun-record").replace(
+        "--preset record-1", "--preset speedrun-record"
+    )
+    assert record["model"] == get_preset(spec.preset)
     assert [row["seed"] for row in record["rows"]] == [123, 124]
     assert all(row["train_s"] <= 30 * 60 for row in record["rows"])
     mean, half = interval([row["val_bpb"] for row in record["rows"]])
@@ -270,6 +273,29 @@ def test_committed_record_is_todays_run_within_30_minutes_and_the_long_run_its_t
     differences = {k for k, v in long_run["train"].items() if record["train"][k] != v}
     assert differences == {"max_steps", "warmup_steps"}  # the same recipe, longer
     assert long_run["model"] == record["model"]
+
+
+def test_committed_record_is_todays_record_run_within_30_minutes_and_round_3s_recipe():
+    """Record 2 (the run speedrun-record) is round 3's full-length recipe exactly, trained
+    with the book's periodic evaluations; its first seed is the book checkpoint."""
+    spec = RUNS["speedrun-record"]
+    record = committed_result("speedrun_record_cpu.json")
+    assert record["quiet"] is True and record["load_at_start"] < 1
+    assert record["run"] == "speedrun-record" and record["train"] == spec.train.to_dict()
+    assert record["command"] == spec.command("runs/speedrun-record")
+    assert record["model"] == get_preset(spec.preset)
+    assert [row["seed"] for row in record["rows"]] == [spec.train.seed]
+    assert all(row["train_s"] <= 30 * 60 for row in record["rows"])
+    # the same line, trained before evaluations stopped shifting dropout's masks
+    before = committed_result("speedrun_record_before_eval_fix_cpu.json")
+    assert before["quiet"] is True and before["load_at_start"] < 1
+    assert (before["train"], before["model"]) == (record["train"], record["model"])
+    (round3,) = committed_result("speedrun_full_length_cpu.json")["results"]
+    assert round3["model"] == record["model"]
+    periodic = ("eval_interval", "eval_at_start", "sample_tokens", "seed")
+    assert {k: v for k, v in round3["train"].items() if k not in periodic} == {
+        k: v for k, v in record["train"].items() if k not in periodic
+    }
 
 
 def test_committed_record_0_is_the_first_book_checkpoint_and_todays_record_0_recipe():
@@ -287,7 +313,7 @@ def test_committed_record_0_is_the_first_book_checkpoint_and_todays_record_0_rec
     assert record0["command"] == spec.command("runs/book-checkpoint").replace(
         "--preset record-0", "--preset book-checkpoint"
     )
-    assert record0["val_bpb"] > committed_result("speedrun_record_cpu.json")["val_bpb"]
+    assert record0["val_bpb"] > committed_result("speedrun_record1_cpu.json")["val_bpb"]
 
 
 def test_full_length_recipes_start_from_the_record_and_judge_at_full_length():
@@ -308,9 +334,13 @@ def test_committed_full_length_round_is_quiet_and_describes_todays_recipes():
     assert result["quiet"] is True and result["load_at_start"] < 1
     for r in result["results"]:
         recipe = speedrun.FULL_LENGTH[r["name"]]
-        assert r["recipe"]["run"] == recipe.run and r["recipe"]["budget_s"] is None
+        assert r["recipe"]["budget_s"] is None
         assert r["recipe"]["model"] == dict(recipe.model)
         assert r["recipe"]["train"] == dict(recipe.train)
+        # the run it changes was renamed (record-1) since: what it trained is today's recipe
+        config, cfg, _, _ = speedrun._setup(recipe, quick=False)
+        assert r["model"] == config
+        assert r["train"] == {**cfg.to_dict(), "seed": r["train"]["seed"]}
         assert [s["seed"] for s in r["seeds"]] == [123, 124, 125] and not r["quick"]
         assert all(added["quiet"] and added["load_before"] < 1 for added in r["added_seeds"])
         assert all(s["steps"] == recipe.train["max_steps"] for s in r["seeds"])
@@ -337,3 +367,7 @@ def test_add_seeds_extends_a_committed_series_and_recomputes_its_interval(tmp_pa
         speedrun.add_seeds(out, "chapter5", [3], quick=True, allow_busy=True)
     with pytest.raises(ValueError, match="has no recipe"):
         speedrun.add_seeds(out, "sr-muon", [4], quick=True, allow_busy=True)
+    written["results"][0]["model"]["dropout"] = 0.5  # measured with another recipe
+    out.write_text(json.dumps(written))
+    with pytest.raises(ValueError, match="changed since"):
+        speedrun.add_seeds(out, "chapter5", [4], quick=True, allow_busy=True)

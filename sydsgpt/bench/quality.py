@@ -6,7 +6,7 @@
 * **The book checkpoint** (``RUNS["book-checkpoint"]``, the weights that ship with the
   package) is measured the same way; its training time is the one its ``info.json``
   recorded when it was trained (``sydsgpt.book.publish_book_checkpoint``), since retraining
-  it takes twelve minutes.
+  it takes about twenty minutes.
 
 ``sydsgpt bench --what quality`` runs this and writes ``quality_cpu.json``. Measure on a
 quiet machine: training time depends on what else runs.

@@ -42,7 +42,7 @@ settings, one row per configuration) into the --out folder:
              held-out bits per byte as a mean and a 95% interval; refuses a busy machine
              (--recipe, --seeds, --allow-busy) -> speedrun_cpu.json (--result: another
              name); --record: the record recipe (the run speedrun-record) in full, once
-             per seed (the confirmation, about 12 min per seed) -> speedrun_record_cpu.json
+             per seed (the confirmation, about 20 min per seed) -> speedrun_record_cpu.json
   all        all of them (speedrun: only when named)
 
 Examples:
