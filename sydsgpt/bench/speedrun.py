@@ -267,6 +267,17 @@ def budget_steps(
     return replace(cfg, max_steps=steps, warmup_steps=max(1, round(share * steps))), calibration
 
 
+def _seed_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A recipe's summary over its seeds' rows: held-out bits per byte as a mean and the half
+    width of its 95% interval, and the median tokens/s."""
+    mean, half = interval([row["val_bpb"] for row in rows])
+    return {
+        "val_bpb": round(mean, 4),
+        "val_bpb_interval": round(half, 4),
+        "tokens_per_s": statistics.median(row["tokens_per_s"] for row in rows),
+    }
+
+
 def run_recipe(
     recipe: Recipe,
     seeds: Sequence[int] = SEEDS,
@@ -309,7 +320,6 @@ def run_recipe(
                 f"seed {seed}: {row['val_bpb']:.4f} bits/byte, {row['tokens_per_s']:,.0f} "
                 f"tokens/s, {row['train_s']:.0f} s"
             )
-    mean, half = interval([row["val_bpb"] for row in rows])
     load_after = os.getloadavg()[0]
     return {
         "recipe": {
@@ -323,9 +333,7 @@ def run_recipe(
         "model": config,
         "train": cfg.to_dict(),
         "seeds": rows,
-        "val_bpb": round(mean, 4),
-        "val_bpb_interval": round(half, 4),
-        "tokens_per_s": statistics.median(row["tokens_per_s"] for row in rows),
+        **_seed_summary(rows),
         "calibration": calibration,
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),
@@ -415,20 +423,14 @@ def add_seeds(
     if set(have) & set(seeds):
         raise ValueError(f"{name} in {out} already has seed(s) {sorted(set(have) & set(seeds))}")
     fresh = run_recipe(recipe_named(name), seeds, quick=quick, allow_busy=allow_busy)
-    if fresh["model"] != result["model"] or {**fresh["train"], "seed": None} != {
-        **result["train"],
-        "seed": None,
-    }:
+
+    def trained(r: Mapping[str, Any]) -> tuple[Any, Any]:  # whatever the seed or run name
+        return r["model"], {**r["train"], "seed": None}
+
+    if trained(fresh) != trained(result):
         raise ValueError(f"recipe {name!r} changed since {out} was measured; run it afresh")
     rows = [*result["seeds"], *fresh["seeds"]]
-    mean, half = interval([row["val_bpb"] for row in rows])
-    result.update(
-        seeds=rows,
-        val_bpb=round(mean, 4),
-        val_bpb_interval=round(half, 4),
-        tokens_per_s=statistics.median(row["tokens_per_s"] for row in rows),
-        quiet=result["quiet"] and fresh["quiet"],
-    )
+    result.update(seeds=rows, **_seed_summary(rows), quiet=result["quiet"] and fresh["quiet"])
     result.setdefault("added_seeds", []).append(
         {"seeds": list(seeds), "load_before": fresh["load_before"], "quiet": fresh["quiet"]}
     )
