@@ -17,6 +17,13 @@ from sydsgpt.presets import RUNS, get_preset
 from helpers import committed_result, register_tiny_run
 
 
+def _assert_summarizes(result, values, label: str = "") -> None:
+    """``result``'s bits per byte are the mean and 95% interval of ``values`` (4 decimals)."""
+    mean, half = interval(values)
+    assert result["val_bpb"] == pytest.approx(mean, abs=1e-4), label
+    assert result["val_bpb_interval"] == pytest.approx(half, abs=1e-4), label
+
+
 def _load(value: float):
     return lambda: (value, value, value)
 
@@ -121,9 +128,7 @@ def test_committed_chapter_7_run_is_quiet_complete_and_consistent():
         assert not r["quick"] and [s["seed"] for s in r["seeds"]] == list(speedrun.SEEDS)
         assert r["train"]["max_steps"] == RUNS["book-ch05"].train.max_steps  # chapter 5's budget
         assert all(s["steps"] == r["train"]["max_steps"] for s in r["seeds"])
-        mean, half = interval([s["val_bpb"] for s in r["seeds"]])
-        assert r["val_bpb"] == pytest.approx(mean, abs=1e-4), name
-        assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4), name
+        _assert_summarizes(r, [s["val_bpb"] for s in r["seeds"]], name)
         assert r["model"] | dict(speedrun.RECIPES[name].model) == r["model"]
 
 
@@ -193,9 +198,7 @@ def test_confirm_trains_the_run_per_seed_as_sydsgpt_train_does(tmp_path, monkeyp
     rows = result["rows"]
     assert [row["seed"] for row in rows] == [123, 124]
     assert rows[0]["val_bpb"] != rows[1]["val_bpb"]  # the seed changes the run
-    mean, half = interval([row["val_bpb"] for row in rows])
-    assert result["val_bpb"] == pytest.approx(mean, abs=1e-4)
-    assert result["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+    _assert_summarizes(result, [row["val_bpb"] for row in rows])
     assert result["quiet"] is True and result["train"] == train.to_dict()
     assert [step for step, _ in result["val_curves"]["123"]] == [0, 2, 4]
     written = json.loads((tmp_path / "r.json").read_text())
@@ -247,9 +250,7 @@ def test_committed_search_rounds_are_quiet_and_describe_todays_recipes(name):
         assert r["recipe"]["budget_s"] == recipe.budget_s == speedrun.SEARCH_BUDGET_S
         assert [s["seed"] for s in r["seeds"]] == list(speedrun.SEEDS) and not r["quick"]
         assert all(s["steps"] == r["train"]["max_steps"] for s in r["seeds"])
-        mean, half = interval([s["val_bpb"] for s in r["seeds"]])
-        assert r["val_bpb"] == pytest.approx(mean, abs=1e-4)
-        assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+        _assert_summarizes(r, [s["val_bpb"] for s in r["seeds"]])
 
 
 def test_committed_record_1_is_todays_record_1_run_and_the_long_run_its_twin():
@@ -265,9 +266,7 @@ def test_committed_record_1_is_todays_record_1_run_and_the_long_run_its_twin():
     assert record["model"] == get_preset(spec.preset)
     assert [row["seed"] for row in record["rows"]] == [123, 124]
     assert all(row["train_s"] <= 30 * 60 for row in record["rows"])
-    mean, half = interval([row["val_bpb"] for row in record["rows"]])
-    assert record["val_bpb"] == pytest.approx(mean, abs=1e-4)
-    assert record["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+    _assert_summarizes(record, [row["val_bpb"] for row in record["rows"]])
     long_run = committed_result("speedrun_long_cpu.json")
     assert long_run["quiet"] is True and long_run["load_at_start"] < 1
     differences = {k for k, v in long_run["train"].items() if record["train"][k] != v}
@@ -345,9 +344,7 @@ def test_committed_full_length_round_is_quiet_and_describes_todays_recipes():
         assert all(added["quiet"] and added["load_before"] < 1 for added in r["added_seeds"])
         assert all(s["steps"] == recipe.train["max_steps"] for s in r["seeds"])
         assert all(s["train_s"] <= 30 * 60 for s in r["seeds"]), "within the speedrun's budget"
-        mean, half = interval([s["val_bpb"] for s in r["seeds"]])
-        assert r["val_bpb"] == pytest.approx(mean, abs=1e-4)
-        assert r["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+        _assert_summarizes(r, [s["val_bpb"] for s in r["seeds"]])
 
 
 def test_add_seeds_extends_a_committed_series_and_recomputes_its_interval(tmp_path):
@@ -359,9 +356,7 @@ def test_add_seeds_extends_a_committed_series_and_recomputes_its_interval(tmp_pa
     (result,) = written["results"]
     values = [s["val_bpb"] for s in result["seeds"]]
     assert [s["seed"] for s in result["seeds"]] == [1, 2, 3] and values[0] == first
-    mean, half = interval(values)
-    assert result["val_bpb"] == pytest.approx(mean, abs=1e-4)
-    assert result["val_bpb_interval"] == pytest.approx(half, abs=1e-4)
+    _assert_summarizes(result, values)
     assert result["added_seeds"][0]["seeds"] == [2, 3] and payload["rows"][0]["seeds"] == 3
     with pytest.raises(ValueError, match="already has seed"):
         speedrun.add_seeds(out, "chapter5", [3], quick=True, allow_busy=True)
